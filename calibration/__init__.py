@@ -1,0 +1,1 @@
+"""The default calibration corpus (installed as the package `edgec.corpus`)."""

@@ -1,0 +1,16 @@
+"""edgec: compile trained Hugging Face Transformers into verified edge artifacts."""
+
+from edgec.api import build
+from edgec.artifact import Artifact, load_artifact
+from edgec.data import Columns, Dataset, Example, read_dataset
+from edgec.errors import BackendUnavailable, ConfigError, EdgecError, InputError, ParityError
+from edgec.recipe import ParityThresholds, QuantConfig, Recipe
+from edgec.source import LoadOptions
+from edgec.targets import TargetProfile, load_target
+
+__version__ = "0.1.0"
+__all__ = [
+    "Artifact", "BackendUnavailable", "Columns", "ConfigError", "Dataset", "EdgecError", "Example", "InputError",
+    "LoadOptions", "ParityError", "ParityThresholds", "QuantConfig", "Recipe", "TargetProfile", "build",
+    "load_artifact", "load_target", "read_dataset",
+]

@@ -1,0 +1,180 @@
+"""build(): a model, a recipe and a target profile in; a verified artifact folder out."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgec.artifact import FORMAT_VERSION, Artifact, check_output_path, file_table, package_versions, sha256_file, staged_output, write_manifest
+from edgec.backends import get_backend
+from edgec.data import Dataset, read_dataset
+from edgec.errors import ConfigError, InputError, ParityError
+from edgec.inference import collect_outputs, encode_batches, torch_forward
+from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_stages
+from edgec.recipe import ParityThresholds, Recipe
+from edgec.report import write_reports
+from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source
+from edgec.stages.export import export
+from edgec.stages.optimize import optimize
+from edgec.stages.fallback import fallback
+from edgec.stages.quantize import quantize
+from edgec.stages.verify import eval_texts, label_ids, measure, measure_model, task_metric
+from edgec.targets import TargetProfile, load_target
+
+
+def default_calibration_file() -> Path:
+    """The project's own corpus (calibration/corpus.txt, installed as edgec.corpus)."""
+    return Path(str(resources.files("edgec.corpus"))) / "corpus.txt"
+
+
+def build(
+    model: str | Path,
+    target: str | TargetProfile = "ort",
+    *,
+    recipe: Recipe | None = None,
+    calib: Dataset | None = None,
+    eval: Dataset | None = None,  # noqa: A002 - the product's own word
+    out: str | Path,
+    force: bool = False,
+    load: LoadOptions = LoadOptions(),
+    on_stage: Callable[[str], None] = lambda name: None,
+) -> Artifact:
+    """Compile `model` for `target`; raises ParityError (after saving OUT.rejected) if the artifact drifts."""
+    out = Path(out)
+    profile = load_target(target) if isinstance(target, str) else target
+    recipe = resolve_recipe(recipe or Recipe(), profile)
+    check_output_path(out, force=force)
+    on_stage("load")
+    source = load_source(model, task=recipe.task, options=load)
+    calib = (calib or read_dataset(default_calibration_file())).sample(recipe.quant.calib_samples, recipe.seed)
+    on_stage("reference")
+    evaluation = reference_outputs(source, eval or calib, recipe.max_length)
+    thresholds = profile.thresholds(recipe.quant.precision, recipe.parity)
+    started = time.perf_counter()
+    with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
+        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation)
+        ctx = run_stages(ctx, stages_for(recipe, profile, staging), measure, on_stage)
+        manifest = manifest_for(ctx, time.perf_counter() - started)
+        write_reports(staging, manifest)
+        manifest["files"] = file_table(staging)
+        write_manifest(staging, manifest)
+        if not manifest["parity"]["passed"]:
+            rejected = out.with_name(out.name + ".rejected")
+            shutil.rmtree(rejected, ignore_errors=True)
+            os.replace(staging, rejected)
+            raise ParityError(parity_failure_message(ctx, rejected))
+    return Artifact(out, manifest)
+
+
+def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
+    """Fill the precision from the profile's default and check the profile supports it."""
+    precision = recipe.quant.precision or profile.default_precision
+    if precision not in profile.precisions:
+        raise ConfigError(f"target {profile.name} does not support precision {precision}; use one of {', '.join(profile.precisions)}")
+    return dataclasses.replace(recipe, quant=dataclasses.replace(recipe.quant, precision=precision))
+
+
+def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> EvalSet:
+    """Tokenize the eval data once and run the uncompressed fp32 PyTorch model on it."""
+    batches = encode_batches(source.tokenizer, eval_texts(source.task, dataset), max_length=max_length)
+    forward = torch_forward(source.reference_module(), source.output_names)
+    reference = collect_outputs(forward, batches, token_level=source.task in TOKEN_LEVEL_TASKS)
+    labels = label_ids(dataset, dict(getattr(source.model.config, "label2id", None) or {}))
+    return EvalSet(dataset, batches, reference, task_metric(source.task, reference, dataset, labels))
+
+
+def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[Stage]:
+    """The stages a recipe and target call for, in pipeline order."""
+    emit = get_backend(profile.backend)
+    stages = [Stage("export", export)]
+    if profile.fuse:
+        stages.append(Stage("optimize", optimize))
+    if recipe.quant.precision != "fp32":
+        stages.append(Stage("quantize", quantize))
+    if recipe.quant.precision == "int8" and recipe.quant.fallback:
+        stages.append(Stage("fallback", fallback))
+    stages.append(Stage("artifact", lambda ctx: emit(ctx, staging)))
+    return stages
+
+
+def manifest_for(ctx: Context, seconds: float) -> dict:
+    """Everything needed to trust, reproduce and run the artifact, except the file table."""
+    model = onnx.load(str(ctx.onnx_path), load_external_data=False)
+    signature = lambda values: [  # noqa: E731
+        {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+         "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]}
+        for v in values
+    ]
+    final = ctx.ledger[-1]
+    config = ctx.source.model.config
+    weights = {p.name: sha256_file(p) for p in ctx.source.weight_files}
+    return {
+        "format": FORMAT_VERSION,
+        "versions": package_versions(),
+        "source": {"path": str(ctx.source.path.resolve()), "model_type": ctx.source.model_type, "weights_sha256": weights},
+        "task": ctx.source.task,
+        "pooling": dataclasses.asdict(ctx.source.pooling) if ctx.source.pooling else None,
+        "labels": {str(k): v for k, v in (config.id2label or {}).items()} if ctx.source.task != "feature-extraction" else None,
+        "target": ctx.target.to_dict(),
+        "precision": ctx.precision,
+        "recipe": ctx.recipe.to_dict(),
+        "model_file": ctx.onnx_path.name,
+        "io": {"inputs": signature(model.graph.input), "outputs": signature(model.graph.output)},
+        "sizes": {
+            "model_bytes": ctx.onnx_path.stat().st_size,
+            "source_weights_bytes": sum(p.stat().st_size for p in ctx.source.weight_files),
+        },
+        "stages": ctx.notes,
+        "build_seconds": round(seconds, 1),
+        "parity": {
+            "passed": final.passed,
+            "thresholds": dataclasses.asdict(ctx.thresholds),
+            "reference_metric": ctx.evaluation.reference_metric,
+            "eval_data": ctx.evaluation.dataset.source,
+            "eval_examples": len(ctx.evaluation.dataset),
+            "ledger": [dataclasses.asdict(row) for row in ctx.ledger],
+        },
+    }
+
+
+def parity_failure_message(ctx: Context, rejected: Path) -> str:
+    final, lost = ctx.ledger[-1], first_loss(ctx.ledger)
+    where = f"accuracy was first lost at stage '{lost.stage}'" if lost else "no single stage failed"
+    return f"parity failed: {'; '.join(final.failures)}; {where}; the rejected artifact and its report are in {rejected}"
+
+
+def check_parity(
+    artifact: Artifact, data: Dataset, *, reference: str | Path | None = None, overrides: ParityThresholds = ParityThresholds()
+) -> ParityRow:
+    """Re-run the artifact on `data` against its uncompressed source model (or `reference`)."""
+    manifest = artifact.manifest
+    source_path = Path(reference or manifest["source"]["path"])
+    if not source_path.is_dir():
+        raise InputError(f"the reference model {source_path} is not on this machine; pass --reference MODEL_DIR")
+    source = load_source(source_path, task=manifest["task"])
+    if reference is None and {p.name: sha256_file(p) for p in source.weight_files} != manifest["source"]["weights_sha256"]:
+        raise InputError(f"{source_path} changed since the build (weights sha256 differ); pass --reference with the original model")
+    evaluation = reference_outputs(source, data, manifest["recipe"]["max_length"])
+    thresholds = ParityThresholds(**manifest["parity"]["thresholds"]).overridden_by(overrides)
+    profile = TargetProfile.from_dict(manifest["target"])
+    labels = label_ids(data, dict(getattr(source.model.config, "label2id", None) or {}))
+    return measure_model(artifact.model_path, "artifact", source.task, evaluation, thresholds, profile.session, labels)
+
+
+def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Run the artifact with plain ONNX Runtime and its tokenizer: the artifact's named outputs."""
+    from edgec.inference import ort_forward, ort_session
+
+    manifest = artifact.manifest
+    encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=manifest["recipe"]["max_length"], return_tensors="np")
+    session = ort_session(artifact.model_path, TargetProfile.from_dict(manifest["target"]).session)
+    return ort_forward(session)({k: v.astype(np.int64) for k, v in encoded.items()})

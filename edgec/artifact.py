@@ -1,0 +1,133 @@
+"""The artifact folder: manifest (edgec.json), hashes, atomic placement and loading."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgec.errors import InputError
+
+MANIFEST = "edgec.json"
+FORMAT_VERSION = 1
+_VERSIONED = ("edgec", "torch", "transformers", "onnx", "onnxruntime", "optimum-onnx", "tokenizers")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def file_table(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file in the folder except the manifest, by relative path."""
+    return {
+        str(p.relative_to(folder)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def staged_output(out: Path, *, force: bool) -> Iterator[Path]:
+    """A temporary folder beside `out`, renamed to `out` only if the block completes.
+
+    Nothing is left at `out` when the block raises; an existing `out` is replaced only with `force`.
+    """
+    out = Path(out)
+    check_output_path(out, force=force)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        retired = staging.with_suffix(".old")
+        os.replace(out, retired)
+        os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out)
+
+
+def check_output_path(out: Path, *, force: bool) -> None:
+    """Fail early (before any work) on an output path that cannot be written."""
+    if out.exists() and not force:
+        raise InputError(f"output {out} already exists; choose another --out or pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} is a file; choose a folder path for --out")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {parent} ({exc.strerror}); choose a writable --out") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{parent} is not writable; choose a writable --out")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A built artifact on disk."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest["model_file"]
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Open an artifact folder, checking that it is complete."""
+    path = Path(path)
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise InputError(f"{path} is not an edgec artifact (no {MANIFEST}); pass the --out folder of `edgec build`")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{manifest_file} is corrupt ({exc.msg}); rebuild the artifact") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise InputError(f"{path} was written by an incompatible edgec (format {manifest.get('format')}); rebuild it")
+    artifact = Artifact(path, manifest)
+    if not artifact.model_path.is_file():
+        raise InputError(f"{path} lacks {manifest['model_file']}; the artifact is incomplete, rebuild it")
+    return artifact
+
+
+def verify_hashes(artifact: Artifact) -> list[str]:
+    """Files whose sha256 no longer matches the manifest (changed, missing or added)."""
+    recorded = artifact.manifest["files"]
+    current = file_table(artifact.path)
+    names = sorted(set(recorded) | set(current))
+    return [n for n in names if recorded.get(n, {}).get("sha256") != current.get(n, {}).get("sha256")]

@@ -1,0 +1,20 @@
+"""ONNX Runtime back end (x86-64 and ARM64 CPUs): the model file and the tokenizer, nothing else."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edgec.backends.registry import register_backend
+from edgec.pipeline import Context
+
+MODEL_FILE = "model.onnx"
+
+
+@register_backend("ort")
+def emit(ctx: Context, staging: Path) -> Context:
+    model = staging / MODEL_FILE
+    shutil.copyfile(ctx.onnx_path, model)
+    tokenizer_files = ctx.source.tokenizer.save_pretrained(str(staging))
+    files = (model, *sorted(Path(f) for f in tokenizer_files if Path(f).exists()))
+    return ctx.with_note("emit", {"backend": "ort", "model": MODEL_FILE}, onnx_path=model, files=files)

@@ -1,0 +1,86 @@
+"""edgec build MODEL --target T --precision P --calib FILE --eval FILE --out DIR"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn as ProgressText, TimeElapsedColumn
+
+from edgec.api import build as build_artifact
+from edgec.cli.common import (
+    LabelColumn, ScoreColumn, TextColumn, TextPairColumn, console, errors_to_exit_codes, read_optional, stdout, table,
+)
+from edgec.errors import ParityError
+from edgec.recipe import ParityThresholds, QuantConfig, Recipe
+from edgec.report import ledger_table, summary_rows
+from edgec.source import LoadOptions
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(errors_to_exit_codes(build))
+
+
+def build(
+    model: Annotated[str, typer.Argument(help="Hugging Face model folder (or a repo id already in the local HF cache).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact folder to write.")],
+    target: Annotated[str, typer.Option(help="Profile name (see `edgec targets`), `ort` for this CPU, or a .toml path.")] = "ort",
+    precision: Annotated[str | None, typer.Option(help="fp32, fp16, int8-dynamic or int8 (default: the target's).")] = None,
+    calib: Annotated[Path | None, typer.Option(help="Calibration data (.txt/.jsonl/.csv/.tsv); default: edgec's corpus.")] = None,
+    eval_data: Annotated[Path | None, typer.Option("--eval", help="Eval data for parity (default: the calibration set).")] = None,
+    task: Annotated[str | None, typer.Option(help="Override the task detected from config.json.")] = None,
+    calib_samples: Annotated[int, typer.Option(help="Calibration texts drawn deterministically.")] = 256,
+    calibration: Annotated[str, typer.Option(help="Activation ranges: minmax, percentile or entropy.")] = "percentile",
+    percentile: Annotated[float, typer.Option(help="Percentile kept by --calibration percentile.")] = 99.999,
+    fallback: Annotated[bool, typer.Option(help="Keep the most sensitive int8 nodes in float when parity fails.")] = True,
+    max_drop: Annotated[float | None, typer.Option(help="Max task-metric points lost (Spearman x100 / accuracy %).")] = None,
+    min_cosine: Annotated[float | None, typer.Option(help="Min mean cosine to the reference embeddings.")] = None,
+    min_agreement: Annotated[float | None, typer.Option(help="Min share of top-1 predictions equal to the reference.")] = None,
+    max_length: Annotated[int, typer.Option(help="Longest tokenized input; longer texts are truncated.")] = 512,
+    text_column: TextColumn = None,
+    text_pair_column: TextPairColumn = None,
+    label_column: LabelColumn = None,
+    score_column: ScoreColumn = None,
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model folder's own Python code.")] = False,
+    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, which can run code.")] = False,
+) -> None:
+    """Compile a model for a target and verify it against the uncompressed model."""
+    recipe = Recipe(
+        task=task,
+        quant=QuantConfig(precision=precision, calibration=calibration, percentile=percentile, calib_samples=calib_samples, fallback=fallback),
+        parity=ParityThresholds(min_cosine=min_cosine, max_drop=max_drop, min_agreement=min_agreement),
+        max_length=max_length,
+    )
+    columns = (text_column, text_pair_column, label_column, score_column)
+    calib_set, eval_set = read_optional(calib, *columns), read_optional(eval_data, *columns)
+    with Progress(SpinnerColumn(), ProgressText("{task.description}"), TimeElapsedColumn(), console=console, transient=False) as progress:
+        current: list[int] = []
+
+        def on_stage(name: str) -> None:
+            if current:
+                progress.update(current[-1], completed=1, total=1)
+            current.append(progress.add_task(name, total=None))
+
+        try:
+            artifact = build_artifact(
+                model, target, recipe=recipe, calib=calib_set, eval=eval_set, out=out, force=force,
+                load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), on_stage=on_stage,
+            )
+        except ParityError:
+            rejected = out.with_name(out.name + ".rejected")
+            if (rejected / "edgec.json").exists():
+                print_summary(rejected)
+            raise
+        if current:
+            progress.update(current[-1], completed=1, total=1)
+    print_summary(artifact.path)
+
+
+def print_summary(folder: Path) -> None:
+    from edgec.artifact import load_artifact
+
+    manifest = load_artifact(folder).manifest
+    stdout.print(table(f"edgec build: {folder}", ["", ""], [list(r) for r in summary_rows(manifest)]))
+    stdout.print(table("parity ledger (vs fp32 PyTorch)", *ledger_table(manifest)))

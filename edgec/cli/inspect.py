@@ -1,0 +1,44 @@
+"""edgec inspect ARTIFACT: manifest, operators, sizes and the parity ledger."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import onnx
+import typer
+
+from edgec.artifact import load_artifact, verify_hashes
+from edgec.cli.common import errors_to_exit_codes, stdout, table
+from edgec.report import ledger_table, summary_rows
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(errors_to_exit_codes(inspect))
+
+
+def operator_counts(model_path: Path) -> dict[str, int]:
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return dict(sorted(Counter(n.op_type for n in graph.node).items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def inspect(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `edgec build`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and operator counts as JSON.")] = False,
+) -> None:
+    """Show what an artifact holds and how it was verified."""
+    loaded = load_artifact(artifact)
+    manifest, ops, changed = loaded.manifest, operator_counts(loaded.model_path), verify_hashes(loaded)
+    if as_json:
+        print(json.dumps({"manifest": manifest, "operators": ops, "changed_files": changed}, indent=2))
+        return
+    stdout.print(table(f"artifact {artifact}", ["", ""], [list(r) for r in summary_rows(manifest)]))
+    files = [[name, f"{info['bytes'] / 1e6:.2f} MB", info["sha256"][:16]] for name, info in manifest["files"].items()]
+    stdout.print(table("files", ["file", "size", "sha256"], files))
+    stdout.print(table("operators", ["op", "count"], [[k, str(v)] for k, v in ops.items()]))
+    io_rows = [[d, v["name"], v["dtype"], str(v["shape"])] for d in ("inputs", "outputs") for v in manifest["io"][d]]
+    stdout.print(table("signature", ["", "name", "dtype", "shape"], io_rows))
+    stdout.print(table("parity ledger", *ledger_table(manifest)))
+    stdout.print("integrity: " + (f"CHANGED since build: {', '.join(changed)}" if changed else "every file matches its sha256"))

@@ -1,0 +1,34 @@
+"""edgec targets: the shipped profiles and what each needs."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Annotated
+
+import typer
+
+from edgec.cli.common import errors_to_exit_codes, stdout, table
+from edgec.targets import available_targets, host_target, load_target
+
+# What each back end needs on the building machine, and whether it is here.
+_NEEDS = {"ort": ("onnxruntime", "onnxruntime")}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("targets")(errors_to_exit_codes(targets))
+
+
+def targets(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show parity thresholds.")] = False) -> None:
+    """List target profiles: back end, precisions, default, and what each needs."""
+    rows = []
+    for name in available_targets():
+        profile = load_target(name)
+        package, module = _NEEDS.get(profile.backend, (profile.backend, profile.backend))
+        present = "installed" if importlib.util.find_spec(module) else f"missing: pip install {package}"
+        row = [name + (" (= ort here)" if name == host_target() else ""), profile.description, profile.backend,
+               ", ".join(profile.precisions), profile.default_precision, f"{package} ({present})"]
+        if verbose:
+            row.append("; ".join(f"{p}: " + ", ".join(f"{k}={v}" for k, v in vars(t).items() if v is not None) for p, t in profile.parity.items()))
+        rows.append(row)
+    header = ["target", "description", "backend", "precisions", "default", "needs"] + (["parity thresholds"] if verbose else [])
+    stdout.print(table("edgec targets", header, rows))

@@ -1,0 +1,56 @@
+"""Parity metrics: pure functions of reference and candidate outputs (numpy arrays)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of matching rows of two (n, d) arrays."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.einsum("nd,nd->n", a, b) / np.maximum(norms, 1e-12)
+
+
+def pair_spearman(embeddings: np.ndarray, scores: np.ndarray) -> float:
+    """Spearman x100 between gold scores and the cosine of interleaved pairs (rows 2i and 2i+1)."""
+    similarity = cosine_rows(embeddings[0::2], embeddings[1::2])
+    return float(spearmanr(similarity, scores).statistic * 100.0)
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Share of positions where the arg-max class is the same; `mask` selects the positions that count."""
+    same = reference.argmax(-1) == candidate.argmax(-1)
+    return float(same[mask.astype(bool)].mean() if mask is not None else same.mean())
+
+
+def span_agreement(ref_start, ref_end, start, end, mask: np.ndarray) -> float:
+    """Question answering: share of examples whose best start and end token are both unchanged."""
+    def best(logits):
+        return np.where(mask.astype(bool), logits, -np.inf).argmax(-1)
+
+    return float(((best(ref_start) == best(start)) & (best(ref_end) == best(end))).mean())
+
+
+def mean_kl(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> float:
+    """Mean KL(reference || candidate) of the softmax distributions over the last axis."""
+    def log_softmax(x):
+        x = x.astype(np.float64) - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    p_log, q_log = log_softmax(reference_logits), log_softmax(candidate_logits)
+    return float((np.exp(p_log) * (p_log - q_log)).sum(-1).mean())
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in percent."""
+    return float((logits.argmax(-1) == labels).mean() * 100.0)
+
+
+def abs_errors(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
+    """(max, mean) absolute difference; for token-level outputs only real tokens count."""
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    if mask is not None:
+        diff = diff[mask.astype(bool)]
+    return float(diff.max()), float(diff.mean())

@@ -1,0 +1,97 @@
+"""The build pipeline: stages over one explicit context, with a parity ledger row after each."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgec.data import Dataset
+from edgec.inference import Batch, Outputs
+from edgec.recipe import ParityThresholds, Recipe
+from edgec.source import Source
+from edgec.targets import TargetProfile
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    """One stage's outputs compared with the fp32 reference on the eval set."""
+
+    stage: str
+    model: str
+    metrics: dict[str, float]
+    failures: tuple[str, ...] = ()
+    simulated: bool = False
+    """True where the artifact's own runtime was not available and ONNX Runtime CPU stood in."""
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """The eval data, tokenized once, and the fp32 PyTorch reference outputs on it."""
+
+    dataset: Dataset
+    batches: list[Batch]
+    reference: Outputs
+    reference_metric: dict[str, float]
+    """The uncompressed model's own task metric (spearman or accuracy) where the data has scores/labels."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a build knows; each stage returns a new one (dataclasses.replace)."""
+
+    source: Source
+    recipe: Recipe
+    target: TargetProfile
+    thresholds: ParityThresholds
+    workdir: Path
+    calib: Dataset
+    evaluation: EvalSet
+    onnx_path: Path | None = None
+    files: tuple[Path, ...] = ()
+    """Files the emitted artifact consists of, besides the manifest and report."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """What each stage wants the report to say, keyed by stage name."""
+    ledger: tuple[ParityRow, ...] = ()
+
+    @property
+    def precision(self) -> str:
+        return self.recipe.quant.precision
+
+    def with_note(self, stage: str, note: Any, **changes: Any) -> Context:
+        return dataclasses.replace(self, notes={**self.notes, stage: note}, **changes)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A named step over the context; a stage that leaves a new model in ctx.onnx_path gets a ledger row."""
+
+    name: str
+    run: Callable[[Context], Context]
+
+
+def run_stages(
+    ctx: Context,
+    stages: list[Stage],
+    measure: Callable[[Context, str], ParityRow],
+    on_stage: Callable[[str], None] = lambda name: None,
+) -> Context:
+    """Run stages in order, appending a ledger row after each one that produced a new model."""
+    for stage in stages:
+        on_stage(stage.name)
+        before = ctx.onnx_path
+        ctx = stage.run(ctx)
+        if ctx.onnx_path != before:
+            ctx = dataclasses.replace(ctx, ledger=(*ctx.ledger, measure(ctx, stage.name)))
+    return ctx
+
+
+def first_loss(ledger: tuple[ParityRow, ...]) -> ParityRow | None:
+    """The earliest row that failed the thresholds: where accuracy was lost."""
+    return next((row for row in ledger if not row.passed), None)

@@ -1,0 +1,118 @@
+"""Frozen configuration dataclasses: what a build does. Validated at the edge, round-trip to JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from edgec.errors import ConfigError
+
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+TASKS = ("feature-extraction", "sequence-classification", "token-classification", "question-answering")
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
+    """Build a config dataclass from a mapping; unknown keys are errors, nested configs recurse."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in values.items():
+        nested = _nested_config_type(cls, key)
+        kwargs[key] = config_from_dict(nested, value, f"{where}.{key}") if nested and isinstance(value, dict) else value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _nested_config_type(cls: type, key: str) -> type | None:
+    hint = typing.get_type_hints(cls)[key]
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantConfig:
+    """How weights and activations are reduced in precision."""
+
+    precision: str | None = None
+    """One of fp32, fp16, int8-dynamic, int8 (static, calibrated Q/DQ); None takes the target's default."""
+    calibration: str = "percentile"
+    """Activation range estimator for static int8: minmax, percentile or entropy."""
+    percentile: float = 99.999
+    """Share of |activation| values kept inside the range by the percentile method."""
+    calib_samples: int = 256
+    """Calibration texts drawn (deterministically) from the calibration set."""
+    fallback: bool = True
+    """When int8 breaks parity, keep the fewest most sensitive nodes in float until it holds."""
+
+    def __post_init__(self) -> None:
+        _require(self.precision is None or self.precision in PRECISIONS, f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        _require(
+            self.calibration in CALIBRATION_METHODS,
+            f"unknown calibration method {self.calibration!r}; use one of {', '.join(CALIBRATION_METHODS)}",
+        )
+        _require(90.0 < self.percentile <= 100.0, f"percentile must be in (90, 100], got {self.percentile}")
+        _require(self.calib_samples >= 1, f"calib_samples must be at least 1, got {self.calib_samples}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParityThresholds:
+    """Limits the final artifact must meet against the fp32 reference. None means not checked."""
+
+    min_cosine: float | None = None
+    """Embeddings: lowest allowed mean cosine similarity to the reference."""
+    max_drop: float | None = None
+    """Task metric points (Spearman x100 or accuracy %) the artifact may lose, when labels or scores exist."""
+    min_agreement: float | None = None
+    """Classifiers: lowest allowed share of top-1 predictions equal to the reference's."""
+
+    def __post_init__(self) -> None:
+        for name in ("min_cosine", "min_agreement"):
+            value = getattr(self, name)
+            _require(value is None or -1.0 <= value <= 1.0, f"{name} must be within [-1, 1], got {value}")
+        _require(self.max_drop is None or self.max_drop >= 0, f"max_drop must be >= 0 points, got {self.max_drop}")
+
+    def overridden_by(self, other: ParityThresholds) -> ParityThresholds:
+        """These thresholds with every field `other` sets replaced."""
+        changes = {k: v for k, v in dataclasses.asdict(other).items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """What to do to the model, independent of where it runs."""
+
+    task: str | None = None
+    """Override the task detected from config.json."""
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    parity: ParityThresholds = field(default_factory=ParityThresholds)
+    """Overrides of the target profile's thresholds for the chosen precision."""
+    opset: int = 17
+    """ONNX opset of the export (17 keeps LayerNormalization as one op, which fusion needs)."""
+    max_length: int = 512
+    """Longest tokenized input (longer texts are truncated)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.task is None or self.task in TASKS, f"unknown task {self.task!r}; use one of {', '.join(TASKS)}")
+        _require(17 <= self.opset <= 21, f"opset must be within 17..21, got {self.opset}")
+        _require(self.max_length >= 8, f"max_length must be at least 8, got {self.max_length}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Recipe:
+        return config_from_dict(cls, values, "recipe")

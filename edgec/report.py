@@ -1,0 +1,112 @@
+"""report.md and report.html for an artifact: what was built, sizes, fused ops, and the parity ledger."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+# Metrics shown per ledger row, in this order, where the task produces them.
+LEDGER_COLUMNS = ("cosine_mean", "cosine_min", "spearman", "agreement", "kl", "accuracy", "max_abs_error", "mean_abs_error")
+
+
+def ledger_table(manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the parity ledger, formatted for humans."""
+    rows = manifest["parity"]["ledger"]
+    columns = [c for c in LEDGER_COLUMNS if any(c in r["metrics"] for r in rows)]
+    header = ["stage", *columns, "verdict"]
+    body = []
+    reference = manifest["parity"]["reference_metric"]
+    if reference:
+        body.append(["reference (PyTorch fp32)", *[_fmt(reference.get(c)) for c in columns], ""])
+    for row in rows:
+        verdict = "pass" if not row["failures"] else "FAIL: " + "; ".join(row["failures"])
+        stage = row["stage"] + (" (simulated)" if row.get("simulated") else "")
+        body.append([stage, *[_fmt(row["metrics"].get(c)) for c in columns], verdict])
+    return header, body
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.2e}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """Key facts of a build, as (label, value) pairs."""
+    sizes = manifest["sizes"]
+    parity = manifest["parity"]
+    notes = manifest.get("stages", {})
+    rows = [
+        ("source", f"{manifest['source']['path']} ({manifest['source']['model_type']}, {manifest['task']})"),
+        ("target / precision", f"{manifest['target']['name']} / {manifest['precision']}"),
+        ("model file", f"{manifest['model_file']}: {sizes['model_bytes'] / 1e6:.1f} MB (source weights {sizes['source_weights_bytes'] / 1e6:.1f} MB)"),
+        ("fused ops", ", ".join(f"{k} {v}" for k, v in notes.get("optimize", {}).get("fused_ops", {}).items()) or "none"),
+        ("eval data", f"{parity['eval_data']} ({parity['eval_examples']} examples)"),
+        ("parity", "passed" if parity["passed"] else "FAILED"),
+    ]
+    quantize = notes.get("quantize", {})
+    if quantize:
+        rows.append(("quantization", ", ".join(f"{k}={v}" for k, v in quantize.items() if not isinstance(v, (list, dict)))))
+    fallback = notes.get("fallback", {})
+    if fallback.get("kept_in_float"):
+        rows.append(("kept in float (sensitive)", ", ".join(fallback["kept_in_float"])))
+    return rows
+
+
+def parity_plot_png(manifest: dict[str, Any]) -> bytes:
+    """A bar chart of the main agreement metric per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = manifest["parity"]["ledger"]
+    metric = "cosine_mean" if "cosine_mean" in rows[0]["metrics"] else "agreement"
+    values = [r["metrics"][metric] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    colors = ["#2a9d8f" if not r["failures"] else "#e76f51" for r in rows]
+    ax.bar([r["stage"] for r in rows], values, color=colors)
+    ax.set_ylabel(f"{metric} vs fp32 reference")
+    ax.set_ylim(min(min(values) - 0.01, 0.95), 1.0005)
+    ax.set_title(f"Parity per stage ({manifest['precision']})")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_reports(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write report.md, report.html and parity.png into the artifact folder."""
+    header, rows = ledger_table(manifest)
+    summary = summary_rows(manifest)
+    png = parity_plot_png(manifest)
+    (folder / "parity.png").write_bytes(png)
+    md = [f"# edgec artifact: {manifest['target']['name']} / {manifest['precision']}", ""]
+    md += [markdown_table(["", ""], [[k, v] for k, v in summary]), "", "## Parity ledger", "", markdown_table(header, rows)]
+    md += ["", "![parity per stage](parity.png)", ""]
+    (folder / "report.md").write_text("\n".join(md))
+    cell = lambda tag, v: f"<{tag}>{html.escape(v)}</{tag}>"  # noqa: E731
+    table = lambda hdr, body: (  # noqa: E731
+        "<table><tr>" + "".join(cell("th", h) for h in hdr) + "</tr>"
+        + "".join("<tr>" + "".join(cell("td", v) for v in r) + "</tr>" for r in body) + "</table>"
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>edgec report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "table{border-collapse:collapse;margin-bottom:1em}</style></head><body>"
+        f"<h1>edgec artifact: {html.escape(manifest['target']['name'])} / {html.escape(manifest['precision'])}</h1>"
+        + table(["", ""], [list(r) for r in summary])
+        + "<h2>Parity ledger</h2>" + table(header, rows)
+        + f"<img alt='parity per stage' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        + "</body></html>\n"
+    )
+    (folder / "report.html").write_text(page)

@@ -1,0 +1,62 @@
+"""Export stage: the PyTorch model to ONNX with dynamic batch and sequence axes."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+
+from edgec.ops.pooling import append_pooling
+from edgec.pipeline import Context
+
+# edgec task -> the task name optimum's exporter uses.
+_OPTIMUM_TASKS = {
+    "feature-extraction": "feature-extraction",
+    "sequence-classification": "text-classification",
+    "token-classification": "token-classification",
+    "question-answering": "question-answering",
+}
+
+
+def export(ctx: Context) -> Context:
+    """Write work/export/model.onnx; feature extraction gets its pooling appended as ONNX nodes."""
+    out_dir = ctx.workdir / "export"
+    out_dir.mkdir(parents=True)
+    path = _export_with_optimum(ctx, out_dir)
+    model = onnx.load(str(path))
+    if ctx.source.task == "feature-extraction":
+        pooling = ctx.source.pooling
+        append_pooling(
+            model, hidden="last_hidden_state", mask="attention_mask", mode=pooling.mode, normalize=pooling.normalize,
+            output="sentence_embedding",
+        )
+    model.producer_name, model.producer_version = "edgec", ""  # no tool versions inside the model file
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    note = {"exporter": "optimum-onnx", "opset": ctx.recipe.opset, "inputs": [i.name for i in model.graph.input]}
+    return ctx.with_note("export", note, onnx_path=path)
+
+
+def _export_with_optimum(ctx: Context, out_dir: Path) -> Path:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    quiet = [logging.getLogger(name) for name in ("optimum", "transformers", "torch.onnx")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_export_from_model(
+                ctx.source.model,
+                out_dir,
+                task=_OPTIMUM_TASKS[ctx.source.task],
+                opset=ctx.recipe.opset,
+                do_validation=False,  # edgec's own parity row follows this stage
+            )
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+    return out_dir / "model.onnx"  # optimum also saves config and tokenizer there; the artifact writes its own

@@ -1,0 +1,101 @@
+"""Verify stage: compare a model's outputs with the fp32 reference on the eval set (the ledger rows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgec.data import Dataset
+from edgec.errors import InputError
+from edgec.inference import Outputs, collect_outputs, ort_forward, ort_session
+from edgec.ops import metrics
+from edgec.pipeline import Context, EvalSet, ParityRow
+from edgec.recipe import ParityThresholds
+from edgec.source import TOKEN_LEVEL_TASKS
+from edgec.targets import SessionSettings
+
+
+def eval_texts(task: str, dataset: Dataset) -> Dataset:
+    """What the model is run on: an embedding model embeds each side of a pair on its own."""
+    return dataset.single_texts() if task == "feature-extraction" else dataset
+
+
+def label_ids(dataset: Dataset, label2id: dict[str, int]) -> np.ndarray | None:
+    """Integer class ids of the dataset's labels (names mapped through the model's label2id)."""
+    if not dataset.has_labels:
+        return None
+    ids = []
+    for example in dataset.examples:
+        label = example.label
+        if isinstance(label, str):
+            if label not in label2id:
+                raise InputError(f"{dataset.source}: label {label!r} is not one of the model's labels ({', '.join(label2id)})")
+            label = label2id[label]
+        ids.append(int(label))
+    return np.asarray(ids)
+
+
+def task_metric(task: str, outputs: Outputs, dataset: Dataset, labels: np.ndarray | None) -> dict[str, float]:
+    """The model's own score on labelled data: Spearman x100 for scored pairs, accuracy % for labels."""
+    if task == "feature-extraction" and dataset.has_pairs and dataset.has_scores:
+        scores = np.asarray([e.score for e in dataset.examples])
+        return {"spearman": metrics.pair_spearman(outputs.values["sentence_embedding"], scores)}
+    if task == "sequence-classification" and labels is not None:
+        return {"accuracy": metrics.accuracy(outputs.values["logits"], labels)}
+    return {}
+
+
+def compare(task: str, reference: Outputs, candidate: Outputs) -> dict[str, float]:
+    """Agreement metrics between two runs on the same data."""
+    ref, got = reference.values, candidate.values
+    token_mask = reference.mask if task in TOKEN_LEVEL_TASKS else None
+    errors = [metrics.abs_errors(ref[name], got[name], token_mask) for name in ref]
+    result = {"max_abs_error": max(e[0] for e in errors), "mean_abs_error": float(np.mean([e[1] for e in errors]))}
+    if task == "feature-extraction":
+        cosine = metrics.cosine_rows(ref["sentence_embedding"], got["sentence_embedding"])
+        result |= {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min())}
+    elif task == "sequence-classification":
+        result |= {"agreement": metrics.top1_agreement(ref["logits"], got["logits"]), "kl": metrics.mean_kl(ref["logits"], got["logits"])}
+    elif task == "token-classification":
+        result |= {"agreement": metrics.top1_agreement(ref["logits"], got["logits"], reference.mask)}
+    else:
+        result |= {
+            "agreement": metrics.span_agreement(ref["start_logits"], ref["end_logits"], got["start_logits"], got["end_logits"], reference.mask)
+        }
+    return result
+
+
+def failures(result: dict[str, float], thresholds: ParityThresholds, reference_metric: dict[str, float]) -> tuple[str, ...]:
+    """Each threshold the result misses, as a readable phrase."""
+    found = []
+    if thresholds.min_cosine is not None and result.get("cosine_mean", 1.0) < thresholds.min_cosine:
+        found.append(f"mean cosine {result['cosine_mean']:.4f} < {thresholds.min_cosine}")
+    if thresholds.min_agreement is not None and result.get("agreement", 1.0) < thresholds.min_agreement:
+        found.append(f"top-1 agreement {result['agreement']:.4f} < {thresholds.min_agreement}")
+    for name, value in reference_metric.items():
+        drop = value - result[name]
+        if thresholds.max_drop is not None and drop > thresholds.max_drop:
+            found.append(f"{name} dropped {drop:.2f} points ({value:.2f} -> {result[name]:.2f}) > {thresholds.max_drop}")
+    return tuple(found)
+
+
+def measure_model(
+    model_path: Path, stage: str, task: str, evaluation: EvalSet, thresholds: ParityThresholds,
+    settings: SessionSettings, labels: np.ndarray | None, simulated: bool = False,
+) -> ParityRow:
+    """One ledger row: run the ONNX model on the eval set and compare it with the reference."""
+    outputs = collect_outputs(ort_forward(ort_session(model_path, settings)), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
+    result = compare(task, evaluation.reference, outputs)
+    result |= task_metric(task, outputs, evaluation.dataset, labels)
+    return ParityRow(stage, model_path.name, result, failures(result, thresholds, evaluation.reference_metric), simulated)
+
+
+def measure(ctx: Context, stage: str) -> ParityRow:
+    """The ledger row for the model a stage left in the context."""
+    labels = label_ids(ctx.evaluation.dataset, _label2id(ctx))
+    return measure_model(ctx.onnx_path, stage, ctx.source.task, ctx.evaluation, ctx.thresholds, ctx.target.session, labels)
+
+
+def _label2id(ctx: Context) -> dict[str, int]:
+    return dict(getattr(ctx.source.model.config, "label2id", None) or {})

@@ -1,0 +1,128 @@
+"""Target profiles: where an artifact must run, read from declarative TOML files in targets/."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgec.errors import ConfigError
+from edgec.recipe import PRECISIONS, ParityThresholds, config_from_dict
+
+GRAPH_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
+QUANT_TYPES = ("int8", "uint8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantSettings:
+    """How int8 is laid out for this target's kernels."""
+
+    activation_type: str = "uint8"
+    """uint8 suits x86 VNNI (u8 x s8 dot products); int8 suits ARM and TensorRT."""
+    weight_type: str = "int8"
+    per_channel: bool = True
+    """One scale per output channel of each weight matrix (symmetric)."""
+    activation_symmetric: bool = False
+    """Zero point fixed at 0 for activations (TensorRT requires it)."""
+
+    def __post_init__(self) -> None:
+        for name in ("activation_type", "weight_type"):
+            if getattr(self, name) not in QUANT_TYPES:
+                raise ConfigError(f"quantization.{name} must be one of {', '.join(QUANT_TYPES)}, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionSettings:
+    """ONNX Runtime session options the artifact is verified and benchmarked with."""
+
+    intra_op_threads: int = 0
+    """0 lets ONNX Runtime use every physical core."""
+    inter_op_threads: int = 1
+    graph_optimization_level: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.graph_optimization_level not in GRAPH_OPTIMIZATION_LEVELS:
+            raise ConfigError(
+                f"session.graph_optimization_level must be one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}, "
+                f"got {self.graph_optimization_level!r}"
+            )
+        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
+            raise ConfigError("session thread counts must be >= 0 (0 means ONNX Runtime's default)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetProfile:
+    """Where an artifact runs: back end, precisions it supports, session settings, parity thresholds."""
+
+    name: str
+    description: str
+    backend: str
+    default_precision: str
+    precisions: tuple[str, ...]
+    fuse: bool = True
+    """Apply ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, Gelu ...)."""
+    quantization: QuantSettings = field(default_factory=QuantSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    parity: dict[str, ParityThresholds] = field(default_factory=dict)
+    """Default thresholds per precision."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precisions", tuple(self.precisions))
+        bad = [p for p in (*self.precisions, *self.parity) if p not in PRECISIONS]
+        if bad:
+            raise ConfigError(f"target {self.name}: unknown precision(s) {', '.join(bad)}; use {', '.join(PRECISIONS)}")
+        if self.default_precision not in self.precisions:
+            raise ConfigError(f"target {self.name}: default_precision {self.default_precision!r} is not in precisions")
+
+    def thresholds(self, precision: str, overrides: ParityThresholds) -> ParityThresholds:
+        """The profile's thresholds for a precision with the user's overrides applied."""
+        return self.parity.get(precision, ParityThresholds()).overridden_by(overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "target") -> TargetProfile:
+        values = dict(values)
+        parity = values.pop("parity", {})
+        profile = config_from_dict(cls, values, where)
+        thresholds = {p: config_from_dict(ParityThresholds, t, f"{where}.parity.{p}") for p, t in parity.items()}
+        return dataclasses.replace(profile, parity=thresholds)
+
+
+def _profiles_dir() -> Path:
+    # targets/ sits at the top of the repository and is installed as the package edgec.profiles.
+    return Path(str(resources.files("edgec.profiles")))
+
+
+def available_targets() -> list[str]:
+    """Names of the profiles shipped with edgec."""
+    return sorted(p.stem for p in _profiles_dir().glob("*.toml"))
+
+
+def host_target() -> str:
+    """The shipped CPU profile for the machine edgec runs on."""
+    return "ort-arm64" if platform.machine().lower() in ("aarch64", "arm64") else "ort-x86"
+
+
+def load_target(name_or_path: str) -> TargetProfile:
+    """A shipped profile by name (`ort` means the host CPU's), or a user's profile by path."""
+    if name_or_path == "ort":
+        name_or_path = host_target()
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.exists()):
+        path = _profiles_dir() / f"{name_or_path}.toml"
+        if not path.exists():
+            raise ConfigError(
+                f"unknown target {name_or_path!r}; use one of {', '.join(['ort', *available_targets()])} "
+                "or the path of a .toml profile"
+            )
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"target profile {path} is not valid TOML ({exc}); fix the file") from None
+    return TargetProfile.from_dict(values, where=f"target {path.name}")

@@ -1,0 +1,1 @@
+"""Target profiles shipped with edgec (installed as the package `edgec.profiles`)."""
