@@ -55,6 +55,7 @@ def build(
     check_output_path(out, force=force)
     on_stage("load")
     source = load_source(model, task=recipe.task, options=load)
+    recipe = dataclasses.replace(recipe, max_length=min(recipe.max_length, source.max_length))
     calib = (calib or read_dataset(default_calibration_file())).sample(recipe.quant.calib_samples, recipe.seed)
     on_stage("reference")
     evaluation = reference_outputs(source, eval or calib, recipe.max_length)
@@ -86,7 +87,7 @@ def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
 def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> EvalSet:
     """Tokenize the eval data once and run the uncompressed fp32 PyTorch model on it."""
     batches = encode_batches(source.tokenizer, eval_texts(source.task, dataset), max_length=max_length)
-    forward = torch_forward(source.reference_module(), source.output_names)
+    forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
     reference = collect_outputs(forward, batches, token_level=source.task in TOKEN_LEVEL_TASKS)
     labels = label_ids(dataset, dict(getattr(source.model.config, "label2id", None) or {}))
     return EvalSet(dataset, batches, reference, task_metric(source.task, reference, dataset, labels))

@@ -77,8 +77,7 @@ def _bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchCo
     torch.set_num_threads(config.threads)
     source = load_source(source_path, task=task)
     module = source.reference_module()
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if source.model_type in ("bert", "electra", "xlm-roberta") else [])
-    feeds = {k: torch.from_numpy(v) for k, v in synthetic_inputs(vocab_size, config, names).items()}
+    feeds = {k: torch.from_numpy(v) for k, v in synthetic_inputs(vocab_size, config, list(source.input_names)).items()}
 
     def run():
         with torch.inference_mode():

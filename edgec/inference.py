@@ -78,12 +78,12 @@ def collect_outputs(
     return Outputs(values, mask)
 
 
-def torch_forward(module: torch.nn.Module, output_names: tuple[str, ...]) -> Forward:
+def torch_forward(module: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...]) -> Forward:
     """A Forward over a PyTorch module returning the artifact's named outputs, in fp32."""
 
     def forward(feeds: Feeds) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            outputs = module(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+            outputs = module(**{k: torch.from_numpy(feeds[k]) for k in input_names})
         return {name: out.float().numpy() for name, out in zip(output_names, outputs)}
 
     return forward

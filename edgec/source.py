@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ OUTPUT_NAMES = {
 }
 # Outputs with one row per token: compared over real tokens only, padding masked out.
 TOKEN_LEVEL_TASKS = ("token-classification", "question-answering")
+# Position ids of these models start after the padding index, so that many table rows are unusable.
+_PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "mpnet")
 _POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
 
 
@@ -57,6 +60,23 @@ class Source:
     @property
     def output_names(self) -> tuple[str, ...]:
         return OUTPUT_NAMES[self.task]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The tokenizer outputs the model takes (DistilBERT, RoBERTa-style models ignore token types)."""
+        accepted = inspect.signature(self.model.forward).parameters
+        uses_types = "token_type_ids" in accepted and getattr(self.model.config, "type_vocab_size", 0) > 1
+        return ("input_ids", "attention_mask", "token_type_ids") if uses_types else ("input_ids", "attention_mask")
+
+    @property
+    def max_length(self) -> int:
+        """The longest input the model's position table and tokenizer allow."""
+        config = self.model.config
+        positions = getattr(config, "max_position_embeddings", 512)
+        if self.model_type in _PADDING_OFFSET_POSITIONS:
+            positions -= (config.pad_token_id or 0) + 1
+        tokenizer_limit = getattr(self.tokenizer, "model_max_length", positions)
+        return min(positions, tokenizer_limit if tokenizer_limit < 1_000_000 else positions)
 
     def reference_module(self) -> TaskModule:
         return TaskModule(self.model, self.task, self.pooling)

@@ -52,11 +52,13 @@ def entropy_threshold(magnitudes: np.ndarray, bins: int = _ENTROPY_BINS, levels:
     return float(edges[best_i])
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
+def _kl(p: np.ndarray, q: np.ndarray, eps: float = 1e-4) -> float:
+    # Empty quantized bins where the reference has mass (typically the folded outlier bin) get a small
+    # share instead of making the divergence infinite, as ONNX Runtime's entropy calibrator smooths too.
     p, q = p / p.sum(), q / max(q.sum(), 1e-12)
+    q = np.where((q == 0) & (p > 0), eps, q)
+    q = q / q.sum()
     support = p > 0
-    if np.any(q[support] == 0):
-        return np.inf
     return float((p[support] * np.log(p[support] / q[support])).sum())
 
 

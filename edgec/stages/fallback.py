@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgec.ops.search import fewest_passing
 from edgec.pipeline import Context, ParityRow
 from edgec.stages.quantize import RANGES_FILE, quantize_static_int8
 from edgec.stages.verify import measure
 
 
 def fallback(ctx: Context) -> Context:
-    """Search k, the number of top-ranked nodes kept in float, for the smallest k that passes parity.
+    """Find k, the number of top-ranked nodes kept in float, as the smallest k that passes parity.
 
     Nodes are ranked by their own quantization error on the calibration set (see
-    ops.calibration.matmul_quantization_error); k grows 1, 2, 4 ... until parity holds, then a
-    binary search between the last failing and the first passing k finds the fewest.
+    ops.calibration.matmul_quantization_error); ops.search.fewest_passing picks k.
     """
     if ctx.ledger[-1].passed:
         return ctx.with_note("fallback", {"kept_in_float": [], "reason": "int8 passed parity as quantized"})
@@ -23,9 +23,7 @@ def fallback(ctx: Context) -> Context:
     ranked = sorted(calibration["sensitivity"], key=lambda n: (-calibration["sensitivity"][n], n))
     if not ranked:
         return ctx.with_note("fallback", {"kept_in_float": [], "reason": "no quantized MatMul to keep in float"})
-    source = ctx.workdir / "optimize" / "model.onnx"
-    if not source.exists():
-        source = ctx.workdir / "export" / "model.onnx"
+    source = Path(calibration["source"])  # the float model the quantize stage started from
     out_dir = ctx.workdir / "fallback"
     out_dir.mkdir(parents=True)
     tried: dict[int, tuple[Path, ParityRow]] = {}
@@ -36,16 +34,7 @@ def fallback(ctx: Context) -> Context:
         tried[k] = (path, measure(ctx.with_note("fallback", {}, onnx_path=path), f"fallback k={k}"))
         return tried[k][1].passed
 
-    failing, k = 0, 1
-    while k < len(ranked) and not attempt(k):
-        failing, k = k, min(2 * k, len(ranked))
-    if k == len(ranked) and k not in tried:
-        attempt(k)
-    passing = k if tried[k][1].passed else None
-    while passing is not None and passing - failing > 1:
-        middle = (failing + passing) // 2
-        failing, passing = (failing, middle) if attempt(middle) else (middle, passing)
-    chosen = passing if passing is not None else max(tried)
+    chosen = fewest_passing(len(ranked), attempt) or max(tried)  # none passes: all in float, and the gate fails
     path = out_dir / "model.onnx"
     tried[chosen][0].rename(path)
     note = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -19,12 +20,23 @@ RANGES_FILE = "ranges.json"
 _MAX_ROWS = 16384
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ORT's quantizer warns on the root logger about every fused op it has no type for; those are expected."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize(ctx: Context) -> Context:
     """Write work/quantize/model.onnx in the recipe's precision."""
     out_dir = ctx.workdir / "quantize"
     out_dir.mkdir(parents=True)
     path = out_dir / "model.onnx"
-    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     precision = ctx.precision
     if precision == "fp16":
         note = to_fp16(ctx.onnx_path, path)
@@ -33,7 +45,7 @@ def quantize(ctx: Context) -> Context:
     else:
         calib_feeds = calibration_feeds(ctx)
         ranges, sensitivity = calibrate(ctx.onnx_path, calib_feeds, ctx)
-        (out_dir / RANGES_FILE).write_text(json.dumps({"ranges": ranges, "sensitivity": sensitivity}, sort_keys=True))
+        (out_dir / RANGES_FILE).write_text(json.dumps({"source": str(ctx.onnx_path), "ranges": ranges, "sensitivity": sensitivity}))
         note = quantize_static_int8(ctx.onnx_path, path, ranges, ctx.target.quantization, exclude=())
         note |= {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib)}
     return ctx.with_note("quantize", note, onnx_path=path)
@@ -58,15 +70,22 @@ def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants]
 
 
+def embedding_gathers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Gather nodes that look rows up in a constant table (token and position embeddings): int8 storage."""
+    tables = {i.name for i in model.graph.initializer if len(i.dims) == 2}
+    return [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
+
+
 def quantize_dynamic_int8(source: Path, out: Path, settings: QuantSettings) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(source), str(out), op_types_to_quantize=["MatMul", "Attention"], per_channel=settings.per_channel,
-        weight_type=QuantType.QInt8,
-        # Fused contrib ops (Attention, SkipLayerNormalization) carry no type info for ORT's quantizer.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
-    )
+    with _quiet_root_logger():
+        quantize_dynamic(
+            str(source), str(out), op_types_to_quantize=["MatMul", "Attention", "Gather"], per_channel=settings.per_channel,
+            weight_type=QuantType.QInt8,
+            # Fused contrib ops (Attention, SkipLayerNormalization) carry no type info for ORT's quantizer.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
+        )
     return {"method": "dynamic int8 (activation ranges computed per batch at run time)", "per_channel": settings.per_channel}
 
 
@@ -79,7 +98,7 @@ def quantize_static_int8(
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
     model = onnx.load(str(source))
-    nodes = [n.name for n in weight_matmuls(model) if n.name not in exclude]
+    nodes = [n.name for n in (*weight_matmuls(model), *embedding_gathers(model)) if n.name not in exclude]
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     tensors = TensorsData(
         CalibrationMethod.MinMax,
@@ -87,19 +106,20 @@ def quantize_static_int8(
     )
     quantizer = QDQQuantizer(
         model, settings.per_channel, False, types[settings.weight_type], types[settings.activation_type], tensors,
-        nodes, list(exclude), ["MatMul"],
+        nodes, list(exclude), ["MatMul", "Gather"],
         {
             "DefaultTensorType": onnx.TensorProto.FLOAT,
             "ActivationSymmetric": settings.activation_symmetric,
             "WeightSymmetric": True,
-            "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            "OpTypesToExcludeOutputQuantization": ["MatMul", "Gather"],
         },
     )
-    quantizer.quantize_model()
+    with _quiet_root_logger():
+        quantizer.quantize_model()
     quantizer.model.model.producer_name, quantizer.model.model.producer_version = "edgec", ""
     quantizer.model.save_model_to_file(str(out))
     return {
-        "method": "static int8 Q/DQ", "quantized_matmuls": len(nodes),
+        "method": "static int8 Q/DQ", "quantized_nodes": len(nodes),
         "activations": settings.activation_type, "weights": f"{settings.weight_type} symmetric"
         + (" per-channel" if settings.per_channel else ""),
     }

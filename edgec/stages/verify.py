@@ -70,7 +70,7 @@ def failures(result: dict[str, float], thresholds: ParityThresholds, reference_m
     """Each threshold the result misses, as a readable phrase."""
     found = []
     if thresholds.min_cosine is not None and result.get("cosine_mean", 1.0) < thresholds.min_cosine:
-        found.append(f"mean cosine {result['cosine_mean']:.4f} < {thresholds.min_cosine}")
+        found.append(f"mean cosine {result['cosine_mean']:.6f} < {thresholds.min_cosine}")
     if thresholds.min_agreement is not None and result.get("agreement", 1.0) < thresholds.min_agreement:
         found.append(f"top-1 agreement {result['agreement']:.4f} < {thresholds.min_agreement}")
     for name, value in reference_metric.items():

