@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ class ParityRow:
     model: str
     metrics: dict[str, float]
     failures: tuple[str, ...] = ()
+    seconds: float = 0.0
+    """Wall time of the stage itself (not of this measurement)."""
     simulated: bool = False
     """True where the artifact's own runtime was not available and ONNX Runtime CPU stood in."""
 
@@ -85,10 +88,11 @@ def run_stages(
     """Run stages in order, appending a ledger row after each one that produced a new model."""
     for stage in stages:
         on_stage(stage.name)
-        before = ctx.onnx_path
+        before, started = ctx.onnx_path, time.perf_counter()
         ctx = stage.run(ctx)
         if ctx.onnx_path != before:
-            ctx = dataclasses.replace(ctx, ledger=(*ctx.ledger, measure(ctx, stage.name)))
+            row = dataclasses.replace(measure(ctx, stage.name), seconds=round(time.perf_counter() - started, 2))
+            ctx = dataclasses.replace(ctx, ledger=(*ctx.ledger, row))
     return ctx
 
 

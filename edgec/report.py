@@ -16,15 +16,15 @@ def ledger_table(manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the parity ledger, formatted for humans."""
     rows = manifest["parity"]["ledger"]
     columns = [c for c in LEDGER_COLUMNS if any(c in r["metrics"] for r in rows)]
-    header = ["stage", *columns, "verdict"]
+    header = ["stage", *columns, "stage time", "verdict"]
     body = []
     reference = manifest["parity"]["reference_metric"]
     if reference:
-        body.append(["reference (PyTorch fp32)", *[_fmt(reference.get(c)) for c in columns], ""])
+        body.append(["reference (PyTorch fp32)", *[_fmt(reference.get(c)) for c in columns], "", ""])
     for row in rows:
         verdict = "pass" if not row["failures"] else "FAIL: " + "; ".join(row["failures"])
         stage = row["stage"] + (" (simulated)" if row.get("simulated") else "")
-        body.append([stage, *[_fmt(row["metrics"].get(c)) for c in columns], verdict])
+        body.append([stage, *[_fmt(row["metrics"].get(c)) for c in columns], f"{row.get('seconds', 0):.1f} s", verdict])
     return header, body
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["COLUMNS"] = "250"  # rich tables: no truncated cells in captured output
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -55,7 +55,7 @@ def build(
     )
     columns = (text_column, text_pair_column, label_column, score_column)
     calib_set, eval_set = read_optional(calib, *columns), read_optional(eval_data, *columns)
-    with Progress(SpinnerColumn(), ProgressText("{task.description}"), TimeElapsedColumn(), console=console, transient=False) as progress:
+    with Progress(SpinnerColumn(), ProgressText("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
         current: list[int] = []
 
         def on_stage(name: str) -> None:

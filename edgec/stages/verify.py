@@ -88,7 +88,7 @@ def measure_model(
     outputs = collect_outputs(ort_forward(ort_session(model_path, settings)), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
     result = compare(task, evaluation.reference, outputs)
     result |= task_metric(task, outputs, evaluation.dataset, labels)
-    return ParityRow(stage, model_path.name, result, failures(result, thresholds, evaluation.reference_metric), simulated)
+    return ParityRow(stage, model_path.name, result, failures(result, thresholds, evaluation.reference_metric), simulated=simulated)
 
 
 def measure(ctx: Context, stage: str) -> ParityRow:
