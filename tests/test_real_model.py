@@ -1,0 +1,35 @@
+"""all-MiniLM-L6-v2 on STS-B: the default model on real data (skipped where either is absent)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgec.cli.main import app
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def sts_sample(sts_test, tmp_path_factory):
+    """300 STS-B test pairs, a deterministic sample (every 4th line and some)."""
+    lines = sts_test.read_text().splitlines()
+    path = tmp_path_factory.mktemp("sts") / "sample.jsonl"
+    path.write_text("\n".join(lines[::4][:300]) + "\n")
+    return path
+
+
+def test_minilm_static_int8_keeps_sts_parity(minilm, sts_sample, tmp_path):
+    out = tmp_path / "minilm-int8"
+    result = CliRunner().invoke(app, ["build", str(minilm), "--target", "ort", "--precision", "int8",
+                                      "--eval", str(sts_sample), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "edgec.json").read_text())
+    final = manifest["parity"]["ledger"][-1]["metrics"]
+    reference = manifest["parity"]["reference_metric"]["spearman"]
+    assert final["cosine_mean"] > 0.99
+    assert reference - final["spearman"] <= 1.0
+    assert manifest["stages"]["optimize"]["fused_ops"].get("SkipLayerNormalization", 0) >= 6
+    assert manifest["sizes"]["model_bytes"] < 0.4 * manifest["sizes"]["source_weights_bytes"]
+    recheck = CliRunner().invoke(app, ["parity", str(out), "--data", str(sts_sample), "--json"])
+    assert recheck.exit_code == 0 and json.loads(recheck.stdout)["passed"]
