@@ -97,6 +97,9 @@ def test_static_int8_quantizes_weight_matmuls_only(tiny_models, data_files, tmp_
         if node.input[1] not in dequantized:
             assert node.input[1] not in constants
     assert not any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in graph.node)
+    # Activations are quantized statically (a QuantizeLinear per MatMul input), not only the weights.
+    activation_quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constants]
+    assert len(activation_quantizers) >= len({n.input[0] for n in weight_matmuls})
 
 
 def test_failed_parity_is_rejected_then_fallback_keeps_the_fewest_nodes(tiny_models, data_files, tmp_path):
@@ -113,8 +116,8 @@ def test_failed_parity_is_rejected_then_fallback_keeps_the_fewest_nodes(tiny_mod
     rows = {r["stage"]: r["metrics"]["cosine_mean"] for r in rejected["parity"]["ledger"]}
     quantized, all_float = rows["quantize"], rows["fallback"]
     assert all_float > quantized
-    # A threshold halfway between: some, not all, MatMuls must go back to float.
-    threshold = quantized + (all_float - quantized) / 2
+    # A threshold a quarter of the way: some, not all, MatMuls must go back to float.
+    threshold = quantized + (all_float - quantized) / 4
     artifact = _build(tiny_models("electra"), tmp_path / "fb", "int8", data, parity=ParityThresholds(min_cosine=threshold))
     kept = artifact.manifest["stages"]["fallback"]["kept_in_float"]
     assert artifact.manifest["parity"]["passed"]

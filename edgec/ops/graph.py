@@ -1,0 +1,100 @@
+"""Small rewrites of ONNX graphs (in memory, no I/O) that make ONNX Runtime's CPU kernels faster or int8 cleaner."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {output: node for node in model.graph.node for output in node.output}
+
+
+def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    found: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            found[name].append(node)
+    return found
+
+
+def residual_adds_to_sum(model: onnx.ModelProto) -> int:
+    """Rewrite `LayerNorm(Add(Add(bias, MatMul), residual))` as `LayerNorm(Sum(MatMul, bias, residual))`.
+
+    ONNX Runtime fuses Add + LayerNormalization into SkipLayerNormalization when a session loads; on the
+    CPUs measured here (ORT 1.32, AVX512) that kernel took ~250 us against ~40 us for Sum + LayerNormalization
+    on a (1, 128, 384) tensor. Sum is not fused, so the artifact stays fast under plain ORT defaults.
+    Returns the number of residual joins rewritten.
+    """
+    made, used_by = producers(model), consumers(model)
+    constants = {i.name for i in model.graph.initializer}
+    removed, rewritten = [], 0
+    for norm in [n for n in model.graph.node if n.op_type == "LayerNormalization"]:
+        join = made.get(norm.input[0])
+        if join is None or join.op_type != "Add" or len(used_by[join.output[0]]) != 1:
+            continue
+        terms = []
+        for name in join.input:
+            inner = made.get(name)
+            if inner is not None and inner.op_type == "Add" and len(used_by[name]) == 1 and any(i in constants for i in inner.input):
+                terms += list(inner.input)  # the bias Add of the projection folds into the same Sum
+                removed.append(inner)
+            else:
+                terms.append(name)
+        join.op_type = "Sum"
+        del join.input[:]
+        join.input.extend(terms)
+        rewritten += 1
+    for node in removed:
+        model.graph.node.remove(node)
+    return rewritten
+
+
+def scale_matmul_inputs(model: onnx.ModelProto, groups: dict[str, list[onnx.NodeProto]], scales: dict[str, np.ndarray]) -> None:
+    """For each activation X feeding weight MatMuls: X W = (X / s)(diag(s) W). Inserts Mul(X, 1/s), rescales W.
+
+    X keeps its other consumers (the residual path), which is why 1/s cannot be folded into the producer.
+    """
+    weights = {i.name: i for i in model.graph.initializer}
+    inserted = []
+    for name, nodes in groups.items():
+        s = scales[name].astype(np.float32)
+        for node in nodes:
+            w = numpy_helper.to_array(weights[node.input[1]])  # (in, out)
+            weights[node.input[1]].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), node.input[1]))
+        inverse, scaled = f"{name}_edgec_smooth_inv", f"{name}_edgec_smoothed"
+        model.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inverse))
+        for node in nodes:
+            node.input[0] = scaled
+        inserted.append((nodes[0], helper.make_node("Mul", [name, inverse], [scaled], name=f"{name}_edgec_smooth")))
+    for first, mul in inserted:
+        model.graph.node.insert(list(model.graph.node).index(first), mul)
+
+
+def bypass_activation_dequantize(model: onnx.ModelProto) -> None:
+    """Let only MatMuls read dequantized activations; every other consumer reads the float tensor again.
+
+    ORT's QDQ quantizer routes *all* consumers of a quantized activation through its DequantizeLinear,
+    which would round the residual stream to 8 bits as well.
+    """
+    constants = {i.name for i in model.graph.initializer}
+    made = producers(model)
+    for dq in [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in constants]:
+        quantize = made.get(dq.input[0])
+        if quantize is None or quantize.op_type != "QuantizeLinear":
+            continue
+        for node in model.graph.node:
+            if node.op_type != "MatMul":
+                for i, name in enumerate(node.input):
+                    if name == dq.output[0]:
+                        node.input[i] = quantize.input[0]
+    while True:  # a QuantizeLinear is orphaned only once its DequantizeLinear is gone
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        orphans = [n for n in model.graph.node if n.op_type in ("DequantizeLinear", "QuantizeLinear") and n.output[0] not in used]
+        if not orphans:
+            return
+        for node in orphans:
+            model.graph.node.remove(node)
