@@ -74,8 +74,12 @@ def parity_plot_png(manifest: dict[str, Any]) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
     colors = ["#2a9d8f" if not r["failures"] else "#e76f51" for r in rows]
     ax.bar([r["stage"] for r in rows], values, color=colors)
+    threshold = manifest["parity"]["thresholds"].get("min_cosine" if metric == "cosine_mean" else "min_agreement")
+    if threshold is not None:
+        ax.axhline(threshold, color="#444", linestyle="--", linewidth=1, label=f"threshold {threshold}")
+        ax.legend(loc="lower left")
     ax.set_ylabel(f"{metric} vs fp32 reference")
-    ax.set_ylim(min(min(values) - 0.01, 0.95), 1.0005)
+    ax.set_ylim(min(min(values) - 0.01, threshold - 0.01 if threshold is not None else 1, 0.95), 1.0005)
     ax.set_title(f"Parity per stage ({manifest['precision']})")
     fig.tight_layout()
     buffer = io.BytesIO()

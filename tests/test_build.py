@@ -143,3 +143,16 @@ def test_existing_output_needs_force(tiny_models, data_files, tmp_path):
     artifact = edgec.build(tiny_models("bert"), recipe=Recipe(quant=QuantConfig(precision="fp32")), calib=data, out=tmp_path / "out", force=True)
     assert artifact.manifest["precision"] == "fp32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_arm64_profile_builds_signed_int8(tiny_models, data_files, tmp_path):
+    """The ARM profile's s8 x s8 layout builds and passes parity (run here on x86 ONNX Runtime)."""
+    import onnx
+
+    artifact = edgec.build(tiny_models("bert"), "ort-arm64", recipe=Recipe(quant=QuantConfig(precision="int8")),
+                           calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "arm")
+    assert artifact.manifest["parity"]["passed"] and artifact.manifest["target"]["name"] == "ort-arm64"
+    graph = onnx.load(str(tmp_path / "arm" / "model.onnx")).graph
+    constants = {i.name: i for i in graph.initializer}
+    zero_points = [constants[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in constants]
+    assert zero_points and all(z.data_type == onnx.TensorProto.INT8 for z in zero_points)
