@@ -244,7 +244,6 @@ def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: b
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
             output_loading_info=True,
-            torch_dtype=torch.float32,
         )
     except Exception as exc:  # noqa: BLE001
         raise InputError(
@@ -257,7 +256,7 @@ def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: b
         raise InputError(f"{path}: weights lack {len(missing)} tensors (e.g. {missing[0]}); the folder is incomplete")
     if missing:
         logging.getLogger("edgec").warning("%s: %d head tensors are newly initialized: %s", path, len(missing), missing[:3])
-    return module.eval()
+    return module.float().eval()  # the reference is fp32 whatever dtype the checkpoint was saved in
 
 
 def _first_line(exc: BaseException) -> str:

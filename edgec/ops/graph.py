@@ -98,3 +98,35 @@ def bypass_activation_dequantize(model: onnx.ModelProto) -> None:
             return
         for node in orphans:
             model.graph.node.remove(node)
+
+
+def quantize_embedding_tables(model: onnx.ModelProto, gathers: list[onnx.NodeProto]) -> int:
+    """Store each Gather's (rows, dim) table as int8 with one scale per row; dequantize only the rows looked up.
+
+    Q/DQ on the table itself (what ORT's QDQ quantizer writes) makes ONNX Runtime dequantize the whole
+    table on every run: 47 MB of float writes per inference for MiniLM's 30522 x 384 vocabulary. Here
+    Gather reads int8 rows and their scales: out = float(Gather(table_q, ids)) * Gather(scales, ids).
+    Returns the bytes saved.
+    """
+    tables = {i.name: i for i in model.graph.initializer}
+    saved = 0
+    for gather in gathers:
+        name = gather.input[0]
+        table = numpy_helper.to_array(tables[name]).astype(np.float32)  # (rows, dim)
+        scales = np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0  # (rows, 1)
+        quantized = np.clip(np.round(table / scales), -127, 127).astype(np.int8)
+        tables[name].CopyFrom(numpy_helper.from_array(quantized, f"{name}_int8"))
+        model.graph.initializer.append(numpy_helper.from_array(scales.astype(np.float32), f"{name}_row_scale"))
+        ids, output = gather.input[1], gather.output[0]
+        axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
+        rows_q, rows_f, row_scale = f"{output}_int8", f"{output}_int8_f", f"{output}_row_scale"
+        gather.input[0], gather.output[0] = f"{name}_int8", rows_q
+        position = list(model.graph.node).index(gather) + 1
+        for offset, node in enumerate([
+            helper.make_node("Gather", [f"{name}_row_scale", ids], [row_scale], name=f"{gather.name}_scale", axis=axis),
+            helper.make_node("Cast", [rows_q], [rows_f], name=f"{gather.name}_cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Mul", [rows_f, row_scale], [output], name=f"{gather.name}_dequantize"),
+        ]):
+            model.graph.node.insert(position + offset, node)
+        saved += table.nbytes - quantized.nbytes - scales.nbytes
+    return saved

@@ -3,7 +3,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.ops.graph import residual_adds_to_sum, scale_matmul_inputs
+from edgec.ops.graph import quantize_embedding_tables, residual_adds_to_sum, scale_matmul_inputs
 from edgec.ops.smoothing import smoothing_scales
 
 
@@ -56,3 +56,25 @@ def test_smoothing_evens_out_outlier_channels():
     smoothed = activation / s
     assert smoothed.max() / smoothed.min() < activation.max() / activation.min()
     np.testing.assert_allclose(smoothing_scales(activation, weight, alpha=1.0), activation, rtol=1e-6)
+
+
+def test_embedding_tables_are_stored_int8_per_row_and_dequantized_after_the_lookup():
+    rng = np.random.default_rng(3)
+    table = rng.normal(size=(50, 8)).astype(np.float32)
+    table[7] *= 100  # an outlier row must not cost the other rows their precision
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="lookup")], "emb",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["b", "s", 8])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    saved = quantize_embedding_tables(model, [model.graph.node[0]])
+    assert saved == table.nbytes - table.size - 50 * 4  # float32 table -> int8 table + one float32 scale per row
+    stored = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert stored["table_int8"].dtype == np.int8 and stored["table_row_scale"].shape == (50, 1)
+    ids = np.array([[0, 7, 49], [3, 3, 1]], dtype=np.int64)
+    rows = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    expected = table[ids]
+    peak = np.abs(expected).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(rows - expected) <= peak / 127 / 2 + 1e-6)
