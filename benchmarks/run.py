@@ -65,7 +65,7 @@ def optimum_dynamic_int8(model_dir: Path, work: Path, source) -> tuple[Path, Pat
     return path, pooled
 
 
-def benchmark_model(name: str, model_dir: Path, work: Path, rounds: int, runs: int) -> list[dict]:
+def benchmark_model(name: str, model_dir: Path, work: Path, rounds: int, runs: int, precisions: list[str]) -> list[dict]:
     test = read_sts_benchmark(STS / "sts-test.csv")
     calib = read_sts_benchmark(STS / "sts-train.csv").single_texts()  # calibrate on train, evaluate on test
     source = load_source(model_dir)
@@ -78,7 +78,7 @@ def benchmark_model(name: str, model_dir: Path, work: Path, rounds: int, runs: i
     row = measure_model(pooled, "optimum", source.task, evaluation, ParityThresholds(), SessionSettings(), None)
     rows["Optimum dynamic int8"] = {**_metrics(row), "size_mb": raw.stat().st_size / 1e6, "build_s": time.perf_counter() - started}
     timed["Optimum dynamic int8"] = raw
-    for precision in PRECISIONS:
+    for precision in precisions:
         started = time.perf_counter()
         out = work / f"edgec-{precision}"
         artifact = edgec.build(model_dir, "ort-x86", recipe=edgec.Recipe(quant=edgec.QuantConfig(precision=precision)),
@@ -115,7 +115,7 @@ def machine() -> str:
 def markdown(results: list[dict], command: str, seconds: float) -> str:
     versions = package_versions()
     lines = [
-        "## ORT CPU precisions vs PyTorch and Optimum (STS-B test)", "",
+        f"## {results[0]['model']}: ORT CPU precisions vs PyTorch and Optimum (STS-B test)", "",
         f"Machine: {machine()}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"Command: `{command}` ({seconds / 60:.0f} min). Latency: batch 1, sequence 128, 2 intra-op threads, "
         "median of per-round p50s, each measured in a fresh process. Calibration: 256 STS-B *train* sentences.", "",
@@ -135,19 +135,18 @@ def main() -> None:
     parser.add_argument("--models", default="minilm,mpnet")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
-    started = time.perf_counter()
-    results = []
+    command = ("python benchmarks/run.py " + " ".join(sys.argv[1:])).strip()
     with tempfile.TemporaryDirectory(prefix="edgec-bench-") as tmp:
-        for name in args.models.split(","):
-            results += benchmark_model(name, getattr(models, name)(), Path(tmp) / name, args.rounds, args.runs)
-            print(json.dumps(results[-len(PRECISIONS) - 2:], indent=1), flush=True)
-    command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
-    table = markdown(results, command.strip(), time.perf_counter() - started)
-    write_section(args.output, "ort-precisions", table)
-    (HERE / "results-ort.json").write_text(json.dumps(results, indent=1))
-    print(table)
+        for name in args.models.split(","):  # one RESULTS.md section per model, so models can be re-run alone
+            started = time.perf_counter()
+            results = benchmark_model(name, getattr(models, name)(), Path(tmp) / name, args.rounds, args.runs, args.precisions.split(","))
+            table = markdown(results, command, time.perf_counter() - started)
+            write_section(args.output, f"ort-precisions-{name}", table)
+            (HERE / f"results-ort-{name}.json").write_text(json.dumps(results, indent=1))
+            print(table, flush=True)
 
 
 def write_section(path: Path, name: str, text: str) -> None:

@@ -51,9 +51,7 @@ def encode_batches(tokenizer, dataset: Dataset, *, max_length: int, batch_size: 
     return batches
 
 
-def collect_outputs(
-    forward: Forward, batches: list[Batch], *, token_level: bool, progress: Callable[[int], None] | None = None
-) -> Outputs:
+def collect_outputs(forward: Forward, batches: list[Batch], *, token_level: bool) -> Outputs:
     """Run `forward` on every batch and put the rows back in dataset order.
 
     Token-level outputs, (batch, seq, ...), are padded with zeros to the longest example of the dataset.
@@ -73,8 +71,6 @@ def collect_outputs(
                 values[name][batch.indices, :seq] = value
             else:
                 values[name][batch.indices] = value
-        if progress:
-            progress(len(batch.indices))
     return Outputs(values, mask)
 
 

@@ -102,28 +102,47 @@ def test_static_int8_quantizes_weight_matmuls_only(tiny_models, data_files, tmp_
     assert len(activation_quantizers) >= len({n.input[0] for n in weight_matmuls})
 
 
-def test_failed_parity_is_rejected_then_fallback_keeps_the_fewest_nodes(tiny_models, data_files, tmp_path):
+def test_failed_parity_is_rejected_not_published(tiny_models, data_files, tmp_path):
     data = edgec.read_dataset(data_files["pairs"])
     with pytest.raises(ParityError, match="first lost at stage 'quantize'"):
         _build(tiny_models("electra"), tmp_path / "out", "int8", data, parity=ParityThresholds(min_cosine=0.9999999999))
     assert not (tmp_path / "out").exists()
     rejected = json.loads((tmp_path / "out.rejected" / "edgec.json").read_text())
     assert not rejected["parity"]["passed"]
+    # The fallback tried everything: every MatMul back in float (the int8 embedding tables still miss the bar).
     every = rejected["stages"]["fallback"]["kept_in_float"]
-    # Every MatMul went back to float (the embedding tables stay int8, so the threshold is still missed).
-    assert every and all(name.endswith("MatMul") for name in every)
     assert len(every) == rejected["stages"]["quantize"]["quantized_nodes"]
-    rows = {r["stage"]: r["metrics"]["cosine_mean"] for r in rejected["parity"]["ledger"]}
-    quantized, all_float = rows["quantize"], rows["fallback"]
-    assert all_float > quantized
-    # A threshold a quarter of the way: some, not all, MatMuls must go back to float.
-    threshold = quantized + (all_float - quantized) / 4
-    artifact = _build(tiny_models("electra"), tmp_path / "fb", "int8", data, parity=ParityThresholds(min_cosine=threshold))
-    kept = artifact.manifest["stages"]["fallback"]["kept_in_float"]
+    assert all(name.endswith("MatMul") for name in every)
+
+
+@pytest.fixture
+def outlier_model(tiny_models, tmp_path):
+    """The tiny BERT with one huge FFN neuron in layer 1: an outlier channel only that layer's FFN-out sees."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    folder = shutil.copytree(tiny_models("bert"), tmp_path / "outlier")
+    model = AutoModel.from_pretrained(folder)
+    with torch.no_grad():
+        neuron = model.encoder.layer[1].intermediate.dense
+        neuron.weight[5] *= 40
+        neuron.bias[5] = 40.0
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_fallback_keeps_only_the_sensitive_node_in_float(outlier_model, data_files, tmp_path):
+    data = edgec.read_dataset(data_files["pairs"])
+    artifact = _build(outlier_model, tmp_path / "fb", "int8", data, parity=ParityThresholds(min_cosine=0.99999))
+    stages = artifact.manifest["stages"]
     assert artifact.manifest["parity"]["passed"]
-    assert 0 < len(kept) < len(every)
-    assert kept == every[: len(kept)]  # the most sensitive first
-    assert "kept in float" in (tmp_path / "fb" / "report.md").read_text()
+    assert stages["fallback"]["kept_in_float"] == ["/encoder/layer.1/output/dense/MatMul"]
+    assert stages["quantize"]["quantized_nodes"] > 1
+    ledger = {r["stage"]: r for r in artifact.manifest["parity"]["ledger"]}
+    assert ledger["quantize"]["failures"] and not ledger["fallback"]["failures"]
+    assert "/encoder/layer.1/output/dense/MatMul" in (tmp_path / "fb" / "report.md").read_text()
 
 
 def test_bad_input_leaves_no_partial_output(tiny_models, tmp_path):

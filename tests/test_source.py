@@ -101,3 +101,19 @@ def test_missing_tokenizer(tiny_models, tmp_path):
 def test_distilbert_takes_no_token_types(tiny_models):
     assert load_source(tiny_models("distilbert")).input_names == ("input_ids", "attention_mask")
     assert load_source(tiny_models("bert")).input_names == ("input_ids", "attention_mask", "token_type_ids")
+
+
+def test_a_repo_id_resolves_from_the_local_hf_cache_only(tiny_models, tmp_path, monkeypatch):
+    """`org/name` loads from the HF cache layout (refs/main -> snapshots/<hash>); a miss never downloads."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--acme--tiny" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_models("bert"), snapshot)
+    (cache / "models--acme--tiny" / "refs").mkdir()
+    (cache / "models--acme--tiny" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert load_source("acme/tiny").path == snapshot
+    with pytest.raises(InputError, match="not in the local HF cache"):
+        load_source("acme/absent")

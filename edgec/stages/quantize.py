@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgec.inference import ort_session
+from edgec.inference import encode_batches, ort_session
 from edgec.ops.calibration import activation_range, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
 from edgec.ops.smoothing import smoothing_scales
 from edgec.pipeline import Context
+from edgec.stages.verify import eval_texts
 from edgec.targets import QuantSettings, SessionSettings
 
 RANGES_FILE = "ranges.json"
@@ -134,9 +135,9 @@ def quantize_static_int8(
 
 
 def calibration_feeds(ctx: Context) -> list[dict[str, np.ndarray]]:
-    from edgec.inference import encode_batches
-
-    return [b.feeds for b in encode_batches(ctx.source.tokenizer, ctx.calib, max_length=ctx.recipe.max_length, batch_size=16)]
+    """The calibration texts as the model sees them (an embedding model takes each side of a pair alone)."""
+    texts = eval_texts(ctx.source.task, ctx.calib)
+    return [b.feeds for b in encode_batches(ctx.source.tokenizer, texts, max_length=ctx.recipe.max_length, batch_size=16)]
 
 
 def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
