@@ -75,7 +75,7 @@ def benchmark_model(name: str, model_dir: Path, work: Path, rounds: int, runs: i
     timed: dict[str, Path | None] = {"PyTorch fp32": None}
     started = time.perf_counter()
     raw, pooled = optimum_dynamic_int8(model_dir, work / "optimum", source)
-    row = measure_model(pooled, "optimum", source.task, evaluation, ParityThresholds(), SessionSettings(), None)
+    row = measure_model(pooled, "optimum", source.task, evaluation, ParityThresholds(), SessionSettings())
     rows["Optimum dynamic int8"] = {**_metrics(row), "size_mb": raw.stat().st_size / 1e6, "build_s": time.perf_counter() - started}
     timed["Optimum dynamic int8"] = raw
     for precision in precisions:

@@ -90,7 +90,7 @@ def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> Eval
     forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
     reference = collect_outputs(forward, batches, token_level=source.task in TOKEN_LEVEL_TASKS)
     labels = label_ids(dataset, dict(getattr(source.model.config, "label2id", None) or {}))
-    return EvalSet(dataset, batches, reference, task_metric(source.task, reference, dataset, labels))
+    return EvalSet(dataset, batches, reference, task_metric(source.task, reference, dataset, labels), labels)
 
 
 def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[Stage]:
@@ -167,8 +167,7 @@ def check_parity(
     evaluation = reference_outputs(source, data, manifest["recipe"]["max_length"])
     thresholds = ParityThresholds(**manifest["parity"]["thresholds"]).overridden_by(overrides)
     profile = TargetProfile.from_dict(manifest["target"])
-    labels = label_ids(data, dict(getattr(source.model.config, "label2id", None) or {}))
-    return measure_model(artifact.model_path, "artifact", source.task, evaluation, thresholds, profile.session, labels)
+    return measure_model(artifact.model_path, "artifact", source.task, evaluation, thresholds, profile.session)
 
 
 def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgec.data import Dataset
 from edgec.inference import Batch, Outputs
 from edgec.recipe import ParityThresholds, Recipe
@@ -43,6 +45,8 @@ class EvalSet:
     reference: Outputs
     reference_metric: dict[str, float]
     """The uncompressed model's own task metric (spearman or accuracy) where the data has scores/labels."""
+    labels: np.ndarray | None
+    """Class ids of the data's labels (names mapped through the model's label2id), if it has labels."""
 
 
 @dataclass(frozen=True)

@@ -82,20 +82,15 @@ def failures(result: dict[str, float], thresholds: ParityThresholds, reference_m
 
 def measure_model(
     model_path: Path, stage: str, task: str, evaluation: EvalSet, thresholds: ParityThresholds,
-    settings: SessionSettings, labels: np.ndarray | None, simulated: bool = False,
+    settings: SessionSettings, simulated: bool = False,
 ) -> ParityRow:
     """One ledger row: run the ONNX model on the eval set and compare it with the reference."""
     outputs = collect_outputs(ort_forward(ort_session(model_path, settings)), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
     result = compare(task, evaluation.reference, outputs)
-    result |= task_metric(task, outputs, evaluation.dataset, labels)
+    result |= task_metric(task, outputs, evaluation.dataset, evaluation.labels)
     return ParityRow(stage, model_path.name, result, failures(result, thresholds, evaluation.reference_metric), simulated=simulated)
 
 
 def measure(ctx: Context, stage: str) -> ParityRow:
     """The ledger row for the model a stage left in the context."""
-    labels = label_ids(ctx.evaluation.dataset, _label2id(ctx))
-    return measure_model(ctx.onnx_path, stage, ctx.source.task, ctx.evaluation, ctx.thresholds, ctx.target.session, labels)
-
-
-def _label2id(ctx: Context) -> dict[str, int]:
-    return dict(getattr(ctx.source.model.config, "label2id", None) or {})
+    return measure_model(ctx.onnx_path, stage, ctx.source.task, ctx.evaluation, ctx.thresholds, ctx.target.session)
