@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgec import surgery
 from edgec.artifact import FORMAT_VERSION, Artifact, check_output_path, file_table, package_versions, sha256_file, staged_output, write_manifest
 from edgec.backends import get_backend
 from edgec.data import Dataset, read_dataset
@@ -23,9 +24,11 @@ from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_s
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.report import write_reports
 from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source
+from edgec.stages.distill import distill
 from edgec.stages.export import export
 from edgec.stages.optimize import optimize
 from edgec.stages.fallback import fallback
+from edgec.stages.prune import prune
 from edgec.stages.quantize import quantize
 from edgec.stages.verify import eval_texts, label_ids, measure, measure_model, task_metric
 from edgec.targets import TargetProfile, load_target
@@ -43,26 +46,24 @@ def build(
     recipe: Recipe | None = None,
     calib: Dataset | None = None,
     eval: Dataset | None = None,  # noqa: A002 - the product's own word
+    train: Dataset | None = None,
     out: str | Path,
     force: bool = False,
     load: LoadOptions = LoadOptions(),
     on_stage: Callable[[str], None] = lambda name: None,
 ) -> Artifact:
-    """Compile `model` for `target`; raises ParityError (after saving OUT.rejected) if the artifact drifts."""
+    """Compile `model` for `target`; raises ParityError (after saving OUT.rejected) if the artifact drifts.
+
+    `train` is the text distillation trains on (recipe.distill); `calib` also drives pruning's importance.
+    """
     out = Path(out)
     profile = load_target(target) if isinstance(target, str) else target
     recipe = resolve_recipe(recipe or Recipe(), profile)
-    check_output_path(out, force=force)
-    on_stage("load")
-    source = load_source(model, task=recipe.task, options=load)
-    recipe = dataclasses.replace(recipe, max_length=min(recipe.max_length, source.max_length))
-    calib = (calib or read_dataset(default_calibration_file())).sample(recipe.quant.calib_samples, recipe.seed)
-    on_stage("reference")
-    evaluation = reference_outputs(source, eval or calib, recipe.max_length)
-    thresholds = profile.thresholds(recipe.quant.precision, recipe.parity)
+    source, recipe, calib, evaluation = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
+    thresholds = profile.thresholds(recipe.quant.precision, recipe.parity, pruned=recipe.prune is not None)
     started = time.perf_counter()
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation)
+        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
         ctx = run_stages(ctx, stages_for(recipe, profile, staging), measure, on_stage)
         manifest = manifest_for(ctx, time.perf_counter() - started)
         write_reports(staging, manifest)
@@ -74,6 +75,22 @@ def build(
             os.replace(staging, rejected)
             raise ParityError(parity_failure_message(ctx, rejected))
     return Artifact(out, manifest)
+
+
+def _prepare(
+    model: str | Path, recipe: Recipe, calib: Dataset | None, eval: Dataset | None, train: Dataset | None,  # noqa: A002
+    out: Path, force: bool, load: LoadOptions, on_stage: Callable[[str], None],
+) -> tuple[Source, Recipe, Dataset, EvalSet]:
+    """Checks that need no work, then the model, the calibration sample and the reference outputs."""
+    if recipe.distill is not None and train is None:
+        raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
+    check_output_path(out, force=force)
+    on_stage("load")
+    source = load_source(model, task=recipe.task, options=load)
+    recipe = dataclasses.replace(recipe, max_length=min(recipe.max_length, source.max_length))
+    calib = (calib or read_dataset(default_calibration_file())).sample(recipe.quant.calib_samples, recipe.seed)
+    on_stage("reference")
+    return source, recipe, calib, reference_outputs(source, eval or calib, recipe.max_length)
 
 
 def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
@@ -96,7 +113,10 @@ def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> Eval
 def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[Stage]:
     """The stages a recipe and target call for, in pipeline order."""
     emit = get_backend(profile.backend)
-    stages = [Stage("export", export)]
+    stages = [Stage("prune", prune)] if recipe.prune is not None else []
+    if recipe.distill is not None:
+        stages.append(Stage("distill", distill))
+    stages.append(Stage("export", export))
     if profile.fuse:
         stages.append(Stage("optimize", optimize))
     if recipe.quant.precision != "fp32":
@@ -178,3 +198,53 @@ def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None
     encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=manifest["recipe"]["max_length"], return_tensors="np")
     session = ort_session(artifact.model_path, TargetProfile.from_dict(manifest["target"]).session)
     return ort_forward(session)({k: v.astype(np.int64) for k, v in encoded.items()})
+
+
+# sentence-transformers files that describe pooling and normalization; a pruned folder keeps them.
+_SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def compress(
+    model: str | Path,
+    recipe: Recipe,
+    *,
+    calib: Dataset | None = None,
+    eval: Dataset | None = None,  # noqa: A002
+    train: Dataset | None = None,
+    out: str | Path,
+    force: bool = False,
+    load: LoadOptions = LoadOptions(),
+    on_stage: Callable[[str], None] = lambda name: None,
+) -> dict:
+    """Prune (and distill) `model` and save it as a Hugging Face folder that transformers loads as is.
+
+    Returns the prune summary with the parity ledger of the front-end stages (PyTorch, vs the unpruned model).
+    """
+    out = Path(out)
+    if recipe.prune is None:
+        raise ConfigError("nothing to do: pass --prune F (the share of the encoder's compute to remove)")
+    source, recipe, calib, evaluation = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
+    profile = load_target("ort")
+    thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)
+    with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
+        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
+        front_end = [stage for stage in stages_for(recipe, profile, staging) if stage.name in ("prune", "distill")]
+        ctx = run_stages(ctx, front_end, measure, on_stage)
+        summary = ctx.notes["prune"]
+        on_stage("save")
+        save_pruned(ctx.source, summary, staging)
+    ledger = [dataclasses.asdict(row) for row in ctx.ledger]
+    return {**summary, "distill": ctx.notes.get("distill"), "ledger": ledger, "reference_metric": evaluation.reference_metric}
+
+
+def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:
+    """Write a pruned model as a Hugging Face folder: weights (transformers' layout), tokenizer, pooling."""
+    layout = {k: summary[k] for k in ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after")}
+    surgery.standard_layout(pruned.model, layout).save_pretrained(folder, safe_serialization=True)
+    pruned.tokenizer.save_pretrained(folder)
+    for name in _SENTENCE_TRANSFORMERS_FILES:
+        if (pruned.path / name).is_file():
+            shutil.copy2(pruned.path / name, folder / name)
+    for module_dir in pruned.path.glob("*_*"):  # sentence-transformers module folders, e.g. 1_Pooling
+        if module_dir.is_dir() and (module_dir / "config.json").is_file():
+            shutil.copytree(module_dir, folder / module_dir.name)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from edgec.data import Dataset
 from edgec.inference import Batch, Outputs
@@ -60,6 +61,10 @@ class Context:
     workdir: Path
     calib: Dataset
     evaluation: EvalSet
+    train: Dataset | None = None
+    """Unlabelled (or labelled) training text for distillation."""
+    teacher: torch.nn.Module | None = None
+    """The uncompressed model, kept while front-end stages change source.model (pruning, distillation)."""
     onnx_path: Path | None = None
     files: tuple[Path, ...] = ()
     """Files the emitted artifact consists of, besides the manifest and report."""
@@ -77,7 +82,7 @@ class Context:
 
 @dataclass(frozen=True)
 class Stage:
-    """A named step over the context; a stage that leaves a new model in ctx.onnx_path gets a ledger row."""
+    """A named step over the context; a stage that leaves a new model (ONNX or PyTorch) gets a ledger row."""
 
     name: str
     run: Callable[[Context], Context]
@@ -92,9 +97,9 @@ def run_stages(
     """Run stages in order, appending a ledger row after each one that produced a new model."""
     for stage in stages:
         on_stage(stage.name)
-        before, started = ctx.onnx_path, time.perf_counter()
+        before, started = (ctx.onnx_path, ctx.source.model), time.perf_counter()
         ctx = stage.run(ctx)
-        if ctx.onnx_path != before:
+        if ctx.onnx_path != before[0] or ctx.source.model is not before[1]:
             row = dataclasses.replace(measure(ctx, stage.name), seconds=round(time.perf_counter() - started, 2))
             ctx = dataclasses.replace(ctx, ledger=(*ctx.ledger, row))
     return ctx

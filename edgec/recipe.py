@@ -12,6 +12,7 @@ from edgec.errors import ConfigError
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 TASKS = ("feature-extraction", "sequence-classification", "token-classification", "question-answering")
+PRUNE_UNITS = ("heads", "ffn")
 
 T = TypeVar("T")
 
@@ -34,7 +35,8 @@ def config_from_dict(cls: type[T], values: dict[str, Any], where: str) -> T:
 
 def _nested_config_type(cls: type, key: str) -> type | None:
     hint = typing.get_type_hints(cls)[key]
-    return hint if dataclasses.is_dataclass(hint) else None
+    candidates = typing.get_args(hint) or (hint,)  # `PruneConfig | None` -> (PruneConfig, NoneType)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -68,6 +70,66 @@ class QuantConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PruneConfig:
+    """Structured pruning: which units may go and how much compute must go."""
+
+    fraction: float
+    """Share of the encoder's multiply-accumulates to remove, counted at the calibration texts' lengths."""
+    units: tuple[str, ...] = PRUNE_UNITS
+    """What may be removed: attention heads, FFN neurons, or both."""
+    rescale: bool = True
+    """Re-fit the kept units' scales per layer by least squares so each layer matches the unpruned one."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "units", tuple(self.units))
+        _require(
+            isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0,
+            f"prune fraction must be in [0, 1) (the share of compute removed), got {self.fraction}; e.g. --prune 0.5",
+        )
+        bad = [u for u in self.units if u not in PRUNE_UNITS]
+        _require(bool(self.units) and not bad, f"prune units must be some of {', '.join(PRUNE_UNITS)}, got {', '.join(self.units) or 'none'}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig:
+    """Recovering accuracy by training the pruned student against the uncompressed teacher."""
+
+    steps: int = 1000
+    """Most optimizer steps."""
+    minutes: float | None = None
+    """Wall-time budget; training stops at whichever of steps and minutes comes first."""
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    """Share of the steps with a linearly rising learning rate (then linear decay to zero)."""
+    max_length: int = 128
+    """Longest tokenized training text."""
+    hidden_weight: float = 1.0
+    """Weight of the per-layer hidden-state loss next to the output loss."""
+    temperature: float = 2.0
+    """Softmax temperature of the logits KL loss (classifiers)."""
+    eval_every: int = 100
+    """Steps between parity checks on the eval set (early stop, best checkpoint kept)."""
+    patience: int = 5
+    """Checks without improvement before training stops."""
+    max_grad_norm: float = 1.0
+    bf16: bool = True
+    """bf16 autocast (AMX/VNNI on CPU, tensor cores on GPU); weights and optimizer stay fp32."""
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1, f"distill steps must be at least 1, got {self.steps}")
+        _require(self.minutes is None or self.minutes > 0, f"distill minutes must be > 0, got {self.minutes}")
+        _require(self.batch_size >= 1, f"distill batch_size must be at least 1, got {self.batch_size}")
+        _require(0 < self.learning_rate < 1, f"distill learning_rate must be in (0, 1), got {self.learning_rate}")
+        _require(0 <= self.warmup < 1, f"distill warmup must be a share of the steps in [0, 1), got {self.warmup}")
+        _require(self.max_length >= 8, f"distill max_length must be at least 8, got {self.max_length}")
+        _require(self.hidden_weight >= 0, f"distill hidden_weight must be >= 0, got {self.hidden_weight}")
+        _require(self.temperature > 0, f"distill temperature must be > 0, got {self.temperature}")
+        _require(self.eval_every >= 1 and self.patience >= 1, "distill eval_every and patience must be at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ParityThresholds:
     """Limits the final artifact must meet against the fp32 reference. None means not checked."""
 
@@ -96,6 +158,10 @@ class Recipe:
 
     task: str | None = None
     """Override the task detected from config.json."""
+    prune: PruneConfig | None = None
+    """Structured pruning before export; None keeps the model whole."""
+    distill: DistillConfig | None = None
+    """Distillation after pruning (needs training text); None skips it."""
     quant: QuantConfig = field(default_factory=QuantConfig)
     parity: ParityThresholds = field(default_factory=ParityThresholds)
     """Overrides of the target profile's thresholds for the chosen precision."""

@@ -13,12 +13,15 @@ LEDGER_COLUMNS = ("cosine_mean", "cosine_min", "spearman", "agreement", "kl", "a
 
 
 def ledger_table(manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the parity ledger, formatted for humans."""
-    rows = manifest["parity"]["ledger"]
+    """Header and rows of an artifact's parity ledger, formatted for humans."""
+    return format_ledger(manifest["parity"]["ledger"], manifest["parity"]["reference_metric"])
+
+
+def format_ledger(rows: list[dict[str, Any]], reference: dict[str, float]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of ledger rows (ParityRow dicts), the reference's own metric first."""
     columns = [c for c in LEDGER_COLUMNS if any(c in r["metrics"] for r in rows)]
     header = ["stage", *columns, "stage time", "verdict"]
     body = []
-    reference = manifest["parity"]["reference_metric"]
     if reference:
         body.append(["reference (PyTorch fp32)", *[_fmt(reference.get(c)) for c in columns], "", ""])
     for row in rows:
@@ -58,7 +61,59 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     fallback = notes.get("fallback", {})
     if fallback.get("kept_in_float"):
         rows.append(("kept in float (sensitive)", ", ".join(fallback["kept_in_float"])))
+    if "prune" in notes:
+        rows += pruning_rows(notes["prune"])
+    if notes.get("distill"):
+        distill = notes["distill"]
+        rows.append(("distillation", f"{distill['steps']} steps in {distill['seconds']:.0f} s, best at step {distill['best_step']} "
+                                     f"(score {distill['best_score']:.4f}), stopped by {distill['stopped']}"))
     return rows
+
+
+def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """What pruning removed: compute, parameters, and what each layer kept."""
+    per_layer = lambda kept, before: " ".join(f"{k}/{b}" for k, b in zip(kept, before))  # noqa: E731
+    return [
+        ("encoder MACs per text", f"{summary['macs_before'] / 1e6:.1f} M -> {summary['macs_after'] / 1e6:.1f} M "
+                                  f"(-{1 - summary['macs_after'] / summary['macs_before']:.1%}, at {summary['mean_tokens']} tokens)"),
+        ("parameters", f"{summary['params_before']:,} -> {summary['params_after']:,}"),
+        ("heads kept per layer", per_layer(summary["heads_after"], summary["heads_before"])),
+        ("FFN neurons kept per layer", per_layer(summary["ffn_after"], summary["ffn_before"])),
+        ("pruning time", ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())),
+    ]
+
+
+def pruning_plot_png(summary: dict[str, Any]) -> bytes:
+    """Heat map of the share of heads and FFN neurons each layer kept."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    share = lambda kept, before: [k / b if b else 0.0 for k, b in zip(kept, before)]  # noqa: E731
+    grid = np.array([share(summary["heads_after"], summary["heads_before"]), share(summary["ffn_after"], summary["ffn_before"])])
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * grid.shape[1] + 2), 2.2), dpi=100)
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (row, col), value in np.ndenumerate(grid):
+        kept = (summary["heads_after"], summary["ffn_after"])[row][col]
+        ax.text(col, row, str(kept), ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+    ax.set_yticks([0, 1], ["heads", "FFN"])
+    ax.set_xticks(range(grid.shape[1]), [str(i) for i in range(grid.shape[1])])
+    ax.set_xlabel("layer")
+    ax.set_title(f"Kept per layer (prune {summary['fraction']})")
+    fig.colorbar(image, ax=ax, label="share kept")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def parity_plot_png(manifest: dict[str, Any]) -> bytes:
@@ -82,10 +137,7 @@ def parity_plot_png(manifest: dict[str, Any]) -> bytes:
     ax.set_ylim(min(min(values) - 0.01, threshold - 0.01 if threshold is not None else 1, 0.95), 1.0005)
     ax.set_title(f"Parity per stage ({manifest['precision']})")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def write_reports(folder: Path, manifest: dict[str, Any]) -> None:
@@ -94,9 +146,14 @@ def write_reports(folder: Path, manifest: dict[str, Any]) -> None:
     summary = summary_rows(manifest)
     png = parity_plot_png(manifest)
     (folder / "parity.png").write_bytes(png)
+    pruning = manifest.get("stages", {}).get("prune")
+    heat_map = pruning_plot_png(pruning) if pruning else None
+    if heat_map:
+        (folder / "pruning.png").write_bytes(heat_map)
     md = [f"# edgec artifact: {manifest['target']['name']} / {manifest['precision']}", ""]
     md += [markdown_table(["", ""], [[k, v] for k, v in summary]), "", "## Parity ledger", "", markdown_table(header, rows)]
     md += ["", "![parity per stage](parity.png)", ""]
+    md += ["## Pruning", "", "![kept per layer](pruning.png)", ""] if heat_map else []
     (folder / "report.md").write_text("\n".join(md))
     cell = lambda tag, v: f"<{tag}>{html.escape(v)}</{tag}>"  # noqa: E731
     table = lambda hdr, body: (  # noqa: E731
@@ -111,6 +168,7 @@ def write_reports(folder: Path, manifest: dict[str, Any]) -> None:
         + table(["", ""], [list(r) for r in summary])
         + "<h2>Parity ledger</h2>" + table(header, rows)
         + f"<img alt='parity per stage' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        + (f"<h2>Pruning</h2><img alt='kept per layer' src='data:image/png;base64,{base64.b64encode(heat_map).decode()}'>" if heat_map else "")
         + "</body></html>\n"
     )
     (folder / "report.html").write_text(page)

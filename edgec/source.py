@@ -12,6 +12,7 @@ import torch
 
 from edgec.errors import InputError, UnsupportedModelError
 from edgec.recipe import TASKS
+from edgec.surgery import remove_dead_units
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
 OUTPUT_NAMES = {
@@ -213,6 +214,9 @@ def load_source(model: str | Path, *, task: str | None = None, options: LoadOpti
     weight_files = find_weights(path, allow_pickle)
     tokenizer = _load_tokenizer(path, trust_remote_code)
     module = _load_module(path, task, trust_remote_code, allow_pickle)
+    # A pruned model saved in transformers' fixed-width layout carries zero-weight padding units
+    # (surgery.standard_layout); removing them is exact and gives back the smaller matrices.
+    remove_dead_units(module)
     pooling = read_pooling(path) if task == "feature-extraction" else None
     return Source(path, module, tokenizer, task, model_type, pooling, weight_files)
 

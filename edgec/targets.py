@@ -69,6 +69,9 @@ class TargetProfile:
     session: SessionSettings = field(default_factory=SessionSettings)
     parity: dict[str, ParityThresholds] = field(default_factory=dict)
     """Default thresholds per precision."""
+    pruned: ParityThresholds = field(default_factory=ParityThresholds)
+    """Thresholds that replace the precision's where a build prunes: pruning changes the function by
+    design, so closeness to the reference is loose and the task metric's drop is the gate."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precisions", tuple(self.precisions))
@@ -78,9 +81,10 @@ class TargetProfile:
         if self.default_precision not in self.precisions:
             raise ConfigError(f"target {self.name}: default_precision {self.default_precision!r} is not in precisions")
 
-    def thresholds(self, precision: str, overrides: ParityThresholds) -> ParityThresholds:
-        """The profile's thresholds for a precision with the user's overrides applied."""
-        return self.parity.get(precision, ParityThresholds()).overridden_by(overrides)
+    def thresholds(self, precision: str, overrides: ParityThresholds, *, pruned: bool = False) -> ParityThresholds:
+        """The profile's thresholds for a precision (and pruning) with the user's overrides applied."""
+        base = self.parity.get(precision, ParityThresholds())
+        return (base.overridden_by(self.pruned) if pruned else base).overridden_by(overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn as ProgressText, TimeElapsedColumn
 
 from edgec.api import build as build_artifact
 from edgec.cli.common import (
-    LabelColumn, ScoreColumn, TextColumn, TextPairColumn, console, errors_to_exit_codes, read_optional, stdout, table,
+    Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, LabelColumn, Prune, PruneRescale, PruneUnits,
+    ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, front_end, read_optional, stage_progress, stdout, table,
 )
 from edgec.errors import ParityError
 from edgec.recipe import ParityThresholds, QuantConfig, Recipe
@@ -38,6 +38,14 @@ def build(
     min_cosine: Annotated[float | None, typer.Option(help="Min mean cosine to the reference embeddings.")] = None,
     min_agreement: Annotated[float | None, typer.Option(help="Min share of top-1 predictions equal to the reference.")] = None,
     max_length: Annotated[int, typer.Option(help="Longest tokenized input; longer texts are truncated.")] = 512,
+    prune: Prune = None,
+    prune_units: PruneUnits = "heads,ffn",
+    prune_rescale: PruneRescale = True,
+    distill: Distill = None,
+    distill_steps: DistillSteps = 1000,
+    distill_minutes: DistillMinutes = None,
+    distill_batch_size: DistillBatchSize = 32,
+    distill_lr: DistillLr = 1e-4,
     text_column: TextColumn = None,
     text_pair_column: TextPairColumn = None,
     label_column: LabelColumn = None,
@@ -47,25 +55,24 @@ def build(
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, which can run code.")] = False,
 ) -> None:
     """Compile a model for a target and verify it against the uncompressed model."""
+    prune_config, distill_config = front_end(
+        prune, prune_units, prune_rescale, distill, distill_steps, distill_minutes, distill_batch_size, distill_lr,
+    )
     recipe = Recipe(
         task=task,
+        prune=prune_config,
+        distill=distill_config,
         quant=QuantConfig(precision=precision, calibration=calibration, percentile=percentile, calib_samples=calib_samples, fallback=fallback),
         parity=ParityThresholds(min_cosine=min_cosine, max_drop=max_drop, min_agreement=min_agreement),
         max_length=max_length,
     )
     columns = (text_column, text_pair_column, label_column, score_column)
     calib_set, eval_set = read_optional(calib, *columns), read_optional(eval_data, *columns)
-    with Progress(SpinnerColumn(), ProgressText("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
-        current: list[int] = []
-
-        def on_stage(name: str) -> None:
-            if current:
-                progress.update(current[-1], completed=1, total=1)
-            current.append(progress.add_task(name, total=None))
-
+    train_set = read_optional(distill, *columns)
+    with stage_progress() as on_stage:
         try:
             artifact = build_artifact(
-                model, target, recipe=recipe, calib=calib_set, eval=eval_set, out=out, force=force,
+                model, target, recipe=recipe, calib=calib_set, eval=eval_set, train=train_set, out=out, force=force,
                 load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), on_stage=on_stage,
             )
         except ParityError:
@@ -73,8 +80,6 @@ def build(
             if (rejected / "edgec.json").exists():
                 print_summary(rejected)
             raise
-        if current:
-            progress.update(current[-1], completed=1, total=1)
     print_summary(artifact.path)
 
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn as ProgressText, TimeElapsedColumn
 from rich.table import Table
 
 from edgec.data import Dataset, columns_from_options, read_dataset
-from edgec.errors import EdgecError
+from edgec.errors import ConfigError, EdgecError
+from edgec.recipe import DistillConfig, PruneConfig
 
 console = Console(stderr=True)
 stdout = Console()
@@ -51,3 +54,41 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
     for row in rows:
         result.add_row(*row)
     return result
+
+
+Prune = Annotated[float | None, typer.Option("--prune", help="Share of the encoder's compute (MACs) to remove, e.g. 0.5.")]
+PruneUnits = Annotated[str, typer.Option("--prune-units", help="What may be removed: heads, ffn or heads,ffn.")]
+PruneRescale = Annotated[bool, typer.Option(help="Least-squares rescaling of the kept units, layer by layer.")]
+Distill = Annotated[Path | None, typer.Option("--distill", help="Training text for distillation from the unpruned model.")]
+DistillSteps = Annotated[int, typer.Option(help="Most distillation steps.")]
+DistillMinutes = Annotated[float | None, typer.Option(help="Distillation time budget in minutes.")]
+DistillBatchSize = Annotated[int, typer.Option(help="Texts per distillation step.")]
+DistillLr = Annotated[float, typer.Option("--distill-lr", help="Peak learning rate of distillation.")]
+
+
+def front_end(
+    prune: float | None, units: str, rescale: bool, distill: Path | None, steps: int, minutes: float | None, batch_size: int, lr: float,
+) -> tuple[PruneConfig | None, DistillConfig | None]:
+    """The prune and distill configs the command-line options ask for (None where not asked)."""
+    if prune is not None and prune <= 0:
+        # PruneConfig takes 0 (the identity, for sweeps); typed on a command line it is a mistake.
+        raise ConfigError(f"--prune must be in (0, 1), the share of compute to remove, got {prune}; omit --prune to keep the model whole")
+    prune_config = None if prune is None else PruneConfig(fraction=prune, units=tuple(u.strip() for u in units.split(",") if u.strip()), rescale=rescale)
+    distill_config = None if distill is None else DistillConfig(steps=steps, minutes=minutes, batch_size=batch_size, learning_rate=lr)
+    return prune_config, distill_config
+
+
+@contextmanager
+def stage_progress() -> Iterator[Callable[[str], None]]:
+    """A transient spinner per pipeline stage on stderr; yields the on_stage callback."""
+    with Progress(SpinnerColumn(), ProgressText("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+        current: list[int] = []
+
+        def on_stage(name: str) -> None:
+            if current:
+                progress.update(current[-1], completed=1, total=1)
+            current.append(progress.add_task(name, total=None))
+
+        yield on_stage
+        if current:
+            progress.update(current[-1], completed=1, total=1)

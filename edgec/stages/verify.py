@@ -8,11 +8,11 @@ import numpy as np
 
 from edgec.data import Dataset
 from edgec.errors import InputError
-from edgec.inference import Outputs, collect_outputs, ort_forward, ort_session
+from edgec.inference import Outputs, collect_outputs, ort_forward, ort_session, torch_forward
 from edgec.ops import metrics
 from edgec.pipeline import Context, EvalSet, ParityRow
 from edgec.recipe import ParityThresholds
-from edgec.source import TOKEN_LEVEL_TASKS
+from edgec.source import TOKEN_LEVEL_TASKS, Source
 from edgec.targets import SessionSettings
 
 
@@ -91,6 +91,25 @@ def measure_model(
     return ParityRow(stage, model_path.name, result, failures(result, thresholds, evaluation.reference_metric), simulated=simulated)
 
 
+def measure_module(source: Source, stage: str, evaluation: EvalSet, thresholds: ParityThresholds) -> ParityRow:
+    """One ledger row for a PyTorch model (before export: after pruning or distillation)."""
+    forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
+    outputs = collect_outputs(forward, evaluation.batches, token_level=source.task in TOKEN_LEVEL_TASKS)
+    result = compare(source.task, evaluation.reference, outputs)
+    result |= task_metric(source.task, outputs, evaluation.dataset, evaluation.labels)
+    return ParityRow(stage, type(source.model).__name__, result, failures(result, thresholds, evaluation.reference_metric))
+
+
+def parity_score(metrics: dict[str, float]) -> float:
+    """One number to maximize: the task metric where the data has one, else closeness to the reference."""
+    for name in ("spearman", "accuracy", "cosine_mean", "agreement"):
+        if name in metrics:
+            return metrics[name]
+    return -metrics["mean_abs_error"]
+
+
 def measure(ctx: Context, stage: str) -> ParityRow:
-    """The ledger row for the model a stage left in the context."""
+    """The ledger row for the model a stage left in the context (ONNX once exported, PyTorch before)."""
+    if ctx.onnx_path is None:
+        return measure_module(ctx.source, stage, ctx.evaluation, ctx.thresholds)
     return measure_model(ctx.onnx_path, stage, ctx.source.task, ctx.evaluation, ctx.thresholds, ctx.target.session)

@@ -1,0 +1,61 @@
+"""edgec prune MODEL --prune F --calib FILE [--distill FILE] --out DIR: a smaller Hugging Face folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgec.api import compress
+from edgec.cli.common import (
+    Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, LabelColumn, Prune, PruneRescale, PruneUnits,
+    ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, front_end, read_optional, stage_progress, stdout, table,
+)
+from edgec.recipe import QuantConfig, Recipe
+from edgec.report import format_ledger, pruning_rows
+from edgec.source import LoadOptions
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(errors_to_exit_codes(prune))
+
+
+def prune(
+    model: Annotated[str, typer.Argument(help="Hugging Face model folder (or a repo id already in the local HF cache).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pruned model (save_pretrained layout).")],
+    prune: Prune = None,
+    prune_units: PruneUnits = "heads,ffn",
+    prune_rescale: PruneRescale = True,
+    calib: Annotated[Path | None, typer.Option(help="Calibration text for importance and rescaling; default: edgec's corpus.")] = None,
+    calib_samples: Annotated[int, typer.Option(help="Calibration texts drawn deterministically.")] = 256,
+    eval_data: Annotated[Path | None, typer.Option("--eval", help="Eval data for the ledger and distillation's early stop.")] = None,
+    distill: Distill = None,
+    distill_steps: DistillSteps = 1000,
+    distill_minutes: DistillMinutes = None,
+    distill_batch_size: DistillBatchSize = 32,
+    distill_lr: DistillLr = 1e-4,
+    task: Annotated[str | None, typer.Option(help="Override the task detected from config.json.")] = None,
+    max_length: Annotated[int, typer.Option(help="Longest tokenized input; longer texts are truncated.")] = 512,
+    text_column: TextColumn = None,
+    text_pair_column: TextPairColumn = None,
+    label_column: LabelColumn = None,
+    score_column: ScoreColumn = None,
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model folder's own Python code.")] = False,
+    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, which can run code.")] = False,
+) -> None:
+    """Remove heads and FFN neurons (and distill), writing a folder transformers' AutoModel loads."""
+    prune_config, distill_config = front_end(
+        prune, prune_units, prune_rescale, distill, distill_steps, distill_minutes, distill_batch_size, distill_lr,
+    )
+    recipe = Recipe(task=task, prune=prune_config, distill=distill_config, quant=QuantConfig(calib_samples=calib_samples), max_length=max_length)
+    columns = (text_column, text_pair_column, label_column, score_column)
+    with stage_progress() as on_stage:
+        summary = compress(
+            model, recipe, calib=read_optional(calib, *columns), eval=read_optional(eval_data, *columns),
+            train=read_optional(distill, *columns), out=out, force=force,
+            load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), on_stage=on_stage,
+        )
+    stdout.print(table(f"edgec prune: {out}", ["", ""], [list(r) for r in pruning_rows(summary)]))
+    stdout.print(table("parity vs the unpruned model (PyTorch)", *format_ledger(summary["ledger"], summary["reference_metric"])))

@@ -1,0 +1,97 @@
+"""Per-layer least squares: rescale the kept units so a pruned sub-layer reproduces the unpruned one.
+
+For one sub-layer, unit j adds a vector u_j (its output through the output projection) to every token,
+so the sub-layer computes Σ_j m_j u_j + bias with all m_j = 1. Choosing m to minimise
+‖Σ_j m_j u_j − t‖² over the calibration tokens, where t is what the unpruned layer produced (minus
+bias and the pruned model's residual), is a k×k linear system: G m = r, G = Σ u_j·u_k, r = Σ u_j·t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class NormalEquations:
+    """Running sums of one least-squares problem over calibration batches.
+
+    The bias of the sub-layer is fitted too (the mean of what the scaled units miss): removed units
+    took their mean contribution with them, and the bias is the exact place for it, not the scales.
+    """
+
+    gram: torch.Tensor  # (units, units): Σ_t u_tj·u_tk
+    rhs: torch.Tensor  # (units,): Σ_t u_tj·t_t
+    unit_sums: torch.Tensor  # (units, hidden): Σ_t u_tj
+    target_sum: torch.Tensor  # (hidden,): Σ_t t_t
+    target_sq: float = 0.0
+    tokens: int = 0
+
+    @classmethod
+    def empty(cls, units: int, hidden: int) -> NormalEquations:
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
+        return cls(zeros(units, units), zeros(units), zeros(units, hidden), zeros(hidden))
+
+    def add_heads(self, contributions: torch.Tensor, target: torch.Tensor) -> None:
+        """contributions (tokens, heads, hidden): each head's output; target (tokens, hidden)."""
+        u, t = contributions.float(), target.float()
+        self.gram += torch.einsum("thd,tkd->hk", u, u).double()
+        self.rhs += torch.einsum("thd,td->h", u, t).double()
+        self.unit_sums += u.sum(dim=0).double()
+        self._add_target(t)
+
+    def add_neurons(self, activations: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, weight_gram: torch.Tensor | None = None) -> None:
+        """activations (tokens, neurons), weight (hidden, neurons) of the output Linear, target (tokens, hidden).
+
+        u_j = a_j·w_j, so G = (AᵀA) ∘ (WᵀW) and r = Σ_t a_tj (w_j·t_t): no (tokens, neurons, hidden) tensor.
+        Per-batch products run in fp32 (a batch sums a few hundred tokens); the running sums are fp64.
+        `weight_gram` (WᵀW) can be passed in, as it is the same for every batch.
+        """
+        a, w, t = activations.float(), weight.float(), target.float()
+        w_gram = weight_gram if weight_gram is not None else w.T @ w
+        self.gram += ((a.T @ a) * w_gram).double()
+        self.rhs += (a * (t @ w)).sum(dim=0).double()
+        self.unit_sums += (a.sum(dim=0)[:, None] * w.T).double()
+        self._add_target(t)
+
+    def add_target_only(self, target: torch.Tensor) -> None:
+        """A sub-layer with no units left: only its bias can be fitted."""
+        self._add_target(target.float())
+
+    def _add_target(self, t: torch.Tensor) -> None:
+        self.target_sum += t.sum(dim=0).double()
+        self.target_sq += float((t.double() ** 2).sum())
+        self.tokens += t.shape[0]
+
+    def error(self, scales: torch.Tensor, bias_shift: torch.Tensor | None = None) -> float:
+        """‖Σ_j m_j u_j + Δb − t‖² summed over tokens."""
+        m = scales.double()
+        value = m @ self.gram @ m - 2 * m @ self.rhs + self.target_sq
+        if bias_shift is not None:
+            b = bias_shift.double()
+            value += self.tokens * (b @ b) + 2 * b @ (self.unit_sums.T @ m) - 2 * b @ self.target_sum
+        return float(value)
+
+    def solve(self, damping: float = 1e-3, max_scale: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and a bias shift minimising the error, the scales pulled slightly towards 1.
+
+        With the bias free, the scales solve the centred system (G − S Sᵀ/T) m = r − S t̄ and the bias
+        shift is the mean residual. Falls back to no change where the fit would not lower the error or
+        would need extreme scales (an ill-posed layer, e.g. very few calibration tokens).
+        """
+        units = self.rhs.shape[0]
+        ones, no_shift = torch.ones(units, dtype=torch.float64), torch.zeros_like(self.target_sum)
+        if self.tokens == 0:
+            return ones, no_shift
+        mean_target = self.target_sum / self.tokens
+        gram = self.gram - self.unit_sums @ self.unit_sums.T / self.tokens
+        rhs = self.rhs - self.unit_sums @ mean_target
+        scales = ones
+        if units:
+            ridge = damping * float(gram.diagonal().mean().clamp(min=1e-12))
+            scales = torch.linalg.solve(gram + ridge * torch.eye(units, dtype=torch.float64), rhs + ridge * ones)
+        shift = mean_target - self.unit_sums.T @ scales / self.tokens
+        if not torch.isfinite(scales).all() or (units and scales.abs().max() > max_scale) or self.error(scales, shift) >= self.error(ones):
+            return ones, no_shift
+        return scales, shift

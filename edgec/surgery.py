@@ -1,0 +1,285 @@
+"""Physical edits of Hugging Face encoders: where each layer's heads and FFN neurons live, and removing them.
+
+Every supported architecture is a stack of post-LayerNorm layers: attention (Q, K, V, output projection)
+then an FFN (in, activation, out), each followed by residual + LayerNorm. A head is a block of
+`head_dim` rows of Q/K/V and the same columns of the output projection; an FFN neuron is a row of the
+FFN's input Linear and a column of its output Linear. A sub-layer that loses all its units becomes its
+output bias (what the masked sub-layer computes), so its residual + LayerNorm stay and the graph has no
+zero-sized tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgec.errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Attribute paths inside one encoder layer module."""
+
+    attention: str
+    """The module computing the attention output before the residual (replaced when no head is left)."""
+    query: str
+    key: str
+    value: str
+    attn_out: str
+    attn_norm: str
+    """The LayerNorm after the attention residual (its input is x + attention(x))."""
+    ffn_in: str
+    ffn_out: str
+    ffn_norm: str
+    ffn: str
+    """The module mapping the attention output to the FFN output (replaced when no neuron is left)."""
+    heads_attr: str
+    """Head count attribute of the attention module."""
+    width_attr: str
+    """heads x head_dim attribute of the attention module."""
+
+
+_BERT = Parts("attention.self", "attention.self.query", "attention.self.key", "attention.self.value",
+              "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
+              "output.LayerNorm", "intermediate", "num_attention_heads", "all_head_size")
+_MPNET = Parts("attention.attn", "attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o",
+               "attention.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm", "intermediate",
+               "num_attention_heads", "all_head_size")
+_DISTILBERT = Parts("attention", "attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
+                    "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm", "ffn", "n_heads", "dim")
+PARTS = {"bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT, "mpnet": _MPNET, "distilbert": _DISTILBERT}
+
+
+class ConstantAttention(nn.Module):
+    """An attention sub-layer with no heads left: its output is the output projection's bias."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, hidden_states=None, *args, query=None, **kwargs):  # DistilBERT passes query=
+        x = hidden_states if hidden_states is not None else query
+        return (self.bias.expand(*x.shape[:-1], -1),)
+
+
+class ConstantFFN(nn.Module):
+    """An FFN with no neurons left: its output is the second Linear's bias."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, x):
+        return self.bias.expand(*x.shape[:-1], -1)
+
+
+def parts_for(model: nn.Module) -> Parts:
+    model_type = model.config.model_type
+    if model_type not in PARTS:
+        raise UnsupportedModelError(f"pruning does not know {model_type!r} layers; use one of {', '.join(PARTS)}")
+    return PARTS[model_type]
+
+
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    base = model.base_model
+    return list(base.transformer.layer if hasattr(base, "transformer") else base.encoder.layer)
+
+
+def get(module: nn.Module, path: str):
+    for name in path.split("."):
+        module = getattr(module, name)
+    return module
+
+
+def _set(module: nn.Module, path: str, value: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(get(module, parent) if parent else module, name, value)
+
+
+def head_dim(model: nn.Module) -> int:
+    config = model.config
+    hidden = getattr(config, "hidden_size", None) or config.dim
+    return hidden // (getattr(config, "num_attention_heads", None) or config.n_heads)
+
+
+def head_counts(model: nn.Module) -> list[int]:
+    """Heads per layer as the model stands (0 where the attention became a constant)."""
+    parts = parts_for(model)
+    return [0 if isinstance(get(layer, parts.attention), ConstantAttention) else getattr(get(layer, parts.attention), parts.heads_attr)
+            for layer in encoder_layers(model)]
+
+
+def ffn_widths(model: nn.Module) -> list[int]:
+    """FFN neurons per layer as the model stands."""
+    parts = parts_for(model)
+    return [0 if isinstance(get(layer, parts.ffn), ConstantFFN) else get(layer, parts.ffn_out).in_features
+            for layer in encoder_layers(model)]
+
+
+def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new Linear keeping `index` along the weight's dim (0: outputs, 1: inputs)."""
+    weight = linear.weight.detach().index_select(dim, index).clone()
+    keep_bias = linear.bias is not None
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=keep_bias, dtype=weight.dtype)
+    new.weight.data.copy_(weight)
+    if keep_bias:
+        new.bias.data.copy_(linear.bias.detach() if dim == 1 else linear.bias.detach()[index])
+    return new
+
+
+def keep_heads(model: nn.Module, layer_index: int, keep: list[int]) -> None:
+    """Keep only heads `keep` (current numbering) of one layer; none kept -> a ConstantAttention."""
+    parts, layer, size = parts_for(model), encoder_layers(model)[layer_index], head_dim(model)
+    if not keep:
+        bias = get(layer, parts.attn_out).bias
+        _set(layer, parts.attention, ConstantAttention(bias if bias is not None else torch.zeros(get(layer, parts.attn_out).out_features)))
+        if parts.attention.endswith(".self"):  # BERT family: the output projection sits outside the attention module
+            _set(layer, parts.attn_out, nn.Identity())
+        return
+    index = torch.tensor([h * size + i for h in sorted(keep) for i in range(size)])
+    for path in (parts.query, parts.key, parts.value):
+        _set(layer, path, _slice_linear(get(layer, path), index, 0))
+    _set(layer, parts.attn_out, _slice_linear(get(layer, parts.attn_out), index, 1))
+    attention = get(layer, parts.attention)
+    if model.config.model_type == "mpnet":
+        _select_position_bias_heads(attention, sorted(keep))
+    setattr(attention, parts.heads_attr, len(keep))
+    setattr(attention, parts.width_attr, len(keep) * size)
+
+
+def _select_position_bias_heads(attention: nn.Module, keep: list[int]) -> None:
+    """MPNet computes one relative position bias for all heads and passes it to every layer: slice it here."""
+    previous = getattr(attention, "kept_bias_heads", None)
+    index = torch.tensor(keep) if previous is None else previous[torch.tensor(keep)]
+    attention.register_buffer("kept_bias_heads", index, persistent=False)
+    if previous is None:
+        attention.register_forward_pre_hook(_slice_position_bias)
+
+
+def _slice_position_bias(module: nn.Module, args: tuple) -> tuple:
+    # MPNetAttention calls attn(hidden_states, attention_mask, head_mask, position_bias, ...) positionally.
+    if len(args) > 3 and args[3] is not None:
+        return (*args[:3], args[3].index_select(1, module.kept_bias_heads), *args[4:])
+    return args
+
+
+def keep_neurons(model: nn.Module, layer_index: int, keep: list[int]) -> None:
+    """Keep only FFN neurons `keep` of one layer; none kept -> a ConstantFFN."""
+    parts, layer = parts_for(model), encoder_layers(model)[layer_index]
+    if not keep:
+        _set(layer, parts.ffn, ConstantFFN(get(layer, parts.ffn_out).bias))
+        if parts.ffn == "intermediate":  # BERT family: FFN out Linear lives in layer.output with the LayerNorm
+            _set(layer, parts.ffn_out, nn.Identity())
+        return
+    index = torch.tensor(sorted(keep))
+    _set(layer, parts.ffn_in, _slice_linear(get(layer, parts.ffn_in), index, 0))
+    _set(layer, parts.ffn_out, _slice_linear(get(layer, parts.ffn_out), index, 1))
+
+
+@torch.no_grad()
+def scale_units(model: nn.Module, layer_index: int, head_scales: torch.Tensor | None, neuron_scales: torch.Tensor | None) -> None:
+    """Fold per-unit scales (from the least-squares fit) into the output projections' input columns."""
+    parts, layer = parts_for(model), encoder_layers(model)[layer_index]
+    if head_scales is not None and len(head_scales):
+        out = get(layer, parts.attn_out)
+        out.weight.mul_(head_scales.repeat_interleave(head_dim(model)).to(out.weight.dtype))
+    if neuron_scales is not None and len(neuron_scales):
+        out = get(layer, parts.ffn_out)
+        out.weight.mul_(neuron_scales.to(out.weight.dtype))
+
+
+def dead_units(model: nn.Module) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Heads and neurons whose output-projection columns are exactly zero: they contribute nothing.
+
+    This is how a pruned model saved in Hugging Face's fixed-width layout marks padding, so loading it
+    back can remove the padding physically.
+    """
+    parts, size = parts_for(model), head_dim(model)
+    heads, neurons = {}, {}
+    for i, (layer, count, width) in enumerate(zip(encoder_layers(model), head_counts(model), ffn_widths(model))):
+        if count:
+            blocks = get(layer, parts.attn_out).weight.reshape(-1, count, size)  # (hidden, heads, head_dim)
+            dead = (blocks == 0).all(dim=2).all(dim=0).nonzero().flatten().tolist()
+            if dead:
+                heads[i] = dead
+        if width:
+            dead = (get(layer, parts.ffn_out).weight == 0).all(dim=0).nonzero().flatten().tolist()
+            if dead:
+                neurons[i] = dead
+    return heads, neurons
+
+
+def remove_dead_units(model: nn.Module) -> bool:
+    """Physically remove zero-contribution heads and neurons; True if anything was removed."""
+    if model.config.model_type not in PARTS:
+        return False
+    heads, neurons = dead_units(model)
+    counts, widths = head_counts(model), ffn_widths(model)
+    for i, dead in heads.items():
+        keep_heads(model, i, [h for h in range(counts[i]) if h not in set(dead)])
+    for i, dead in neurons.items():
+        keep_neurons(model, i, [n for n in range(widths[i]) if n not in set(dead)])
+    return bool(heads or neurons)
+
+
+def standard_layout(model: nn.Module, summary: dict | None = None) -> nn.Module:
+    """The pruned model as a stock transformers class can load it, computing exactly the same function.
+
+    transformers expresses removed heads (config.pruned_heads) but not a layer without heads, MPNet's
+    shared position bias with fewer heads, or FFN widths that differ per layer. So: heads go through
+    pruned_heads (at least one kept per layer; all of them for MPNet), every FFN is as wide as the widest
+    one, and the padding units have all-zero weights. `remove_dead_units` (run by edgec when loading)
+    takes the padding out again.
+    """
+    parts, size, config = parts_for(model), head_dim(model), copy.deepcopy(model.config)
+    original_heads = getattr(config, "num_attention_heads", None) or config.n_heads
+    counts, widths = head_counts(model), ffn_widths(model)
+    slots = [original_heads if config.model_type == "mpnet" else max(c, 1) for c in counts]
+    config.pruned_heads = {i: list(range(n, original_heads)) for i, n in enumerate(slots) if n < original_heads}
+    setattr(config, "hidden_dim" if config.model_type == "distilbert" else "intermediate_size", max(max(widths), 1))
+    if summary is not None:
+        config.edgec_pruning = summary
+    padded = type(model)(config)
+    own = model.state_dict()
+    padded.load_state_dict({k: v for k, v in own.items() if k in padded.state_dict() and padded.state_dict()[k].shape == v.shape}, strict=False)
+    with torch.no_grad():
+        for i, (source, target) in enumerate(zip(encoder_layers(model), encoder_layers(padded))):
+            _copy_heads(source, target, parts, counts[i], size, config.model_type)
+            _copy_neurons(source, target, parts, widths[i])
+    return padded.eval()
+
+
+def _copy_heads(source: nn.Module, target: nn.Module, parts: Parts, count: int, size: int, model_type: str) -> None:
+    """Kept heads into their slots (MPNet: their original index, for the position bias); zeros elsewhere."""
+    slots = list(range(count))
+    if model_type == "mpnet" and count and hasattr(get(source, parts.attention), "kept_bias_heads"):
+        slots = get(source, parts.attention).kept_bias_heads.tolist()
+    rows = torch.tensor([s * size + j for s in slots for j in range(size)], dtype=torch.long)
+    for path in (parts.query, parts.key, parts.value):
+        linear = get(target, path)
+        linear.weight.zero_(), linear.bias.zero_()
+        if count:
+            linear.weight[rows] = get(source, path).weight
+            linear.bias[rows] = get(source, path).bias
+    out = get(target, parts.attn_out)
+    out.weight.zero_()
+    if count:
+        out.weight[:, rows] = get(source, parts.attn_out).weight
+        out.bias.copy_(get(source, parts.attn_out).bias)
+    else:
+        out.bias.copy_(get(source, parts.attention).bias)
+
+
+def _copy_neurons(source: nn.Module, target: nn.Module, parts: Parts, width: int) -> None:
+    first, second = get(target, parts.ffn_in), get(target, parts.ffn_out)
+    first.weight.zero_(), first.bias.zero_(), second.weight.zero_()
+    if width:
+        first.weight[:width] = get(source, parts.ffn_in).weight
+        first.bias[:width] = get(source, parts.ffn_in).bias
+        second.weight[:, :width] = get(source, parts.ffn_out).weight
+        second.bias.copy_(get(source, parts.ffn_out).bias)
+    else:
+        second.bias.copy_(get(source, parts.ffn).bias)

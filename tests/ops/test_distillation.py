@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+
+from edgec.ops import distillation, metrics
+
+
+def _randn(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+MASK = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])  # (batch 2, seq 5): the second row has 2 padding tokens
+
+
+def test_logits_kl_zero_when_equal_positive_otherwise_and_matches_numpy():
+    teacher, student = _randn(4, 3), _randn(4, 3, seed=1)
+    assert distillation.logits_kl(teacher, teacher, 2.0).item() == pytest.approx(0.0, abs=1e-7)
+    reference = metrics.mean_kl(teacher.numpy(), student.numpy())
+    assert distillation.logits_kl(student, teacher, 1.0).item() == pytest.approx(reference, rel=1e-5)
+    # T^2 times the KL of the softened distributions
+    softened = metrics.mean_kl(teacher.numpy() / 3.0, student.numpy() / 3.0)
+    assert distillation.logits_kl(student, teacher, 3.0).item() == pytest.approx(9.0 * softened, rel=1e-5)
+
+
+def test_token_logits_kl_ignores_padding():
+    teacher = _randn(2, 5, 4)
+    student = teacher.clone()
+    student[1, 3:] = 100.0 * _randn(2, 4, seed=2)  # garbage only where the mask is 0
+    assert distillation.logits_kl(student, teacher, 2.0, MASK).item() == pytest.approx(0.0, abs=1e-7)
+    assert distillation.logits_kl(student, teacher, 2.0).item() > 0.1  # unmasked, the garbage counts
+    student[0, 0] += torch.tensor([5.0, 0.0, 0.0, 0.0])
+    assert distillation.logits_kl(student, teacher, 2.0, MASK).item() > 0
+
+
+def test_span_kl_masks_padding_positions():
+    teacher = _randn(2, 5)
+    student = teacher.clone()
+    student[1, 3:] = torch.tensor([50.0, -50.0])  # would take all the mass if padding counted
+    assert distillation.span_kl(student, teacher, MASK, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    student[0, 2] += 3.0
+    assert distillation.span_kl(student, teacher, MASK, 2.0).item() > 0.01
+
+
+def test_embedding_loss():
+    teacher = _randn(4, 8)
+    assert distillation.embedding_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    # same direction, other length: only the MSE part is left
+    mse = (teacher**2).mean().item()
+    assert distillation.embedding_loss(2 * teacher, teacher).item() == pytest.approx(mse, rel=1e-5)
+    assert distillation.embedding_loss(-teacher, teacher).item() > 2.0  # 1 - cos = 2, plus MSE
+
+
+def test_hidden_state_loss_scale_free_masked_and_skips_embeddings():
+    teacher = [_randn(2, 5, 6, seed=s) for s in range(3)]  # embeddings + 2 layers
+    assert distillation.hidden_state_loss(teacher, teacher, MASK).item() == pytest.approx(0.0, abs=1e-7)
+    student = [t.clone() for t in teacher]
+    student[0] = _randn(2, 5, 6, seed=9)  # the embedding output is not compared
+    student[2][1, 3:] = 1e3  # padding tokens are not compared
+    assert distillation.hidden_state_loss(student, teacher, MASK).item() == pytest.approx(0.0, abs=1e-7)
+    student[1] = 0.5 * teacher[1]
+    loss = distillation.hidden_state_loss(student, teacher, MASK).item()
+    assert loss == pytest.approx(0.25 / 2, rel=1e-5)  # layer 1: 0.25 of its energy, layer 2: 0; mean of two
+    scaled = distillation.hidden_state_loss([10 * s for s in student], [10 * t for t in teacher], MASK).item()
+    assert scaled == pytest.approx(loss, rel=1e-5)
+    with pytest.raises(ValueError, match="hidden states"):
+        distillation.hidden_state_loss(student[:2], teacher, MASK)
+
+
+@pytest.mark.parametrize(
+    "task, shapes",
+    [
+        ("feature-extraction", [(2, 6)]),
+        ("sequence-classification", [(2, 3)]),
+        ("token-classification", [(2, 5, 3)]),
+        ("question-answering", [(2, 5), (2, 5)]),
+    ],
+)
+def test_output_loss_gradients_flow_and_stay_finite(task, shapes):
+    teacher = [_randn(*s, seed=i) for i, s in enumerate(shapes)]
+    student = [_randn(*s, seed=10 + i).requires_grad_() for i, s in enumerate(shapes)]
+    loss = distillation.output_loss(task, student, teacher, MASK, 2.0)
+    loss.backward()
+    assert loss.item() > 0
+    for tensor in student:
+        assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+    if task in ("token-classification", "question-answering"):
+        assert np.allclose(student[0].grad[1, 3:].numpy(), 0.0)  # padding gets no gradient
+    assert distillation.output_loss(task, teacher, teacher, MASK, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hidden_state_loss_gradient_flows_to_layers_not_embeddings():
+    teacher = [_randn(2, 5, 6, seed=s) for s in range(3)]
+    student = [_randn(2, 5, 6, seed=10 + s).requires_grad_() for s in range(3)]
+    distillation.hidden_state_loss(student, teacher, MASK).backward()
+    assert student[0].grad is None
+    assert student[1].grad.abs().sum() > 0 and torch.isfinite(student[2].grad).all()
+    assert student[2].grad[1, 3:].abs().sum() == 0
+
+
+def test_output_loss_unknown_task():
+    with pytest.raises(ValueError, match="no distillation loss"):
+        distillation.output_loss("translation", [torch.zeros(1)], [torch.zeros(1)], MASK, 1.0)

@@ -1,0 +1,118 @@
+"""MAC counts, mask search, least squares and mask gradients: the pruning math on small tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgec.errors import ConfigError
+from edgec.ops.importance import mask_heads, mask_neurons, sensitivity_loss
+from edgec.ops.least_squares import NormalEquations
+from edgec.ops.macs import encoder_macs, unit_costs
+from edgec.ops.mask_search import search_masks
+
+
+def test_unit_costs_count_projections_and_attention_products():
+    costs = unit_costs([3, 5], hidden=8, head_dim=2)
+    assert costs.head == 4 * 8 * 2 * 8 + 2 * 2 * (9 + 25)
+    assert costs.neuron == 2 * 8 * 8
+    assert encoder_macs([2, 1], [4, 0], costs) == (3 * costs.head + 4 * costs.neuron) / 2
+
+
+def _scores(layers=3, heads=4, neurons=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.random(heads) for _ in range(layers)], [rng.random(neurons) for _ in range(layers)]
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.8])
+def test_search_respects_the_budget_and_keeps_the_most_important(fraction):
+    heads, neurons = _scores()
+    costs = unit_costs([10] * 4, hidden=8, head_dim=2)
+    total = 12 * costs.head + 48 * costs.neuron
+    keep_heads, keep_neurons = search_masks(heads, neurons, costs, (1 - fraction) * total)
+    used = sum(k.sum() for k in keep_heads) * costs.head + sum(k.sum() for k in keep_neurons) * costs.neuron
+    assert used <= (1 - fraction) * total
+    assert used >= (1 - fraction) * total - costs.head  # nothing affordable left on the table
+    kept_scores = np.concatenate(neurons)[np.concatenate(keep_neurons)]
+    dropped_scores = np.concatenate(neurons)[~np.concatenate(keep_neurons)]
+    assert kept_scores.size == 0 or dropped_scores.size == 0 or kept_scores.min() >= dropped_scores.max()
+
+
+def test_full_budget_keeps_everything_even_units_of_zero_importance():
+    heads, neurons = _scores()
+    heads[0][:] = 0.0
+    costs = unit_costs([10], hidden=8, head_dim=2)
+    keep_heads, keep_neurons = search_masks(heads, neurons, costs, 12 * costs.head + 48 * costs.neuron)
+    assert all(k.all() for k in keep_heads) and all(k.all() for k in keep_neurons)
+
+
+def test_heads_only_keeps_every_neuron():
+    heads, neurons = _scores()
+    costs = unit_costs([10], hidden=8, head_dim=2)
+    total = 12 * costs.head + 48 * costs.neuron
+    keep_heads, keep_neurons = search_masks(heads, neurons, costs, total - 5 * costs.head, prune_neurons=False)
+    assert all(k.all() for k in keep_neurons)
+    assert sum(k.sum() for k in keep_heads) == 7
+
+
+def test_impossible_budgets_are_config_errors():
+    heads, neurons = _scores()
+    costs = unit_costs([10], hidden=8, head_dim=2)
+    total = 12 * costs.head + 48 * costs.neuron
+    with pytest.raises(ConfigError, match="attention heads alone"):
+        search_masks(heads, neurons, costs, 0.01 * total, prune_neurons=False)
+    with pytest.raises(ConfigError, match="too small to keep any"):
+        search_masks(heads, neurons, costs, 0.5 * costs.neuron)
+
+
+def test_least_squares_recovers_known_scales_and_bias():
+    torch.manual_seed(0)
+    units = torch.randn(200, 5, 8)  # (tokens, units, hidden)
+    true_scales, bias = torch.tensor([1.5, 0.5, 1.0, 2.0, 0.8]), torch.randn(8)
+    target = torch.einsum("tkh,k->th", units, true_scales) + bias
+    equations = NormalEquations.empty(5, 8)
+    equations.add_heads(units, target)
+    scales, shift = equations.solve(damping=1e-9)
+    assert torch.allclose(scales.float(), true_scales, atol=1e-3)
+    assert torch.allclose(shift.float(), bias, atol=1e-3)
+    assert equations.error(scales, shift) < 1e-3 * equations.error(torch.ones(5, dtype=torch.float64))
+
+
+def test_neuron_equations_equal_the_explicit_head_form():
+    torch.manual_seed(1)
+    activations, weight, target = torch.randn(50, 6), torch.randn(4, 6), torch.randn(50, 4)
+    factored, explicit = NormalEquations.empty(6, 4), NormalEquations.empty(6, 4)
+    factored.add_neurons(activations, weight, target)
+    explicit.add_heads(activations[:, :, None] * weight.T[None], target)  # u_tj = a_tj * w_j
+    assert torch.allclose(factored.gram, explicit.gram, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(factored.rhs, explicit.rhs, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(factored.unit_sums, explicit.unit_sums, rtol=1e-4, atol=1e-4)
+
+
+def test_least_squares_never_makes_the_fit_worse():
+    torch.manual_seed(2)
+    equations = NormalEquations.empty(3, 4)
+    equations.add_heads(torch.randn(2, 3, 4), torch.randn(2, 4))  # fewer tokens than unknowns: ill-posed
+    scales, shift = equations.solve()
+    assert equations.error(scales, shift) <= equations.error(torch.ones(3, dtype=torch.float64)) + 1e-9
+
+
+def test_masks_scale_the_right_slices():
+    x = torch.ones(2, 3, 8)  # (batch, seq, heads * head_dim) with 4 heads of 2
+    mask = torch.tensor([[1.0, 0.0, 1.0, 0.5], [0.0, 1.0, 1.0, 1.0]])
+    out = mask_heads(x, mask)
+    assert out[0, :, 2:4].abs().sum() == 0 and torch.all(out[0, :, 6:8] == 0.5) and out[1, :, 0:2].abs().sum() == 0
+    assert torch.equal(mask_neurons(torch.ones(2, 3, 4), torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1]]))[1, 2], torch.tensor([0.0, 0, 0, 1]))
+
+
+def test_sensitivity_loss_gives_per_example_gradients():
+    mask = torch.ones(3, 4, requires_grad=True)
+    features = torch.randn(3, 4)
+    embedding = features * mask  # each example depends on its own mask row only
+    loss = sensitivity_loss("feature-extraction", (embedding,), torch.ones(3, 2), None, torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad(loss, [mask])
+    assert grad.shape == (3, 4) and grad.abs().sum() > 0
+    logits = torch.randn(3, 5, requires_grad=True)
+    loss = sensitivity_loss("sequence-classification", (logits,), torch.ones(3, 2), torch.tensor([0, 1, 2]), torch.Generator())
+    assert torch.isclose(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2]), reduction="sum"))

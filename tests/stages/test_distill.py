@@ -1,0 +1,189 @@
+import copy
+import dataclasses
+import itertools
+
+import pytest
+import torch
+from conftest import SENTENCES
+
+from edgec.api import reference_outputs
+from edgec.data import Dataset, Example
+from edgec.errors import ConfigError
+from edgec.ops import distillation
+from edgec.pipeline import Context
+from edgec.recipe import DistillConfig, ParityThresholds, Recipe
+from edgec.source import load_source, pool
+from edgec.stages.distill import distill, distill_student
+from edgec.stages.verify import measure_module
+from edgec.targets import load_target
+
+DATA = Dataset(tuple(Example(t) for t in SENTENCES), "sentences")
+FAST = DistillConfig(steps=20, batch_size=8, learning_rate=1e-3, warmup=0.1, eval_every=10, patience=100, bf16=False)
+
+
+@pytest.fixture(scope="module")
+def sources(tiny_models):
+    return {task: load_source(tiny_models("bert", task)) for task in ("feature-extraction", "sequence-classification")}
+
+
+def damaged(model: torch.nn.Module) -> torch.nn.Module:
+    """A stand-in for a pruned student: the teacher with noise on every layer's output projections."""
+    student = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in student.base_model.encoder.layer:
+            for linear in (layer.intermediate.dense, layer.output.dense, layer.attention.output.dense):
+                linear.weight.add_(0.1 * torch.randn(linear.weight.shape, generator=generator))
+    return student
+
+
+def metric(source, name: str):
+    """evaluate(model) -> the eval-set metric `name` of `model` against the source model (the teacher)."""
+    evaluation = reference_outputs(source, DATA, 64)
+
+    def evaluate(model):
+        row = measure_module(dataclasses.replace(source, model=model), "t", evaluation, ParityThresholds())
+        return row.metrics[name]
+
+    return evaluate
+
+
+def run(source, student, config=FAST, evaluate=None, seed=0):
+    return distill_student(
+        student, source.model, task=source.task, pooling=source.pooling, tokenizer=source.tokenizer,
+        input_names=source.input_names, texts=SENTENCES, config=config,
+        evaluate=evaluate or metric(source, "cosine_mean"), seed=seed,
+    )
+
+
+def batch_loss(source, student) -> float:
+    """The distillation loss (output + hidden) of `student` on all SENTENCES in one batch."""
+    batch = source.tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    inputs, mask = {k: batch[k] for k in source.input_names}, batch["attention_mask"]
+    with torch.no_grad():
+        out_s, out_t = (m(**inputs, output_hidden_states=True) for m in (student, source.model))
+    if source.task == "feature-extraction":
+        heads = [(pool(out.last_hidden_state, mask, source.pooling),) for out in (out_s, out_t)]
+    else:
+        heads = [(out.logits,) for out in (out_s, out_t)]
+    output = distillation.output_loss(source.task, *heads, mask, 2.0)
+    return (output + distillation.hidden_state_loss(out_s.hidden_states, out_t.hidden_states, mask)).item()
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_distill_recovers_embeddings(sources):
+    source = sources["feature-extraction"]
+    student = damaged(source.model)
+    before = weights(student)
+    evaluate = metric(source, "cosine_mean")
+    result = run(source, student, evaluate=evaluate)
+    start = result.history[0][1]
+    assert start < 0.97 and result.best_score > 0.995  # cosine to the teacher: 0.95 -> 0.998 in practice
+    assert batch_loss(source, result.model) < 0.2 * batch_loss(source, student)
+    assert evaluate(result.model) == pytest.approx(result.best_score, abs=1e-9)
+    assert [step for step, _ in result.history] == [0, 10, 20]
+    assert result.model is not student and same_weights(weights(student), before)  # the input is untouched
+    assert not result.model.training
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in result.model.parameters())
+
+
+def test_distill_recovers_classifier_logits(sources):
+    source = sources["sequence-classification"]
+    student = damaged(source.model)
+    kl = metric(source, "kl")
+    result = run(source, student, evaluate=lambda m: -kl(m))
+    assert -result.best_score < 0.1 * kl(student)
+    assert batch_loss(source, result.model) < 0.2 * batch_loss(source, student)
+    assert kl(result.model) == pytest.approx(-result.best_score, rel=1e-6)
+
+
+def test_step_budget_and_last_evaluation(sources):
+    source = sources["feature-extraction"]
+    result = run(source, damaged(source.model), dataclasses.replace(FAST, steps=7, eval_every=3))
+    assert (result.steps, result.stopped) == (7, "steps")
+    assert [step for step, _ in result.history] == [0, 3, 6, 7]
+
+
+def test_minutes_budget_stops_early_and_still_evaluates(sources):
+    source = sources["feature-extraction"]
+    result = run(source, damaged(source.model), dataclasses.replace(FAST, steps=1000, minutes=1e-6))
+    assert result.stopped == "minutes" and result.steps == 1  # the clock runs out during the first step
+    assert [step for step, _ in result.history] == [0, 1]
+
+
+def test_early_stop_returns_the_best_checkpoint(sources):
+    source = sources["feature-extraction"]
+    scripted, seen = iter([0.1, 0.5, 0.3, 0.2, 0.9]), []
+
+    def evaluate(model):
+        seen.append(weights(model))
+        return next(scripted)
+
+    config = dataclasses.replace(FAST, steps=40, eval_every=2, patience=2)
+    result = run(source, damaged(source.model), config, evaluate)
+    assert (result.stopped, result.steps, result.best_step, result.best_score) == ("early-stop", 6, 2, 0.5)
+    assert result.history == ((0, 0.1), (2, 0.5), (4, 0.3), (6, 0.2))
+    assert same_weights(weights(result.model), seen[1])
+    assert not same_weights(seen[1], seen[0]) and not same_weights(seen[1], seen[3])
+
+
+def test_never_worse_than_the_start(sources):
+    source = sources["feature-extraction"]
+    student = damaged(source.model)
+    # a step size that wrecks the model: every later evaluation is worse, so step 0 is kept
+    config = dataclasses.replace(FAST, steps=6, eval_every=2, learning_rate=0.5, warmup=0.0, max_grad_norm=100.0)
+    result = run(source, student, config)
+    assert result.best_step == 0 and all(score < result.best_score for _, score in result.history[1:])
+    assert same_weights(weights(result.model), weights(student))
+
+
+def test_deterministic_under_bf16(sources):
+    source = sources["sequence-classification"]
+    config = dataclasses.replace(FAST, steps=2, eval_every=2, bf16=True)
+    student = damaged(source.model)
+
+    def rising(model):  # every evaluation "improves", so each run returns its last weights
+        return float(next(calls))
+
+    calls = itertools.count()
+    first, second = run(source, student, config, rising), run(source, student, config, rising)
+    other_seed = run(source, student, config, rising, seed=1)
+    assert first.best_step == 2
+    assert same_weights(weights(first.model), weights(second.model))
+    assert not same_weights(weights(first.model), weights(other_seed.model))
+    assert not same_weights(weights(first.model), weights(student))
+
+
+def _context(teacher_source, student, train, tmp_path) -> Context:
+    """What the pipeline hands the stage after pruning: the student as source, the teacher beside it."""
+    return Context(
+        source=dataclasses.replace(teacher_source, model=student),
+        recipe=Recipe(distill=dataclasses.replace(FAST, steps=4, eval_every=2)),
+        target=load_target("ort-x86"), thresholds=ParityThresholds(), workdir=tmp_path, calib=DATA,
+        evaluation=reference_outputs(teacher_source, DATA, 64), train=train, teacher=teacher_source.model,
+    )
+
+
+def test_distill_stage(sources, tmp_path):
+    source = sources["feature-extraction"]
+    student = damaged(source.model)
+    ctx = _context(source, student, DATA, tmp_path)
+    out = distill(ctx)
+    note = out.notes["distill"]
+    assert out.source.model is not student and not out.source.model.training
+    assert (note["steps"], note["stopped"], note["texts"]) == (4, "steps", len(SENTENCES))
+    assert [step for step, _ in note["history"]] == [0, 2, 4]
+    assert note["best_score"] == max(score for _, score in note["history"]) > note["history"][0][1]
+
+
+def test_distill_stage_needs_training_text(sources, tmp_path):
+    source = sources["feature-extraction"]
+    with pytest.raises(ConfigError, match="--distill FILE"):
+        distill(_context(source, damaged(source.model), None, tmp_path))
