@@ -228,11 +228,11 @@ def main() -> None:
             rows += sweep(name, getattr(models, name)(), Path(tmp) / name, fractions + extra.get(name, []), args.precisions.split(","), minutes.get(name, 0.0), args.runs, args.rounds)
             (HERE / "results-prune-sweep.json").write_text(json.dumps(rows, indent=1))
             pareto_plot(rows, HERE / "prune-pareto.png")
-            write_section(args.output, "prune-sweep", markdown(rows, command, time.perf_counter() - started))
+            write_section(args.output, "prune-sweep", markdown(rows, command, time.perf_counter() - started), "benchmarks/prune_sweep.py")
         if args.classifier_prune > 0:
             found = classifier(Path(tmp), args.classifier_prune, args.classifier_distill_minutes, args.runs)
             (HERE / "results-prune-clinc150.json").write_text(json.dumps(found, indent=1))
-            write_section(args.output, "prune-clinc150", classifier_markdown(found, command))
+            write_section(args.output, "prune-clinc150", classifier_markdown(found, command), "benchmarks/prune_sweep.py")
 
 
 
