@@ -64,10 +64,14 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     if "prune" in notes:
         rows += pruning_rows(notes["prune"])
     if notes.get("distill"):
-        distill = notes["distill"]
-        rows.append(("distillation", f"{distill['steps']} steps in {distill['seconds']:.0f} s, best at step {distill['best_step']} "
-                                     f"(score {distill['best_score']:.4f}), stopped by {distill['stopped']}"))
+        rows.append(distillation_row(notes["distill"]))
     return rows
+
+
+def distillation_row(note: dict[str, Any]) -> tuple[str, str]:
+    """How a distillation run went, from its stage note."""
+    return ("distillation", f"{note['steps']} steps in {note['seconds']:.0f} s, best at step {note['best_step']} "
+                            f"(score {note['best_score']:.4f}), stopped by {note['stopped']}")
 
 
 def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:

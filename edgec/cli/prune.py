@@ -13,7 +13,7 @@ from edgec.cli.common import (
     ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, front_end, read_optional, stage_progress, stdout, table,
 )
 from edgec.recipe import QuantConfig, Recipe
-from edgec.report import format_ledger, pruning_rows
+from edgec.report import distillation_row, format_ledger, pruning_rows
 from edgec.source import LoadOptions
 
 
@@ -57,5 +57,6 @@ def prune(
             train=read_optional(distill, *columns), out=out, force=force,
             load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), on_stage=on_stage,
         )
-    stdout.print(table(f"edgec prune: {out}", ["", ""], [list(r) for r in pruning_rows(summary)]))
+    rows = pruning_rows(summary) + ([distillation_row(summary["distill"])] if summary["distill"] else [])
+    stdout.print(table(f"edgec prune: {out}", ["", ""], [list(r) for r in rows]))
     stdout.print(table("parity vs the unpruned model (PyTorch)", *format_ledger(summary["ledger"], summary["reference_metric"])))

@@ -38,6 +38,13 @@ def test_build_with_prune_and_distill_shows_both_rows(tiny_models, data_files, t
     assert "encoder MACs per text" in result.stdout
 
 
+def test_prune_with_distillation_reports_the_run(tiny_models, data_files, tmp_path):
+    result = invoke("prune", tiny_models("bert"), "--prune", "0.4", "--distill", data_files["calib"], "--distill-steps", "3",
+                    "--calib", data_files["calib"], "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "3 steps in" in result.stdout and "distill" in result.stdout
+
+
 @pytest.mark.parametrize(
     "extra, needle",
     [
