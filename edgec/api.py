@@ -110,13 +110,16 @@ def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> Eval
     return EvalSet(dataset, batches, reference, task_metric(source.task, reference, dataset, labels), labels)
 
 
+def front_end_stages(recipe: Recipe) -> list[Stage]:
+    """The PyTorch stages before export: pruning, then distillation, where the recipe asks for them."""
+    stages = [Stage("prune", prune)] if recipe.prune is not None else []
+    return stages + ([Stage("distill", distill)] if recipe.distill is not None else [])
+
+
 def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[Stage]:
     """The stages a recipe and target call for, in pipeline order."""
     emit = get_backend(profile.backend)
-    stages = [Stage("prune", prune)] if recipe.prune is not None else []
-    if recipe.distill is not None:
-        stages.append(Stage("distill", distill))
-    stages.append(Stage("export", export))
+    stages = [*front_end_stages(recipe), Stage("export", export)]
     if profile.fuse:
         stages.append(Stage("optimize", optimize))
     if recipe.quant.precision != "fp32":
@@ -228,8 +231,7 @@ def compress(
     thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
-        front_end = [stage for stage in stages_for(recipe, profile, staging) if stage.name in ("prune", "distill")]
-        ctx = run_stages(ctx, front_end, measure, on_stage)
+        ctx = run_stages(ctx, front_end_stages(recipe), measure, on_stage)
         summary = ctx.notes["prune"]
         on_stage("save")
         save_pruned(ctx.source, summary, staging)

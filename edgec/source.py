@@ -94,12 +94,16 @@ class TaskModule(torch.nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        out = self.model(**kwargs)
-        if self.task == "feature-extraction":
-            return (pool(out.last_hidden_state, attention_mask, self.pooling),)
-        if self.task == "question-answering":
-            return out.start_logits, out.end_logits
-        return (out.logits,)
+        return task_outputs(self.model(**kwargs), self.task, self.pooling, attention_mask)
+
+
+def task_outputs(out, task: str, pooling: Pooling | None, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A transformers model output -> the artifact's outputs for the task (pooled embedding or logits)."""
+    if task == "feature-extraction":
+        return (pool(out.last_hidden_state, attention_mask, pooling),)
+    if task == "question-answering":
+        return out.start_logits, out.end_logits
+    return (out.logits,)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:

@@ -99,10 +99,12 @@ def _set(module: nn.Module, path: str, value: nn.Module) -> None:
     setattr(get(module, parent) if parent else module, name, value)
 
 
+def hidden_size(model: nn.Module) -> int:
+    return getattr(model.config, "hidden_size", None) or model.config.dim  # DistilBERT calls it dim
+
+
 def head_dim(model: nn.Module) -> int:
-    config = model.config
-    hidden = getattr(config, "hidden_size", None) or config.dim
-    return hidden // (getattr(config, "num_attention_heads", None) or config.n_heads)
+    return hidden_size(model) // (getattr(model.config, "num_attention_heads", None) or model.config.n_heads)
 
 
 def head_counts(model: nn.Module) -> list[int]:

@@ -25,7 +25,7 @@ from edgec.errors import ConfigError, InputError
 from edgec.ops import distillation
 from edgec.pipeline import Context
 from edgec.recipe import DistillConfig
-from edgec.source import Pooling, pool
+from edgec.source import Pooling, task_outputs
 from edgec.stages.verify import measure_module, parity_score
 
 log = logging.getLogger("edgec")
@@ -201,13 +201,7 @@ def _stop_reason(step: int, stale: int, config: DistillConfig, deadline: float) 
 def _forward(model, batch, spec: _Task) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
     """(task outputs as TaskModule returns them, hidden states (layers + 1) x (batch, seq, hidden))."""
     out = model(**{name: batch[name] for name in spec.input_names}, output_hidden_states=True)
-    if spec.task == "feature-extraction":
-        heads = (pool(out.last_hidden_state, batch["attention_mask"], spec.pooling),)
-    elif spec.task == "question-answering":
-        heads = (out.start_logits, out.end_logits)
-    else:
-        heads = (out.logits,)
-    return heads, out.hidden_states
+    return task_outputs(out, spec.task, spec.pooling, batch["attention_mask"]), out.hidden_states
 
 
 class _Keeper:

@@ -58,8 +58,7 @@ def prune_model(source: Source, batches: list[Batch], labels: np.ndarray | None,
     """Importance, mask search under the MAC budget, removal, least squares; the summary feeds the report."""
     teacher, timings = source.model, {}
     lengths = [int(n) for b in batches for n in b.feeds["attention_mask"].sum(axis=1)]
-    hidden = teacher.config.to_dict().get("hidden_size") or teacher.config.dim
-    costs = unit_costs(lengths, hidden, surgery.head_dim(teacher))
+    costs = unit_costs(lengths, surgery.hidden_size(teacher), surgery.head_dim(teacher))
     heads_before, ffn_before = surgery.head_counts(teacher), surgery.ffn_widths(teacher)
     macs_before = encoder_macs(heads_before, ffn_before, costs)
 
