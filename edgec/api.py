@@ -8,8 +8,8 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -17,6 +17,7 @@ import onnx
 from edgec import surgery
 from edgec.artifact import FORMAT_VERSION, Artifact, check_output_path, file_table, package_versions, sha256_file, staged_output, write_manifest
 from edgec.backends import get_backend
+from edgec.backends.tensorrt import check_engine_requirement, engine_stage, parity_runtime
 from edgec.data import Dataset, read_dataset
 from edgec.errors import ConfigError, InputError, ParityError
 from edgec.inference import collect_outputs, encode_batches, torch_forward
@@ -31,12 +32,12 @@ from edgec.stages.fallback import fallback
 from edgec.stages.prune import prune
 from edgec.stages.quantize import quantize
 from edgec.stages.verify import eval_texts, label_ids, measure, measure_model, task_metric
-from edgec.targets import TargetProfile, load_target
+from edgec.targets import TargetProfile, choose_target, load_target, package_data
 
 
 def default_calibration_file() -> Path:
     """The project's own corpus (calibration/corpus.txt, installed as edgec.corpus)."""
-    return Path(str(resources.files("edgec.corpus"))) / "corpus.txt"
+    return package_data("edgec.corpus", "calibration") / "corpus.txt"
 
 
 def build(
@@ -50,21 +51,24 @@ def build(
     out: str | Path,
     force: bool = False,
     load: LoadOptions = LoadOptions(),
+    tensorrt: dict[str, Any] | None = None,
     on_stage: Callable[[str], None] = lambda name: None,
 ) -> Artifact:
     """Compile `model` for `target`; raises ParityError (after saving OUT.rejected) if the artifact drifts.
 
     `train` is the text distillation trains on (recipe.distill); `calib` also drives pruning's importance.
+    `tensorrt` changes the target's [tensorrt] settings (max_batch, max_seq_len, require_engine, ...).
     """
     out = Path(out)
-    profile = load_target(target) if isinstance(target, str) else target
+    profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {})
+    check_engine_requirement(profile)
     recipe = resolve_recipe(recipe or Recipe(), profile)
     source, recipe, calib, evaluation = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
     thresholds = profile.thresholds(recipe.quant.precision, recipe.parity, pruned=recipe.prune is not None)
     started = time.perf_counter()
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
-        ctx = run_stages(ctx, stages_for(recipe, profile, staging), measure, on_stage)
+        ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages_for(recipe, profile, staging), measure, on_stage)
         manifest = manifest_for(ctx, time.perf_counter() - started)
         write_reports(staging, manifest)
         manifest["files"] = file_table(staging)
@@ -93,12 +97,32 @@ def _prepare(
     return source, recipe, calib, reference_outputs(source, eval or calib, recipe.max_length)
 
 
+def resolve_target(
+    target: str | TargetProfile, *, has_calibration: bool, tensorrt: dict[str, Any]
+) -> tuple[TargetProfile, str | None]:
+    """The profile (`trt` chosen by whether calibration data was given) with the caller's [tensorrt] changes,
+    and the sentence saying what an alias chose."""
+    name, choice = choose_target(target, has_calibration=has_calibration) if isinstance(target, str) else (target, None)
+    profile = load_target(name) if isinstance(name, str) else name
+    if tensorrt:
+        if profile.tensorrt is None:
+            raise ConfigError(f"TensorRT settings ({', '.join(sorted(tensorrt))}) apply to TensorRT targets only, not {profile.name}; use --target trt-int8 or trt-fp16")
+        try:
+            profile = dataclasses.replace(profile, tensorrt=dataclasses.replace(profile.tensorrt, **tensorrt))
+        except TypeError as exc:
+            raise ConfigError(f"tensorrt settings: {exc}") from None
+    return profile, choice
+
+
 def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
-    """Fill the precision from the profile's default and check the profile supports it."""
+    """Fill the precision from the profile's default and check the profile supports it; an engine's longest
+    sequence also caps the inputs' truncation length, so the artifact never feeds the engine a longer one."""
     precision = recipe.quant.precision or profile.default_precision
     if precision not in profile.precisions:
         raise ConfigError(f"target {profile.name} does not support precision {precision}; use one of {', '.join(profile.precisions)}")
-    return dataclasses.replace(recipe, quant=dataclasses.replace(recipe.quant, precision=precision))
+    max_seq_len = profile.tensorrt.max_seq_len if profile.tensorrt else None
+    max_length = min(recipe.max_length, max_seq_len) if max_seq_len else recipe.max_length
+    return dataclasses.replace(recipe, quant=dataclasses.replace(recipe.quant, precision=precision), max_length=max_length)
 
 
 def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> EvalSet:
@@ -122,11 +146,15 @@ def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[St
     stages = [*front_end_stages(recipe), Stage("export", export)]
     if profile.fuse:
         stages.append(Stage("optimize", optimize))
-    if recipe.quant.precision != "fp32":
+    # TensorRT makes fp16 itself from the fp32 ONNX (its FP16 flag) unless the profile asks for an fp16 file.
+    engine_makes_fp16 = profile.tensorrt is not None and not profile.tensorrt.fp16_onnx
+    if recipe.quant.precision != "fp32" and not (recipe.quant.precision == "fp16" and engine_makes_fp16):
         stages.append(Stage("quantize", quantize))
     if recipe.quant.precision == "int8" and recipe.quant.fallback:
         stages.append(Stage("fallback", fallback))
     stages.append(Stage("artifact", lambda ctx: emit(ctx, staging)))
+    if profile.tensorrt is not None:
+        stages.append(Stage("engine", lambda ctx: engine_stage(ctx, staging)))
     return stages
 
 
@@ -158,6 +186,7 @@ def manifest_for(ctx: Context, seconds: float) -> dict:
             "source_weights_bytes": sum(p.stat().st_size for p in ctx.source.weight_files),
         },
         "stages": ctx.notes,
+        "engine": ctx.notes.get("engine"),
         "build_seconds": round(seconds, 1),
         "parity": {
             "passed": final.passed,
@@ -190,7 +219,11 @@ def check_parity(
     evaluation = reference_outputs(source, data, manifest["recipe"]["max_length"])
     thresholds = ParityThresholds(**manifest["parity"]["thresholds"]).overridden_by(overrides)
     profile = TargetProfile.from_dict(manifest["target"])
-    return measure_model(artifact.model_path, "artifact", source.task, evaluation, thresholds, profile.session)
+    if profile.tensorrt is None:
+        return measure_model(artifact.model_path, "artifact", source.task, evaluation, thresholds, profile.session)
+    with tempfile.TemporaryDirectory(prefix="edgec-") as work:
+        model, simulated = parity_runtime(artifact, Path(work))
+        return measure_model(model, "artifact", source.task, evaluation, thresholds, profile.session, simulated, statistics=True)
 
 
 def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:

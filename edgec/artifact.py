@@ -49,7 +49,10 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    """Write edgec.json whole or not at all (a rewrite, as `edgec engine` does, never leaves half a manifest)."""
+    partial = folder / f".{MANIFEST}.partial"
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, folder / MANIFEST)
 
 
 @contextlib.contextmanager

@@ -66,6 +66,9 @@ class Context:
     teacher: torch.nn.Module | None = None
     """The uncompressed model, kept while front-end stages change source.model (pruning, distillation)."""
     onnx_path: Path | None = None
+    parity_model: Path | None = None
+    """What the ledger runs in the artifact's place when its own runtime differs from ONNX Runtime CPU: a
+    stand-in ONNX (rows marked simulated) or the built TensorRT engine."""
     files: tuple[Path, ...] = ()
     """Files the emitted artifact consists of, besides the manifest and report."""
     notes: dict[str, Any] = field(default_factory=dict)
@@ -97,9 +100,9 @@ def run_stages(
     """Run stages in order, appending a ledger row after each one that produced a new model."""
     for stage in stages:
         on_stage(stage.name)
-        before, started = (ctx.onnx_path, ctx.source.model), time.perf_counter()
+        before, started = (ctx.onnx_path, ctx.parity_model, ctx.source.model), time.perf_counter()
         ctx = stage.run(ctx)
-        if ctx.onnx_path != before[0] or ctx.source.model is not before[1]:
+        if (ctx.onnx_path, ctx.parity_model) != before[:2] or ctx.source.model is not before[2]:
             row = dataclasses.replace(measure(ctx, stage.name), seconds=round(time.perf_counter() - started, 2))
             ctx = dataclasses.replace(ctx, ledger=(*ctx.ledger, row))
     return ctx

@@ -31,6 +31,16 @@ def format_ledger(rows: list[dict[str, Any]], reference: dict[str, float]) -> tu
     return header, body
 
 
+_STATISTICS = ("max_abs", "mean_abs", "median_abs", "q_abs", "max_rel", "mean_rel", "median_rel")
+
+
+def statistics_table(metrics: dict[str, float]) -> tuple[list[str], list[list[str]]]:
+    """Per-output error statistics (`output.max_abs` ... keys of a ledger row), one row per output; empty if none."""
+    outputs = sorted({key.rsplit(".", 1)[0] for key in metrics if "." in key})
+    header = ["output", *(s.replace("q_abs", "p99_abs") for s in _STATISTICS)]
+    return header, [[name, *(_fmt(metrics.get(f"{name}.{s}")) for s in _STATISTICS)] for name in outputs]
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return ""
@@ -53,8 +63,12 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         ("model file", f"{manifest['model_file']}: {sizes['model_bytes'] / 1e6:.1f} MB (source weights {sizes['source_weights_bytes'] / 1e6:.1f} MB)"),
         ("fused ops", ", ".join(f"{k} {v}" for k, v in notes.get("optimize", {}).get("fused_ops", {}).items()) or "none"),
         ("eval data", f"{parity['eval_data']} ({parity['eval_examples']} examples)"),
-        ("parity", "passed" if parity["passed"] else "FAILED"),
+        ("parity", ("passed" if parity["passed"] else "FAILED") + _simulated_note(parity["ledger"])),
     ]
+    if notes.get("target"):
+        rows.insert(1, ("target choice", notes["target"]))
+    if manifest.get("engine"):
+        rows += tensorrt_rows(notes["emit"], manifest["engine"])
     quantize = notes.get("quantize", {})
     if quantize:
         rows.append(("quantization", ", ".join(f"{k}={v}" for k, v in quantize.items() if not isinstance(v, (list, dict)))))
@@ -66,6 +80,27 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     if notes.get("distill"):
         rows.append(distillation_row(notes["distill"]))
     return rows
+
+
+def _simulated_note(ledger: list[dict[str, Any]]) -> str:
+    if ledger and ledger[-1].get("simulated"):
+        return " (simulated: ONNX Runtime CPU ran the model the engine is built from; no engine ran)"
+    return ""
+
+
+def tensorrt_rows(emit: dict[str, Any], engine: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a TensorRT build wrote and whether the engine itself exists."""
+    shapes = lambda axis: "/".join(str(next(iter(emit["profile"].values()))[k][axis]) for k in ("min", "opt", "max"))  # noqa: E731
+    spec = (f"{emit['spec']}, {emit['script']}; flags {' '.join(emit['flags']) or 'none'}; "
+            f"profile min/opt/max batch {shapes(0)}, sequence {shapes(1)}")
+    if engine["file"]:
+        state = (f"built: {engine['file']} ({engine['engine_bytes'] / 1e6:.1f} MB) with TensorRT {engine['tensorrt']} "
+                 f"on {engine['device']} in {engine['seconds']:.0f} s")
+    else:
+        state = f"{engine['status']}; build it with {engine['build_with']}"
+    warnings = emit["preflight_warnings"]
+    return [("TensorRT spec", spec), ("TensorRT engine", state),
+            ("TensorRT preflight", "; ".join(w.rstrip(".") for w in warnings) if warnings else "no hazards found")]
 
 
 def distillation_row(note: dict[str, Any]) -> tuple[str, str]:
@@ -156,6 +191,9 @@ def write_reports(folder: Path, manifest: dict[str, Any]) -> None:
         (folder / "pruning.png").write_bytes(heat_map)
     md = [f"# edgec artifact: {manifest['target']['name']} / {manifest['precision']}", ""]
     md += [markdown_table(["", ""], [[k, v] for k, v in summary]), "", "## Parity ledger", "", markdown_table(header, rows)]
+    stats_header, stats_rows = statistics_table(manifest["parity"]["ledger"][-1]["metrics"])
+    if stats_rows:
+        md += ["", "## Error statistics of the final row, per output", "", markdown_table(stats_header, stats_rows)]
     md += ["", "![parity per stage](parity.png)", ""]
     md += ["## Pruning", "", "![kept per layer](pruning.png)", ""] if heat_map else []
     (folder / "report.md").write_text("\n".join(md))

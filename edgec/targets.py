@@ -28,6 +28,9 @@ class QuantSettings:
     """One scale per output channel of each weight matrix (symmetric)."""
     activation_symmetric: bool = False
     """Zero point fixed at 0 for activations (TensorRT requires it)."""
+    int8_embeddings: bool = True
+    """Store embedding tables as int8 rows with per-row scales (a Gather + Cast + Mul pattern that ONNX
+    Runtime runs well; TensorRT keeps embeddings in float)."""
 
     def __post_init__(self) -> None:
         for name in ("activation_type", "weight_type"):
@@ -55,6 +58,40 @@ class SessionSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TensorRTSettings:
+    """How a TensorRT engine is built from the artifact (written into trt_build.json)."""
+
+    max_batch: int = 32
+    """Largest batch the engine's optimization profile accepts."""
+    opt_batch: int = 1
+    """Batch the engine's kernels are tuned for (edge serving: one request at a time)."""
+    max_seq_len: int | None = None
+    """Longest sequence the engine accepts; None takes the build's max_length. Setting it also truncates
+    the artifact's inputs to it, so the engine never sees a longer one."""
+    workspace_mib: int = 4096
+    """Scratch memory the builder may give a layer's tactics."""
+    builder_optimization_level: int = 3
+    """TensorRT's tactic search effort, 0-5 (3 is TensorRT's default)."""
+    fp16_onnx: bool = False
+    """fp16: write the ONNX itself in fp16 instead of the fp32 ONNX plus the builder's FP16 flag (which lets
+    TensorRT keep layers that need the range in fp32)."""
+    implicit_int8: bool = True
+    """int8: also write the fp32 graph and calibration.cache for TensorRT's implicit (calibrator) mode."""
+    require_engine: bool = False
+    """Fail the build when no engine can be built here (no tensorrt or no CUDA device) instead of deferring it."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.opt_batch <= self.max_batch:
+            raise ConfigError(f"tensorrt batch sizes must satisfy 1 <= opt_batch <= max_batch, got {self.opt_batch} and {self.max_batch}")
+        if self.max_seq_len is not None and self.max_seq_len < 8:
+            raise ConfigError(f"tensorrt max_seq_len must be at least 8 tokens, got {self.max_seq_len}")
+        if self.workspace_mib < 1:
+            raise ConfigError(f"tensorrt workspace_mib must be at least 1, got {self.workspace_mib}")
+        if not 0 <= self.builder_optimization_level <= 5:
+            raise ConfigError(f"tensorrt builder_optimization_level must be within 0..5, got {self.builder_optimization_level}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TargetProfile:
     """Where an artifact runs: back end, precisions it supports, session settings, parity thresholds."""
 
@@ -69,6 +106,8 @@ class TargetProfile:
     session: SessionSettings = field(default_factory=SessionSettings)
     parity: dict[str, ParityThresholds] = field(default_factory=dict)
     """Default thresholds per precision."""
+    tensorrt: TensorRTSettings | None = None
+    """Engine build settings; set for the tensorrt back end (and only there)."""
     pruned: ParityThresholds = field(default_factory=ParityThresholds)
     """Thresholds that replace the precision's where a build prunes: pruning changes the function by
     design, so closeness to the reference is loose and the task metric's drop is the gate."""
@@ -80,6 +119,8 @@ class TargetProfile:
             raise ConfigError(f"target {self.name}: unknown precision(s) {', '.join(bad)}; use {', '.join(PRECISIONS)}")
         if self.default_precision not in self.precisions:
             raise ConfigError(f"target {self.name}: default_precision {self.default_precision!r} is not in precisions")
+        if (self.backend == "tensorrt") != (self.tensorrt is not None):
+            raise ConfigError(f"target {self.name}: a [tensorrt] section belongs to (and is required by) backend = \"tensorrt\"")
 
     def thresholds(self, precision: str, overrides: ParityThresholds, *, pruned: bool = False) -> ParityThresholds:
         """The profile's thresholds for a precision (and pruning) with the user's overrides applied."""
@@ -98,9 +139,20 @@ class TargetProfile:
         return dataclasses.replace(profile, parity=thresholds)
 
 
+def package_data(package: str, checkout_folder: str) -> Path:
+    """A data folder installed as a package (targets/ as edgec.profiles, calibration/ as edgec.corpus).
+
+    `python -m edgec` run from a source checkout imports the checkout's edgec/, which lacks those mapped
+    packages; the folder beside it is the same data.
+    """
+    try:
+        return Path(str(resources.files(package)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / checkout_folder
+
+
 def _profiles_dir() -> Path:
-    # targets/ sits at the top of the repository and is installed as the package edgec.profiles.
-    return Path(str(resources.files("edgec.profiles")))
+    return package_data("edgec.profiles", "targets")
 
 
 def available_targets() -> list[str]:
@@ -113,16 +165,28 @@ def host_target() -> str:
     return "ort-arm64" if platform.machine().lower() in ("aarch64", "arm64") else "ort-x86"
 
 
-def load_target(name_or_path: str) -> TargetProfile:
-    """A shipped profile by name (`ort` means the host CPU's), or a user's profile by path."""
+def choose_target(name_or_path: str, *, has_calibration: bool) -> tuple[str, str | None]:
+    """Resolve the product's short names: `ort` is the host CPU's profile; `trt` is trt-int8 when the user
+    gave calibration data (int8 needs representative text) and trt-fp16 otherwise. Returns the profile
+    name and, for an alias, the sentence that says what was chosen and why."""
     if name_or_path == "ort":
-        name_or_path = host_target()
+        return host_target(), None
+    if name_or_path == "trt":
+        if has_calibration:
+            return "trt-int8", "--target trt: chose trt-int8 because calibration data was given"
+        return "trt-fp16", "--target trt: chose trt-fp16 because no calibration data was given (pass --calib for int8)"
+    return name_or_path, None
+
+
+def load_target(name_or_path: str, *, has_calibration: bool = False) -> TargetProfile:
+    """A shipped profile by name (`ort`, `trt` resolved by choose_target), or a user's profile by path."""
+    name_or_path, _ = choose_target(name_or_path, has_calibration=has_calibration)
     path = Path(name_or_path)
     if not (path.suffix == ".toml" and path.exists()):
         path = _profiles_dir() / f"{name_or_path}.toml"
         if not path.exists():
             raise ConfigError(
-                f"unknown target {name_or_path!r}; use one of {', '.join(['ort', *available_targets()])} "
+                f"unknown target {name_or_path!r}; use one of {', '.join(['ort', 'trt', *available_targets()])} "
                 "or the path of a .toml profile"
             )
     try:

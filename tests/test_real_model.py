@@ -38,3 +38,18 @@ def test_minilm_static_int8_keeps_sts_parity(minilm, sts_sample, tmp_path):
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) == 24
     recheck = CliRunner().invoke(app, ["parity", str(out), "--data", str(sts_sample), "--json"])
     assert recheck.exit_code == 0 and json.loads(recheck.stdout)["passed"]
+
+
+def test_minilm_tensorrt_int8_simulated_parity(minilm, sts_sample, tmp_path):
+    """The Q/DQ ONNX TensorRT would build from keeps STS-B within the trt-int8 target (drop <= 0.5) on ORT CPU."""
+    out = tmp_path / "minilm-trt"
+    result = CliRunner().invoke(app, ["build", str(minilm), "--target", "trt", "--calib", str(sts_sample),
+                                      "--eval", str(sts_sample), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "edgec.json").read_text())
+    final = manifest["parity"]["ledger"][-1]
+    assert manifest["target"]["name"] == "trt-int8" and final["simulated"]
+    assert manifest["parity"]["reference_metric"]["spearman"] - final["metrics"]["spearman"] <= 0.5
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) == 24
+    assert not any(n.domain not in ("", "ai.onnx") for n in graph.node)

@@ -11,10 +11,15 @@ from edgec.pipeline import Context
 MODEL_FILE = "model.onnx"
 
 
-@register_backend("ort")
-def emit(ctx: Context, staging: Path) -> Context:
+def copy_model_and_tokenizer(ctx: Context, staging: Path) -> tuple[Path, tuple[Path, ...]]:
+    """The context's ONNX as model.onnx and the tokenizer's files: what every artifact holds."""
     model = staging / MODEL_FILE
     shutil.copyfile(ctx.onnx_path, model)
     tokenizer_files = ctx.source.tokenizer.save_pretrained(str(staging))
-    files = (model, *sorted(Path(f) for f in tokenizer_files if Path(f).exists()))
+    return model, (model, *sorted(Path(f) for f in tokenizer_files if Path(f).exists()))
+
+
+@register_backend("ort")
+def emit(ctx: Context, staging: Path) -> Context:
+    model, files = copy_model_and_tokenizer(ctx, staging)
     return ctx.with_note("emit", {"backend": "ort", "model": MODEL_FILE}, onnx_path=model, files=files)

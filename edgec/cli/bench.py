@@ -61,3 +61,6 @@ def bench(
     stdout.print(table(title, ["runtime", "p50 ms", "p90 ms", "p99 ms", "inputs/s", "peak RSS MB"], rows))
     if baseline:
         stdout.print(f"speed-up vs PyTorch fp32 (p50): {report['speedup_vs_pytorch']:.2f}x")
+    if loaded.manifest.get("engine"):
+        stdout.print("note: ONNX Runtime CPU timed the ONNX the TensorRT engine is built from; these are not engine figures "
+                     "(trtexec --loadEngine=model.engine times the engine on its GPU)")

@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
 def build(
     model: Annotated[str, typer.Argument(help="Hugging Face model folder (or a repo id already in the local HF cache).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Artifact folder to write.")],
-    target: Annotated[str, typer.Option(help="Profile name (see `edgec targets`), `ort` for this CPU, or a .toml path.")] = "ort",
+    target: Annotated[str, typer.Option(
+        help="Profile name (see `edgec targets`), `ort` for this CPU, `trt` (int8 with --calib, else fp16), or a .toml path.",
+    )] = "ort",
     precision: Annotated[str | None, typer.Option(help="fp32, fp16, int8-dynamic or int8 (default: the target's).")] = None,
     calib: Annotated[Path | None, typer.Option(help="Calibration data (.txt/.jsonl/.csv/.tsv); default: edgec's corpus.")] = None,
     eval_data: Annotated[Path | None, typer.Option("--eval", help="Eval data for parity (default: the calibration set).")] = None,
@@ -50,6 +52,10 @@ def build(
     text_pair_column: TextPairColumn = None,
     label_column: LabelColumn = None,
     score_column: ScoreColumn = None,
+    max_batch: Annotated[int | None, typer.Option(help="TensorRT: largest batch the engine accepts (profile default 32).")] = None,
+    max_seq_len: Annotated[int | None, typer.Option(help="TensorRT: longest sequence the engine accepts; also truncates inputs.")] = None,
+    require_engine: Annotated[bool, typer.Option("--require-engine", help="TensorRT: fail unless the engine is built here.")] = False,
+    fp16_onnx: Annotated[bool, typer.Option("--fp16-onnx", help="TensorRT fp16: write an fp16 ONNX, not fp32 + the FP16 flag.")] = False,
     force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model folder's own Python code.")] = False,
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, which can run code.")] = False,
@@ -66,6 +72,8 @@ def build(
         parity=ParityThresholds(min_cosine=min_cosine, max_drop=max_drop, min_agreement=min_agreement),
         max_length=max_length,
     )
+    tensorrt = {k: v for k, v in [("max_batch", max_batch), ("max_seq_len", max_seq_len)] if v is not None}
+    tensorrt |= {k: True for k, v in [("require_engine", require_engine), ("fp16_onnx", fp16_onnx)] if v}
     columns = (text_column, text_pair_column, label_column, score_column)
     calib_set, eval_set = read_optional(calib, *columns), read_optional(eval_data, *columns)
     train_set = read_optional(distill, *columns)
@@ -73,7 +81,8 @@ def build(
         try:
             artifact = build_artifact(
                 model, target, recipe=recipe, calib=calib_set, eval=eval_set, train=train_set, out=out, force=force,
-                load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), on_stage=on_stage,
+                load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), tensorrt=tensorrt,
+                on_stage=on_stage,
             )
         except ParityError:
             rejected = out.with_name(out.name + ".rejected")

@@ -15,7 +15,7 @@ from edgec.cli.common import (
     LabelColumn, ScoreColumn, TextColumn, TextPairColumn, console, errors_to_exit_codes, read_optional, stdout, table,
 )
 from edgec.recipe import ParityThresholds
-from edgec.report import LEDGER_COLUMNS
+from edgec.report import LEDGER_COLUMNS, statistics_table
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +35,10 @@ def parity(
     score_column: ScoreColumn = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Exit 0 when the artifact still matches the uncompressed model on DATA, 1 when it does not."""
+    """Exit 0 when the artifact still matches the uncompressed model on DATA, 1 when it does not.
+
+    A TensorRT artifact runs its engine where one was built and can run; elsewhere it is simulated on ONNX Runtime CPU.
+    """
     loaded = load_artifact(artifact)
     changed = verify_hashes(loaded)
     dataset = read_optional(data, text_column, text_pair_column, label_column, score_column)
@@ -49,6 +52,12 @@ def parity(
         columns = [c for c in LEDGER_COLUMNS if c in row.metrics]
         rows = [[c, f"{row.metrics[c]:.6g}"] for c in columns]
         stdout.print(table(f"parity of {artifact} on {data} ({len(dataset)} examples)", ["metric", "value"], rows))
+        stats_header, stats_rows = statistics_table(row.metrics)
+        if stats_rows:
+            stdout.print(table("error statistics per output", stats_header, stats_rows))
+        if row.simulated:
+            stdout.print(f"simulated: ONNX Runtime CPU ran the model in the engine's place ({row.model}); "
+                         "run this where the engine was built for the engine's own figures")
         stdout.print("PASS" if row.passed else "FAIL: " + "; ".join(row.failures))
     if not row.passed:
         raise typer.Exit(1)

@@ -11,7 +11,7 @@ from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.targets import available_targets, host_target, load_target
 
 # What each back end needs on the building machine, and whether it is here.
-_NEEDS = {"ort": ("onnxruntime", "onnxruntime")}
+_NEEDS = {"ort": ("onnxruntime", "onnxruntime"), "tensorrt": ("'edgec[trt]' + an NVIDIA GPU, for the engine only", "tensorrt")}
 
 
 def register(app: typer.Typer) -> None:
@@ -32,3 +32,4 @@ def targets(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also 
         rows.append(row)
     header = ["target", "description", "backend", "precisions", "default", "needs"] + (["parity thresholds"] if verbose else [])
     stdout.print(table("edgec targets", header, rows))
+    stdout.print("aliases: ort = this CPU's profile; trt = trt-int8 when --calib is given, else trt-fp16")

@@ -54,3 +54,20 @@ def abs_errors(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray | 
     if mask is not None:
         diff = diff[mask.astype(bool)]
     return float(diff.max()), float(diff.mean())
+
+
+def error_statistics(reference: np.ndarray, candidate: np.ndarray, quantile: float = 0.99) -> dict[str, float]:
+    """Polygraphy-style statistics of one output's |candidate - reference|: max/mean/median absolute and relative
+    error, and the `quantile` absolute error (keys max_abs, mean_abs, median_abs, max_rel, mean_rel, median_rel, q_abs).
+
+    As in polygraphy, the relative error divides by |reference|, with exact zeros of the reference replaced by eps
+    (1e-12) so that they give a large but finite relative error instead of inf or nan.
+    """
+    reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
+    absolute = np.abs(candidate - reference)
+    relative = absolute / np.abs(np.where(reference == 0, 1e-12, reference))
+    return {
+        "max_abs": float(absolute.max()), "mean_abs": float(absolute.mean()), "median_abs": float(np.median(absolute)),
+        "max_rel": float(relative.max()), "mean_rel": float(relative.mean()), "median_rel": float(np.median(relative)),
+        "q_abs": float(np.quantile(absolute, quantile)),
+    }

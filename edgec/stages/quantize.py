@@ -117,19 +117,22 @@ def quantize_static_int8(
             "ActivationSymmetric": settings.activation_symmetric,
             "WeightSymmetric": True,
             "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            # One weight scale per output channel: axis 1 of a MatMul's (in, out) weight.
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+            "QuantizeBias": False,
         },
     )
     with _quiet_root_logger():
         quantizer.quantize_model()
     quantized = quantizer.model.model
     bypass_activation_dequantize(quantized)
-    tables = embedding_gathers(quantized)
+    tables = embedding_gathers(quantized) if settings.int8_embeddings else []
     quantize_embedding_tables(quantized, tables)
     quantized.producer_name, quantized.producer_version = "edgec", ""
     onnx.save(quantized, str(out))
     return {
         "method": "static int8 Q/DQ", "quantized_nodes": len(nodes), "int8_embedding_tables": len(tables),
-        "activations": settings.activation_type, "weights": f"{settings.weight_type} symmetric"
+        "activations": settings.activation_type + (" symmetric" if settings.activation_symmetric else ""), "weights": f"{settings.weight_type} symmetric"
         + (" per-channel" if settings.per_channel else ""),
     }
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgec.data import Dataset
 from edgec.errors import InputError
-from edgec.inference import Outputs, collect_outputs, ort_forward, ort_session, torch_forward
+from edgec.inference import Forward, Outputs, collect_outputs, ort_forward, ort_session, torch_forward
 from edgec.ops import metrics
 from edgec.pipeline import Context, EvalSet, ParityRow
 from edgec.recipe import ParityThresholds
@@ -80,14 +80,36 @@ def failures(result: dict[str, float], thresholds: ParityThresholds, reference_m
     return tuple(found)
 
 
+def model_forward(model_path: Path, settings: SessionSettings) -> Forward:
+    """Run a model file: a TensorRT engine on its GPU, anything else (ONNX, ORT) on ONNX Runtime CPU."""
+    if model_path.suffix == ".engine":
+        from edgec.backends.tensorrt_engine import engine_forward
+
+        return engine_forward(model_path)
+    return ort_forward(ort_session(model_path, settings))
+
+
+def output_statistics(reference: Outputs, candidate: Outputs) -> dict[str, float]:
+    """Polygraphy-style error statistics per output (`name.max_abs`, ...), over real tokens for token-level outputs."""
+    result = {}
+    for name, ref in reference.values.items():
+        got = candidate.values[name]
+        if ref.ndim >= 3:  # (examples, tokens, ...): padding positions are not outputs
+            real = reference.mask.astype(bool)
+            ref, got = ref[real], got[real]
+        result |= {f"{name}.{k}": v for k, v in metrics.error_statistics(ref, got).items()}
+    return result
+
+
 def measure_model(
     model_path: Path, stage: str, task: str, evaluation: EvalSet, thresholds: ParityThresholds,
-    settings: SessionSettings, simulated: bool = False,
+    settings: SessionSettings, simulated: bool = False, statistics: bool = False,
 ) -> ParityRow:
-    """One ledger row: run the ONNX model on the eval set and compare it with the reference."""
-    outputs = collect_outputs(ort_forward(ort_session(model_path, settings)), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
+    """One ledger row: run the model file on the eval set and compare it with the reference."""
+    outputs = collect_outputs(model_forward(model_path, settings), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
     result = compare(task, evaluation.reference, outputs)
     result |= task_metric(task, outputs, evaluation.dataset, evaluation.labels)
+    result |= output_statistics(evaluation.reference, outputs) if statistics else {}
     return ParityRow(stage, model_path.name, result, failures(result, thresholds, evaluation.reference_metric), simulated=simulated)
 
 
@@ -112,4 +134,9 @@ def measure(ctx: Context, stage: str) -> ParityRow:
     """The ledger row for the model a stage left in the context (ONNX once exported, PyTorch before)."""
     if ctx.onnx_path is None:
         return measure_module(ctx.source, stage, ctx.evaluation, ctx.thresholds)
+    if ctx.parity_model is not None:  # the artifact's own runtime (an engine) or its stand-in on ONNX Runtime CPU
+        simulated = ctx.parity_model.suffix != ".engine"
+        return measure_model(
+            ctx.parity_model, stage, ctx.source.task, ctx.evaluation, ctx.thresholds, ctx.target.session, simulated, statistics=True,
+        )
     return measure_model(ctx.onnx_path, stage, ctx.source.task, ctx.evaluation, ctx.thresholds, ctx.target.session)

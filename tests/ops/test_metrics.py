@@ -45,3 +45,42 @@ def test_span_agreement():
     end = np.array([[0.0, 1.0, 3.0, 9.0]])
     assert metrics.span_agreement(start, end, start, end, mask) == 1.0
     assert metrics.span_agreement(start, end, end, start, mask) == 0.0
+
+
+def test_error_statistics_hand_computed():
+    ref = np.array([1.0, -2.0, 4.0, 0.5])
+    got = np.array([1.5, -2.0, 3.0, 0.0])  # abs errors 0.5, 0, 1, 0.5; rel errors 0.5, 0, 0.25, 1
+    stats = metrics.error_statistics(ref, got, quantile=0.5)
+    assert set(stats) == {"max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel", "q_abs"}
+    assert stats["max_abs"] == pytest.approx(1.0)
+    assert stats["mean_abs"] == pytest.approx(0.5)
+    assert stats["median_abs"] == pytest.approx(0.5)
+    assert stats["max_rel"] == pytest.approx(1.0)
+    assert stats["mean_rel"] == pytest.approx(1.75 / 4)
+    assert stats["median_rel"] == pytest.approx(0.375)
+    assert stats["q_abs"] == pytest.approx(0.5)
+    assert all(isinstance(v, float) for v in stats.values())
+
+
+def test_error_statistics_identical_arrays_are_all_zero():
+    ref = np.array([[0.0, 1.0], [-3.0, 2.5]], dtype=np.float32)
+    assert all(v == 0.0 for v in metrics.error_statistics(ref, ref.copy()).values())
+
+
+def test_error_statistics_zero_reference_gives_finite_relative_error():
+    stats = metrics.error_statistics(np.array([0.0, 1.0]), np.array([1e-6, 1.0]))
+    assert stats["max_rel"] == pytest.approx(1e-6 / 1e-12)
+    assert np.isfinite(stats["mean_rel"])
+
+
+def test_error_statistics_outlier_moves_max_not_median():
+    ref = np.ones(101)
+    got = ref + 0.01
+    base = metrics.error_statistics(ref, got)
+    got[50] = 11.0
+    spiked = metrics.error_statistics(ref, got)
+    assert spiked["max_abs"] == pytest.approx(10.0)
+    assert spiked["max_rel"] == pytest.approx(10.0)
+    assert spiked["median_abs"] == pytest.approx(base["median_abs"]) == pytest.approx(0.01)
+    assert spiked["median_rel"] == pytest.approx(base["median_rel"])
+    assert spiked["q_abs"] == pytest.approx(0.01)  # one outlier in 101 sits above the 0.99 quantile
