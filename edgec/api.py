@@ -15,12 +15,15 @@ import numpy as np
 import onnx
 
 from edgec import surgery
-from edgec.artifact import FORMAT_VERSION, Artifact, check_output_path, file_table, package_versions, sha256_file, staged_output, write_manifest
+from edgec.artifact import (
+    FORMAT_VERSION, Artifact, check_output_path, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
+)
 from edgec.backends import get_backend
 from edgec.backends.tensorrt import check_engine_requirement, engine_stage, parity_runtime
 from edgec.data import Dataset, read_dataset
+from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
-from edgec.inference import collect_outputs, encode_batches, torch_forward
+from edgec.inference import collect_outputs, encode_batches, replay_forward, torch_forward
 from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_stages
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.report import write_reports
@@ -31,7 +34,7 @@ from edgec.stages.optimize import optimize
 from edgec.stages.fallback import fallback
 from edgec.stages.prune import prune
 from edgec.stages.quantize import quantize
-from edgec.stages.verify import eval_texts, label_ids, measure, measure_model, task_metric
+from edgec.stages.verify import eval_texts, label_ids, measure, measure_model, parity_row, task_metric
 from edgec.targets import TargetProfile, choose_target, load_target, package_data
 
 
@@ -61,6 +64,8 @@ def build(
     """
     out = Path(out)
     profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {})
+    if profile.backend == "mobile" and out.suffix != ".zip":
+        raise ConfigError(f"target {profile.name} writes one .zip bundle; pass --out {out.name}.zip")
     check_engine_requirement(profile)
     recipe = resolve_recipe(recipe or Recipe(), profile)
     source, recipe, calib, evaluation = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
@@ -78,7 +83,7 @@ def build(
             shutil.rmtree(rejected, ignore_errors=True)
             os.replace(staging, rejected)
             raise ParityError(parity_failure_message(ctx, rejected))
-    return Artifact(out, manifest)
+    return load_artifact(out) if out.suffix == ".zip" else Artifact(out, manifest)
 
 
 def _prepare(
@@ -160,7 +165,8 @@ def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[St
 
 def manifest_for(ctx: Context, seconds: float) -> dict:
     """Everything needed to trust, reproduce and run the artifact, except the file table."""
-    model = onnx.load(str(ctx.onnx_path), load_external_data=False)
+    model = onnx.load(str(ctx.onnx_path), load_external_data=False)  # the artifact's file, or the ONNX it was converted from
+    model_file = ctx.files[0]
     signature = lambda values: [  # noqa: E731
         {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
          "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]}
@@ -179,10 +185,10 @@ def manifest_for(ctx: Context, seconds: float) -> dict:
         "target": ctx.target.to_dict(),
         "precision": ctx.precision,
         "recipe": ctx.recipe.to_dict(),
-        "model_file": ctx.onnx_path.name,
+        "model_file": model_file.name,
         "io": {"inputs": signature(model.graph.input), "outputs": signature(model.graph.output)},
         "sizes": {
-            "model_bytes": ctx.onnx_path.stat().st_size,
+            "model_bytes": model_file.stat().st_size,
             "source_weights_bytes": sum(p.stat().st_size for p in ctx.source.weight_files),
         },
         "stages": ctx.notes,
@@ -209,6 +215,19 @@ def check_parity(
     artifact: Artifact, data: Dataset, *, reference: str | Path | None = None, overrides: ParityThresholds = ParityThresholds()
 ) -> ParityRow:
     """Re-run the artifact on `data` against its uncompressed source model (or `reference`)."""
+    task, evaluation, thresholds = reference_for(artifact, data, reference, overrides)
+    profile = TargetProfile.from_dict(artifact.manifest["target"])
+    if profile.tensorrt is None:
+        return measure_model(artifact.model_path, "artifact", task, evaluation, thresholds, profile.session)
+    with tempfile.TemporaryDirectory(prefix="edgec-") as work:
+        model, simulated = parity_runtime(artifact, Path(work))
+        return measure_model(model, "artifact", task, evaluation, thresholds, profile.session, simulated, statistics=True)
+
+
+def reference_for(
+    artifact: Artifact, data: Dataset, reference: str | Path | None, overrides: ParityThresholds
+) -> tuple[str, EvalSet, ParityThresholds]:
+    """The artifact's task, the uncompressed source model's outputs on `data`, and the thresholds to hold."""
     manifest = artifact.manifest
     source_path = Path(reference or manifest["source"]["path"])
     if not source_path.is_dir():
@@ -217,13 +236,25 @@ def check_parity(
     if reference is None and {p.name: sha256_file(p) for p in source.weight_files} != manifest["source"]["weights_sha256"]:
         raise InputError(f"{source_path} changed since the build (weights sha256 differ); pass --reference with the original model")
     evaluation = reference_outputs(source, data, manifest["recipe"]["max_length"])
-    thresholds = ParityThresholds(**manifest["parity"]["thresholds"]).overridden_by(overrides)
-    profile = TargetProfile.from_dict(manifest["target"])
-    if profile.tensorrt is None:
-        return measure_model(artifact.model_path, "artifact", source.task, evaluation, thresholds, profile.session)
-    with tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        model, simulated = parity_runtime(artifact, Path(work))
-        return measure_model(model, "artifact", source.task, evaluation, thresholds, profile.session, simulated, statistics=True)
+    return source.task, evaluation, ParityThresholds(**manifest["parity"]["thresholds"]).overridden_by(overrides)
+
+
+def verify_emulated(
+    artifact: Artifact, data: Dataset, *, samples: int, threads: int = 1, reference: str | Path | None = None,
+    overrides: ParityThresholds = ParityThresholds(),
+) -> tuple[ParityRow, EmulatedRun]:
+    """Run the artifact on aarch64 ONNX Runtime under emulation on a sample of `data`; parity against the source model.
+
+    The sample is `samples` examples drawn deterministically (emulation runs 100-500x slower than a device).
+    """
+    if artifact.manifest["target"]["backend"] not in ("ort", "mobile"):
+        raise ConfigError(f"{artifact.path} is a {artifact.manifest['target']['backend']} artifact; only ONNX Runtime artifacts run on emulated aarch64")
+    sample = data.sample(samples, seed=0)
+    task, evaluation, thresholds = reference_for(artifact, sample, reference, overrides)
+    inputs = {i["name"] for i in artifact.manifest["io"]["inputs"]}
+    run = run_emulated(artifact.model_path, [{k: v for k, v in b.feeds.items() if k in inputs} for b in evaluation.batches], threads=threads)
+    outputs = collect_outputs(replay_forward(evaluation.batches, run.outputs), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
+    return parity_row("aarch64 (emulated)", artifact.model_path.name, task, evaluation, outputs, thresholds, statistics=True), run
 
 
 def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -57,7 +59,7 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def staged_output(out: Path, *, force: bool) -> Iterator[Path]:
-    """A temporary folder beside `out`, renamed to `out` only if the block completes.
+    """A temporary folder beside `out`, moved to `out` (or zipped to it, for a .zip) only if the block completes.
 
     Nothing is left at `out` when the block raises; an existing `out` is replaced only with `force`.
     """
@@ -69,7 +71,10 @@ def staged_output(out: Path, *, force: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if out.exists():
+    if out.suffix == ".zip":
+        zip_folder(staging, out)
+        shutil.rmtree(staging, ignore_errors=True)
+    elif out.exists():
         retired = staging.with_suffix(".old")
         os.replace(out, retired)
         os.replace(staging, out)
@@ -78,12 +83,24 @@ def staged_output(out: Path, *, force: bool) -> Iterator[Path]:
         os.replace(staging, out)
 
 
+def zip_folder(folder: Path, out: Path) -> None:
+    """A reproducible zip of the folder's files (sorted, fixed timestamps), written beside `out` and renamed onto it."""
+    partial = out.with_name(f".{out.name}.partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(str(path.relative_to(folder)), date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, (path.stat().st_mode & 0o777) << 16
+            bundle.writestr(info, path.read_bytes())
+    os.replace(partial, out)
+
+
 def check_output_path(out: Path, *, force: bool) -> None:
     """Fail early (before any work) on an output path that cannot be written."""
+    bundle = out.suffix == ".zip"
     if out.exists() and not force:
         raise InputError(f"output {out} already exists; choose another --out or pass --force to replace it")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} is a file; choose a folder path for --out")
+    if out.exists() and out.is_dir() == bundle:
+        raise InputError(f"output {out} is a {'folder' if bundle else 'file'}; choose a {'.zip file' if bundle else 'folder'} path for --out")
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -111,8 +128,10 @@ class Artifact:
 
 
 def load_artifact(path: str | Path) -> Artifact:
-    """Open an artifact folder, checking that it is complete."""
+    """Open an artifact folder (or a .zip bundle, unpacked into a temporary folder), checking that it is complete."""
     path = Path(path)
+    if path.suffix == ".zip" and path.is_file():
+        path = _unpack(path)
     manifest_file = path / MANIFEST
     if not manifest_file.is_file():
         raise InputError(f"{path} is not an edgec artifact (no {MANIFEST}); pass the --out folder of `edgec build`")
@@ -126,6 +145,21 @@ def load_artifact(path: str | Path) -> Artifact:
     if not artifact.model_path.is_file():
         raise InputError(f"{path} lacks {manifest['model_file']}; the artifact is incomplete, rebuild it")
     return artifact
+
+
+def _unpack(bundle: Path) -> Path:
+    """Unpack a .zip bundle into a temporary folder that is removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix=f"edgec-{bundle.stem}-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(bundle) as archive:
+            for name in archive.namelist():
+                if Path(name).is_absolute() or ".." in Path(name).parts:
+                    raise InputError(f"{bundle} holds an unsafe path {name!r}; it is not an edgec bundle")
+            archive.extractall(folder)
+    except zipfile.BadZipFile as exc:
+        raise InputError(f"{bundle} is not a valid zip ({exc}); rebuild the bundle") from None
+    return folder
 
 
 def verify_hashes(artifact: Artifact) -> list[str]:

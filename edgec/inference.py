@@ -107,3 +107,21 @@ def ort_forward(session) -> Forward:
         return {name: np.asarray(r, dtype=np.float32) for name, r in zip(output_names, results)}
 
     return forward
+
+
+def replay_forward(batches: list[Batch], values: dict[str, np.ndarray]) -> Forward:
+    """A Forward that hands back outputs computed elsewhere (another process or machine), batch by batch.
+
+    `values` holds every batch's rows in batch order, token-level outputs zero-padded to the longest batch; use it
+    with collect_outputs over the same `batches`, which calls the Forward once per batch in that order.
+    """
+    bounds = np.cumsum([0, *(len(b.indices) for b in batches)])
+    calls = iter(range(len(batches)))
+
+    def forward(feeds: Feeds) -> dict[str, np.ndarray]:
+        index = next(calls)
+        seq = feeds["input_ids"].shape[1]
+        rows = slice(bounds[index], bounds[index + 1])
+        return {name: value[rows, :seq] if value.ndim >= 3 else value[rows] for name, value in values.items()}
+
+    return forward

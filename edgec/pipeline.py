@@ -67,8 +67,8 @@ class Context:
     """The uncompressed model, kept while front-end stages change source.model (pruning, distillation)."""
     onnx_path: Path | None = None
     parity_model: Path | None = None
-    """What the ledger runs in the artifact's place when its own runtime differs from ONNX Runtime CPU: a
-    stand-in ONNX (rows marked simulated) or the built TensorRT engine."""
+    """What the ledger runs for the artifact when it is not onnx_path: the artifact's own file (a mobile .ort,
+    a built TensorRT engine) or, where its runtime is absent, a stand-in ONNX (rows marked simulated)."""
     files: tuple[Path, ...] = ()
     """Files the emitted artifact consists of, besides the manifest and report."""
     notes: dict[str, Any] = field(default_factory=dict)

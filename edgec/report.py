@@ -69,6 +69,8 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         rows.insert(1, ("target choice", notes["target"]))
     if manifest.get("engine"):
         rows += tensorrt_rows(notes["emit"], manifest["engine"])
+    if notes.get("emit", {}).get("backend") == "mobile":
+        rows += mobile_rows(notes["emit"])
     quantize = notes.get("quantize", {})
     if quantize:
         rows.append(("quantization", ", ".join(f"{k}={v}" for k, v in quantize.items() if not isinstance(v, (list, dict)))))
@@ -101,6 +103,16 @@ def tensorrt_rows(emit: dict[str, Any], engine: dict[str, Any]) -> list[tuple[st
     warnings = emit["preflight_warnings"]
     return [("TensorRT spec", spec), ("TensorRT engine", state),
             ("TensorRT preflight", "; ".join(w.rstrip(".") for w in warnings) if warnings else "no hazards found")]
+
+
+def mobile_rows(emit: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a mobile bundle holds and how much of it ORT's mobile accelerators could take."""
+    return [
+        ("ORT format", f"{emit['model']} ({emit['conversion']}); {emit['operator_config']} for a reduced ONNX Runtime build "
+                       f"({len(emit['operator_counts'])} operator types)"),
+        ("mobile usability (ORT's check)", "; ".join(f"{ep}: {verdict}" for ep, verdict in emit["usability"].items())
+         + " (details in mobile_usability.json)"),
+    ]
 
 
 def distillation_row(note: dict[str, Any]) -> tuple[str, str]:

@@ -79,7 +79,7 @@ def build(
     train_set = read_optional(distill, *columns)
     with stage_progress() as on_stage:
         try:
-            artifact = build_artifact(
+            build_artifact(
                 model, target, recipe=recipe, calib=calib_set, eval=eval_set, train=train_set, out=out, force=force,
                 load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), tensorrt=tensorrt,
                 on_stage=on_stage,
@@ -89,7 +89,7 @@ def build(
             if (rejected / "edgec.json").exists():
                 print_summary(rejected)
             raise
-    print_summary(artifact.path)
+    print_summary(out)
 
 
 def print_summary(folder: Path) -> None:

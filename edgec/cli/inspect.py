@@ -30,7 +30,9 @@ def inspect(
 ) -> None:
     """Show what an artifact holds and how it was verified."""
     loaded = load_artifact(artifact)
-    manifest, ops, changed = loaded.manifest, operator_counts(loaded.model_path), verify_hashes(loaded)
+    manifest, changed = loaded.manifest, verify_hashes(loaded)
+    # An ORT-format model is not ONNX: its operators were counted from the ONNX it was converted from.
+    ops = manifest["stages"]["emit"]["operator_counts"] if loaded.model_path.suffix == ".ort" else operator_counts(loaded.model_path)
     if as_json:
         print(json.dumps({"manifest": manifest, "operators": ops, "changed_files": changed}, indent=2))
         return

@@ -27,8 +27,9 @@ _MAX_ROWS = 16384
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():
-    """ORT's quantizer warns on the root logger about every fused op it has no type for; those are expected."""
+def quiet_root_logger():
+    """ORT's tools log on the root logger: the quantizer about every fused op it has no type for, the ORT-format
+    converter about every file it writes. Those are expected."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -84,7 +85,7 @@ def embedding_gathers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 def quantize_dynamic_int8(source: Path, out: Path, settings: QuantSettings) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet_root_logger():
+    with quiet_root_logger():
         quantize_dynamic(
             str(source), str(out), op_types_to_quantize=["MatMul", "Gather"], per_channel=settings.per_channel,
             weight_type=QuantType.QInt8,
@@ -122,7 +123,7 @@ def quantize_static_int8(
             "QuantizeBias": False,
         },
     )
-    with _quiet_root_logger():
+    with quiet_root_logger():
         quantizer.quantize_model()
     quantized = quantizer.model.model
     bypass_activation_dequantize(quantized)

@@ -101,25 +101,31 @@ def output_statistics(reference: Outputs, candidate: Outputs) -> dict[str, float
     return result
 
 
+def parity_row(
+    stage: str, model: str, task: str, evaluation: EvalSet, outputs: Outputs, thresholds: ParityThresholds,
+    *, simulated: bool = False, statistics: bool = False,
+) -> ParityRow:
+    """One ledger row from a model's outputs on the eval set: closeness to the reference, task metric, failures."""
+    result = compare(task, evaluation.reference, outputs)
+    result |= task_metric(task, outputs, evaluation.dataset, evaluation.labels)
+    result |= output_statistics(evaluation.reference, outputs) if statistics else {}
+    return ParityRow(stage, model, result, failures(result, thresholds, evaluation.reference_metric), simulated=simulated)
+
+
 def measure_model(
     model_path: Path, stage: str, task: str, evaluation: EvalSet, thresholds: ParityThresholds,
     settings: SessionSettings, simulated: bool = False, statistics: bool = False,
 ) -> ParityRow:
     """One ledger row: run the model file on the eval set and compare it with the reference."""
     outputs = collect_outputs(model_forward(model_path, settings), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
-    result = compare(task, evaluation.reference, outputs)
-    result |= task_metric(task, outputs, evaluation.dataset, evaluation.labels)
-    result |= output_statistics(evaluation.reference, outputs) if statistics else {}
-    return ParityRow(stage, model_path.name, result, failures(result, thresholds, evaluation.reference_metric), simulated=simulated)
+    return parity_row(stage, model_path.name, task, evaluation, outputs, thresholds, simulated=simulated, statistics=statistics)
 
 
 def measure_module(source: Source, stage: str, evaluation: EvalSet, thresholds: ParityThresholds) -> ParityRow:
     """One ledger row for a PyTorch model (before export: after pruning or distillation)."""
     forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
     outputs = collect_outputs(forward, evaluation.batches, token_level=source.task in TOKEN_LEVEL_TASKS)
-    result = compare(source.task, evaluation.reference, outputs)
-    result |= task_metric(source.task, outputs, evaluation.dataset, evaluation.labels)
-    return ParityRow(stage, type(source.model).__name__, result, failures(result, thresholds, evaluation.reference_metric))
+    return parity_row(stage, type(source.model).__name__, source.task, evaluation, outputs, thresholds)
 
 
 def parity_score(metrics: dict[str, float]) -> float:
@@ -134,8 +140,8 @@ def measure(ctx: Context, stage: str) -> ParityRow:
     """The ledger row for the model a stage left in the context (ONNX once exported, PyTorch before)."""
     if ctx.onnx_path is None:
         return measure_module(ctx.source, stage, ctx.evaluation, ctx.thresholds)
-    if ctx.parity_model is not None:  # the artifact's own runtime (an engine) or its stand-in on ONNX Runtime CPU
-        simulated = ctx.parity_model.suffix != ".engine"
+    if ctx.parity_model is not None:  # the artifact's own file (.ort, .engine) or an ONNX standing in for an engine
+        simulated = ctx.parity_model.suffix == ".onnx"
         return measure_model(
             ctx.parity_model, stage, ctx.source.task, ctx.evaluation, ctx.thresholds, ctx.target.session, simulated, statistics=True,
         )

@@ -1,0 +1,70 @@
+"""edgec verify ARTIFACT --emulate aarch64 --data FILE [--samples 200]: run an artifact on an emulated ARM64 runtime."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgec.api import verify_emulated
+from edgec.artifact import load_artifact
+from edgec.cli.common import (
+    LabelColumn, ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, read_optional, stdout, table,
+)
+from edgec.errors import ConfigError
+from edgec.recipe import ParityThresholds
+from edgec.report import LEDGER_COLUMNS, statistics_table
+
+EMULATED = ("aarch64",)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(errors_to_exit_codes(verify))
+
+
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder or .zip bundle written by `edgec build`.")],
+    data: Annotated[Path, typer.Option(help="Eval data (.txt/.jsonl/.csv/.tsv).")],
+    emulate: Annotated[str, typer.Option(help="Architecture to run the artifact on under emulation: aarch64.")] = "aarch64",
+    samples: Annotated[int, typer.Option(help="Examples drawn from --data (emulation runs 100-500x slower than native).")] = 200,
+    threads: Annotated[int, typer.Option(help="Intra-op threads of the emulated ONNX Runtime.")] = 1,
+    reference: Annotated[Path | None, typer.Option(help="The uncompressed model, if not at the path the build recorded.")] = None,
+    max_drop: Annotated[float | None, typer.Option(help="Override: max task-metric points lost.")] = None,
+    min_cosine: Annotated[float | None, typer.Option(help="Override: min mean cosine to the reference.")] = None,
+    text_column: TextColumn = None,
+    text_pair_column: TextPairColumn = None,
+    label_column: LabelColumn = None,
+    score_column: ScoreColumn = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Exit 0 when the artifact, run by aarch64 ONNX Runtime under qemu, matches the uncompressed model; 1 when not.
+
+    The first run builds the emulated runtime (scripts/setup_arm64.sh: qemu-user-static, an arm64 Python and
+    onnxruntime's aarch64 wheel, about 200 MB in ~/.cache/edgec/arm64).
+    """
+    if emulate not in EMULATED:
+        raise ConfigError(f"--emulate {emulate!r} is not supported; use one of {', '.join(EMULATED)}")
+    if samples < 1 or threads < 1:
+        raise ConfigError("--samples and --threads must be at least 1")
+    dataset = read_optional(data, text_column, text_pair_column, label_column, score_column)
+    overrides = ParityThresholds(min_cosine=min_cosine, max_drop=max_drop)
+    row, run = verify_emulated(load_artifact(artifact), dataset, samples=samples, threads=threads, reference=reference, overrides=overrides)
+    examples = min(samples, len(dataset))
+    latency = {"per_batch_median_ms": statistics.median(run.latency_ms), "per_example_ms": sum(run.latency_ms) / examples,
+               "batches": len(run.latency_ms), "note": "emulated: not a device figure"}
+    if as_json:
+        print(json.dumps({**dataclasses.asdict(row), "passed": row.passed, "runtime": run.runtime, "examples": examples,
+                          "emulated_latency": latency}, indent=2))
+    else:
+        rows = [[c, f"{row.metrics[c]:.6g}"] for c in LEDGER_COLUMNS if c in row.metrics]
+        stdout.print(table(f"{artifact} on {run.runtime}, {examples} examples of {data}", ["metric", "value"], rows))
+        stdout.print(table("error statistics per output", *statistics_table(row.metrics)))
+        stdout.print(f"emulated latency (NOT a device figure; qemu runs 100-500x slower): median {latency['per_batch_median_ms']:.0f} ms "
+                     f"per batch, {latency['per_example_ms']:.0f} ms per example over {latency['batches']} batches")
+        stdout.print("PASS" if row.passed else "FAIL: " + "; ".join(row.failures))
+    if not row.passed:
+        raise typer.Exit(1)
