@@ -27,7 +27,7 @@ from edgec.inference import collect_outputs, encode_batches, replay_forward, tor
 from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_stages
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.report import write_reports
-from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source
+from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
 from edgec.stages.distill import distill
 from edgec.stages.export import export
 from edgec.stages.optimize import optimize
@@ -267,10 +267,6 @@ def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None
     return ort_forward(session)({k: v.astype(np.int64) for k, v in encoded.items()})
 
 
-# sentence-transformers files that describe pooling and normalization; a pruned folder keeps them.
-_SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
-
-
 def compress(
     model: str | Path,
     recipe: Recipe,
@@ -306,11 +302,4 @@ def compress(
 def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:
     """Write a pruned model as a Hugging Face folder: weights (transformers' layout), tokenizer, pooling."""
     layout = {k: summary[k] for k in ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after")}
-    surgery.standard_layout(pruned.model, layout).save_pretrained(folder, safe_serialization=True)
-    pruned.tokenizer.save_pretrained(folder)
-    for name in _SENTENCE_TRANSFORMERS_FILES:
-        if (pruned.path / name).is_file():
-            shutil.copy2(pruned.path / name, folder / name)
-    for module_dir in pruned.path.glob("*_*"):  # sentence-transformers module folders, e.g. 1_Pooling
-        if module_dir.is_dir() and (module_dir / "config.json").is_file():
-            shutil.copytree(module_dir, folder / module_dir.name)
+    save_model(pruned, folder, model=surgery.standard_layout(pruned.model, layout))

@@ -13,6 +13,8 @@ PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 TASKS = ("feature-extraction", "sequence-classification", "token-classification", "question-answering")
 PRUNE_UNITS = ("heads", "ffn")
+SCHEDULES = ("linear", "cosine")
+TRAIN_PRECISIONS = ("bf16", "fp16", "fp32")
 
 T = TypeVar("T")
 
@@ -91,6 +93,47 @@ class PruneConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How edgec's one training loop runs (fine-tuning and distillation alike)."""
+
+    steps: int = 1000
+    """Most optimizer steps."""
+    minutes: float | None = None
+    """Wall-time budget; training stops at whichever of steps and minutes comes first."""
+    batch_size: int = 32
+    """Examples per micro-batch (an optimizer step sees batch_size x accumulation of them)."""
+    accumulation: int = 1
+    """Micro-batches whose gradients are summed before each optimizer step."""
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    """Share of the budget with a linearly rising learning rate, then the schedule's decay to zero."""
+    schedule: str = "linear"
+    """Decay after warmup: linear or cosine."""
+    eval_every: int = 100
+    """Optimizer steps between evaluations (early stop, best checkpoint kept)."""
+    patience: int = 5
+    """Evaluations without improvement before training stops."""
+    max_grad_norm: float = 1.0
+    precision: str = "bf16"
+    """Autocast: bf16 (AMX/VNNI on CPU, tensor cores on GPU), fp16 with loss scaling (GPU only), or fp32.
+    Weights and optimizer state stay fp32."""
+    max_length: int = 128
+    """Longest tokenized training text."""
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1, f"training steps must be at least 1, got {self.steps}")
+        _require(self.minutes is None or self.minutes > 0, f"training minutes must be > 0, got {self.minutes}")
+        _require(self.batch_size >= 1 and self.accumulation >= 1, "batch_size and accumulation must be at least 1")
+        _require(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        _require(0 <= self.warmup < 1, f"warmup must be a share of the budget in [0, 1), got {self.warmup}")
+        _require(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        _require(self.precision in TRAIN_PRECISIONS, f"unknown training precision {self.precision!r}; use one of {', '.join(TRAIN_PRECISIONS)}")
+        _require(self.max_length >= 8, f"max_length must be at least 8, got {self.max_length}")
+        _require(self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DistillConfig:
     """Recovering accuracy by training the pruned student against the uncompressed teacher."""
 
@@ -102,7 +145,7 @@ class DistillConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
     warmup: float = 0.06
-    """Share of the steps with a linearly rising learning rate (then linear decay to zero)."""
+    """Share of the budget with a linearly rising learning rate (then linear decay to zero)."""
     max_length: int = 128
     """Longest tokenized training text."""
     hidden_weight: float = 1.0
@@ -118,15 +161,15 @@ class DistillConfig:
     """bf16 autocast (AMX/VNNI on CPU, tensor cores on GPU); weights and optimizer stay fp32."""
 
     def __post_init__(self) -> None:
-        _require(self.steps >= 1, f"distill steps must be at least 1, got {self.steps}")
-        _require(self.minutes is None or self.minutes > 0, f"distill minutes must be > 0, got {self.minutes}")
-        _require(self.batch_size >= 1, f"distill batch_size must be at least 1, got {self.batch_size}")
-        _require(0 < self.learning_rate < 1, f"distill learning_rate must be in (0, 1), got {self.learning_rate}")
-        _require(0 <= self.warmup < 1, f"distill warmup must be a share of the steps in [0, 1), got {self.warmup}")
-        _require(self.max_length >= 8, f"distill max_length must be at least 8, got {self.max_length}")
+        self.training()  # the shared loop's settings validate themselves
         _require(self.hidden_weight >= 0, f"distill hidden_weight must be >= 0, got {self.hidden_weight}")
         _require(self.temperature > 0, f"distill temperature must be > 0, got {self.temperature}")
-        _require(self.eval_every >= 1 and self.patience >= 1, "distill eval_every and patience must be at least 1")
+
+    def training(self) -> TrainConfig:
+        """The training loop's settings for this distillation."""
+        names = ("steps", "minutes", "batch_size", "learning_rate", "weight_decay", "warmup", "max_length", "eval_every",
+                 "patience", "max_grad_norm")
+        return TrainConfig(**{n: getattr(self, n) for n in names}, precision="bf16" if self.bf16 else "fp32")
 
 
 @dataclass(frozen=True, kw_only=True)

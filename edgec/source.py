@@ -200,8 +200,14 @@ def find_weights(path: Path, allow_pickle: bool) -> tuple[Path, ...]:
     raise InputError(f"{path} has no model weights (*.safetensors); pass a folder written by save_pretrained")
 
 
-def load_source(model: str | Path, *, task: str | None = None, options: LoadOptions = LoadOptions()) -> Source:
-    """Load and check a model folder; every problem is an InputError that names the fix."""
+def load_source(
+    model: str | Path, *, task: str | None = None, options: LoadOptions = LoadOptions(), labels: tuple[str, ...] | None = None,
+) -> Source:
+    """Load and check a model folder; every problem is an InputError that names the fix.
+
+    `labels` (class names in id order) gives a classifier a head of that many classes, newly initialized
+    where the checkpoint's head differs: the start of fine-tuning.
+    """
     trust_remote_code, allow_pickle = options.trust_remote_code, options.allow_pickle
     path = resolve_model_dir(model)
     config = read_config(path)
@@ -217,7 +223,7 @@ def load_source(model: str | Path, *, task: str | None = None, options: LoadOpti
         raise InputError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     weight_files = find_weights(path, allow_pickle)
     tokenizer = _load_tokenizer(path, trust_remote_code)
-    module = _load_module(path, task, trust_remote_code, allow_pickle)
+    module = _load_module(path, task, trust_remote_code, allow_pickle, labels)
     # A pruned model saved in transformers' fixed-width layout carries zero-weight padding units
     # (surgery.standard_layout); removing them is exact and gives back the smaller matrices.
     remove_dead_units(module)
@@ -234,9 +240,13 @@ def _load_tokenizer(path: Path, trust_remote_code: bool):
         raise InputError(f"{path}: the tokenizer does not load ({_first_line(exc)}); save it beside the model") from None
 
 
-def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: bool) -> torch.nn.Module:
+def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: bool, labels: tuple[str, ...] | None) -> torch.nn.Module:
     import transformers
 
+    head = {} if labels is None else {
+        "num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)},
+        "ignore_mismatched_sizes": True,
+    }
     auto_class = {
         "feature-extraction": transformers.AutoModel,
         "sequence-classification": transformers.AutoModelForSequenceClassification,
@@ -252,6 +262,7 @@ def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: b
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
             output_loading_info=True,
+            **head,
         )
     except Exception as exc:  # noqa: BLE001
         raise InputError(
@@ -270,3 +281,25 @@ def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: b
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
+
+
+# sentence-transformers files that describe pooling and normalization; a saved embedding model keeps them.
+_SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def save_model(source: Source, folder: Path, model: torch.nn.Module | None = None) -> None:
+    """A Hugging Face folder: weights (`model`, default source.model), tokenizer, and (embedding models)
+    the sentence-transformers files that say how to pool and normalize."""
+    (model or source.model).save_pretrained(folder, safe_serialization=True)
+    source.tokenizer.save_pretrained(folder)
+    if source.task != "feature-extraction":  # a classifier made from an embedding checkpoint is no longer one
+        return
+    for name in _SENTENCE_TRANSFORMERS_FILES:
+        if (source.path / name).is_file():
+            (folder / name).write_bytes((source.path / name).read_bytes())
+    for module_dir in source.path.glob("*_*"):  # sentence-transformers module folders, e.g. 1_Pooling
+        if module_dir.is_dir() and (module_dir / "config.json").is_file():
+            (folder / module_dir.name).mkdir(exist_ok=True)
+            for file in module_dir.iterdir():
+                if file.is_file():
+                    (folder / module_dir.name / file.name).write_bytes(file.read_bytes())

@@ -9,8 +9,9 @@ import typer
 
 from edgec.api import build as build_artifact
 from edgec.cli.common import (
-    Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, LabelColumn, Prune, PruneRescale, PruneUnits,
-    ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, front_end, read_optional, stage_progress, stdout, table,
+    AllowPickle, Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, Force, LabelColumn, Prune,
+    PruneRescale, PruneUnits, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
+    front_end, read_optional, stage_progress, stdout, table,
 )
 from edgec.errors import ParityError
 from edgec.recipe import ParityThresholds, QuantConfig, Recipe
@@ -56,9 +57,9 @@ def build(
     max_seq_len: Annotated[int | None, typer.Option(help="TensorRT: longest sequence the engine accepts; also truncates inputs.")] = None,
     require_engine: Annotated[bool, typer.Option("--require-engine", help="TensorRT: fail unless the engine is built here.")] = False,
     fp16_onnx: Annotated[bool, typer.Option("--fp16-onnx", help="TensorRT fp16: write an fp16 ONNX, not fp32 + the FP16 flag.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model folder's own Python code.")] = False,
-    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, which can run code.")] = False,
+    force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
 ) -> None:
     """Compile a model for a target and verify it against the uncompressed model."""
     prune_config, distill_config = front_end(

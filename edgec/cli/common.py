@@ -40,6 +40,9 @@ def errors_to_exit_codes(command: F) -> F:
 TextColumn = Annotated[str | None, typer.Option("--text-column", help="CSV/TSV column holding the text (default: text).")]
 TextPairColumn = Annotated[str | None, typer.Option("--text-pair-column", help="CSV/TSV column holding the second text.")]
 LabelColumn = Annotated[str | None, typer.Option("--label-column", help="CSV/TSV column holding the class label.")]
+Force = Annotated[bool, typer.Option(help="Replace --out if it exists.")]
+TrustRemoteCode = Annotated[bool, typer.Option(help="Allow the model folder's own Python code.")]
+AllowPickle = Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, which can run code.")]
 ScoreColumn = Annotated[str | None, typer.Option("--score-column", help="CSV/TSV column holding a similarity score.")]
 
 

@@ -9,8 +9,9 @@ import typer
 
 from edgec.api import compress
 from edgec.cli.common import (
-    Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, LabelColumn, Prune, PruneRescale, PruneUnits,
-    ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, front_end, read_optional, stage_progress, stdout, table,
+    AllowPickle, Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, Force, LabelColumn, Prune,
+    PruneRescale, PruneUnits, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
+    front_end, read_optional, stage_progress, stdout, table,
 )
 from edgec.recipe import QuantConfig, Recipe
 from edgec.report import distillation_row, format_ledger, pruning_rows
@@ -41,9 +42,9 @@ def prune(
     text_pair_column: TextPairColumn = None,
     label_column: LabelColumn = None,
     score_column: ScoreColumn = None,
-    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model folder's own Python code.")] = False,
-    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, which can run code.")] = False,
+    force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
 ) -> None:
     """Remove heads and FFN neurons (and distill), writing a folder transformers' AutoModel loads."""
     prune_config, distill_config = front_end(

@@ -187,21 +187,3 @@ def test_distill_stage_needs_training_text(sources, tmp_path):
     source = sources["feature-extraction"]
     with pytest.raises(ConfigError, match="--distill FILE"):
         distill(_context(source, damaged(source.model), None, tmp_path))
-
-
-def test_schedule_follows_the_clock_when_minutes_end_the_run_first():
-    import time
-
-    from edgec.stages.distill import _schedule
-
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
-    # Half of a one-minute budget gone, a step cap that would never be reached: past warmup, halfway down.
-    config = DistillConfig(steps=100_000, minutes=1.0, warmup=0.1)
-    scheduler = _schedule(optimizer, config, 1, time.perf_counter() - 30)
-    assert 0.5 < scheduler.get_last_lr()[0] < 0.6
-    steps_only = _schedule(optimizer, DistillConfig(steps=100, warmup=0.1), 1, time.perf_counter())
-    assert steps_only.get_last_lr()[0] == 0.0  # warmup starts from zero
-    for _ in range(10):
-        optimizer.step()
-        steps_only.step()
-    assert steps_only.get_last_lr()[0] == pytest.approx(1.0)

@@ -1,0 +1,66 @@
+"""edgec finetune MODEL --data train.jsonl --eval dev.jsonl --task T --minutes M --out DIR"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgec.cli.common import (
+    AllowPickle, Force, LabelColumn, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
+    read_optional, stage_progress, stdout, table,
+)
+from edgec.finetune import FINETUNE_TASKS, finetune as run_finetune
+from edgec.recipe import TrainConfig
+from edgec.source import LoadOptions
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(errors_to_exit_codes(finetune))
+
+
+def finetune(
+    model: Annotated[str, typer.Argument(help="Pretrained Hugging Face model folder.")],
+    data: Annotated[Path, typer.Option(help="Labelled training data (.jsonl/.csv/.tsv): label per text, or text_pair + score.")],
+    eval_data: Annotated[Path, typer.Option("--eval", help="Labelled eval data; the best checkpoint on it is kept.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fine-tuned model.")],
+    task: Annotated[str, typer.Option(help=f"{' or '.join(FINETUNE_TASKS)} (sentence-pair similarity).")] = "sequence-classification",
+    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
+    steps: Annotated[int, typer.Option(help="Most optimizer steps.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 32,
+    accumulation: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-5,
+    warmup: Annotated[float, typer.Option(help="Share of the budget spent warming up.")] = 0.06,
+    schedule: Annotated[str, typer.Option(help="Decay after warmup: linear or cosine.")] = "linear",
+    precision: Annotated[str, typer.Option(help="Autocast: bf16, fp16 (GPU, loss scaling) or fp32.")] = "bf16",
+    eval_every: Annotated[int, typer.Option(help="Optimizer steps between evaluations.")] = 100,
+    patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping.")] = 5,
+    max_length: Annotated[int, typer.Option(help="Longest tokenized training text.")] = 128,
+    text_column: TextColumn = None,
+    text_pair_column: TextPairColumn = None,
+    label_column: LabelColumn = None,
+    score_column: ScoreColumn = None,
+    force: Force = False,
+    trust_remote_code: TrustRemoteCode = False,
+    allow_pickle: AllowPickle = False,
+) -> None:
+    """Fine-tune a pretrained model on labelled data, keeping the checkpoint that scores best on --eval."""
+    config = TrainConfig(
+        steps=steps, minutes=minutes, batch_size=batch_size, accumulation=accumulation, learning_rate=lr, warmup=warmup,
+        schedule=schedule, precision=precision, eval_every=eval_every, patience=patience, max_length=max_length,
+    )
+    columns = (text_column, text_pair_column, label_column, score_column)
+    with stage_progress() as on_stage:
+        on_stage("finetune")
+        record = run_finetune(
+            model, task=task, train_data=read_optional(data, *columns), eval_data=read_optional(eval_data, *columns),
+            config=config, out=out, force=force, load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
+        )
+    rows = [
+        ["task / metric", f"{record['task']} / {record['metric']} on {record['eval_data']} ({record['eval_examples']} examples)"],
+        ["score", f"{record['start_score']:.2f} at the start -> {record['best_score']:.2f} (best, step {record['best_step']})"],
+        ["training", f"{record['steps']} steps in {record['seconds']:.0f} s on {record['train_examples']} examples, stopped by {record['stopped']}"],
+        ["saved", f"{out} (the best checkpoint; run record in edgec_finetune.json)"],
+    ]
+    stdout.print(table(f"edgec finetune: {model}", ["", ""], rows))

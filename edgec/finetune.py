@@ -1,0 +1,133 @@
+"""edgec finetune: train a pretrained model on labelled data ("train large") through edgec's one training loop.
+
+Two tasks: sequence classification (cross-entropy on class labels) and sentence-pair similarity for an
+embedding model (the cosine of the two pooled embeddings regressed onto the pair's score, as
+sentence-transformers' CosineSimilarityLoss does). The result is a Hugging Face folder that edgec build,
+prune and transformers all load as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+
+from edgec.artifact import check_output_path, staged_output
+from edgec.data import Dataset
+from edgec.errors import ConfigError, InputError
+from edgec.inference import collect_outputs, encode_batches, torch_forward
+from edgec.recipe import TrainConfig
+from edgec.source import LoadOptions, Pooling, Source, TaskModule, load_source, save_model, task_outputs
+from edgec.stages.verify import eval_texts, label_ids, task_metric
+from edgec.training import TrainResult, shuffled_loader, train
+
+FINETUNE_TASKS = ("sequence-classification", "feature-extraction")
+RECORD_FILE = "edgec_finetune.json"
+
+
+def finetune(
+    model: str | Path, *, task: str, train_data: Dataset, eval_data: Dataset, config: TrainConfig, out: str | Path,
+    force: bool = False, load: LoadOptions = LoadOptions(), seed: int = 0,
+) -> dict:
+    """Fine-tune `model` for `task` on `train_data`, keep the weights that score best on `eval_data`, save them to `out`.
+
+    Returns what the run did (also written to OUT/edgec_finetune.json).
+    """
+    out = Path(out)
+    check_output_path(out, force=force)
+    labels = class_labels(train_data) if task == "sequence-classification" else None
+    _check_data(task, train_data, "training"), _check_data(task, eval_data, "eval")
+    source = load_source(model, task=task, options=load, labels=labels)
+    config = dataclasses.replace(config, max_length=min(config.max_length, source.max_length))
+    evaluate, metric = _evaluator(source, eval_data)
+    loss, loader = _objective(source, train_data, config, seed)
+    result = train(source.model, loss, loader, config, evaluate, seed=seed, dropout=True)
+    record = _record(task, metric, train_data, eval_data, config, result)
+    state = PartialState()  # under `accelerate launch` every process trains; one writes the folder
+    if state.is_main_process:
+        with staged_output(out, force=force) as staging:
+            save_model(dataclasses.replace(source, model=result.model), staging)
+            (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    state.wait_for_everyone()
+    return record
+
+
+def class_labels(data: Dataset) -> tuple[str, ...]:
+    """Class names in id order: integer labels must already be the ids 0..N-1; names are sorted."""
+    values = {e.label for e in data.examples}
+    if all(isinstance(v, int) for v in values):
+        if values != set(range(len(values))):
+            raise InputError(f"{data.source}: integer labels must be the class ids 0..{len(values) - 1}, got {sorted(values)[:10]}")
+        return tuple(str(i) for i in range(len(values)))
+    return tuple(sorted(str(v) for v in values))
+
+
+def _check_data(task: str, data: Dataset, role: str) -> None:
+    if task not in FINETUNE_TASKS:
+        raise ConfigError(f"edgec finetune trains {' or '.join(FINETUNE_TASKS)}, not {task}; pass --task")
+    if task == "sequence-classification" and not data.has_labels:
+        raise InputError(f"{data.source}: classification {role} data needs a label on every example")
+    if task == "feature-extraction" and not (data.has_pairs and data.has_scores):
+        raise InputError(f"{data.source}: similarity {role} data needs text, text_pair and score on every example")
+
+
+def _evaluator(source: Source, data: Dataset) -> tuple[Callable[[torch.nn.Module], float], str]:
+    """The task metric on the eval data (accuracy % or Spearman x100): what the best checkpoint is chosen by."""
+    batches = encode_batches(source.tokenizer, eval_texts(source.task, data), max_length=source.max_length)
+    label2id = {name: i for i, name in (source.model.config.id2label or {}).items()} if source.task != "feature-extraction" else {}
+    labels = label_ids(data, {str(k): v for k, v in label2id.items()})
+
+    def evaluate(model: torch.nn.Module) -> float:
+        forward = torch_forward(TaskModule(model, source.task, source.pooling), source.input_names, source.output_names)
+        return next(iter(task_metric(source.task, collect_outputs(forward, batches, token_level=False), data, labels).values()))
+
+    return evaluate, "accuracy" if source.task == "sequence-classification" else "spearman"
+
+
+def _objective(source: Source, data: Dataset, config: TrainConfig, seed: int):
+    """The loss and the shuffled loader of training batches for the source's task."""
+    tokenizer, names = source.tokenizer, source.input_names
+
+    def encode(texts: list[str], pairs: list[str] | None = None) -> dict[str, torch.Tensor]:
+        encoded = tokenizer(texts, pairs, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt")
+        return {name: encoded[name] for name in names}
+
+    if source.task == "sequence-classification":
+        label2id = {name: i for i, name in source.model.config.id2label.items()}
+
+        def collate(batch):
+            pairs = [e.text_pair for e in batch] if batch[0].text_pair is not None else None
+            return {**encode([e.text for e in batch], pairs), "labels": torch.tensor([label2id[str(e.label)] for e in batch])}
+
+        def loss(model, batch):
+            logits = model(**{name: batch[name] for name in names}).logits
+            return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+    else:
+        low, high = min(e.score for e in data.examples), max(e.score for e in data.examples)
+        pooling = source.pooling or Pooling()
+
+        def collate(batch):
+            scores = torch.tensor([(e.score - low) / max(high - low, 1e-12) for e in batch], dtype=torch.float32)
+            return {"a": encode([e.text for e in batch]), "b": encode([e.text_pair for e in batch]), "score": scores}
+
+        def loss(model, batch):
+            # Cosine of the two pooled embeddings regressed onto the pair's score scaled to [0, 1].
+            a, b = (task_outputs(model(**batch[side]), "feature-extraction", pooling, batch[side]["attention_mask"])[0] for side in "ab")
+            cosine = torch.nn.functional.cosine_similarity(a.float(), b.float())
+            return torch.nn.functional.mse_loss(cosine, batch["score"])
+
+    return loss, shuffled_loader(list(data.examples), collate, config.batch_size, seed)
+
+
+def _record(task: str, metric: str, train_data: Dataset, eval_data: Dataset, config: TrainConfig, result: TrainResult) -> dict:
+    return {
+        "task": task, "metric": metric, "train_data": train_data.source, "train_examples": len(train_data),
+        "eval_data": eval_data.source, "eval_examples": len(eval_data), "config": dataclasses.asdict(config),
+        "start_score": result.history[0][1], "best_score": result.best_score, "best_step": result.best_step,
+        "steps": result.steps, "stopped": result.stopped, "seconds": round(result.seconds, 1),
+        "history": [list(h) for h in result.history], "losses": [list(loss) for loss in result.losses],
+    }

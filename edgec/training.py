@@ -1,0 +1,238 @@
+"""edgec's one training loop: fine-tuning and distillation both run through `train`.
+
+The loop is written against accelerate.Accelerator, so the same code runs on one CPU, one GPU, or
+many GPUs under `accelerate launch` / `torchrun` (data parallel): evaluation and checkpoint choice
+happen on the main process and every decision to stop is broadcast, so all processes leave the
+loop at the same step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import broadcast_object_list
+from torch.optim.lr_scheduler import LambdaLR
+
+from edgec.errors import ConfigError
+from edgec.recipe import TrainConfig
+
+log = logging.getLogger("edgec")
+
+Loss = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+"""(the prepared model, a batch on its device) -> scalar loss, computed under the loop's autocast."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training left: the best-scoring weights and how the run went."""
+
+    model: torch.nn.Module
+    """A new fp32 module in eval mode holding the best weights (the input model is not touched)."""
+    steps: int
+    """Optimizer steps run."""
+    best_step: int
+    """Step whose weights were kept (0: training never beat the start)."""
+    best_score: float
+    stopped: str
+    """Why training ended: "steps", "minutes" or "early-stop"."""
+    seconds: float
+    history: tuple[tuple[int, float], ...]
+    """(step, score) of every evaluation, step 0 first."""
+    losses: tuple[tuple[int, float], ...]
+    """(step, mean training loss since the previous evaluation) at every evaluation after the first."""
+
+
+def train(
+    model: torch.nn.Module, loss: Loss, loader, config: TrainConfig, evaluate: Callable[[torch.nn.Module], float],
+    *, seed: int, dropout: bool,
+) -> TrainResult:
+    """Train a copy of `model` on `loader`'s batches to minimise `loss`; return the copy with its best weights.
+
+    `evaluate` scores a CPU fp32 model in eval mode (higher is better); it runs before training, every
+    `config.eval_every` optimizer steps and at the end. Training stops at `config.steps`, after
+    `config.minutes`, or after `config.patience` evaluations without improvement, whichever comes first.
+    `dropout` trains in train mode (fine-tuning); without it the model stays in eval mode (distillation
+    fits a fixed teacher function, where dropout noise would only slow the fit).
+    """
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    accelerator = _accelerator(config.precision, config.accumulation)
+    keeper = _Keeper(copy.deepcopy(model).float().eval(), evaluate, accelerator)
+    trained = copy.deepcopy(model).float().train(dropout)
+    optimizer = torch.optim.AdamW(_param_groups(trained, config.weight_decay), lr=config.learning_rate)
+    scheduler = schedule(optimizer, config, accelerator.num_processes, started)
+    trained, optimizer, loader, scheduler = accelerator.prepare(trained, optimizer, loader, scheduler)
+    run = _Run(accelerator, trained, optimizer, scheduler, loss, config)
+    try:
+        deadline = started + config.minutes * 60 if config.minutes is not None else math.inf
+        steps, stopped, losses = _loop(run, loader, keeper, deadline)
+    finally:
+        accelerator.free_memory()
+    return TrainResult(
+        model=keeper.best_model(), steps=steps, best_step=keeper.best_step, best_score=keeper.best_score,
+        stopped=stopped, seconds=time.perf_counter() - started, history=tuple(keeper.history), losses=tuple(losses),
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The prepared training objects of one run."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loss: Loss
+    config: TrainConfig
+
+    def micro_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, bool]:
+        """One micro-batch; returns its loss and whether an optimizer step happened (the last of an accumulation)."""
+        # Under accumulate(), backward skips the gradient all-reduce and the prepared optimizer and scheduler
+        # skip their step on every micro-batch but the last of an accumulation.
+        with self.accelerator.accumulate(self.model):
+            with self.accelerator.autocast():  # also covers a loss that runs a model of its own (a teacher)
+                value = self.loss(self.model, batch)
+            self.accelerator.backward(value)
+            if self.accelerator.sync_gradients:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return float(value.detach()), self.accelerator.sync_gradients
+
+
+def _loop(run: _Run, loader, keeper: _Keeper, deadline: float) -> tuple[int, str, list[tuple[int, float]]]:
+    """The optimizer loop; returns (steps run, why it stopped, mean loss per evaluation interval)."""
+    config = run.config
+    keeper.check(0, run.model)  # the start: the kept model can never be worse than it
+    step, stopped, running, losses = 0, None, [], []
+    for batch in _cycle(loader):
+        value, stepped = run.micro_step(batch)
+        running.append(value)
+        if not stepped:
+            continue
+        step += 1
+        if step % config.eval_every == 0 or step == config.steps:
+            losses.append((step, sum(running) / len(running)))
+            running = []
+            keeper.check(step, run.model)
+        stopped = _agreed(run.accelerator, _stop_reason(step, keeper.stale, config, deadline))
+        if stopped:
+            break
+    if keeper.last_step != step:  # stopped by the clock between evaluations
+        losses.append((step, sum(running) / max(len(running), 1)))
+        keeper.check(step, run.model)
+    return step, stopped, losses
+
+
+def _stop_reason(step: int, stale: int, config: TrainConfig, deadline: float) -> str | None:
+    if step >= config.steps:
+        return "steps"
+    if stale >= config.patience:
+        return "early-stop"
+    if time.perf_counter() >= deadline:
+        return "minutes"
+    return None
+
+
+class _Keeper:
+    """Scores the weights on the main process and keeps the best; every process keeps the same copy."""
+
+    def __init__(self, model: torch.nn.Module, evaluate: Callable[[torch.nn.Module], float], accelerator: Accelerator):
+        self.model, self.evaluate, self.accelerator = model, evaluate, accelerator
+        self.history: list[tuple[int, float]] = []
+        self.last_step = -1  # on every process (history is the main process's alone)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_step, self.best_score, self.stale = 0, -math.inf, 0
+
+    def check(self, step: int, trained: torch.nn.Module) -> None:
+        state = self.accelerator.get_state_dict(trained)  # a collective where weights are sharded
+        improved = False
+        if self.accelerator.is_main_process:
+            self.model.load_state_dict(state)
+            score = float(self.evaluate(self.model))
+            self.history.append((step, score))
+            improved = self.best_state is None or score > self.best_score  # the start is kept even if it scores nan
+            self.stale = 0 if improved else self.stale + 1
+            self.best_score = score if improved else self.best_score
+            log.info("training step %d: score %.4f (best %.4f)", step, score, self.best_score)
+        self.last_step = step
+        if _agreed(self.accelerator, improved):
+            self.best_step = step
+            self.best_state = {name: value.detach().to("cpu", copy=True) for name, value in state.items()}
+
+    def best_model(self) -> torch.nn.Module:
+        self.model.load_state_dict(self.best_state)
+        return self.model.eval()
+
+
+def _accelerator(precision: str, accumulation: int) -> Accelerator:
+    mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
+    if mixed == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("fp16 training (with loss scaling) needs a GPU; use bf16 on a CPU")
+    # AcceleratorState is a process-wide singleton that refuses a second, different mixed precision,
+    # yet one process may train several models (tests, notebooks). Forget the old choice but keep
+    # the distributed set-up (PartialState) that `accelerate launch` made.
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=accumulation)
+
+
+def schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, processes: int, started: float) -> LambdaLR:
+    """Linear warmup, then linear or cosine decay to zero over the run's budget: the steps, or the clock
+    where minutes end the run first.
+
+    With only a step count, a minutes budget far below it would leave the rate in warmup all run long
+    (a sweep with steps=100000 and 4 minutes trained at ~2% of the peak rate). Following the clock makes
+    a minutes-bound run depend on the machine's speed; a steps-bound run stays reproducible.
+    A prepared scheduler steps once per process per optimizer step, so steps are counted in those.
+    """
+    budget = config.minutes * 60 if config.minutes is not None else math.inf
+
+    def factor(step: int) -> float:
+        progress = min(1.0, max(step / (config.steps * processes), (time.perf_counter() - started) / budget))
+        if progress < config.warmup:
+            return progress / config.warmup
+        decay = (progress - config.warmup) / (1.0 - config.warmup)  # 0 -> 1 after warmup
+        return 0.5 * (1.0 + math.cos(math.pi * decay)) if config.schedule == "cosine" else max(0.0, 1.0 - decay)
+
+    return LambdaLR(optimizer, factor)
+
+
+def _agreed(accelerator: Accelerator, value):
+    """The main process's `value`, on every process: all processes stop, or keep weights, together."""
+    if accelerator.num_processes == 1:
+        return value
+    return broadcast_object_list([value], from_process=0)[0]
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    # Biases and LayerNorm scales (the 1-D parameters) are not decayed, as in BERT's own recipe.
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def _cycle(loader) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches without end, reshuffled every epoch (set_epoch: accelerate's samplers seed by epoch)."""
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def shuffled_loader(items: list, collate: Callable[[list], dict[str, torch.Tensor]], batch_size: int, seed: int):
+    """Batches of `items`, reshuffled every epoch from `seed`, turned into tensors by `collate`."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(list(items), batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
