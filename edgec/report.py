@@ -191,6 +191,30 @@ def parity_plot_png(manifest: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+def sweep_plot_png(rows: list[dict[str, Any]]) -> bytes:
+    """Task metric against latency, one bubble per artifact (area ~ file size), the Pareto front joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    sizes = [max(r["size_mb"], 0.01) for r in rows]
+    scale = 900.0 / max(sizes)
+    ax.scatter([r["latency_ms"] for r in rows], [r["value"] for r in rows], s=[20 + s * scale for s in sizes],
+               c=["tab:orange" if r["pareto"] else "tab:blue" for r in rows], alpha=0.6, edgecolors="black")
+    for r in rows:
+        ax.annotate(r["name"], (r["latency_ms"], r["value"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    front = sorted((r["latency_ms"], r["value"]) for r in rows if r["pareto"])
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="tab:orange", linewidth=1, label="Pareto front")
+    ax.set_xlabel("latency ms (p50, this machine)")
+    ax.set_ylabel(rows[0]["metric"])
+    ax.set_title("edgec sweep: metric vs latency (bubble area ~ file size)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def write_reports(folder: Path, manifest: dict[str, Any]) -> None:
     """Write report.md, report.html and parity.png into the artifact folder."""
     header, rows = ledger_table(manifest)

@@ -23,3 +23,12 @@ def fewest_passing(count: int, passes: Callable[[int], bool]) -> int | None:
         middle = (failing + passing) // 2
         failing, passing = (failing, middle) if passes(middle) else (middle, passing)
     return passing
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """Which (cost, value) points no other point beats: none has lower-or-equal cost and higher-or-equal value
+    with one of the two strictly better. Lower cost and higher value are better (latency vs accuracy)."""
+    return [
+        not any(c <= cost and v >= value and (c < cost or v > value) for c, v in points)
+        for cost, value in points
+    ]
