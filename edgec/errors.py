@@ -27,3 +27,9 @@ class ParityError(EdgecError):
     """The artifact's outputs drifted from the uncompressed model beyond the thresholds."""
 
     exit_code = 1
+
+
+class BudgetError(EdgecError):
+    """A budgeted search found no artifact within every budget (the closest one is saved)."""
+
+    exit_code = 1

@@ -59,3 +59,17 @@ def test_clinc150_classifier_rejects_bad_data(tmp_path):
         result = subprocess.run([sys.executable, script, "--out", str(tmp_path / "m"), "--data", str(data)],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_train_large_then_compress_runs(tiny_models, data_files, tmp_path):
+    """The proof's whole path on two tiny models: fine-tune both, sweep both, one chart and a verdict."""
+    command = [sys.executable, str(ROOT / "examples" / "train_large_then_compress.py"), "--small", str(tiny_models("bert")),
+               "--large", str(tiny_models("roberta")), "--train", str(data_files["labels"]), "--dev", str(data_files["labels"]),
+               "--text-column", "text", "--minutes", "1", "--steps", "6", "--eval-every", "3", "--prune", "0,0.5",
+               "--precision", "fp32", "--runs", "3", "--seq-len", "8", "--out", str(tmp_path / "proof")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    proof = json.loads((tmp_path / "proof" / "proof.json").read_text())
+    assert len(proof["small"]["artifacts"]) == len(proof["large"]["artifacts"]) == 2
+    assert proof["verdict"]["small_best"] in {r["name"] for r in proof["small"]["artifacts"]}
+    assert (tmp_path / "proof" / "proof.png").read_bytes()[:4] == b"\x89PNG" and "chart:" in result.stdout

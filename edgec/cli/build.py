@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from edgec.api import build as build_artifact
+from edgec.bench import BenchConfig
 from edgec.cli.common import (
     AllowPickle, Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, Force, LabelColumn, Prune,
     PruneRescale, PruneUnits, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
-    front_end, read_optional, stage_progress, stdout, table,
+    front_end, numbers, read_optional, stage_progress, stdout, table,
 )
-from edgec.errors import ParityError
+from edgec.errors import BudgetError, ConfigError, ParityError
 from edgec.recipe import ParityThresholds, QuantConfig, Recipe
 from edgec.report import ledger_table, summary_rows
+from edgec.search import Budgets, search, unmet_message
 from edgec.source import LoadOptions
 
 
@@ -57,6 +60,12 @@ def build(
     max_seq_len: Annotated[int | None, typer.Option(help="TensorRT: longest sequence the engine accepts; also truncates inputs.")] = None,
     require_engine: Annotated[bool, typer.Option("--require-engine", help="TensorRT: fail unless the engine is built here.")] = False,
     fp16_onnx: Annotated[bool, typer.Option("--fp16-onnx", help="TensorRT fp16: write an fp16 ONNX, not fp32 + the FP16 flag.")] = False,
+    max_latency_ms: Annotated[float | None, typer.Option(help="Search: p50 latency budget on this machine (see --seq-len).")] = None,
+    max_size_mb: Annotated[float | None, typer.Option(help="Search: model file size budget.")] = None,
+    search_prune: Annotated[str, typer.Option(help="Search: prune fractions tried.")] = "0,0.2,0.3,0.4,0.5,0.6,0.7",
+    search_samples: Annotated[int, typer.Option(help="Search: eval examples candidates are measured on.")] = 200,
+    seq_len: Annotated[int, typer.Option(help="Search: tokens per input when timing.")] = 128,
+    batch: Annotated[int, typer.Option(help="Search: batch size when timing.")] = 1,
     force: Force = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
@@ -78,12 +87,17 @@ def build(
     columns = (text_column, text_pair_column, label_column, score_column)
     calib_set, eval_set = read_optional(calib, *columns), read_optional(eval_data, *columns)
     train_set = read_optional(distill, *columns)
+    load = LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    if max_latency_ms is not None or max_size_mb is not None:
+        budgets = Budgets(max_drop=max_drop, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb)
+        bench = BenchConfig(batch=batch, seq_len=seq_len, threads=os.cpu_count() or 1, warmup=10, runs=100)
+        fractions = tuple(numbers(search_prune, "--search-prune"))
+        return search_build(model, target, budgets, recipe, calib_set, eval_set, train_set, out, bench, fractions, search_samples, force, load)
     with stage_progress() as on_stage:
         try:
             build_artifact(
                 model, target, recipe=recipe, calib=calib_set, eval=eval_set, train=train_set, out=out, force=force,
-                load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), tensorrt=tensorrt,
-                on_stage=on_stage,
+                load=load, tensorrt=tensorrt, on_stage=on_stage,
             )
         except ParityError:
             rejected = out.with_name(out.name + ".rejected")
@@ -91,6 +105,24 @@ def build(
                 print_summary(rejected)
             raise
     print_summary(out)
+
+
+def search_build(model, target, budgets, recipe, calib, eval_set, train, out, bench, fractions, samples, force, load) -> None:
+    """--max-latency-ms / --max-size-mb: the fastest candidate within every budget, built at --out (exit 1 if none)."""
+    if (eval_set or calib) is None:
+        raise ConfigError("a budgeted search measures the drop on data; pass --eval (or --calib)")
+    with stage_progress() as on_stage:
+        _, chosen, tried = search(model, target, budgets=budgets, recipe=recipe, calib=calib, eval=eval_set or calib, train=train,
+                                  out=out, bench=bench, fractions=fractions, samples=samples, force=force, load=load, on_stage=on_stage)
+    rows = [[c.name, f"{c.drop:.2f}", f"{c.latency_ms:.2f}", f"{c.size_mb:.1f}",
+             ", ".join(f"{k.removeprefix('max_')} +{v:.0%}" for k, v in c.over.items()) or "all met", "<-" if c is chosen else ""]
+            for c in tried]
+    examples = min(samples, len(eval_set or calib))
+    stdout.print(table(f"budgeted search ({examples} eval examples per candidate)", ["candidate", "drop", "latency ms", "size MB",
+                                                                                    "budgets", "chosen"], rows))
+    print_summary(out)
+    if chosen.over:
+        raise BudgetError(unmet_message(chosen, tried, out))
 
 
 def print_summary(folder: Path) -> None:

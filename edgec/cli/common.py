@@ -50,6 +50,14 @@ def read_optional(path: Path | None, text: str | None, pair: str | None, label: 
     return None if path is None else read_dataset(path, columns_from_options(text, pair, label, score))
 
 
+def numbers(text: str, option: str) -> list[float]:
+    """A comma-separated list of numbers from an option."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers, e.g. 0,0.3,0.5; got {text!r}") from None
+
+
 def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
     result = Table(title=title, title_justify="left")
     for name in header:

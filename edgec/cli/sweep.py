@@ -10,7 +10,7 @@ import typer
 from edgec.bench import BenchConfig
 from edgec.cli.common import (
     AllowPickle, Force, LabelColumn, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
-    read_optional, stage_progress, stdout, table,
+    numbers, read_optional, stage_progress, stdout, table,
 )
 from edgec.errors import ConfigError
 from edgec.source import LoadOptions
@@ -19,13 +19,6 @@ from edgec.sweep import sweep as run_sweep
 
 def register(app: typer.Typer) -> None:
     app.command("sweep")(errors_to_exit_codes(sweep))
-
-
-def _numbers(text: str, option: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"{option} takes comma-separated numbers, e.g. 0,0.3,0.5; got {text!r}") from None
 
 
 def sweep(
@@ -54,7 +47,7 @@ def sweep(
     columns = (text_column, text_pair_column, label_column, score_column)
     with stage_progress() as on_stage:
         rows = run_sweep(
-            model, target, fractions=_numbers(prune, "--prune"), precisions=[p.strip() for p in precision.split(",") if p.strip()],
+            model, target, fractions=numbers(prune, "--prune"), precisions=[p.strip() for p in precision.split(",") if p.strip()],
             calib=read_optional(calib, *columns), eval=read_optional(eval_data, *columns), out=out,
             bench=BenchConfig(batch=batch, seq_len=seq_len, threads=threads, warmup=10, runs=runs), force=force,
             load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), on_stage=on_stage,

@@ -1,0 +1,136 @@
+"""Budgeted search: the fastest artifact that meets every budget (metric drop, latency, size).
+
+`edgec build --max-latency-ms / --max-size-mb` searches prune fraction x precision. Candidates are built and
+measured on a sample of the eval data; for each precision, fractions are tried in increasing order until
+the metric budget breaks, since a larger fraction only loses more. The fastest candidate within every
+budget is then built again, on the whole eval set and gated by --max-drop, at --out. When no candidate
+meets every budget, the one that misses them by least is saved instead and the search says which
+budgets nothing met (exit 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgec.api import build, resolve_target
+from edgec.artifact import Artifact, check_output_path
+from edgec.bench import BenchConfig, bench_onnx
+from edgec.data import Dataset
+from edgec.errors import ConfigError
+from edgec.recipe import ParityThresholds, PruneConfig, Recipe
+from edgec.source import LoadOptions
+
+DEFAULT_FRACTIONS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+# Candidates are measured, not gated: the budgets below decide, on the sample.
+_MEASURE_ONLY = ParityThresholds(min_cosine=-1.0, min_agreement=0.0, max_drop=1000.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budgets:
+    """What the artifact must meet; None is no limit."""
+
+    max_drop: float | None = None
+    """Task-metric points lost against the uncompressed model (1 - mean cosine for data without scores or labels)."""
+    max_latency_ms: float | None = None
+    """p50 latency on this machine with the target's session settings, at `bench`'s batch and sequence length."""
+    max_size_mb: float | None = None
+    """Size of the model file."""
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            if value is not None and value < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+
+    def excess(self, drop: float, latency_ms: float, size_mb: float) -> dict[str, float]:
+        """How far a candidate is over each budget it misses, relative to the budget (0.5 = 50% over)."""
+        measured = {"max_drop": drop, "max_latency_ms": latency_ms, "max_size_mb": size_mb}
+        over = {}
+        for name, limit in dataclasses.asdict(self).items():
+            if limit is not None and measured[name] > limit:
+                over[name] = (measured[name] - limit) / max(limit, 1e-9)
+        return over
+
+
+@dataclass(frozen=True)
+class Candidate:
+    fraction: float
+    precision: str
+    drop: float
+    latency_ms: float
+    size_mb: float
+    over: dict[str, float]
+    """Budgets missed and by how much (relative); empty when every budget is met."""
+
+    @property
+    def name(self) -> str:
+        return f"prune {self.fraction:g}, {self.precision}"
+
+
+def search(
+    model: str | Path, target: str, *, budgets: Budgets, recipe: Recipe, calib: Dataset | None, eval: Dataset,  # noqa: A002
+    out: str | Path, bench: BenchConfig, train: Dataset | None = None, fractions: tuple[float, ...] = DEFAULT_FRACTIONS, samples: int = 200,
+    force: bool = False, load: LoadOptions = LoadOptions(), on_stage: Callable[[str], None] = lambda name: None,
+) -> tuple[Artifact, Candidate, list[Candidate]]:
+    """Search, then build the chosen candidate at `out`. Returns it, its sample measurement, and every candidate.
+
+    When no candidate meets every budget, the closest (least relative excess) is built at `out` all the same;
+    `chosen.over` says what it misses and unmet_message() says it for people.
+    """
+    out = Path(out)
+    check_output_path(out, force=force)
+    profile, _ = resolve_target(target, has_calibration=calib is not None, tensorrt={})
+    if profile.backend != "ort":
+        raise ConfigError(f"a budgeted search times candidates with ONNX Runtime on this machine; {profile.name} is not an ONNX Runtime target")
+    for fraction in fractions:
+        PruneConfig(fraction=fraction)  # every cell valid before the first build
+    precisions = [p for p in profile.precisions if recipe.quant.precision in (None, p)]
+    sample = eval.sample(samples, seed=recipe.seed)
+    tried: list[Candidate] = []
+    with tempfile.TemporaryDirectory(prefix="edgec-search-") as work:
+        for precision in precisions:
+            for fraction in sorted(fractions):
+                on_stage(f"candidate prune {fraction:g} {precision}")
+                cell = _recipe(recipe, fraction, precision, _MEASURE_ONLY)
+                candidate = _measure(model, target, cell, calib, sample, train, Path(work) / "c", budgets, bench, load)
+                tried.append(candidate)
+                if "max_drop" in candidate.over:  # more pruning only loses more
+                    break
+    chosen = min(tried, key=lambda c: (bool(c.over), sum(c.over.values()), c.latency_ms))
+    on_stage(f"final build: {chosen.name}")
+    # Within budget: the whole eval set must hold the user's thresholds (--max-drop among them). Over budget:
+    # the closest candidate is saved as it measures, and the caller reports what no candidate met.
+    parity = recipe.parity if not chosen.over else _MEASURE_ONLY
+    artifact = build(model, target, recipe=_recipe(recipe, chosen.fraction, chosen.precision, parity), calib=calib, eval=eval,
+                     train=train, out=out, force=force, load=load)
+    return artifact, chosen, tried
+
+
+def _recipe(recipe: Recipe, fraction: float, precision: str, parity: ParityThresholds) -> Recipe:
+    prune = dataclasses.replace(recipe.prune or PruneConfig(fraction=0.0), fraction=fraction) if fraction > 0 else None
+    return dataclasses.replace(recipe, prune=prune, quant=dataclasses.replace(recipe.quant, precision=precision), parity=parity)
+
+
+def _measure(model, target, recipe: Recipe, calib, sample, train, out: Path, budgets: Budgets, bench: BenchConfig, load) -> Candidate:
+    """Build one candidate on the sample, time it, and throw the files away."""
+    artifact = build(model, target, recipe=recipe, calib=calib, eval=sample, train=train, out=out, force=True, load=load)
+    manifest = artifact.manifest
+    final, reference = manifest["parity"]["ledger"][-1]["metrics"], manifest["parity"]["reference_metric"]
+    metric = next(iter(reference), None)
+    drop = reference[metric] - final[metric] if metric else 1.0 - final.get("cosine_mean", 1.0)
+    latency = bench_onnx(str(artifact.model_path), len(artifact.tokenizer()), bench, manifest["target"]["session"]["graph_optimization_level"]).p50_ms
+    size = manifest["sizes"]["model_bytes"] / 1e6
+    shutil.rmtree(out, ignore_errors=True)
+    fraction = recipe.prune.fraction if recipe.prune else 0.0
+    return Candidate(fraction, recipe.quant.precision, drop, latency, size, budgets.excess(drop, latency, size))
+
+
+def unmet_message(chosen: Candidate, tried: list[Candidate], out: Path) -> str:
+    never = [name for name in ("max_drop", "max_latency_ms", "max_size_mb") if all(name in c.over for c in tried)]
+    nobody = f"no candidate met {', '.join('--' + n.replace('_', '-') for n in never)}" if never else "no candidate met every budget at once"
+    return (f"{nobody} ({len(tried)} tried); saved the closest, {chosen.name} (drop {chosen.drop:.2f}, {chosen.latency_ms:.2f} ms, "
+            f"{chosen.size_mb:.1f} MB), at {out}; relax a budget or allow more pruning")
