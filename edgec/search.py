@@ -19,15 +19,14 @@ from pathlib import Path
 
 from edgec.api import build, resolve_target
 from edgec.artifact import Artifact, check_output_path
-from edgec.bench import BenchConfig, bench_onnx
+from edgec.bench import BenchConfig
 from edgec.data import Dataset
 from edgec.errors import ConfigError
 from edgec.recipe import ParityThresholds, PruneConfig, Recipe
 from edgec.source import LoadOptions
+from edgec.sweep import MEASURE_ONLY, measure_cell
 
 DEFAULT_FRACTIONS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-# Candidates are measured, not gated: the budgets below decide, on the sample.
-_MEASURE_ONLY = ParityThresholds(min_cosine=-1.0, min_agreement=0.0, max_drop=1000.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +94,7 @@ def search(
         for precision in precisions:
             for fraction in sorted(fractions):
                 on_stage(f"candidate prune {fraction:g} {precision}")
-                cell = _recipe(recipe, fraction, precision, _MEASURE_ONLY)
+                cell = _recipe(recipe, fraction, precision, recipe.parity)  # measure_cell measures, it does not gate
                 candidate = _measure(model, target, cell, calib, sample, train, Path(work) / "c", budgets, bench, load)
                 tried.append(candidate)
                 if "max_drop" in candidate.over:  # more pruning only loses more
@@ -104,7 +103,7 @@ def search(
     on_stage(f"final build: {chosen.name}")
     # Within budget: the whole eval set must hold the user's thresholds (--max-drop among them). Over budget:
     # the closest candidate is saved as it measures, and the caller reports what no candidate met.
-    parity = recipe.parity if not chosen.over else _MEASURE_ONLY
+    parity = recipe.parity if not chosen.over else MEASURE_ONLY
     artifact = build(model, target, recipe=_recipe(recipe, chosen.fraction, chosen.precision, parity), calib=calib, eval=eval,
                      train=train, out=out, force=force, load=load)
     return artifact, chosen, tried
@@ -117,15 +116,10 @@ def _recipe(recipe: Recipe, fraction: float, precision: str, parity: ParityThres
 
 def _measure(model, target, recipe: Recipe, calib, sample, train, out: Path, budgets: Budgets, bench: BenchConfig, load) -> Candidate:
     """Build one candidate on the sample, time it, and throw the files away."""
-    artifact = build(model, target, recipe=recipe, calib=calib, eval=sample, train=train, out=out, force=True, load=load)
-    manifest = artifact.manifest
-    final, reference = manifest["parity"]["ledger"][-1]["metrics"], manifest["parity"]["reference_metric"]
-    metric = next(iter(reference), None)
-    drop = reference[metric] - final[metric] if metric else 1.0 - final.get("cosine_mean", 1.0)
-    latency = bench_onnx(str(artifact.model_path), len(artifact.tokenizer()), bench, manifest["target"]["session"]["graph_optimization_level"]).p50_ms
-    size = manifest["sizes"]["model_bytes"] / 1e6
+    measured = measure_cell(model, target, recipe, calib=calib, eval=sample, train=train, out=out, bench=bench, load=load)
     shutil.rmtree(out, ignore_errors=True)
     fraction = recipe.prune.fraction if recipe.prune else 0.0
+    drop, latency, size = measured["drop"], measured["latency_ms"], measured["size_mb"]
     return Candidate(fraction, recipe.quant.precision, drop, latency, size, budgets.excess(drop, latency, size))
 
 

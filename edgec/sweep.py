@@ -9,6 +9,7 @@ faster and at least as accurate).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from edgec.api import build
 from edgec.artifact import staged_output
 from edgec.bench import BenchConfig, bench_onnx
 from edgec.data import Dataset
-from edgec.errors import ConfigError, ParityError
+from edgec.errors import ConfigError
 from edgec.ops.search import pareto_front
 from edgec.recipe import ParityThresholds, PruneConfig, QuantConfig, Recipe
 from edgec.report import markdown_table, sweep_plot_png
@@ -52,23 +53,27 @@ def sweep(
 
 
 def _cell(model, target, fraction, precision, calib, eval, out: Path, bench: BenchConfig, load: LoadOptions) -> dict:  # noqa: A002
-    recipe = Recipe(
-        prune=PruneConfig(fraction=fraction) if fraction > 0 else None, quant=QuantConfig(precision=precision), parity=MEASURE_ONLY,
-    )
-    try:
-        artifact = build(model, target, recipe=recipe, calib=calib, eval=eval, out=out, load=load)
-    except ParityError as exc:  # cannot happen with MEASURE_ONLY, but a sweep must say so rather than stop
-        raise ConfigError(f"sweep cell {out.name} failed parity unexpectedly: {exc}") from None
+    recipe = Recipe(prune=PruneConfig(fraction=fraction) if fraction > 0 else None, quant=QuantConfig(precision=precision))
+    measured = measure_cell(model, target, recipe, calib=calib, eval=eval, train=None, out=out, bench=bench, load=load)
+    return {"name": out.name, "prune": fraction, "precision": precision, **measured}
+
+
+def measure_cell(
+    model, target: str, recipe: Recipe, *, calib: Dataset | None, eval: Dataset | None, train: Dataset | None,  # noqa: A002
+    out: Path, bench: BenchConfig, load: LoadOptions,
+) -> dict:
+    """Build one grid cell at `out`, measured rather than gated, and time it: the task metric (or mean cosine where
+    the data has no scores or labels), its drop from the uncompressed model, latency p50 and model size."""
+    artifact = build(model, target, recipe=dataclasses.replace(recipe, parity=MEASURE_ONLY), calib=calib, eval=eval, train=train,
+                     out=out, force=True, load=load)
     manifest = artifact.manifest
-    final = manifest["parity"]["ledger"][-1]["metrics"]
-    reference = manifest["parity"]["reference_metric"]
+    final, reference = manifest["parity"]["ledger"][-1]["metrics"], manifest["parity"]["reference_metric"]
     metric = next(iter(reference), "cosine_mean")
     value = final[metric]
     latency = bench_onnx(str(artifact.model_path), len(artifact.tokenizer()), bench, manifest["target"]["session"]["graph_optimization_level"])
     return {
-        "name": out.name, "prune": fraction, "precision": precision, "metric": metric, "value": value,
-        "drop": reference[metric] - value if metric in reference else 1.0 - value, "cosine_mean": final.get("cosine_mean"),
-        "latency_ms": latency.p50_ms, "size_mb": manifest["sizes"]["model_bytes"] / 1e6,
+        "metric": metric, "value": value, "drop": reference[metric] - value if metric in reference else 1.0 - value,
+        "cosine_mean": final.get("cosine_mean"), "latency_ms": latency.p50_ms, "size_mb": manifest["sizes"]["model_bytes"] / 1e6,
     }
 
 
