@@ -78,14 +78,20 @@ def _check_data(task: str, data: Dataset, role: str) -> None:
 def _evaluator(source: Source, data: Dataset) -> tuple[Callable[[torch.nn.Module], float], str]:
     """The task metric on the eval data (accuracy % or Spearman x100): what the best checkpoint is chosen by."""
     batches = encode_batches(source.tokenizer, eval_texts(source.task, data), max_length=source.max_length)
-    label2id = {name: i for i, name in (source.model.config.id2label or {}).items()} if source.task != "feature-extraction" else {}
-    labels = label_ids(data, {str(k): v for k, v in label2id.items()})
+    labels = label_ids(data, _label2id(source))
 
     def evaluate(model: torch.nn.Module) -> float:
         forward = torch_forward(TaskModule(model, source.task, source.pooling), source.input_names, source.output_names)
         return next(iter(task_metric(source.task, collect_outputs(forward, batches, token_level=False), data, labels).values()))
 
     return evaluate, "accuracy" if source.task == "sequence-classification" else "spearman"
+
+
+def _label2id(source: Source) -> dict[str, int]:
+    """Class name -> id of the classifier's head (empty for an embedding model)."""
+    if source.task == "feature-extraction":
+        return {}
+    return {str(name): i for i, name in source.model.config.id2label.items()}
 
 
 def _objective(source: Source, data: Dataset, config: TrainConfig, seed: int):
@@ -97,7 +103,7 @@ def _objective(source: Source, data: Dataset, config: TrainConfig, seed: int):
         return {name: encoded[name] for name in names}
 
     if source.task == "sequence-classification":
-        label2id = {name: i for i, name in source.model.config.id2label.items()}
+        label2id = _label2id(source)
 
         def collate(batch):
             pairs = [e.text_pair for e in batch] if batch[0].text_pair is not None else None
