@@ -27,11 +27,12 @@ import models  # noqa: E402
 from run import STS, machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
+from edgec.sweep import MEASURE_ONLY  # noqa: E402
 from edgec.api import reference_outputs, save_pruned  # noqa: E402
 from edgec.artifact import package_versions  # noqa: E402
 from edgec.bench import BenchConfig, bench_onnx  # noqa: E402
 from edgec.data import Columns, Dataset, Example, read_dataset, read_sts_benchmark  # noqa: E402
-from edgec.recipe import DistillConfig, ParityThresholds, PruneConfig  # noqa: E402
+from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 from edgec.stages.distill import distill_student  # noqa: E402
 from edgec.stages.prune import prune_source  # noqa: E402
@@ -40,7 +41,6 @@ from edgec.targets import SessionSettings  # noqa: E402
 
 SST2 = STS.parent / "sst2"
 # The sweep measures; it does not gate. (Per-stage parity is still in each artifact's ledger.)
-MEASURE_ONLY = ParityThresholds(min_cosine=-1.0, min_agreement=0.0, max_drop=100.0)
 
 
 def variants(name: str, model_dir: Path, work: Path, fractions: list[float], minutes: float) -> list[dict]:

@@ -39,8 +39,9 @@ def finetune(
     """
     out = Path(out)
     check_output_path(out, force=force)
+    for data, role in ((train_data, "training"), (eval_data, "eval")):
+        _check_data(task, data, role)
     labels = class_labels(train_data) if task == "sequence-classification" else None
-    _check_data(task, train_data, "training"), _check_data(task, eval_data, "eval")
     source = load_source(model, task=task, options=load, labels=labels)
     config = dataclasses.replace(config, max_length=min(config.max_length, source.max_length))
     evaluate, metric = _evaluator(source, eval_data)

@@ -141,3 +141,12 @@ def sts_test(tmp_path_factory) -> Path:
         for e in read_sts_benchmark(source).examples:
             handle.write(json.dumps({"text": e.text, "text_pair": e.text_pair, "score": e.score}) + "\n")
     return path
+
+
+def invoke(*args):
+    """Run the edgec command line in-process, as a user would type it (arguments turned into strings)."""
+    from typer.testing import CliRunner
+
+    from edgec.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])

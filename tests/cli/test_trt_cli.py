@@ -3,16 +3,10 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from edgec.backends import tensorrt as trt_backend
-from edgec.cli.main import app
 
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from conftest import invoke
 
 
 @pytest.fixture(scope="module")

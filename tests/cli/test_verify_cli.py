@@ -3,18 +3,13 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from edgec.cli.main import app
 from edgec.emulation import ensure_arm64_runtime
 from edgec.errors import BackendUnavailable
 
-runner = CliRunner()
+from conftest import invoke
+
 pytestmark = pytest.mark.slow
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
