@@ -23,6 +23,7 @@ from edgec.backends.tensorrt import check_engine_requirement, engine_stage, pari
 from edgec.data import Dataset, read_dataset
 from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
+from edgec.hardware import host
 from edgec.inference import collect_outputs, encode_batches, replay_forward, torch_forward
 from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_stages
 from edgec.recipe import ParityThresholds, Recipe
@@ -178,6 +179,7 @@ def manifest_for(ctx: Context, seconds: float) -> dict:
     return {
         "format": FORMAT_VERSION,
         "versions": package_versions(),
+        "host": host().to_dict(),
         "source": {"path": str(ctx.source.path.resolve()), "model_type": ctx.source.model_type, "weights_sha256": weights},
         "task": ctx.source.task,
         "pooling": dataclasses.asdict(ctx.source.pooling) if ctx.source.pooling else None,

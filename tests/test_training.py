@@ -7,6 +7,7 @@ import torch
 
 from edgec import training
 from edgec.errors import ConfigError
+from edgec.hardware import HostCPU
 from edgec.recipe import TrainConfig
 
 
@@ -124,3 +125,29 @@ def test_fp16_training_needs_a_gpu():
     loader, loss, evaluate = _problem()
     with pytest.raises(ConfigError, match="fp16 training"):
         training.train(_Regression(), loss, loader, TrainConfig(precision="fp16"), evaluate, seed=0, dropout=True)
+
+
+ZEN3 = HostCPU("x86_64", "AMD EPYC", ("avx2",), 2)
+ZEN4 = HostCPU("x86_64", "AMD EPYC", ("avx2", "avx512_bf16", "avx512_vnni", "avx512f"), 2)
+SAPPHIRE_RAPIDS = HostCPU("x86_64", "Intel Xeon", ("amx_bf16", "amx_int8", "amx_tile", "avx2", "avx512f"), 2)
+
+
+@pytest.mark.parametrize(("cpu", "chosen"), [(ZEN3, "fp32"), (ZEN4, "bf16"), (SAPPHIRE_RAPIDS, "bf16")])
+def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it_natively(cpu, chosen):
+    precision, reason = training.choose_precision("auto", cpu, gpu_bf16=None)
+    assert precision == chosen and reason.startswith(f"auto: {chosen}")
+    assert ("emulate" in reason) == (chosen == "fp32")
+
+
+def test_auto_precision_on_a_gpu_follows_its_bf16_support_and_requests_are_kept():
+    assert training.choose_precision("auto", ZEN3, gpu_bf16=True)[0] == "bf16"
+    assert training.choose_precision("auto", ZEN4, gpu_bf16=False)[0] == "fp32"
+    assert training.choose_precision("bf16", ZEN3, gpu_bf16=None) == ("bf16", "bf16 (requested)")
+
+
+def test_a_run_records_the_precision_it_chose(monkeypatch):
+    monkeypatch.setattr(training, "host", lambda: ZEN3)
+    loader, loss, evaluate = _problem()
+    result = training.train(_Regression(), loss, loader, TrainConfig(steps=2, eval_every=2, precision="auto"), evaluate,
+                            seed=0, dropout=True)
+    assert result.precision == "fp32" and "avx2" in result.precision_reason

@@ -33,7 +33,9 @@ def finetune(
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-5,
     warmup: Annotated[float, typer.Option(help="Share of the budget spent warming up.")] = 0.06,
     schedule: Annotated[str, typer.Option(help="Decay after warmup: linear or cosine.")] = "linear",
-    precision: Annotated[str, typer.Option(help="Autocast: bf16, fp16 (GPU, loss scaling) or fp32.")] = "bf16",
+    precision: Annotated[str, typer.Option(
+        help="Autocast: auto (bf16 where the CPU/GPU computes it natively, else fp32), bf16, fp16 (GPU, loss scaling) or fp32.",
+    )] = "auto",
     eval_every: Annotated[int, typer.Option(help="Optimizer steps between evaluations.")] = 100,
     patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping.")] = 5,
     max_length: Annotated[int, typer.Option(help="Longest tokenized training text.")] = 128,
@@ -61,6 +63,7 @@ def finetune(
         ["task / metric", f"{record['task']} / {record['metric']} on {record['eval_data']} ({record['eval_examples']} examples)"],
         ["score", f"{record['start_score']:.2f} at the start -> {record['best_score']:.2f} (best, step {record['best_step']})"],
         ["training", f"{record['steps']} steps in {record['seconds']:.0f} s on {record['train_examples']} examples, stopped by {record['stopped']}"],
+        ["precision", record["precision_reason"]],
         ["saved", f"{out} (the best checkpoint; run record in edgec_finetune.json)"],
     ]
     stdout.print(table(f"edgec finetune: {model}", ["", ""], rows))

@@ -56,6 +56,7 @@ def distill(ctx: Context) -> Context:
         "best_score": result.best_score,
         "stopped": result.stopped,
         "seconds": round(result.seconds, 2),
+        "precision": result.precision_reason,
         "history": [list(entry) for entry in result.history],
     }
     return ctx.with_note("distill", note, source=dataclasses.replace(ctx.source, model=result.model))
