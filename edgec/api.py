@@ -69,11 +69,11 @@ def build(
         raise ConfigError(f"target {profile.name} writes one .zip bundle; pass --out {out.name}.zip")
     check_engine_requirement(profile)
     recipe = resolve_recipe(recipe or Recipe(), profile)
-    source, recipe, calib, evaluation = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
+    source, recipe, calib, evaluation, prune_calib = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
     thresholds = profile.thresholds(recipe.quant.precision, recipe.parity, pruned=recipe.prune is not None)
     started = time.perf_counter()
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
+        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, prune_calib, train=train, teacher=source.model)
         ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages_for(recipe, profile, staging), measure, on_stage)
         manifest = manifest_for(ctx, time.perf_counter() - started)
         write_reports(staging, manifest)
@@ -90,17 +90,20 @@ def build(
 def _prepare(
     model: str | Path, recipe: Recipe, calib: Dataset | None, eval: Dataset | None, train: Dataset | None,  # noqa: A002
     out: Path, force: bool, load: LoadOptions, on_stage: Callable[[str], None],
-) -> tuple[Source, Recipe, Dataset, EvalSet]:
-    """Checks that need no work, then the model, the calibration sample and the reference outputs."""
+) -> tuple[Source, Recipe, Dataset, EvalSet, Dataset | None]:
+    """Checks that need no work, then the model, the calibration samples (quantization's; pruning's, which may be
+    larger) and the reference outputs."""
     if recipe.distill is not None and train is None:
         raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
     check_output_path(out, force=force)
     on_stage("load")
     source = load_source(model, task=recipe.task, options=load)
     recipe = dataclasses.replace(recipe, max_length=min(recipe.max_length, source.max_length))
-    calib = (calib or read_dataset(default_calibration_file())).sample(recipe.quant.calib_samples, recipe.seed)
+    everything = calib or read_dataset(default_calibration_file())
+    calib = everything.sample(recipe.quant.calib_samples, recipe.seed)
+    prune_calib = everything.sample(recipe.prune.calib_samples, recipe.seed) if recipe.prune is not None else None
     on_stage("reference")
-    return source, recipe, calib, reference_outputs(source, eval or calib, recipe.max_length)
+    return source, recipe, calib, reference_outputs(source, eval or calib, recipe.max_length), prune_calib
 
 
 def resolve_target(
@@ -288,11 +291,11 @@ def compress(
     out = Path(out)
     if recipe.prune is None:
         raise ConfigError("nothing to do: pass --prune F (the share of the encoder's compute to remove)")
-    source, recipe, calib, evaluation = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
+    source, recipe, calib, evaluation, prune_calib = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
     profile = load_target("ort")
     thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
+        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, prune_calib, train=train, teacher=source.model)
         ctx = run_stages(ctx, front_end_stages(recipe), measure, on_stage)
         summary = ctx.notes["prune"]
         on_stage("save")
@@ -303,5 +306,5 @@ def compress(
 
 def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:
     """Write a pruned model as a Hugging Face folder: weights (transformers' layout), tokenizer, pooling."""
-    layout = {k: summary[k] for k in ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after")}
+    layout = {k: summary[k] for k in ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after", "layers_removed", "seconds")}
     save_model(pruned, folder, model=surgery.standard_layout(pruned.model, layout))

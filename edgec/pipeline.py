@@ -61,6 +61,8 @@ class Context:
     workdir: Path
     calib: Dataset
     evaluation: EvalSet
+    prune_calib: Dataset | None = None
+    """Pruning's own calibration texts (PruneConfig.calib_samples of them); None: pruning uses `calib`."""
     train: Dataset | None = None
     """Unlabelled (or labelled) training text for distillation."""
     teacher: torch.nn.Module | None = None

@@ -12,7 +12,10 @@ from edgec.errors import ConfigError
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 TASKS = ("feature-extraction", "sequence-classification", "token-classification", "question-answering")
-PRUNE_UNITS = ("heads", "ffn")
+PRUNE_UNITS = ("heads", "ffn", "layers")
+TUNING_TARGETS = ("schedule", "unpruned")
+TUNING_RIDGES = ("to-one", "relative")
+TUNING_SPACES = ("pre-norm", "post-norm")
 SCHEDULES = ("linear", "cosine")
 TRAIN_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -72,15 +75,53 @@ class QuantConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TuningConfig:
+    """Mask tuning: the per-layer least squares that rescales the kept units after pruning (Kwon et al. 2022, §4.3).
+
+    The defaults are the variant that won on the validation splits of benchmarks/prune_quality.py; the other
+    values exist to measure each change (the benchmark's least-squares table)."""
+
+    target: str = "schedule"
+    """What each layer reconstructs: "schedule", the model pruned to the square root of the kept share (a nearer
+    target, as Kwon's schedule), or "unpruned", the model itself."""
+    ridge: str = "relative"
+    """"to-one": scales pulled towards 1 with an absolute damping of 1 on the normal equations (Kwon's LSMR damp);
+    "relative": a damping of 1e-3 of the Gram's mean diagonal."""
+    fit_bias: bool = False
+    """Also fit a shift of each sub-layer's output bias (the mean of what the scaled units miss)."""
+    stop_on_failure: bool = False
+    """Stop at the first sub-layer whose solve is not finite, leaves [-10, 10] or does not lower its error: it and
+    every later one stay untuned (Kwon's rule). Off: such a sub-layer alone is left untuned."""
+    cls_only: bool = True
+    """Classifiers: fit the last FFN on the [CLS] token only, the one the head reads."""
+    space: str = "pre-norm"
+    """Where the error is measured: "pre-norm", the residual sum a LayerNorm receives, or "post-norm", that sum
+    centred, divided by each token's standard deviation and scaled by the LayerNorm's weight (its first-order
+    effect on the LayerNorm's output)."""
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("target", self.target, TUNING_TARGETS), ("ridge", self.ridge, TUNING_RIDGES),
+                                     ("space", self.space, TUNING_SPACES)):
+            _require(value in allowed, f"mask tuning {name} must be one of {', '.join(allowed)}, got {value!r}")
+        # A bias shift is one vector for every token, which the post-norm map scales per token: not a free shift there.
+        _require(not (self.fit_bias and self.space == "post-norm"), "mask tuning fits no bias shift in post-norm space; set fit_bias=False")
+
+
+@dataclass(frozen=True, kw_only=True)
 class PruneConfig:
     """Structured pruning: which units may go and how much compute must go."""
 
     fraction: float
     """Share of the encoder's multiply-accumulates to remove, counted at the calibration texts' lengths."""
-    units: tuple[str, ...] = PRUNE_UNITS
-    """What may be removed: attention heads, FFN neurons, or both."""
+    units: tuple[str, ...] = ("heads", "ffn")
+    """What may be removed: attention heads, FFN neurons, whole layers (any of them)."""
     rescale: bool = True
-    """Re-fit the kept units' scales per layer by least squares so each layer matches the unpruned one."""
+    """Mask tuning: re-fit the kept units' scales per layer by least squares (see TuningConfig)."""
+    rearrange: bool = True
+    """Refine which units each layer keeps with its block of the Fisher information, not only its diagonal."""
+    calib_samples: int = 256
+    """Calibration texts importance and mask tuning use, drawn deterministically from the calibration set."""
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(self.units))
@@ -90,6 +131,7 @@ class PruneConfig:
         )
         bad = [u for u in self.units if u not in PRUNE_UNITS]
         _require(bool(self.units) and not bad, f"prune units must be some of {', '.join(PRUNE_UNITS)}, got {', '.join(self.units) or 'none'}")
+        _require(self.calib_samples >= 1, f"prune calib_samples must be at least 1, got {self.calib_samples}")
 
 
 @dataclass(frozen=True, kw_only=True)

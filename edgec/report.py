@@ -122,33 +122,47 @@ def distillation_row(note: dict[str, Any]) -> tuple[str, str]:
 
 
 def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """What pruning removed: compute, parameters, and what each layer kept."""
-    per_layer = lambda kept, before: " ".join(f"{k}/{b}" for k, b in zip(kept, before))  # noqa: E731
+    """What pruning removed: compute, parameters, what each layer kept, and which layers went."""
+    heads, ffn = kept_per_layer(summary)
+    per_layer = lambda kept, before: " ".join("-" if k is None else f"{k}/{b}" for k, b in zip(kept, before))  # noqa: E731
+    removed = summary.get("layers_removed") or []
     return [
         ("encoder MACs per text", f"{summary['macs_before'] / 1e6:.1f} M -> {summary['macs_after'] / 1e6:.1f} M "
                                   f"(-{1 - summary['macs_after'] / summary['macs_before']:.1%}, at {summary['mean_tokens']} tokens)"),
         ("parameters", f"{summary['params_before']:,} -> {summary['params_after']:,}"),
-        ("heads kept per layer", per_layer(summary["heads_after"], summary["heads_before"])),
-        ("FFN neurons kept per layer", per_layer(summary["ffn_after"], summary["ffn_before"])),
+        ("layers removed", f"{', '.join(map(str, removed))} (of 0-{len(heads) - 1}; '-' below)" if removed else "none"),
+        ("heads kept per layer", per_layer(heads, summary["heads_before"])),
+        ("FFN neurons kept per layer", per_layer(ffn, summary["ffn_before"])),
         ("pruning time", ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())),
     ]
 
 
+def kept_per_layer(summary: dict[str, Any]) -> tuple[list[int | None], list[int | None]]:
+    """Heads and FFN neurons kept, in the unpruned model's layer numbering (None: the layer was removed)."""
+    layers = len(summary["heads_before"])
+    kept = summary.get("layers_kept", list(range(layers)))
+    heads, ffn = [None] * layers, [None] * layers
+    for position, index in enumerate(kept):
+        heads[index], ffn[index] = summary["heads_after"][position], summary["ffn_after"][position]
+    return heads, ffn
+
+
 def pruning_plot_png(summary: dict[str, Any]) -> bytes:
-    """Heat map of the share of heads and FFN neurons each layer kept."""
+    """Heat map of the share of heads and FFN neurons each layer kept (removed layers marked x)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    share = lambda kept, before: [k / b if b else 0.0 for k, b in zip(kept, before)]  # noqa: E731
-    grid = np.array([share(summary["heads_after"], summary["heads_before"]), share(summary["ffn_after"], summary["ffn_before"])])
+    kept = kept_per_layer(summary)
+    share = lambda values, before: [(v or 0) / b if b else 0.0 for v, b in zip(values, before)]  # noqa: E731
+    grid = np.array([share(kept[0], summary["heads_before"]), share(kept[1], summary["ffn_before"])])
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * grid.shape[1] + 2), 2.2), dpi=100)
     image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (row, col), value in np.ndenumerate(grid):
-        kept = (summary["heads_after"], summary["ffn_after"])[row][col]
-        ax.text(col, row, str(kept), ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+        count = kept[row][col]
+        ax.text(col, row, "x" if count is None else str(count), ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
     ax.set_yticks([0, 1], ["heads", "FFN"])
     ax.set_xticks(range(grid.shape[1]), [str(i) for i in range(grid.shape[1])])
     ax.set_xlabel("layer")

@@ -5,7 +5,10 @@ then an FFN (in, activation, out), each followed by residual + LayerNorm. A head
 `head_dim` rows of Q/K/V and the same columns of the output projection; an FFN neuron is a row of the
 FFN's input Linear and a column of its output Linear. A sub-layer that loses all its units becomes its
 output bias (what the masked sub-layer computes), so its residual + LayerNorm stay and the graph has no
-zero-sized tensors.
+zero-sized tensors. A removed layer leaves the encoder's layer list (its input passes straight on).
+
+Each unit kind has one removal function (keep_heads, keep_neurons, keep_layers) and `apply_plan` runs them
+in an order where indices stay valid: units inside layers first, then the layers.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from edgec.errors import UnsupportedModelError
+from edgec.ops.layer_search import Plan
 
 
 @dataclass(frozen=True)
@@ -83,9 +88,39 @@ def parts_for(model: nn.Module) -> Parts:
     return PARTS[model_type]
 
 
-def encoder_layers(model: nn.Module) -> list[nn.Module]:
+def _stack(model: nn.Module) -> nn.Module:
+    """The module holding the layer list (DistilBERT: transformer; the others: encoder)."""
     base = model.base_model
-    return list(base.transformer.layer if hasattr(base, "transformer") else base.encoder.layer)
+    return base.transformer if hasattr(base, "transformer") else base.encoder
+
+
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    return list(_stack(model).layer)
+
+
+def keep_layers(model: nn.Module, keep: list[int]) -> None:
+    """Keep only layers `keep` (current numbering); the others leave the model and the config's layer count.
+
+    MPNet's relative position bias is computed once by the encoder and shared by every layer, so it is unaffected.
+    """
+    stack, kept = _stack(model), sorted(keep)
+    if not kept:
+        raise ValueError("an encoder keeps at least one layer")
+    stack.layer = nn.ModuleList([stack.layer[i] for i in kept])
+    setattr(model.config, "n_layers" if model.config.model_type == "distilbert" else "num_hidden_layers", len(kept))
+    if hasattr(stack, "n_layers"):  # DistilBERT's Transformer keeps its own count
+        stack.n_layers = len(kept)
+
+
+def apply_plan(model: nn.Module, plan: Plan) -> None:
+    """Remove every unit the plan drops: heads and neurons of the layers that stay, then the layers that go."""
+    for i, (heads, neurons) in enumerate(zip(plan.heads, plan.neurons)):
+        if plan.layers[i] and not heads.all():
+            keep_heads(model, i, np.flatnonzero(heads).tolist())
+        if plan.layers[i] and not neurons.all():
+            keep_neurons(model, i, np.flatnonzero(neurons).tolist())
+    if not plan.layers.all():
+        keep_layers(model, np.flatnonzero(plan.layers).tolist())
 
 
 def get(module: nn.Module, path: str):

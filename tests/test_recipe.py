@@ -1,12 +1,13 @@
 import pytest
 
 from edgec.errors import ConfigError
-from edgec.recipe import ParityThresholds, QuantConfig, Recipe
+from edgec.recipe import ParityThresholds, PruneConfig, QuantConfig, Recipe, TuningConfig
 
 
 def test_recipe_round_trips_through_dict():
     recipe = Recipe(task="sequence-classification", quant=QuantConfig(precision="int8", calibration="entropy"),
-                    parity=ParityThresholds(max_drop=0.5))
+                    parity=ParityThresholds(max_drop=0.5),
+                    prune=PruneConfig(fraction=0.4, units=("heads", "layers"), tuning=TuningConfig(target="unpruned", space="post-norm")))
     assert Recipe.from_dict(recipe.to_dict()) == recipe
 
 
@@ -21,6 +22,12 @@ def test_recipe_round_trips_through_dict():
         lambda: ParityThresholds(max_drop=-1),
         lambda: Recipe(task="translation"),
         lambda: Recipe(opset=11),
+        lambda: PruneConfig(fraction=0.5, calib_samples=0),
+        lambda: PruneConfig(fraction=0.5, units=("neurons",)),
+        lambda: TuningConfig(target="teacher"),
+        lambda: TuningConfig(ridge="lsmr"),
+        lambda: TuningConfig(space="logits"),
+        lambda: TuningConfig(space="post-norm", fit_bias=True),
     ],
 )
 def test_invalid_configs_raise_config_error(make):

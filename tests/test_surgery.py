@@ -80,3 +80,43 @@ def test_unpruned_models_have_no_dead_units(tiny_models):
     model = load_source(tiny_models("bert")).model
     assert surgery.dead_units(model) == ({}, {})
     assert surgery.head_counts(model) == [4, 4] and surgery.ffn_widths(model) == [64, 64]
+
+
+def _skipping(model, skipped: int):
+    """A hook making layer `skipped` return its input: what removing the layer must equal."""
+    layer = surgery.encoder_layers(model)[skipped]
+    return layer.register_forward_hook(lambda module, args, output: (args[0], *output[1:]) if isinstance(output, tuple) else args[0])
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_layer_removal_equals_skipping_the_layer(tiny_models, model_type):
+    source = load_source(tiny_models(model_type))
+    pruned = copy.deepcopy(source.model)
+    surgery.keep_heads(pruned, 1, [0, 3])  # the surviving layer keeps its own unit edits
+    surgery.keep_layers(pruned, [1])
+    reference = copy.deepcopy(source.model)
+    surgery.keep_heads(reference, 1, [0, 3])
+    handle = _skipping(reference, 0)
+    try:
+        expected = _outputs(source, reference)
+    finally:
+        handle.remove()
+    assert torch.allclose(_outputs(source, pruned), expected, atol=1e-5)
+    assert len(surgery.encoder_layers(pruned)) == 1 and surgery.head_counts(pruned) == [2]
+    assert (pruned.config.n_layers if model_type == "distilbert" else pruned.config.num_hidden_layers) == 1
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "mpnet"])
+def test_removed_layers_save_and_load_as_a_smaller_hf_folder(tiny_models, model_type, tmp_path):
+    import transformers
+
+    source = load_source(tiny_models(model_type))
+    pruned = copy.deepcopy(source.model)
+    surgery.keep_neurons(pruned, 0, list(range(20)))
+    surgery.keep_layers(pruned, [0])
+    surgery.standard_layout(pruned).save_pretrained(tmp_path, safe_serialization=True)
+    source.tokenizer.save_pretrained(tmp_path)
+    reloaded = transformers.AutoModel.from_pretrained(tmp_path).eval()
+    assert len(surgery.encoder_layers(reloaded)) == 1
+    assert torch.allclose(_outputs(source, reloaded), _outputs(source, pruned), atol=1e-5)
+    assert surgery.ffn_widths(load_source(tmp_path).model) == [20]

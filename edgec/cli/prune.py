@@ -13,7 +13,7 @@ from edgec.cli.common import (
     PruneRescale, PruneUnits, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
     front_end, read_optional, stage_progress, stdout, table,
 )
-from edgec.recipe import QuantConfig, Recipe
+from edgec.recipe import PruneConfig, Recipe
 from edgec.report import distillation_row, format_ledger, pruning_rows
 from edgec.source import LoadOptions
 
@@ -29,7 +29,7 @@ def prune(
     prune_units: PruneUnits = "heads,ffn",
     prune_rescale: PruneRescale = True,
     calib: Annotated[Path | None, typer.Option(help="Calibration text for importance and rescaling; default: edgec's corpus.")] = None,
-    calib_samples: Annotated[int, typer.Option(help="Calibration texts drawn deterministically.")] = 256,
+    calib_samples: Annotated[int | None, typer.Option(help=f"Calibration texts drawn deterministically [default: {PruneConfig.__dataclass_fields__['calib_samples'].default}].", show_default=False)] = None,
     eval_data: Annotated[Path | None, typer.Option("--eval", help="Eval data for the ledger and distillation's early stop.")] = None,
     distill: Distill = None,
     distill_steps: DistillSteps = 1000,
@@ -46,11 +46,11 @@ def prune(
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
 ) -> None:
-    """Remove heads and FFN neurons (and distill), writing a folder transformers' AutoModel loads."""
+    """Remove heads, FFN neurons and whole layers (and distill), writing a folder transformers' AutoModel loads."""
     prune_config, distill_config = front_end(
-        prune, prune_units, prune_rescale, distill, distill_steps, distill_minutes, distill_batch_size, distill_lr,
+        prune, prune_units, prune_rescale, distill, distill_steps, distill_minutes, distill_batch_size, distill_lr, prune_samples=calib_samples,
     )
-    recipe = Recipe(task=task, prune=prune_config, distill=distill_config, quant=QuantConfig(calib_samples=calib_samples), max_length=max_length)
+    recipe = Recipe(task=task, prune=prune_config, distill=distill_config, max_length=max_length)
     columns = (text_column, text_pair_column, label_column, score_column)
     with stage_progress() as on_stage:
         summary = compress(

@@ -1,6 +1,7 @@
 """Unit importance: Fisher information of head and neuron masks, estimated from per-example gradients.
 
-A multiplicative mask m (1 = kept) sits on every head's and neuron's output. Removing unit i changes
+A multiplicative mask m (1 = kept) sits on every head's and neuron's output, and a gate on every layer's
+residual branch (its score as a whole unit). Removing unit i changes
 the loss by about ½·F_ii with F = E[g gᵀ], g = ∂loss/∂m (Kwon et al. 2022). Gradients must be those of a
 loss whose curvature is the model's output sensitivity: a distillation loss to the unpruned model is zero
 and flat at m = 1, so its gradient says nothing. Instead:
@@ -26,6 +27,17 @@ def mask_heads(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def mask_neurons(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(batch, seq, neurons) FFN activations times a (batch, neurons) mask."""
     return x * mask[:, None, :].to(x.dtype)
+
+
+def gate_layer(inputs: torch.Tensor, output, gate: torch.Tensor):
+    """A layer's output with its residual branch gated per example: x + g·(layer(x) − x); g = 0 skips the layer.
+
+    inputs (batch, seq, hidden); `output` the layer's own (a tensor, or a tuple holding the hidden states first:
+    the encoders here return (hidden,) when attentions are not asked for); gate (batch,).
+    """
+    hidden = output[0] if isinstance(output, tuple) else output
+    gated = inputs + gate[:, None, None].to(hidden.dtype) * (hidden - inputs)
+    return (gated, *output[1:]) if isinstance(output, tuple) else gated
 
 
 def sensitivity_loss(

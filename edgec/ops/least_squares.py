@@ -1,9 +1,11 @@
-"""Per-layer least squares: rescale the kept units so a pruned sub-layer reproduces the unpruned one.
+"""Per-layer least squares: rescale the kept units so a pruned sub-layer reproduces a target model's.
 
 For one sub-layer, unit j adds a vector u_j (its output through the output projection) to every token,
 so the sub-layer computes Σ_j m_j u_j + bias with all m_j = 1. Choosing m to minimise
-‖Σ_j m_j u_j − t‖² over the calibration tokens, where t is what the unpruned layer produced (minus
+‖Σ_j m_j u_j − t‖² over the calibration tokens, where t is what the target layer produced (minus
 bias and the pruned model's residual), is a k×k linear system: G m = r, G = Σ u_j·u_k, r = Σ u_j·t.
+Any fixed linear map of every u_j and t (a per-token weight, a centring) changes which error is minimised
+but not the form, so callers choose the space by transforming what they add.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 class NormalEquations:
     """Running sums of one least-squares problem over calibration batches.
 
-    The bias of the sub-layer is fitted too (the mean of what the scaled units miss): removed units
+    The bias of the sub-layer can be fitted too (the mean of what the scaled units miss): removed units
     took their mean contribution with them, and the bias is the exact place for it, not the scales.
     """
 
@@ -73,25 +75,43 @@ class NormalEquations:
             value += self.tokens * (b @ b) + 2 * b @ (self.unit_sums.T @ m) - 2 * b @ self.target_sum
         return float(value)
 
-    def solve(self, damping: float = 1e-3, max_scale: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scales and a bias shift minimising the error, the scales pulled slightly towards 1.
+    def solve(self, *, ridge: str = "to-one", fit_bias: bool = False, max_scale: float = 10.0) -> Solution:
+        """Scales (and, with `fit_bias`, a bias shift) that lower the error, pulled towards 1.
 
-        With the bias free, the scales solve the centred system (G − S Sᵀ/T) m = r − S t̄ and the bias
-        shift is the mean residual. Falls back to no change where the fit would not lower the error or
-        would need extreme scales (an ill-posed layer, e.g. very few calibration tokens).
+        ridge "to-one" (Kwon et al.): with x = m − 1, minimise ‖G x − c‖² + ‖x‖², c = r − G·1: the normal equations
+        solved as a least-squares system with an absolute damping of 1 (LSMR's damp), which leaves directions of G
+        with eigenvalues much above 1 fully fitted and those below it untouched. ridge "relative": solve
+        (G + δI) m = r + δ·1 with δ = 1e-3 of G's mean diagonal. With the bias free, the scales solve the centred
+        system (G − S Sᵀ/T) m = r − S t̄ and the shift is the mean residual. The solution is `ok` when finite,
+        within ±max_scale and not worse than no change.
         """
         units = self.rhs.shape[0]
         ones, no_shift = torch.ones(units, dtype=torch.float64), torch.zeros_like(self.target_sum)
         if self.tokens == 0:
-            return ones, no_shift
-        mean_target = self.target_sum / self.tokens
-        gram = self.gram - self.unit_sums @ self.unit_sums.T / self.tokens
-        rhs = self.rhs - self.unit_sums @ mean_target
+            return Solution(ones, None, True)
+        gram, rhs = self.gram, self.rhs
+        if fit_bias:
+            mean_target = self.target_sum / self.tokens
+            gram = gram - self.unit_sums @ self.unit_sums.T / self.tokens
+            rhs = rhs - self.unit_sums @ mean_target
         scales = ones
-        if units:
-            ridge = damping * float(gram.diagonal().mean().clamp(min=1e-12))
-            scales = torch.linalg.solve(gram + ridge * torch.eye(units, dtype=torch.float64), rhs + ridge * ones)
-        shift = mean_target - self.unit_sums.T @ scales / self.tokens
-        if not torch.isfinite(scales).all() or (units and scales.abs().max() > max_scale) or self.error(scales, shift) >= self.error(ones):
-            return ones, no_shift
-        return scales, shift
+        if units and ridge == "to-one":
+            values, vectors = torch.linalg.eigh(gram)
+            step = vectors.T @ (rhs - gram @ ones)
+            scales = ones + vectors @ (values * step / (values**2 + 1.0))
+        elif units:
+            damping = 1e-3 * float(gram.diagonal().mean().clamp(min=1e-12))
+            scales = torch.linalg.solve(gram + damping * torch.eye(units, dtype=torch.float64), rhs + damping * ones)
+        shift = mean_target - self.unit_sums.T @ scales / self.tokens if fit_bias else None
+        finite = bool(torch.isfinite(scales).all()) and (units == 0 or float(scales.abs().max()) <= max_scale)
+        return Solution(scales, shift, finite and self.error(scales, shift) <= self.error(ones, no_shift))
+
+
+@dataclass(frozen=True)
+class Solution:
+    scales: torch.Tensor
+    """(units,) float64 multipliers of the kept units' outputs."""
+    shift: torch.Tensor | None
+    """(hidden,) float64 added to the sub-layer's output bias, or None when the bias was not fitted."""
+    ok: bool
+    """Finite, within the allowed range and no worse than leaving the units as they are."""

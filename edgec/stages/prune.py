@@ -1,34 +1,35 @@
-"""Prune stage: remove attention heads and FFN neurons under a MAC budget, post-training, in minutes.
+"""Prune stage: remove attention heads, FFN neurons and whole layers under a MAC budget, post-training, in minutes.
 
 After Kwon et al. 2022, "A Fast Post-Training Pruning Framework for Transformers":
-1. importance: Fisher information of per-unit masks on the calibration texts (ops.importance);
-2. mask search: the most important units that fit the budget (ops.mask_search);
-3. physical removal of the rest (edgec.surgery);
-4. least squares, layer by layer: rescale the kept units so each sub-layer's output matches the
-   unpruned model's (ops.least_squares).
+1. importance: Fisher information of per-unit masks and per-layer gates on the calibration texts (prune_fisher);
+2. mask search: the plan of least estimated loss that fits the budget (ops.mask_search, ops.layer_search);
+3. mask rearrangement: each layer's kept units refined with its Fisher block (ops.rearrange);
+4. physical removal of the rest (edgec.surgery);
+5. mask tuning, layer by layer: least-squares scales of the kept units (prune_tuning).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from edgec import surgery
 from edgec.data import Dataset
 from edgec.inference import Batch, encode_batches
-from edgec.ops.importance import mask_heads, mask_neurons, sensitivity_loss
-from edgec.ops.least_squares import NormalEquations
-from edgec.ops.macs import encoder_macs, unit_costs
-from edgec.ops.mask_search import search_masks
+from edgec.ops.layer_search import Plan, search_plan
+from edgec.ops.macs import UnitCosts, encoder_macs, unit_costs
+from edgec.ops.rearrange import rearrange, removal_loss
 from edgec.pipeline import Context
 from edgec.recipe import PruneConfig
 from edgec.source import Source
+from edgec.stages.prune_fisher import Fisher, fisher_information
+from edgec.stages.prune_tuning import tune_masks
 from edgec.stages.verify import eval_texts, label_ids
 
 
@@ -37,55 +38,109 @@ class PruneResult:
     model: nn.Module
     """The pruned copy, in eval mode (the input model is untouched)."""
     summary: dict
-    """MACs and parameters before/after, units kept per layer, least-squares fits, timings."""
+    """MACs and parameters before/after, units kept per layer, layers removed, least-squares fits, timings."""
 
 
 def prune(ctx: Context) -> Context:
     """The pipeline stage: prune a copy of the model on the calibration set; the teacher stays whole."""
-    result = prune_source(ctx.source, ctx.calib, ctx.recipe.prune, max_length=ctx.recipe.max_length, seed=ctx.recipe.seed)
+    calib = ctx.prune_calib or ctx.calib
+    result = prune_source(ctx.source, calib, ctx.recipe.prune, max_length=ctx.recipe.max_length, seed=ctx.recipe.seed)
     return ctx.with_note("prune", result.summary, source=dataclasses.replace(ctx.source, model=result.model))
 
 
 def prune_source(source: Source, calib: Dataset, config: PruneConfig, *, max_length: int, seed: int) -> PruneResult:
-    """Prune a copy of source.model; labels in `calib` (classifiers) make the importance use the task loss."""
-    texts = eval_texts(source.task, calib)
-    batches = encode_batches(source.tokenizer, texts, max_length=max_length, batch_size=16)
-    labels = label_ids(texts, dict(getattr(source.model.config, "label2id", None) or {})) if source.task == "sequence-classification" else None
+    """Prune a copy of source.model on `config.calib_samples` texts of `calib`; labels (classifiers) make the
+    importance use the task loss."""
+    batches, labels = calibration_batches(source, calib.sample(config.calib_samples, seed), max_length)
     return prune_model(source, batches, labels, config, seed=seed)
 
 
-def prune_model(source: Source, batches: list[Batch], labels: np.ndarray | None, config: PruneConfig, *, seed: int) -> PruneResult:
-    """Importance, mask search under the MAC budget, removal, least squares; the summary feeds the report."""
+def calibration_batches(source: Source, calib: Dataset, max_length: int) -> tuple[list[Batch], np.ndarray | None]:
+    """Tokenized calibration texts, and their class ids where the model is a classifier and the texts are labelled."""
+    texts = eval_texts(source.task, calib)
+    batches = encode_batches(source.tokenizer, texts, max_length=max_length, batch_size=16)
+    classifier = source.task == "sequence-classification"
+    return batches, label_ids(texts, dict(getattr(source.model.config, "label2id", None) or {})) if classifier else None
+
+
+def prune_model(
+    source: Source, batches: list[Batch], labels: np.ndarray | None, config: PruneConfig, *, seed: int, fisher: Fisher | None = None,
+) -> PruneResult:
+    """Importance, plan, removal, mask tuning; the summary feeds the report.
+
+    `fisher`: an importance pass over the same batches made earlier (with blocks if config.rearrange), reused.
+    """
     teacher, timings = source.model, {}
     lengths = [int(n) for b in batches for n in b.feeds["attention_mask"].sum(axis=1)]
     costs = unit_costs(lengths, surgery.hidden_size(teacher), surgery.head_dim(teacher))
-    heads_before, ffn_before = surgery.head_counts(teacher), surgery.ffn_widths(teacher)
-    macs_before = encoder_macs(heads_before, ffn_before, costs)
-
     started = time.perf_counter()
-    head_scores, neuron_scores = unit_importance(source, batches, labels, seed)
+    fisher = fisher or fisher_information(source, batches, labels, seed, blocks=config.rearrange)
     timings["importance"] = time.perf_counter() - started
-    budget = (1 - config.fraction) * macs_before * costs.texts
-    keep_heads, keep_neurons = search_masks(
-        head_scores, neuron_scores, costs, budget, prune_heads="heads" in config.units, prune_neurons="ffn" in config.units,
-    )
-    student = copy.deepcopy(teacher)
-    for i, (heads, neurons) in enumerate(zip(keep_heads, keep_neurons)):
-        if not heads.all():
-            surgery.keep_heads(student, i, np.flatnonzero(heads).tolist())
-        if not neurons.all():
-            surgery.keep_neurons(student, i, np.flatnonzero(neurons).tolist())
     started = time.perf_counter()
-    fits = fit_scales(student, teacher, batches, source.input_names) if config.rescale and config.fraction > 0 else []
-    timings["least_squares"] = time.perf_counter() - started
+    plan, searched = plan_pruning(fisher, costs, 1 - config.fraction, config)
+    timings["search"] = time.perf_counter() - started
+    student = copy.deepcopy(teacher)
+    surgery.apply_plan(student, plan)
+    estimated = {"searched": round(searched, 6), "rearranged": round(_loss(plan, fisher), 6)}
+    started = time.perf_counter()
+    tune = config.rescale and config.fraction > 0
+    target = scheduled_target(teacher, fisher, costs, config) if tune and config.tuning.target == "schedule" else teacher
+    del fisher  # its blocks (mpnet: ~0.5 GB) are not needed while tuning
+    fits = tune_masks(student, target, np.flatnonzero(plan.layers).tolist(), batches, source.input_names, config.tuning,
+                      cls_only=config.tuning.cls_only and source.task == "sequence-classification") if tune else []
+    timings["tuning"] = time.perf_counter() - started
+    summary = _summary(teacher, student, plan, costs, config, lengths)
+    summary.update(estimated_loss=estimated, least_squares=fits, seconds={k: round(v, 2) for k, v in timings.items()})
+    return PruneResult(student.eval(), summary)
 
+
+def plan_pruning(fisher: Fisher, costs: UnitCosts, kept_share: float, config: PruneConfig, *, layers: bool = True) -> tuple[Plan, float]:
+    """The search's plan at `kept_share` of the MACs, rearranged where asked; and its estimated loss before rearranging."""
+    head_scores, neuron_scores = fisher.head_scores, fisher.neuron_scores
+    total = sum(map(len, head_scores)) * costs.head + sum(map(len, neuron_scores)) * costs.neuron
+    plan = search_plan(
+        head_scores, neuron_scores, fisher.layers if layers and "layers" in config.units else None, costs, kept_share * total,
+        prune_heads="heads" in config.units, prune_neurons="ffn" in config.units,
+    )
+    searched = _loss(plan, fisher)
+    if config.rearrange:
+        heads = [rearrange(keep, block) if kept else keep for keep, block, kept in zip(plan.heads, fisher.heads, plan.layers)]
+        neurons = [rearrange(keep, block) if kept and block.ndim == 2 else keep for keep, block, kept in zip(plan.neurons, fisher.neurons, plan.layers)]
+        plan = Plan(heads, neurons, plan.layers)
+    return plan, searched
+
+
+def scheduled_target(teacher: nn.Module, fisher: Fisher, costs: UnitCosts, config: PruneConfig) -> nn.Module:
+    """The model pruned to √(kept share) of the MACs by the same method (whole layers stay): the nearer target
+    of Kwon et al.'s two-step schedule, against which the pruned layers are fitted."""
+    plan, _ = plan_pruning(fisher, costs, math.sqrt(1 - config.fraction), config, layers=False)
+    target = copy.deepcopy(teacher)
+    surgery.apply_plan(target, plan)
+    return target.eval()
+
+
+def _loss(plan: Plan, fisher: Fisher) -> float:
+    """The plan's estimated loss with each layer's Fisher block (its diagonal where no block was kept)."""
+    loss = 0.0
+    for i, kept in enumerate(plan.layers):
+        if not kept:
+            loss += float(fisher.layers[i])
+            continue
+        loss += removal_loss(plan.heads[i], fisher.heads[i])
+        block = fisher.neurons[i]
+        loss += removal_loss(plan.neurons[i], block) if block.ndim == 2 else float(block[~plan.neurons[i]].sum())
+    return loss
+
+
+def _summary(teacher: nn.Module, student: nn.Module, plan: Plan, costs: UnitCosts, config: PruneConfig, lengths: list[int]) -> dict:
+    heads_before, ffn_before = surgery.head_counts(teacher), surgery.ffn_widths(teacher)
     heads_after, ffn_after = surgery.head_counts(student), surgery.ffn_widths(student)
-    summary = {
+    return {
         "fraction": config.fraction,
         "units": list(config.units),
         "calibration_texts": costs.texts,
         "mean_tokens": round(sum(lengths) / len(lengths), 1),
-        "macs_before": macs_before,
+        "macs_before": encoder_macs(heads_before, ffn_before, costs),
         "macs_after": encoder_macs(heads_after, ffn_after, costs),
         "params_before": sum(p.numel() for p in teacher.parameters()),
         "params_after": sum(p.numel() for p in student.parameters()),
@@ -93,127 +148,7 @@ def prune_model(source: Source, batches: list[Batch], labels: np.ndarray | None,
         "heads_after": heads_after,
         "ffn_before": ffn_before,
         "ffn_after": ffn_after,
-        "least_squares": fits,
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "layers_kept": np.flatnonzero(plan.layers).tolist(),
+        "layers_removed": np.flatnonzero(~plan.layers).tolist(),
+        "tuning": dataclasses.asdict(config.tuning) if config.rescale else None,
     }
-    return PruneResult(student.eval(), summary)
-
-
-def unit_importance(source: Source, batches: list[Batch], labels: np.ndarray | None, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-layer Fisher scores of heads and neurons: Σ over examples of the squared mask gradient."""
-    model, parts = source.model, surgery.parts_for(source.model)
-    layers, heads, widths = surgery.encoder_layers(model), surgery.head_counts(model), surgery.ffn_widths(model)
-    head_fisher = [torch.zeros(h, dtype=torch.float64) for h in heads]
-    neuron_fisher = [torch.zeros(f, dtype=torch.float64) for f in widths]
-    module, generator = source.reference_module(), torch.Generator().manual_seed(seed)
-    masks: dict[tuple[str, int], torch.Tensor] = {}
-
-    def hook(key: tuple[str, int], apply):
-        return lambda mod, args: (apply(args[0], masks[key]),)
-
-    handles = [surgery.get(layer, parts.attn_out).register_forward_pre_hook(hook(("heads", i), mask_heads))
-               for i, layer in enumerate(layers) if heads[i]]
-    handles += [surgery.get(layer, parts.ffn_out).register_forward_pre_hook(hook(("ffn", i), mask_neurons))
-                for i, layer in enumerate(layers) if widths[i]]
-    try:
-        for batch in batches:
-            size = len(batch.indices)
-            masks.clear()
-            masks.update({("heads", i): torch.ones(size, h, requires_grad=True) for i, h in enumerate(heads) if h})
-            masks.update({("ffn", i): torch.ones(size, f, requires_grad=True) for i, f in enumerate(widths) if f})
-            inputs = {k: torch.from_numpy(batch.feeds[k]) for k in source.input_names}
-            outputs = module(**inputs)
-            batch_labels = torch.from_numpy(labels[batch.indices]) if labels is not None else None
-            loss = sensitivity_loss(source.task, outputs, inputs["attention_mask"], batch_labels, generator)
-            keys = list(masks)
-            grads = torch.autograd.grad(loss, [masks[k] for k in keys])
-            for (kind, i), grad in zip(keys, grads):
-                (head_fisher if kind == "heads" else neuron_fisher)[i] += grad.double().pow(2).sum(dim=0)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [f.numpy() for f in head_fisher], [f.numpy() for f in neuron_fisher]
-
-
-class _Stop(Exception):
-    """Raised by a hook once the tensors of interest are captured: the rest of the forward is not needed."""
-
-
-def _capture(model: nn.Module, feeds: dict[str, torch.Tensor], layer: nn.Module, out_path: str | None, norm_path: str) -> dict:
-    """Run `model` up to one sub-layer's LayerNorm: its input, and the output projection's input and output."""
-    captured, handles = {}, []
-
-    def at_norm(module, args):
-        captured["norm_in"] = args[0]
-        raise _Stop
-
-    handles.append(surgery.get(layer, norm_path).register_forward_pre_hook(at_norm))
-    if out_path is not None:
-        handles.append(surgery.get(layer, out_path).register_forward_hook(
-            lambda module, args, output: captured.update(units=args[0], out=output)))
-    try:
-        with torch.no_grad():
-            model(**feeds)
-    except _Stop:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
-
-
-@torch.no_grad()
-def fit_scales(student: nn.Module, teacher: nn.Module, batches: list[Batch], input_names: tuple[str, ...]) -> list[dict]:
-    """Layer by layer, attention then FFN: least-squares scales of the kept units and the sub-layer's bias.
-
-    The target of sub-layer l is the unpruned model's pre-LayerNorm sum x_t + f_t(x_t) minus the pruned
-    model's own residual input x_s: the fit also corrects drift accumulated in earlier layers.
-    """
-    parts = surgery.parts_for(student)
-    fits = []
-    for i in range(len(surgery.encoder_layers(student))):
-        for kind, norm_path, out_path, constant_path in (
-            ("heads", parts.attn_norm, parts.attn_out, parts.attention), ("ffn", parts.ffn_norm, parts.ffn_out, parts.ffn),
-        ):
-            count = (surgery.head_counts if kind == "heads" else surgery.ffn_widths)(student)[i]
-            layer = surgery.encoder_layers(student)[i]
-            # The bias the sub-layer adds: its output Linear's, or the whole output of a constant sub-layer.
-            bias = surgery.get(layer, out_path if count else constant_path).bias
-            equations = _normal_equations(student, teacher, batches, input_names, i, kind, count, norm_path, out_path if count else None, bias)
-            scales, shift = equations.solve()
-            ones = torch.ones(count, dtype=torch.float64)
-            fits.append({"layer": i, "part": kind, "units": count, "error_before": _relative(equations, ones),
-                         "error_after": _relative(equations, scales, shift)})
-            surgery.scale_units(student, i, scales.float() if kind == "heads" else None, scales.float() if kind == "ffn" else None)
-            bias.add_(shift.to(bias.dtype))
-    return fits
-
-
-def _normal_equations(
-    student: nn.Module, teacher: nn.Module, batches: list[Batch], input_names: tuple[str, ...], index: int, kind: str, count: int,
-    norm_path: str, out_path: str | None, bias: torch.Tensor,
-) -> NormalEquations:
-    """Accumulate one sub-layer's least-squares sums over the calibration batches (real tokens only)."""
-    size = surgery.head_dim(student)
-    equations = NormalEquations.empty(count, bias.shape[0])
-    weight = surgery.get(surgery.encoder_layers(student)[index], out_path).weight if out_path else None  # (hidden, units·width)
-    weight_gram = weight.T @ weight if kind == "ffn" and weight is not None else None
-    for batch in batches:
-        feeds = {k: torch.from_numpy(batch.feeds[k]) for k in input_names}
-        real = feeds["attention_mask"].bool()
-        mine = _capture(student, feeds, surgery.encoder_layers(student)[index], out_path, norm_path)
-        theirs = _capture(teacher, feeds, surgery.encoder_layers(teacher)[index], None, norm_path)
-        residual = mine["norm_in"] - (mine["out"] if out_path else bias)  # x_s
-        target = (theirs["norm_in"] - residual - bias)[real]  # (tokens, hidden)
-        if not count:
-            equations.add_target_only(target)
-        elif kind == "heads":
-            units = mine["units"][real].view(-1, count, size)  # (tokens, heads, head_dim)
-            equations.add_heads(torch.einsum("tkd,hkd->tkh", units, weight.view(-1, count, size)), target)
-        else:
-            equations.add_neurons(mine["units"][real], weight, target, weight_gram)
-    return equations
-
-
-def _relative(equations: NormalEquations, scales: torch.Tensor, shift: torch.Tensor | None = None) -> float:
-    return round(max(equations.error(scales, shift), 0.0) / max(equations.target_sq, 1e-30), 6)

@@ -26,6 +26,19 @@ def test_prune_writes_a_folder_transformers_loads(tiny_models, data_files, tmp_p
     assert built.exit_code == 0, built.output
 
 
+def test_prune_whole_layers_writes_a_shallower_folder(tiny_models, data_files, tmp_path):
+    from transformers import AutoConfig
+
+    out = tmp_path / "pruned"
+    result = invoke("prune", tiny_models("bert"), "--prune", "0.5", "--prune-units", "layers", "--calib-samples", "8",
+                    "--calib", data_files["calib"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "layers removed" in result.stdout
+    assert AutoConfig.from_pretrained(out).num_hidden_layers == 1
+    pruning = json.loads((out / "config.json").read_text())["edgec_pruning"]
+    assert len(pruning["layers_removed"]) == 1
+
+
 def test_build_with_prune_and_distill_shows_both_rows(tiny_models, data_files, tmp_path):
     result = invoke(
         "build", tiny_models("distilbert"), "--precision", "fp32", "--prune", "0.4", "--distill", data_files["calib"],
@@ -53,7 +66,7 @@ def test_prune_with_distillation_reports_the_run(tiny_models, data_files, tmp_pa
         (["--prune", "1"], "prune fraction must be in [0, 1)"),
         (["--prune", "1.5"], "prune fraction must be in [0, 1)"),
         (["--prune", "0.99999"], "too small to keep any"),
-        (["--prune", "0.5", "--prune-units", "layers"], "prune units must be some of heads, ffn"),
+        (["--prune", "0.5", "--prune-units", "neurons"], "prune units must be some of heads, ffn, layers"),
         (["--prune", "0.9", "--prune-units", "heads"], "with attention heads alone"),
         (["--distill-steps", "5"], "nothing to do"),
     ],

@@ -66,17 +66,32 @@ def test_impossible_budgets_are_config_errors():
         search_masks(heads, neurons, costs, 0.5 * costs.neuron)
 
 
-def test_least_squares_recovers_known_scales_and_bias():
+@pytest.mark.parametrize("ridge", ["to-one", "relative"])
+def test_least_squares_recovers_known_scales_and_bias(ridge):
     torch.manual_seed(0)
     units = torch.randn(200, 5, 8)  # (tokens, units, hidden)
     true_scales, bias = torch.tensor([1.5, 0.5, 1.0, 2.0, 0.8]), torch.randn(8)
     target = torch.einsum("tkh,k->th", units, true_scales) + bias
     equations = NormalEquations.empty(5, 8)
     equations.add_heads(units, target)
-    scales, shift = equations.solve(damping=1e-9)
-    assert torch.allclose(scales.float(), true_scales, atol=1e-3)
-    assert torch.allclose(shift.float(), bias, atol=1e-3)
-    assert equations.error(scales, shift) < 1e-3 * equations.error(torch.ones(5, dtype=torch.float64))
+    solution = equations.solve(ridge=ridge, fit_bias=True)
+    assert solution.ok
+    assert torch.allclose(solution.scales.float(), true_scales, atol=1e-2)
+    assert torch.allclose(solution.shift.float(), bias, atol=1e-2)
+    assert equations.error(solution.scales, solution.shift) < 1e-3 * equations.error(torch.ones(5, dtype=torch.float64))
+    assert equations.solve(ridge=ridge).shift is None  # without fit_bias the bias stays
+
+
+def test_ridge_to_one_leaves_directions_of_tiny_curvature_at_one():
+    # Unit 1 contributes almost nothing (eigenvalue << 1): its scale stays near 1, where a plain solve would explode.
+    units = torch.zeros(4, 2, 3)
+    units[:, 0, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    units[:, 1, 1] = 1e-4
+    target = 2 * units[:, 0] + 50 * units[:, 1]
+    equations = NormalEquations.empty(2, 3)
+    equations.add_heads(units, target)
+    scales = equations.solve(ridge="to-one").scales
+    assert abs(scales[0] - 2) < 1e-2 and abs(scales[1] - 1) < 1e-3
 
 
 def test_neuron_equations_equal_the_explicit_head_form():
@@ -90,12 +105,14 @@ def test_neuron_equations_equal_the_explicit_head_form():
     assert torch.allclose(factored.unit_sums, explicit.unit_sums, rtol=1e-4, atol=1e-4)
 
 
-def test_least_squares_never_makes_the_fit_worse():
+@pytest.mark.parametrize("ridge", ["to-one", "relative"])
+def test_least_squares_never_makes_the_fit_worse(ridge):
     torch.manual_seed(2)
     equations = NormalEquations.empty(3, 4)
     equations.add_heads(torch.randn(2, 3, 4), torch.randn(2, 4))  # fewer tokens than unknowns: ill-posed
-    scales, shift = equations.solve()
-    assert equations.error(scales, shift) <= equations.error(torch.ones(3, dtype=torch.float64)) + 1e-9
+    solution = equations.solve(ridge=ridge, fit_bias=True)
+    ones = torch.ones(3, dtype=torch.float64)
+    assert not solution.ok or equations.error(solution.scales, solution.shift) <= equations.error(ones) + 1e-9
 
 
 def test_masks_scale_the_right_slices():

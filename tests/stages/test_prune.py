@@ -97,3 +97,20 @@ def test_pruned_int8_build_with_distillation(tiny_models, data_files, tmp_path):
     stages = [row["stage"] for row in artifact.manifest["parity"]["ledger"]]
     assert stages[:3] == ["prune", "distill", "export"] and "quantize" in stages
     assert artifact.manifest["stages"]["distill"]["steps"] == 6
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "mpnet"])
+def test_removed_layers_leave_the_export_which_fuses_and_runs(tiny_models, data_files, tmp_path, model_type):
+    import onnx
+
+    recipe = Recipe(prune=PruneConfig(fraction=0.5, units=("layers",)), quant=QuantConfig(precision="fp32"), parity=LOOSE)
+    artifact = edgec.build(tiny_models(model_type), "ort-x86", recipe=recipe, calib=read_dataset(data_files["calib"]), out=tmp_path / "a")
+    summary = artifact.manifest["stages"]["prune"]
+    assert len(summary["layers_removed"]) == 1 and len(summary["layers_kept"]) == 1  # half the compute: one of two layers
+    ledger = artifact.manifest["parity"]["ledger"]
+    assert [row["stage"] for row in ledger] == ["prune", "export", "optimize", "artifact"]
+    assert abs(ledger[-1]["metrics"]["cosine_mean"] - ledger[0]["metrics"]["cosine_mean"]) < 1e-4
+    graph = onnx.load(str(artifact.model_path)).graph
+    norms = sum(node.op_type in ("LayerNormalization", "SkipLayerNormalization") for node in graph.node)
+    assert norms <= 3  # embeddings + the kept layer's two (the unpruned model has five)
+    assert f"layers removed | {summary['layers_removed'][0]} (of 0-1" in (artifact.path / "report.md").read_text()
