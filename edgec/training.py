@@ -278,10 +278,15 @@ def shuffled_loader(
 class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
     """Shuffled batches of similar-length items: shuffle, sort each window of `window` batches by length, cut it into
     batches, shuffle the batches. Each pass (epoch) draws a new order from (seed, pass); every process of a
-    data-parallel run draws the same one, so sharding its batches stays consistent."""
+    data-parallel run draws the same one, so sharding its batches stays consistent.
+
+    A pass has at least four windows, so that small data still gets new batch memberships each pass (a single
+    sorted window would give the same batches every time, which slows SGD down).
+    """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 50):
-        self.lengths, self.batch_size, self.seed, self.window = list(lengths), batch_size, seed, window
+        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.window = max(1, min(window, len(self.lengths) // (4 * batch_size)))
         self.passes = 0
 
     def __iter__(self) -> Iterator[list[int]]:
