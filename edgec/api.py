@@ -227,7 +227,9 @@ def check_parity(
         return measure_model(model, "artifact", task, evaluation, thresholds, profile.session, simulated, statistics=True)
 
 
-def build_checked_engine(artifact: Artifact, data: Dataset, *, reference: str | Path | None = None) -> tuple[dict, ParityRow]:
+def build_checked_engine(
+    artifact: Artifact, data: Dataset, *, reference: str | Path | None = None
+) -> tuple[dict, ParityRow]:
     """`edgec engine`: build a TensorRT artifact's engine, then gate it on parity against the uncompressed source model
     (or `reference`) on `data`, measured on the engine itself. A passing engine is recorded as built; a failing one is
     kept as model.engine.rejected and ParityError is raised. Returns the manifest's engine record and the parity row.

@@ -94,8 +94,8 @@ def tensorrt_rows(emit: dict[str, Any], engine: dict[str, Any]) -> list[tuple[st
     """What a TensorRT build wrote and whether the engine itself exists."""
     shapes = lambda axis: "/".join(str(next(iter(emit["profile"].values()))[k][axis]) for k in ("min", "opt", "max"))  # noqa: E731
     typing = emit["typing"]
-    types = (f"fp16 {typing['fp16_nodes']} nodes, fp32 " + ", ".join(f"{k} {v}" for k, v in typing["fp32_nodes"].items())
-             if typing else "fp32")
+    fp32 = ", ".join(f"{k} {v}" for k, v in typing["fp32_nodes"].items()) if typing else ""
+    types = f"fp16 {typing['fp16_nodes']} nodes, fp32 {fp32}" if typing else "fp32"
     spec = (f"{emit['spec']}, {emit['script']}; strongly typed ({types}); "
             f"profile min/opt/max batch {shapes(0)}, sequence {shapes(1)}")
     if engine["file"]:

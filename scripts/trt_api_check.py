@@ -46,7 +46,11 @@ def tensorrt_names(source: str) -> set[str]:
     found: set[str] = set()
     for name, function in functions.items():
         for node in ast.walk(function):
-            if isinstance(node, ast.Attribute) and _is_tensorrt(node.value, scopes[name], returns) and not _dunder(node.attr):
+            if (
+                isinstance(node, ast.Attribute)
+                and _is_tensorrt(node.value, scopes[name], returns)
+                and not _dunder(node.attr)
+            ):
                 found.add(node.attr)
             elif isinstance(node, ast.Call) and _is_tensorrt(node.func, scopes[name], returns):
                 found.update(k.arg for k in node.keywords if k.arg)  # keyword names are compiled in too
@@ -60,7 +64,13 @@ def tensorrt_names(source: str) -> set[str]:
 
 
 def _imported_tensorrt(function: ast.FunctionDef) -> set[str]:
-    return {a.asname or a.name for n in ast.walk(function) if isinstance(n, ast.Import) for a in n.names if a.name == "tensorrt"}
+    return {
+        a.asname or a.name
+        for n in ast.walk(function)
+        if isinstance(n, ast.Import)
+        for a in n.names
+        if a.name == "tensorrt"
+    }
 
 
 def _dunder(name: str) -> bool:
@@ -122,7 +132,12 @@ def _members_lookup(node: ast.AST) -> tuple[ast.AST, str] | None:
         members, key = node.value, node.slice
     else:
         return None
-    if isinstance(members, ast.Attribute) and members.attr == "__members__" and isinstance(key, ast.Constant) and isinstance(key.value, str):
+    if (
+        isinstance(members, ast.Attribute)
+        and members.attr == "__members__"
+        and isinstance(key, ast.Constant)
+        and isinstance(key.value, str)
+    ):
         return members.value, key.value
     return None
 
@@ -152,24 +167,32 @@ def check_wheel(wheel: Path, needed: set[str]) -> dict:
         available = compiled_names(archive.read(binaries[0]))
     package, version = wheel.name.split("-")[:2]
     return {
-        "package": package, "version": version, "binary": binaries[0], "checked": len(needed),
-        "missing": sorted(needed - available), "removed_in_11_present": [n for n in REMOVED_IN_11 if n in available],
+        "package": package,
+        "version": version,
+        "binary": binaries[0],
+        "checked": len(needed),
+        "missing": sorted(needed - available),
+        "removed_in_11_present": [n for n in REMOVED_IN_11 if n in available],
     }
 
 
 def markdown(results: list[dict], needed: set[str]) -> str:
     lines = [
-        "## TensorRT API check: the engine module against the 10.x and 11.x bindings (no GPU)", "",
+        "## TensorRT API check: the engine module against the 10.x and 11.x bindings (no GPU)",
+        "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}. Command: `scripts/trt_api_check.sh`. "
         f"The {len(needed)} names `edgec/backends/tensorrt_engine.py` reads from tensorrt objects (found with Python's "
         "ast) against the identifiers compiled into each wheel's `tensorrt.so`; the last column is a control: names "
-        "NVIDIA's migration guide lists as removed in 11.x, which the check must find in 10.x only.", "",
+        "NVIDIA's migration guide lists as removed in 11.x, which the check must find in 10.x only.",
+        "",
         "| package | version | names checked | missing | removed-in-11 names present |",
         "|---|---|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| {r['package']} | {r['version']} | {r['checked']} | {', '.join(r['missing']) or 'none'} | "
-                     f"{', '.join(r['removed_in_11_present']) or 'none'} |")
+        lines.append(
+            f"| {r['package']} | {r['version']} | {r['checked']} | {', '.join(r['missing']) or 'none'} | "
+            f"{', '.join(r['removed_in_11_present']) or 'none'} |"
+        )
     lines += ["", "Names checked: " + ", ".join(f"`{n}`" for n in sorted(needed)) + "."]
     return "\n".join(lines) + "\n"
 
@@ -179,13 +202,19 @@ def main(wheels: list[str]) -> int:
     results = [check_wheel(Path(w), needed) for w in wheels]
     for r in results:
         verdict = "ok" if not r["missing"] else "MISSING " + ", ".join(r["missing"])
-        print(f"{r['package']} {r['version']}: {r['checked']} names checked: {verdict}; "
-              f"removed-in-11 names present: {', '.join(r['removed_in_11_present']) or 'none'}")
-    (ROOT / "benchmarks" / "results-trt-api-check.json").write_text(json.dumps({"names": sorted(needed), "wheels": results}, indent=1) + "\n")
+        print(
+            f"{r['package']} {r['version']}: {r['checked']} names checked: {verdict}; "
+            f"removed-in-11 names present: {', '.join(r['removed_in_11_present']) or 'none'}"
+        )
+    (ROOT / "benchmarks" / "results-trt-api-check.json").write_text(
+        json.dumps({"names": sorted(needed), "wheels": results}, indent=1) + "\n"
+    )
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from run import write_section
 
-    write_section(ROOT / "benchmarks" / "RESULTS.md", "trt-api-check", markdown(results, needed), "scripts/trt_api_check.sh")
+    write_section(
+        ROOT / "benchmarks" / "RESULTS.md", "trt-api-check", markdown(results, needed), "scripts/trt_api_check.sh"
+    )
     return 1 if any(r["missing"] for r in results) else 0
 
 

@@ -12,7 +12,7 @@ _spec = importlib.util.spec_from_file_location("trt_api_check", ROOT / "scripts"
 check = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(check)
 
-SNIPPET = '''
+SNIPPET = """
 import numpy as np
 
 def build(path):
@@ -37,21 +37,38 @@ def _logger(trt):
         def log(self, severity, msg):
             self.seen = msg.upper()
     return Logger()
-'''
+"""
 
 
 def test_names_follow_tensorrt_objects_through_assignments_calls_and_returns():
     names = check.tensorrt_names(SNIPPET)
     assert names == {
-        "Builder", "NetworkDefinitionCreationFlag", "STRONGLY_TYPED", "create_builder_config", "set_timing_cache",
-        "ignore_mismatch", "num_inputs", "create_network", "OnnxParser", "get_error", "num_errors", "ILogger", "log",
+        "Builder",
+        "NetworkDefinitionCreationFlag",
+        "STRONGLY_TYPED",
+        "create_builder_config",
+        "set_timing_cache",
+        "ignore_mismatch",
+        "num_inputs",
+        "create_network",
+        "OnnxParser",
+        "get_error",
+        "num_errors",
+        "ILogger",
+        "log",
     }
     # Python's own attributes (path.name, np.zeros, .sum, str.upper, self.seen) are not tensorrt names.
 
 
 def test_the_engine_module_reads_no_name_tensorrt_11_removed():
     names = check.tensorrt_names(check.ENGINE_MODULE.read_text())
-    assert {"STRONGLY_TYPED", "create_network", "set_memory_pool_limit", "execute_async_v3", "create_timing_cache"} <= names
+    assert {
+        "STRONGLY_TYPED",
+        "create_network",
+        "set_memory_pool_limit",
+        "execute_async_v3",
+        "create_timing_cache",
+    } <= names
     assert not names & {"BuilderFlag", "set_flag", "int8_calibrator", "OBEY_PRECISION_CONSTRAINTS"}
 
 

@@ -76,7 +76,8 @@ def emit(ctx: Context, staging: Path) -> Context:
         "backend": "tensorrt", "model": model.name, "spec": SPEC_FILE, "script": SCRIPT_FILE, "typing": typing,
         "profile": spec["profiles"][0], "preflight_warnings": [h.what for h in hazards],
     }
-    return ctx.with_note("emit", note, onnx_path=model, files=files, parity_model=simulation_model(model, ctx.precision, ctx.workdir))
+    stand_in = simulation_model(model, ctx.precision, ctx.workdir)
+    return ctx.with_note("emit", note, onnx_path=model, files=files, parity_model=stand_in)
 
 
 def engine_stage(ctx: Context, staging: Path) -> Context:
@@ -138,7 +139,9 @@ def build_spec(ctx: Context, graph: onnx.ModelProto, model: Path, hazards: list[
         "inputs": [{"name": i.name, "dtype": dtype(i)} for i in graph.graph.input],
         "outputs": [{"name": o.name, "dtype": dtype(o)} for o in graph.graph.output],
         "preflight": [{"severity": h.severity, "what": h.what, "fix": h.fix} for h in hazards],
-        "requires": {"tensorrt": ">=10.0,<12", "edgec": package_versions()["edgec"], "onnx_opset": _default_opset(graph)},
+        "requires": {
+            "tensorrt": ">=10.0,<12", "edgec": package_versions()["edgec"], "onnx_opset": _default_opset(graph),
+        },
     }
 
 
@@ -155,21 +158,22 @@ def _default_opset(graph: onnx.ModelProto) -> int:
 
 
 def trtexec_script(spec: dict) -> str:
-    """build_engine.sh: the trtexec command line equivalent to `edgec engine` for this spec (without its parity gate)."""
+    """build_engine.sh: the trtexec command line `edgec engine` equals for this spec (without its parity gate)."""
     profile = spec["profiles"][0]
     shapes = " \\\n  ".join(f"--{which}Shapes={trtexec_shapes(profile, which)}" for which in ("min", "opt", "max"))
     lines = [
         "#!/usr/bin/env bash",
-        f"# Builds {spec['engine']} from {spec['onnx']} with trtexec (TensorRT {' or '.join(map(str, spec['tensorrt_majors']))}), "
-        f"as {SPEC_FILE} specifies;",
-        "# the same engine as `edgec engine` builds, which also checks its parity. Run it on the GPU the engine is for:",
+        f"# Builds {spec['engine']} from {spec['onnx']} with trtexec "
+        f"(TensorRT {' or '.join(map(str, spec['tensorrt_majors']))}), as {SPEC_FILE} specifies;",
+        "# the same engine as `edgec engine` builds, which also checks its parity. Run it on the GPU it is for:",
         "# an engine is tied to the GPU model and the TensorRT version that built it. Extra arguments go to trtexec.",
         "# The ONNX carries its own precision (fp16/fp32 types, int8 Q/DQ), so no precision flag is passed;",
         "# --stronglyTyped is required by TensorRT 10 and a no-op in 11, where every network is strongly typed.",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         f"exec trtexec --onnx={spec['onnx']} --saveEngine={spec['engine']} \\\n  {shapes} \\\n"
-        f"  --stronglyTyped --memPoolSize=workspace:{spec['workspace_mib']} --builderOptimizationLevel={spec['builder_optimization_level']} \\\n"
+        f"  --stronglyTyped --memPoolSize=workspace:{spec['workspace_mib']} "
+        f"--builderOptimizationLevel={spec['builder_optimization_level']} \\\n"
         f"  --timingCacheFile={spec['timing_cache']} --skipInference \"$@\"",
     ]
     return "\n".join(lines) + "\n"
@@ -182,14 +186,16 @@ def artifact_spec(artifact: Artifact) -> dict:
         raise InputError(f"{artifact.path} has no {SPEC_FILE}, so it is not a TensorRT artifact; build one with --target trt-int8 or trt-fp16")
     spec = json.loads(spec_path.read_text())
     if spec.get("format") != SPEC_FORMAT:
-        raise InputError(f"{spec_path} has format {spec.get('format')}, written for weakly typed TensorRT (precision flags, "
-                         f"implicit int8) that TensorRT 11 removed; rebuild the artifact with this edgec")
+        raise InputError(f"{spec_path} has format {spec.get('format')}, written for weakly typed TensorRT (precision "
+                         "flags, implicit int8) that TensorRT 11 removed; rebuild the artifact with this edgec")
     if sha256_file(artifact.path / spec["onnx"]) != spec["onnx_sha256"]:
         raise InputError(f"{artifact.path / spec['onnx']} changed since the build (sha256 differs from {SPEC_FILE}); rebuild the artifact")
     return spec
 
 
-def build_artifact_engine(artifact: Artifact, gate: Callable[[Path], ParityRow], checked_on: str) -> tuple[dict, ParityRow]:
+def build_artifact_engine(
+    artifact: Artifact, gate: Callable[[Path], ParityRow], checked_on: str
+) -> tuple[dict, ParityRow]:
     """`edgec engine`: build the engine the spec describes, run `gate` (parity on `checked_on` data) on it, and record
     it in the manifest. A passing engine becomes model.engine; a failing one is kept as model.engine.rejected, beside
     whatever engine the artifact had. Returns the manifest's engine record and the parity row."""

@@ -114,7 +114,8 @@ def check_tensorrt_major(version: str, majors: list[int]) -> None:
     if not major.isdigit() or int(major) not in majors:
         raise BackendUnavailable(
             f"TensorRT {version} is major {major}, not one this artifact's spec was written for "
-            f"({', '.join(map(str, majors))}); install one of those (pip install 'tensorrt>=10,<12') or rebuild with an edgec that knows it"
+            f"({', '.join(map(str, majors))}); install one of those (pip install 'tensorrt>=10,<12') "
+            "or rebuild with an edgec that knows it"
         )
 
 
@@ -135,7 +136,9 @@ def _parse_onnx(trt, builder, logger, onnx_path: Path, strongly_typed: bool):
         # str(ParserError) names the node (index, and name and operator on TensorRT >= 10.2) and the description.
         errors = [_one_line(parser.get_error(i)) for i in range(min(parser.num_errors, _MAX_REPORTED_ERRORS))]
         described = " | ".join(errors) or _last_errors(logger)
-        raise InputError(f"TensorRT cannot parse {onnx_path.name}: {described}; export an opset and ops TensorRT supports")
+        raise InputError(
+            f"TensorRT cannot parse {onnx_path.name}: {described}; export an opset and ops TensorRT supports"
+        )
     # The parser must outlive the network: it owns the weights the network points to until the build is done.
     return network, parser
 

@@ -10,7 +10,14 @@ import typer
 from edgec.api import build_checked_engine
 from edgec.artifact import load_artifact
 from edgec.cli.common import (
-    LabelColumn, ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, read_optional, stdout, table,
+    LabelColumn,
+    ScoreColumn,
+    TextColumn,
+    TextPairColumn,
+    errors_to_exit_codes,
+    read_optional,
+    stdout,
+    table,
 )
 from edgec.report import LEDGER_COLUMNS
 
@@ -20,16 +27,20 @@ def register(app: typer.Typer) -> None:
 
 
 def engine(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `edgec build --target trt-int8|trt-fp16`.")],
+    artifact: Annotated[
+        Path, typer.Argument(help="Artifact folder written by `edgec build --target trt-int8|trt-fp16`.")
+    ],
     data: Annotated[Path, typer.Option(help="Eval data the engine's parity is checked on (.txt/.jsonl/.csv/.tsv).")],
-    reference: Annotated[Path | None, typer.Option(help="The uncompressed model, if not at the path the build recorded.")] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="The uncompressed model, if not at the path the build recorded.")
+    ] = None,
     text_column: TextColumn = None,
     text_pair_column: TextPairColumn = None,
     label_column: LabelColumn = None,
     score_column: ScoreColumn = None,
 ) -> None:
     """Build the TensorRT engine of an artifact here (needs tensorrt and an NVIDIA GPU), check its parity against the
-    uncompressed model on DATA, and record it in the manifest. Exit 1 (engine kept as model.engine.rejected) on failure."""
+    uncompressed model on DATA, and record it in the manifest. Exit 1 on failure (kept as model.engine.rejected)."""
     dataset = read_optional(data, text_column, text_pair_column, label_column, score_column)
     built, row = build_checked_engine(load_artifact(artifact), dataset, reference=reference)
     rows = [[k, str(v)] for k, v in built.items() if k != "parity"]

@@ -78,7 +78,9 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: set[str]) -> onnx.ModelProto:
             for i, name in enumerate(node.output):
                 if name in graph_outputs and name in floats:
                     node.output[i] = f"{name}_fp16"
-                    nodes.append(helper.make_node("Cast", [node.output[i]], [name], name=f"{name}_edgec_cast", to=_FLOAT))
+                    nodes.append(
+                        helper.make_node("Cast", [node.output[i]], [name], name=f"{name}_edgec_cast", to=_FLOAT)
+                    )
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]

@@ -97,7 +97,9 @@ def fp32_nodes(model: onnx.ModelProto, absmax: dict[str, float], data_max: float
         elif big := [t for t in touched if t in constants and np.abs(constants[t]).max(initial=0) > FP16_MAX]:
             reasons[node.name] = f"constant beyond fp16's range: {big[0]}"
         elif big := [t for t in touched if absmax.get(t, 0.0) > data_max]:
-            reasons[node.name] = f"{BY_DATA}: |{big[0]}| reaches {absmax[big[0]]:.4g} on the calibration data (> {data_max:g})"
+            reasons[node.name] = (
+                f"{BY_DATA}: |{big[0]}| reaches {absmax[big[0]]:.4g} on the calibration data (> {data_max:g})"
+            )
     return _follow_quantization(graph, reasons)
 
 

@@ -31,11 +31,24 @@ def _attention_like(scale: float) -> onnx.ModelProto:
         helper.make_node("Identity", ["normed"], ["pooled"], name="edgec_output"),
     ]
     graph = helper.make_graph(
-        nodes, "attention_like",
-        [helper.make_tensor_value_info("x", FLOAT, ["batch", 4]), helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", 4])],
-        [helper.make_tensor_value_info("probs", FLOAT, ["batch", 4]), helper.make_tensor_value_info("pooled", FLOAT, ["batch", 4])],
-        [const("one", 1.0), const("lowest", np.finfo(np.float32).min), const("w", rng.normal(size=(4, 4))),
-         const("scale", scale), const("gamma", np.ones(4)), const("beta", np.zeros(4))],
+        nodes,
+        "attention_like",
+        [
+            helper.make_tensor_value_info("x", FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("probs", FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("pooled", FLOAT, ["batch", 4]),
+        ],
+        [
+            const("one", 1.0),
+            const("lowest", np.finfo(np.float32).min),
+            const("w", rng.normal(size=(4, 4))),
+            const("scale", scale),
+            const("gamma", np.ones(4)),
+            const("beta", np.zeros(4)),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     prepare_for_typing(model)
@@ -106,8 +119,10 @@ def test_typed_graph_is_valid_keeps_io_types_and_computes_the_same():
 def test_rounding_model_rounds_like_fp16_under_ort_optimizations():
     # y = x * 1 with the Mul in fp16: 1 + 2^-12 is not an fp16 value and must come out as 1.0.
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "one"], ["y"], name="times_one")], "identity",
-        [helper.make_tensor_value_info("x", FLOAT, [1])], [helper.make_tensor_value_info("y", FLOAT, [1])],
+        [helper.make_node("Mul", ["x", "one"], ["y"], name="times_one")],
+        "identity",
+        [helper.make_tensor_value_info("x", FLOAT, [1])],
+        [helper.make_tensor_value_info("y", FLOAT, [1])],
         [numpy_helper.from_array(np.ones(1, np.float32), "one")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -141,11 +156,23 @@ def test_quantize_follows_its_input_and_dequantize_its_consumer(op):
         helper.make_node("MatMul", ["dq", "w"], ["y"], name="matmul"),
     ]
     graph = helper.make_graph(
-        nodes, "qdq", [helper.make_tensor_value_info("x", FLOAT, ["batch", 4])], [helper.make_tensor_value_info("y", FLOAT, ["batch", 4])],
-        [const("gamma", np.ones(4)), const("beta", np.zeros(4)), const("s", 0.05), const("zero", 0, np.int8),
-         const("w_q", np.ones((4, 4)), np.int8), const("w_s", np.full(4, 0.01)), const("w_zero", np.zeros(4), np.int8)],
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", FLOAT, ["batch", 4])],
+        [
+            const("gamma", np.ones(4)),
+            const("beta", np.zeros(4)),
+            const("s", 0.05),
+            const("zero", 0, np.int8),
+            const("w_q", np.ones((4, 4)), np.int8),
+            const("w_s", np.full(4, 0.01)),
+            const("w_zero", np.zeros(4), np.int8),
+        ],
     )
-    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9))
+    model = onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    )
     small = fp32_nodes(model, {"normed": 3.0, "dq": 3.0, "y": 10.0})
     assert small["quantize"].startswith("QuantizeLinear") and "dequantize" not in small and "matmul" not in small
     large = fp32_nodes(model, {"normed": 3.0, "dq": 3.0, "y": 1000.0})  # the MatMul's output needs fp32
