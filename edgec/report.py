@@ -93,7 +93,7 @@ def _simulated_note(ledger: list[dict[str, Any]]) -> str:
 def tensorrt_rows(emit: dict[str, Any], engine: dict[str, Any]) -> list[tuple[str, str]]:
     """What a TensorRT build wrote and whether the engine itself exists."""
     shapes = lambda axis: "/".join(str(next(iter(emit["profile"].values()))[k][axis]) for k in ("min", "opt", "max"))  # noqa: E731
-    typing = emit["typing"]
+    typing = emit.get("typing")  # absent in artifacts of edgec before strongly typed TensorRT
     fp32 = ", ".join(f"{k} {v}" for k, v in typing["fp32_nodes"].items()) if typing else ""
     types = f"fp16 {typing['fp16_nodes']} nodes, fp32 {fp32}" if typing else "fp32"
     spec = (f"{emit['spec']}, {emit['script']}; strongly typed ({types}); "
