@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import platform
 import re
 import sys
 import zipfile
@@ -176,11 +175,11 @@ def check_wheel(wheel: Path, needed: set[str]) -> dict:
     }
 
 
-def markdown(results: list[dict], needed: set[str]) -> str:
+def markdown(results: list[dict], needed: set[str], machine: str) -> str:
     lines = [
         "## TensorRT API check: the engine module against the 10.x and 11.x bindings (no GPU)",
         "",
-        f"Machine: {platform.machine()}, Python {platform.python_version()}. Command: `scripts/trt_api_check.sh`. "
+        f"Machine: {machine}. Command: `scripts/trt_api_check.sh`. "
         f"The {len(needed)} names `edgec/backends/tensorrt_engine.py` reads from tensorrt objects (found with Python's "
         "ast) against the identifiers compiled into each wheel's `tensorrt.so`; the last column is a control: names "
         "NVIDIA's migration guide lists as removed in 11.x, which the check must find in 10.x only.",
@@ -210,10 +209,10 @@ def main(wheels: list[str]) -> int:
         json.dumps({"names": sorted(needed), "wheels": results}, indent=1) + "\n"
     )
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from run import write_section
+    from run import machine, write_section
 
     write_section(
-        ROOT / "benchmarks" / "RESULTS.md", "trt-api-check", markdown(results, needed), "scripts/trt_api_check.sh"
+        ROOT / "benchmarks" / "RESULTS.md", "trt-api-check", markdown(results, needed, machine()), "scripts/trt_api_check.sh"
     )
     return 1 if any(r["missing"] for r in results) else 0
 
