@@ -21,6 +21,7 @@ from torch import nn
 
 from edgec import surgery
 from edgec.data import Dataset
+from edgec.errors import ConfigError
 from edgec.inference import Batch, encode_batches
 from edgec.ops.layer_search import Plan, search_plan
 from edgec.ops.macs import UnitCosts, encoder_macs, unit_costs
@@ -112,8 +113,14 @@ def plan_pruning(fisher: Fisher, costs: UnitCosts, kept_share: float, config: Pr
 
 def scheduled_target(teacher: nn.Module, fisher: Fisher, costs: UnitCosts, config: PruneConfig) -> nn.Module:
     """The model pruned to √(kept share) of the MACs by the same method (whole layers stay): the nearer target
-    of Kwon et al.'s two-step schedule, against which the pruned layers are fitted."""
-    plan, _ = plan_pruning(fisher, costs, math.sqrt(1 - config.fraction), config, layers=False)
+    of Kwon et al.'s two-step schedule, against which the pruned layers are fitted.
+
+    Where heads and neurons alone cannot reach that share (units "layers" only, or a budget only whole layers
+    meet), there is no intermediate point of the schedule and the unpruned model is the target."""
+    try:
+        plan, _ = plan_pruning(fisher, costs, math.sqrt(1 - config.fraction), config, layers=False)
+    except ConfigError:
+        return teacher
     target = copy.deepcopy(teacher)
     surgery.apply_plan(target, plan)
     return target.eval()
