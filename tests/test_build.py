@@ -10,6 +10,8 @@ from transformers import AutoTokenizer
 import edgec
 from edgec.errors import InputError, ParityError
 from edgec.recipe import ParityThresholds, QuantConfig, Recipe
+from edgec.parity import metrics
+from edgec.parity.evalset import reference_outputs
 from edgec.source import load_source
 
 from conftest import ARCHITECTURES, SENTENCES
@@ -46,8 +48,8 @@ def test_every_architecture_and_precision_builds_and_passes(tiny_models, data_fi
         assert (tmp_path / "out" / name).is_file(), name
     (embeddings,) = _plain_ort(tmp_path / "out", SENTENCES[:4])
     source = load_source(folder)
-    reference = edgec.api.reference_outputs(source, edgec.Dataset(tuple(edgec.Example(t) for t in SENTENCES[:4]), "x"), 64)
-    cosine = edgec.ops.metrics.cosine_rows(embeddings, reference.reference.values["sentence_embedding"])
+    reference = reference_outputs(source, edgec.Dataset(tuple(edgec.Example(t) for t in SENTENCES[:4]), "x"), 64)
+    cosine = metrics.cosine_rows(embeddings, reference.reference.values["sentence_embedding"])
     assert cosine.min() > 0.98
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-3)  # the Normalize module
 

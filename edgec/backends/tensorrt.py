@@ -23,7 +23,7 @@ from edgec.ops.calibration import tensorrt_calibration_cache
 from edgec.ops.trt_preflight import Hazard, preflight
 from edgec.ops.trt_shapes import length_histogram, optimization_profile, trtexec_shapes
 from edgec.pipeline import Context
-from edgec.stages.verify import eval_texts
+from edgec.parity.evalset import eval_texts
 from edgec.targets import TargetProfile
 
 SPEC_FILE = "trt_build.json"

@@ -15,7 +15,7 @@ from edgec.ops.calibration import activation_range, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
 from edgec.ops.smoothing import smoothing_scales
 from edgec.pipeline import Context
-from edgec.stages.verify import eval_texts
+from edgec.parity.evalset import eval_texts
 from edgec.targets import QuantSettings, SessionSettings
 
 RANGES_FILE = "ranges.json"
