@@ -20,7 +20,10 @@ from edgec.artifact import (
     FORMAT_VERSION, Artifact, check_output_path, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
 )
 from edgec.backends import get_backend
-from edgec.backends.tensorrt import check_engine_requirement, engine_stage, parity_runtime
+from edgec.backends.tensorrt import (
+    REJECTED_ENGINE_FILE, artifact_spec, build_artifact_engine, check_engine_requirement, engine_stage, parity_runtime,
+    require_engine_here,
+)
 from edgec.data import Dataset, read_dataset
 from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
@@ -165,9 +168,9 @@ def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[St
     stages = [*front_end_stages(recipe), Stage("export", export)]
     if profile.fuse:
         stages.append(Stage("optimize", optimize))
-    # TensorRT makes fp16 itself from the fp32 ONNX (its FP16 flag) unless the profile asks for an fp16 file.
-    engine_makes_fp16 = profile.tensorrt is not None and not profile.tensorrt.fp16_onnx
-    if recipe.quant.precision != "fp32" and not (recipe.quant.precision == "fp16" and engine_makes_fp16):
+    # A TensorRT back end types the fp16 parts itself, from the calibration data's ranges (backends.tensorrt.emit).
+    tensorrt_fp16 = profile.tensorrt is not None and recipe.quant.precision == "fp16"
+    if recipe.quant.precision != "fp32" and not tensorrt_fp16:
         stages.append(Stage("quantize", quantize))
     if recipe.quant.precision == "int8" and recipe.quant.fallback:
         stages.append(Stage("fallback", fallback))
@@ -262,6 +265,39 @@ def check_parity(
 def artifact_runtime(artifact: Artifact, profile: TargetProfile, workdir: Path) -> tuple[Path, bool]:
     """The file parity runs for an artifact and whether it is simulated (a TensorRT engine's ONNX stand-in)."""
     return parity_runtime(artifact, workdir) if profile.tensorrt is not None else (artifact.model_path, False)
+
+
+def build_checked_engine(
+    artifact: Artifact, data: Dataset | None, *, reference: str | Path | None = None
+) -> tuple[dict, ParityRow]:
+    """`edgec engine`: build a TensorRT artifact's engine, then gate it on parity measured on the engine itself: on
+    `data` against the uncompressed source model (or `reference`), or, without data, on the artifact's golden sample
+    against the fp32 reference outputs it carries. A passing engine is recorded as built; a failing one is kept as
+    model.engine.rejected and ParityError is raised. Returns the manifest's engine record and the parity row.
+    """
+    artifact_spec(artifact)  # a non-TensorRT or stale artifact fails before the reference model loads
+    require_engine_here()
+    manifest = artifact.manifest
+    thresholds = ParityThresholds(**manifest["parity"]["thresholds"])
+    session = TargetProfile.from_dict(manifest["target"]).session
+    if data is None:
+        sample, tokenizer, checked_on = golden.read(artifact.path), artifact.tokenizer(), "the golden sample"
+
+        def gate(engine: Path) -> ParityRow:  # the stored artifact outputs came from the CPU simulation: not comparable
+            return golden.check(sample, model_forward(engine, session), tokenizer, manifest["recipe"]["max_length"],
+                                manifest["task"], engine.name, thresholds, reproduce=False)[0]
+    else:
+        task, evaluation = reference_for(artifact, data, reference)
+        checked_on = data.source
+
+        def gate(engine: Path) -> ParityRow:
+            return measure_model(engine, "engine", task, evaluation, thresholds, session, statistics=True)
+
+    record, row = build_artifact_engine(artifact, gate, checked_on)
+    if not row.passed:
+        raise ParityError(f"engine parity failed on {checked_on}: {'; '.join(row.failures)}; "
+                          f"the engine is kept as {artifact.path / REJECTED_ENGINE_FILE} and the artifact is unchanged")
+    return record, row
 
 
 def reference_for(artifact: Artifact, data: Dataset, reference: str | Path | None) -> tuple[str, EvalSet]:

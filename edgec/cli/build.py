@@ -61,7 +61,6 @@ def build(
     max_batch: Annotated[int | None, typer.Option(help="TensorRT: largest batch the engine accepts (profile default 32).")] = None,
     max_seq_len: Annotated[int | None, typer.Option(help="TensorRT: longest sequence the engine accepts; also truncates inputs.")] = None,
     require_engine: Annotated[bool, typer.Option("--require-engine", help="TensorRT: fail unless the engine is built here.")] = False,
-    fp16_onnx: Annotated[bool, typer.Option("--fp16-onnx", help="TensorRT fp16: write an fp16 ONNX, not fp32 + the FP16 flag.")] = False,
     max_latency_ms: Annotated[float | None, typer.Option(help="Search: p50 latency budget on this machine (see --seq-len).")] = None,
     max_size_mb: Annotated[float | None, typer.Option(help="Search: model file size budget.")] = None,
     search_prune: Annotated[str, typer.Option(help="Search: prune fractions tried.")] = "0,0.2,0.3,0.4,0.5,0.6,0.7",
@@ -85,7 +84,7 @@ def build(
         max_length=max_length,
     )
     tensorrt = {k: v for k, v in [("max_batch", max_batch), ("max_seq_len", max_seq_len)] if v is not None}
-    tensorrt |= {k: True for k, v in [("require_engine", require_engine), ("fp16_onnx", fp16_onnx)] if v}
+    tensorrt |= {"require_engine": True} if require_engine else {}
     columns = (text_column, text_pair_column, label_column, score_column)
     # A sample is drawn while reading (one streaming pass), so calibration and eval files may exceed memory.
     calib_set = read_optional(calib, *columns, sample=calib_samples)
