@@ -38,10 +38,10 @@ def test_minilm_static_int8_keeps_sts_parity(minilm, sts_sample, tmp_path):
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) == 24
     recheck = CliRunner().invoke(app, ["parity", str(out), "--data", str(sts_sample), "--json"])
     assert recheck.exit_code == 0 and json.loads(recheck.stdout)["passed"]
-    check_alone_without_the_source_model(out, tmp_path)
+    check_alone_without_the_source_model(out, sts_sample, tmp_path)
 
 
-def check_alone_without_the_source_model(out, tmp_path):
+def check_alone_without_the_source_model(out, data, tmp_path):
     """A user's CI: the artifact and nothing else (the source model's path leads nowhere, no network)."""
     import shutil
 
@@ -54,7 +54,8 @@ def check_alone_without_the_source_model(out, tmp_path):
     (alone / "edgec.json").write_text(json.dumps(manifest))
     intact = CliRunner().invoke(app, ["parity", str(alone), "--json"])
     assert intact.exit_code == 0, intact.output
-    assert CliRunner().invoke(app, ["parity", str(alone), "--data", "x.jsonl"]).exit_code == 2  # nothing to compare with
+    against_source = CliRunner().invoke(app, ["parity", str(alone), "--data", str(data)])
+    assert against_source.exit_code == 2 and "is not on this machine" in against_source.output  # --data needs the source
     model = onnx.load(str(alone / "model.onnx"))
     weight = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2)
     values = numpy_helper.to_array(weight)
