@@ -71,10 +71,11 @@ def _build_command(model: Path, data_files: dict, out: Path) -> list[str]:
             "--calib", str(data_files["calib"]), "--eval", str(data_files["pairs"]), "--out", str(out)]
 
 
-def _wait_for(path: Path, timeout: float = 120) -> None:
+def _wait_for(path: Path, content: str = "", timeout: float = 120) -> None:
+    """Until `path` exists (and holds `content`)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
+    while not (path.exists() and content in path.read_text()):
+        assert time.monotonic() < deadline, f"{path} never appeared with {content!r}"
         time.sleep(0.05)
 
 
@@ -100,7 +101,7 @@ def test_after_a_killed_build_the_next_one_succeeds_and_two_at_once_do_not_colli
     killed.wait()
     assert not out.exists()
     first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    _wait_for(tmp_path / ".m.lock")
+    _wait_for(tmp_path / ".m.lock", f"pid {first.pid}")  # the killed run's lock file stays; this one takes it over
     second = subprocess.run(command, capture_output=True, text=True, timeout=120)
     _, first_stderr = first.communicate(timeout=300)
     assert first.returncode == 0, first_stderr

@@ -41,7 +41,8 @@ class RunningStats:
         width = self.edge / _BINS
         flat = rows.ravel()
         for values, hist in ((flat[flat >= 0], self.positive), (-flat[flat < 0], self.negative)):
-            bins = np.minimum((values / width).astype(np.int64), _BINS - 1) if width > 0 else np.zeros(values.size, np.int64)
+            # float64: a tiny edge's bin width underflows float32 (1e-45 / 2048), which would put values out of range
+            bins = np.clip(values.astype(np.float64) / width, 0, _BINS - 1).astype(np.int64) if width > 0 else np.zeros(values.size, np.int64)
             hist += np.bincount(bins, minlength=_BINS)
         peak = np.abs(rows).max(axis=0)
         self.channel_absmax = peak if self.channel_absmax is None else np.maximum(self.channel_absmax, peak)
