@@ -79,13 +79,29 @@ def _wait_for(path: Path, content: str = "", timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+def _stop_mid_build(build: subprocess.Popen, tmp_path: Path) -> None:
+    """Freeze the build (SIGSTOP) once its staging folder exists: a tiny model builds in about a second, so a signal
+    sent after a fixed sleep could land after the build ended. A signal sent to the frozen process is handled when
+    it resumes, before the build can finish."""
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".m.*.partial")):
+        assert build.poll() is None, "the build ended before its staging folder was seen"
+        assert time.monotonic() < deadline, "no staging folder appeared"
+        time.sleep(0.01)
+    build.send_signal(signal.SIGSTOP)
+
+
+def _interrupt(build: subprocess.Popen, signum: int) -> None:
+    build.send_signal(signum)
+    build.send_signal(signal.SIGCONT)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_build_leaves_nothing(tiny_models, data_files, tmp_path, signum, code):
     out = tmp_path / "m"
     build = subprocess.Popen(_build_command(tiny_models("bert"), data_files, out), stderr=subprocess.PIPE, text=True)
-    _wait_for(tmp_path / ".m.lock")  # the build is under way
-    time.sleep(1.0)
-    build.send_signal(signum)
+    _stop_mid_build(build, tmp_path)
+    _interrupt(build, signum)
     _, stderr = build.communicate(timeout=120)
     assert build.returncode == code, stderr
     assert "interrupted" in stderr and _siblings(out) == []
@@ -95,9 +111,8 @@ def test_after_a_killed_build_the_next_one_succeeds_and_two_at_once_do_not_colli
     out = tmp_path / "m"
     command = _build_command(tiny_models("bert"), data_files, out)
     killed = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    _wait_for(tmp_path / ".m.lock")
-    time.sleep(1.0)
-    killed.kill()
+    _stop_mid_build(killed, tmp_path)
+    _interrupt(killed, signal.SIGKILL)
     killed.wait()
     assert not out.exists()
     first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
