@@ -12,14 +12,14 @@ import torch
 
 import prune_data
 
-from edgec.api import reference_outputs
 from edgec.data import Dataset
 from edgec.inference import encode_batches
-from edgec.pipeline import EvalSet
+from edgec.parity.evalset import EvalSet, reference_outputs
+from edgec.parity.ledger import parity_score
+from edgec.parity.runtime import measure_module
 from edgec.source import Source
 from edgec.stages.prune import PruneResult, calibration_batches, prune_model
 from edgec.stages.prune_fisher import Fisher, fisher_information
-from edgec.stages.verify import measure_module, parity_score
 from edgec.sweep import MEASURE_ONLY
 
 MAX_LENGTH = 128

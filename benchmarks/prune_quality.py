@@ -36,9 +36,10 @@ from run import machine, write_section  # noqa: E402
 import edgec  # noqa: E402
 from edgec.api import save_pruned  # noqa: E402
 from edgec.artifact import package_versions  # noqa: E402
+from edgec.parity.ledger import parity_score  # noqa: E402
+from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.recipe import PruneConfig, TuningConfig  # noqa: E402
 from edgec.source import load_source  # noqa: E402
-from edgec.stages.verify import measure_model, parity_score  # noqa: E402
 from edgec.sweep import MEASURE_ONLY  # noqa: E402
 from edgec.targets import SessionSettings  # noqa: E402
 

@@ -29,9 +29,9 @@ from edgec.ops.rearrange import rearrange, removal_loss
 from edgec.pipeline import Context
 from edgec.recipe import PruneConfig
 from edgec.source import Source
+from edgec.parity.evalset import classifier_labels, eval_texts
 from edgec.stages.prune_fisher import Fisher, fisher_information
 from edgec.stages.prune_tuning import tune_masks
-from edgec.stages.verify import eval_texts, label_ids
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,7 @@ def calibration_batches(source: Source, calib: Dataset, max_length: int) -> tupl
     """Tokenized calibration texts, and their class ids where the model is a classifier and the texts are labelled."""
     texts = eval_texts(source.task, calib)
     batches = encode_batches(source.tokenizer, texts, max_length=max_length, batch_size=16)
-    classifier = source.task == "sequence-classification"
-    return batches, label_ids(texts, dict(getattr(source.model.config, "label2id", None) or {})) if classifier else None
+    return batches, classifier_labels(source, texts)
 
 
 def prune_model(
