@@ -41,6 +41,12 @@ def eval_file(folder: Path) -> Path:
     return path
 
 
+def ctrl_c_enabled() -> None:
+    """In the child before exec: a background job of a non-interactive shell inherits SIGINT ignored (and Python keeps
+    it so); a build run from a terminal gets Ctrl-C, which is what the trials model."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
 
@@ -59,7 +65,7 @@ def run_trials(trials: int, seed: int) -> dict:
         for trial in range(trials):
             name = rng.choice(sorted(SIGNALS))
             delay = rng.uniform(0.5, full)
-            build = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            build = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_enabled)
             time.sleep(delay)
             build.send_signal(SIGNALS[name])
             _, stderr = build.communicate()

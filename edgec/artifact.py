@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import InputError, first_line
+from edgec.interrupts import raise_if_interrupted
 
 MANIFEST = "edgec.json"
 FORMAT_VERSION = 1
@@ -77,6 +78,7 @@ def staged_output(out: Path, *, force: bool) -> Iterator[Path]:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         try:
             yield staging
+            raise_if_interrupted()  # a signal whose raise was lost must not let a build it stopped reach --out
             _place(staging, out)
         except BaseException:
             remove_leftovers(out)

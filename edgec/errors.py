@@ -42,5 +42,9 @@ class BudgetError(EdgecError):
 
 
 class Interrupted(BaseException):
-    """SIGTERM during a command, raised where the program is so that every cleanup runs, as Ctrl-C's
-    KeyboardInterrupt does. A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
+    """SIGINT or SIGTERM during a command (see `edgec.interrupts`), raised where the program is so that every cleanup
+    runs. A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.exit_code = 128 + signum  # what shells report for a process a signal stopped: 130 for SIGINT, 143 for SIGTERM

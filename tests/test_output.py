@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edgec import artifact
+from edgec import artifact, interrupts
 from edgec.artifact import load_artifact, staged_output
-from edgec.errors import InputError
+from edgec.errors import InputError, Interrupted
 
 
 def _siblings(out: Path) -> list[str]:
@@ -79,6 +79,17 @@ def _wait_for(path: Path, content: str = "", timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+def test_a_signal_whose_raise_was_lost_still_keeps_the_build_from_out(tmp_path):
+    out = tmp_path / "m"
+    with interrupts.handled(), pytest.raises(Interrupted) as raised, staged_output(out, force=False) as staging:
+        (staging / "model.onnx").write_text("half")
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except Interrupted:
+            pass  # lost, as a raise inside a weakref callback is ("Exception ignored in ...")
+    assert raised.value.exit_code == 143 and not out.exists() and _siblings(out) == []
+
+
 def _stop_mid_build(build: subprocess.Popen, tmp_path: Path) -> None:
     """Freeze the build (SIGSTOP) once its staging folder exists: a tiny model builds in about a second, so a signal
     sent after a fixed sleep could land after the build ended. A signal sent to the frozen process is handled when
@@ -91,6 +102,12 @@ def _stop_mid_build(build: subprocess.Popen, tmp_path: Path) -> None:
     build.send_signal(signal.SIGSTOP)
 
 
+def _ctrl_c_enabled() -> None:
+    """Run in the child before exec: a shell without job control (CI scripts, `cmd &`) starts background jobs with
+    SIGINT ignored, and Python keeps an inherited SIG_IGN, so restore the default a terminal's foreground job has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(build: subprocess.Popen, signum: int) -> None:
     build.send_signal(signum)
     build.send_signal(signal.SIGCONT)
@@ -99,7 +116,8 @@ def _interrupt(build: subprocess.Popen, signum: int) -> None:
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_build_leaves_nothing(tiny_models, data_files, tmp_path, signum, code):
     out = tmp_path / "m"
-    build = subprocess.Popen(_build_command(tiny_models("bert"), data_files, out), stderr=subprocess.PIPE, text=True)
+    build = subprocess.Popen(_build_command(tiny_models("bert"), data_files, out), stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_ctrl_c_enabled)
     _stop_mid_build(build, tmp_path)
     _interrupt(build, signum)
     _, stderr = build.communicate(timeout=120)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn as ProgressText, T
 from rich.table import Table
 
 from edgec.data import Dataset, columns_from_options, read_dataset
+from edgec import interrupts
 from edgec.errors import ConfigError, EdgecError, Interrupted
 from edgec.recipe import DistillConfig, PruneConfig
 
@@ -33,23 +33,17 @@ def errors_to_exit_codes(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
-            return command(*args, **kwargs)
+            with interrupts.handled():
+                return command(*args, **kwargs)
         except EdgecError as exc:
             print(f"edgec: error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
         except (KeyboardInterrupt, Interrupted) as exc:
             print("edgec: interrupted; nothing was left at the output", file=sys.stderr)
-            raise typer.Exit(143 if isinstance(exc, Interrupted) else 130) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+            raise typer.Exit(exc.exit_code if isinstance(exc, Interrupted) else 130) from None
 
     return wrapper
-
-
-def _raise_interrupted(signum, frame) -> None:
-    raise Interrupted(f"signal {signum}")
 
 
 TextColumn = Annotated[str | None, typer.Option("--text-column", help="CSV/TSV column holding the text (default: text).")]
