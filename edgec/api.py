@@ -14,17 +14,19 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgec import surgery
+from edgec import host, surgery
 from edgec.artifact import (
     FORMAT_VERSION, Artifact, check_output_path, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
 )
 from edgec.backends import get_backend
+from edgec.bench import BenchConfig, synthetic_inputs
 from edgec.backends.tensorrt import check_engine_requirement, engine_stage, parity_runtime
 from edgec.data import Dataset, read_dataset
 from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
 from edgec.inference import collect_outputs, encode_batches, replay_forward, torch_forward
 from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_stages
+from edgec.profiling import Profile, profile_session
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.report import write_reports
 from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
@@ -55,15 +57,17 @@ def build(
     force: bool = False,
     load: LoadOptions = LoadOptions(),
     tensorrt: dict[str, Any] | None = None,
+    instruction_set: str | None = None,
     on_stage: Callable[[str], None] = lambda name: None,
 ) -> Artifact:
     """Compile `model` for `target`; raises ParityError (after saving OUT.rejected) if the artifact drifts.
 
     `train` is the text distillation trains on (recipe.distill); `calib` also drives pruning's importance.
     `tensorrt` changes the target's [tensorrt] settings (max_batch, max_seq_len, require_engine, ...).
+    `instruction_set` (edgec.host.INSTRUCTION_SETS) is the CPU the artifact is for; None: this host's.
     """
     out = Path(out)
-    profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {})
+    profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {}, instruction_set=instruction_set)
     if profile.backend == "mobile" and out.suffix != ".zip":
         raise ConfigError(f"target {profile.name} writes one .zip bundle; pass --out {out.name}.zip")
     check_engine_requirement(profile)
@@ -75,7 +79,7 @@ def build(
         ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
         ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages_for(recipe, profile, staging), measure, on_stage)
         manifest = manifest_for(ctx, time.perf_counter() - started)
-        write_reports(staging, manifest)
+        write_reports(staging, manifest, build_profile(ctx))
         manifest["files"] = file_table(staging)
         write_manifest(staging, manifest)
         if not manifest["parity"]["passed"]:
@@ -103,12 +107,14 @@ def _prepare(
 
 
 def resolve_target(
-    target: str | TargetProfile, *, has_calibration: bool, tensorrt: dict[str, Any]
+    target: str | TargetProfile, *, has_calibration: bool, tensorrt: dict[str, Any], instruction_set: str | None = None
 ) -> tuple[TargetProfile, str | None]:
-    """The profile (`trt` chosen by whether calibration data was given) with the caller's [tensorrt] changes,
-    and the sentence saying what an alias chose."""
+    """The profile (`trt` chosen by whether calibration data was given) with the changes measured for the
+    instruction set (default: the host's) and the caller's [tensorrt] changes, and the sentence saying what an
+    alias chose."""
     name, choice = choose_target(target, has_calibration=has_calibration) if isinstance(target, str) else (target, None)
     profile = load_target(name) if isinstance(name, str) else name
+    profile = profile.for_instruction_set(instruction_set or host.instruction_set())
     if tensorrt:
         if profile.tensorrt is None:
             raise ConfigError(f"TensorRT settings ({', '.join(sorted(tensorrt))}) apply to TensorRT targets only, not {profile.name}; use --target trt-int8 or trt-fp16")
@@ -183,6 +189,10 @@ def manifest_for(ctx: Context, seconds: float) -> dict:
         "pooling": dataclasses.asdict(ctx.source.pooling) if ctx.source.pooling else None,
         "labels": {str(k): v for k, v in (config.id2label or {}).items()} if ctx.source.task != "feature-extraction" else None,
         "target": ctx.target.to_dict(),
+        "instruction_set": ctx.target.instruction_set,
+        "host": host.describe(),
+        "session": {"settings": dataclasses.asdict(ctx.target.session),
+                    "chosen_by": f"target {ctx.target.name} for {ctx.target.instruction_set}"},
         "precision": ctx.precision,
         "recipe": ctx.recipe.to_dict(),
         "model_file": model_file.name,
@@ -205,6 +215,16 @@ def manifest_for(ctx: Context, seconds: float) -> dict:
     }
 
 
+def build_profile(ctx: Context) -> tuple[Profile, dict[str, Any]] | None:
+    """Where an ONNX Runtime artifact's time goes on the build machine (for the report; not in the manifest, whose
+    content stays reproducible): a short profile at batch 1 and up to 128 tokens."""
+    if ctx.target.backend != "ort":
+        return None
+    config = BenchConfig(batch=1, seq_len=min(128, ctx.recipe.max_length), threads=None, warmup=5, runs=20)
+    feeds = synthetic_inputs(len(ctx.source.tokenizer), config, list(ctx.source.input_names))
+    return profile_session(ctx.files[0], feeds, ctx.target.session, warmup=config.warmup, runs=config.runs), dataclasses.asdict(config)
+
+
 def parity_failure_message(ctx: Context, rejected: Path) -> str:
     final, lost = ctx.ledger[-1], first_loss(ctx.ledger)
     where = f"accuracy was first lost at stage '{lost.stage}'" if lost else "no single stage failed"
@@ -218,10 +238,10 @@ def check_parity(
     task, evaluation, thresholds = reference_for(artifact, data, reference, overrides)
     profile = TargetProfile.from_dict(artifact.manifest["target"])
     if profile.tensorrt is None:
-        return measure_model(artifact.model_path, "artifact", task, evaluation, thresholds, profile.session)
+        return measure_model(artifact.model_path, "artifact", task, evaluation, thresholds, artifact.session)
     with tempfile.TemporaryDirectory(prefix="edgec-") as work:
         model, simulated = parity_runtime(artifact, Path(work))
-        return measure_model(model, "artifact", task, evaluation, thresholds, profile.session, simulated, statistics=True)
+        return measure_model(model, "artifact", task, evaluation, thresholds, artifact.session, simulated, statistics=True)
 
 
 def reference_for(
@@ -263,7 +283,7 @@ def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None
 
     manifest = artifact.manifest
     encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=manifest["recipe"]["max_length"], return_tensors="np")
-    session = ort_session(artifact.model_path, TargetProfile.from_dict(manifest["target"]).session)
+    session = ort_session(artifact.model_path, artifact.session)
     return ort_forward(session)({k: v.astype(np.int64) for k, v in encoded.items()})
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import InputError
+from edgec.recipe import config_from_dict
+from edgec.targets import SessionSettings
 
 MANIFEST = "edgec.json"
 FORMAT_VERSION = 1
@@ -120,6 +122,13 @@ class Artifact:
     @property
     def model_path(self) -> Path:
         return self.path / self.manifest["model_file"]
+
+    @property
+    def session(self) -> SessionSettings:
+        """The ONNX Runtime settings chosen for this artifact (by its profile for its instruction set, or by
+        `edgec bench --tune`); manifests written before edgec recorded them fall back to the profile's."""
+        values = self.manifest.get("session", {}).get("settings") or self.manifest["target"]["session"]
+        return config_from_dict(SessionSettings, values, f"{self.path / MANIFEST}: session")
 
     def tokenizer(self):
         from transformers import AutoTokenizer

@@ -81,9 +81,13 @@ class PruneConfig:
     """What may be removed: attention heads, FFN neurons, or both."""
     rescale: bool = True
     """Re-fit the kept units' scales per layer by least squares so each layer matches the unpruned one."""
+    neuron_multiple: int = 1
+    """Round each layer's kept FFN neurons to a multiple of this (int8 GEMM kernels work in blocks); 1: no rounding."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(self.units))
+        _require(isinstance(self.neuron_multiple, int) and self.neuron_multiple >= 1,
+                 f"neuron_multiple must be an integer >= 1, got {self.neuron_multiple!r}")
         _require(
             isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0,
             f"prune fraction must be in [0, 1) (the share of compute removed), got {self.fraction}; e.g. --prune 0.5",

@@ -47,10 +47,12 @@ def optimize(ctx: Context) -> Context:
     )
     counts = optimized.get_fused_operator_statistics()
     model = optimized.model
-    counts["MultiHeadAttention"] = counts.get("MultiHeadAttention", 0) + fuse_biased_attention(model)
+    biased = fuse_biased_attention(model) if ctx.target.fuse_biased_attention else 0
+    counts["MultiHeadAttention"] = counts.get("MultiHeadAttention", 0) + biased
     fused = {op: n for op, n in sorted(counts.items()) if n}
     sums = residual_adds_to_sum(model)
     model.producer_name, model.producer_version = "edgec", ""
     path = out_dir / "model.onnx"
     optimized.save_model_to_file(str(path))  # also declares the com.microsoft opset the fused ops need
-    return ctx.with_note("optimize", {"fused_ops": fused, "residual_sums": sums}, onnx_path=path)
+    note = {"fused_ops": fused, "residual_sums": sums, "biased_attention": biased}
+    return ctx.with_note("optimize", note, onnx_path=path)

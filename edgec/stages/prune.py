@@ -25,7 +25,7 @@ from edgec.inference import Batch, encode_batches
 from edgec.ops.importance import mask_heads, mask_neurons, sensitivity_loss
 from edgec.ops.least_squares import NormalEquations
 from edgec.ops.macs import encoder_macs, unit_costs
-from edgec.ops.mask_search import search_masks
+from edgec.ops.mask_search import round_neurons, search_masks
 from edgec.pipeline import Context
 from edgec.recipe import PruneConfig
 from edgec.source import Source
@@ -69,6 +69,7 @@ def prune_model(source: Source, batches: list[Batch], labels: np.ndarray | None,
     keep_heads, keep_neurons = search_masks(
         head_scores, neuron_scores, costs, budget, prune_heads="heads" in config.units, prune_neurons="ffn" in config.units,
     )
+    keep_neurons = round_neurons(neuron_scores, keep_neurons, config.neuron_multiple)
     student = copy.deepcopy(teacher)
     for i, (heads, neurons) in enumerate(zip(keep_heads, keep_neurons)):
         if not heads.all():

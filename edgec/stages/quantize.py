@@ -24,6 +24,7 @@ _GELU_OPS = ("Gelu", "FastGelu", "BiasGelu", "QuickGelu")
 # Rows (tokens) of each activation kept for calibration statistics: real tokens only, sampled
 # deterministically past this many (256 calibration sentences give about 4,000 for MiniLM).
 _MAX_ROWS = 16384
+_MIN_INT8_ROW = 32
 
 
 @contextlib.contextmanager
@@ -77,8 +78,11 @@ def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 
 def embedding_gathers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """Gather nodes that look rows up in a constant float table (token, position and type embeddings)."""
-    tables = {i.name for i in model.graph.initializer if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT}
+    """Gather nodes that look rows of at least _MIN_INT8_ROW values up in a constant float table (token, position and
+    type embeddings). Narrower tables stay float: MPNet's relative position bias holds one value per head and is
+    looked up seq x seq times per run, so 8 bits would save a few bytes and cost a dequantizing Mul per lookup."""
+    tables = {i.name for i in model.graph.initializer
+              if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT and i.dims[1] >= _MIN_INT8_ROW}
     return [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
 
 
@@ -111,7 +115,7 @@ def quantize_static_int8(
         {name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in ranges.items()},
     )
     quantizer = QDQQuantizer(
-        model, settings.per_channel, False, types[settings.weight_type], types[settings.activation_type], tensors,
+        model, settings.per_channel, settings.reduce_range, types[settings.weight_type], types[settings.activation_type], tensors,
         nodes, list(exclude), ["MatMul"],
         {
             "DefaultTensorType": onnx.TensorProto.FLOAT,
@@ -134,7 +138,7 @@ def quantize_static_int8(
     return {
         "method": "static int8 Q/DQ", "quantized_nodes": len(nodes), "int8_embedding_tables": len(tables),
         "activations": settings.activation_type + (" symmetric" if settings.activation_symmetric else ""), "weights": f"{settings.weight_type} symmetric"
-        + (" per-channel" if settings.per_channel else ""),
+        + (" per-channel" if settings.per_channel else "") + (" 7-bit (reduce_range)" if settings.reduce_range else ""),
     }
 
 
@@ -210,6 +214,7 @@ def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: C
             tuple(ranges[node.input[0]]),
             signed=settings.activation_type == "int8",
             per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
         )
         for node in matmuls
     }
