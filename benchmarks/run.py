@@ -98,25 +98,30 @@ def _cached(folder: Path, rebuild: bool, make) -> dict:
     return row
 
 
-def edgec_row(model_dir: Path, folder: Path, profile, precision: str, calib, test) -> dict:
+def edgec_row(model_dir: Path, folder: Path, profile, precision: str, calib, test, evaluation) -> dict:
+    """Build one edgec row (its ledger on 100 test pairs, to save time) and score the artifact on all of STS-B test."""
     artifact = edgec.build(model_dir, profile, recipe=edgec.Recipe(quant=edgec.QuantConfig(precision=precision), parity=MEASURE_ONLY),
-                           calib=calib, eval=test, out=folder / "artifact", force=True)
+                           calib=calib, eval=test.sample(100, 0), out=folder / "artifact", force=True)
     manifest = artifact.manifest
-    return {**_accuracy(manifest["parity"]["ledger"][-1]["metrics"]), "path": str(artifact.model_path),
+    scored = measure_model(artifact.model_path, "test", "feature-extraction", evaluation, MEASURE_ONLY, artifact.session)
+    return {**_accuracy(scored.metrics), "path": str(artifact.model_path),
             "size_mb": artifact.model_path.stat().st_size / 1e6, "biased_attention": manifest["stages"].get("optimize", {}).get("biased_attention", 0),
             "quantization": manifest["stages"].get("quantize", {}).get("weights")}
 
 
-def pruned_folder(model_dir: Path, folder: Path, fraction: float, calib) -> Path:
-    """The model pruned to keep 1 - fraction of its MACs (no distillation), saved as a Hugging Face folder."""
+def pruned_folder(model_dir: Path, folder: Path, fraction: float, multiple: int, calib) -> Path:
+    """The model pruned to keep 1 - fraction of its MACs (no distillation; each layer's FFN neurons rounded to a
+    multiple of `multiple`), saved as a Hugging Face folder."""
     out = folder / "model"
-    summary = compress(model_dir, edgec.Recipe(prune=PruneConfig(fraction=fraction), max_length=128, parity=MEASURE_ONLY),
-                       calib=calib, out=out, force=True)
+    recipe = edgec.Recipe(prune=PruneConfig(fraction=fraction, neuron_multiple=multiple), max_length=128, parity=MEASURE_ONLY)
+    summary = compress(model_dir, recipe, calib=calib, out=out, force=True)
     (folder / "summary.json").write_text(json.dumps({k: summary[k] for k in ("macs_before", "macs_after", "heads_after", "ffn_after")}))
     return out
 
 
-def build_rows(name: str, model_dir: Path, work: Path, precisions: list[str], fractions: list[float], rebuild: bool) -> dict[str, dict]:
+def build_rows(
+    name: str, model_dir: Path, work: Path, precisions: list[str], fractions: list[float], multiples: list[int], rebuild: bool,
+) -> dict[str, dict]:
     """Every row of one model: how to time it (path; None for PyTorch) and its accuracy, size and build time."""
     test = read_sts_benchmark(STS / "sts-test.csv")
     calib = read_sts_benchmark(STS / "sts-train.csv").single_texts()  # calibrate on train, evaluate on test
@@ -133,19 +138,23 @@ def build_rows(name: str, model_dir: Path, work: Path, precisions: list[str], fr
     rows[OPTIMUM] = _cached(work / "optimum", rebuild, optimum)
     profile = load_target("ort-x86")
     for precision in precisions:
-        fused = _cached(work / f"edgec-{precision}", rebuild, lambda f, p=precision: edgec_row(model_dir, f, profile, p, calib, test))
+        fused = _cached(work / f"edgec-{precision}", rebuild, lambda f, p=precision: edgec_row(model_dir, f, profile, p, calib, test, evaluation))
         rows[f"edgec {precision}"] = fused
         if fused["biased_attention"]:
             unfused = dataclasses.replace(profile, fuse_biased_attention=False)
             rows[f"edgec {precision}, attention unfused"] = _cached(
-                work / f"edgec-{precision}-unfused", rebuild, lambda f, p=precision: edgec_row(model_dir, f, unfused, p, calib, test))
+                work / f"edgec-{precision}-unfused", rebuild, lambda f, p=precision: edgec_row(model_dir, f, unfused, p, calib, test, evaluation))
     for fraction in fractions:
-        def pruned(folder: Path, fraction=fraction) -> dict:
-            row = edgec_row(pruned_folder(model_dir, folder, fraction, calib.sample(256, 0)), folder, profile, "int8", calib, test)
-            summary = json.loads((folder / "summary.json").read_text())
-            return {**row, "macs_kept": summary["macs_after"] / summary["macs_before"], "heads": summary["heads_after"], "ffn": summary["ffn_after"]}
+        for multiple in [1, *multiples]:
+            def pruned(folder: Path, fraction=fraction, multiple=multiple) -> dict:
+                pruned_model = pruned_folder(model_dir, folder, fraction, multiple, calib.sample(256, 0))
+                row = edgec_row(pruned_model, folder, profile, "int8", calib, test, evaluation)
+                summary = json.loads((folder / "summary.json").read_text())
+                return {**row, "macs_kept": summary["macs_after"] / summary["macs_before"], "heads": summary["heads_after"],
+                        "ffn": summary["ffn_after"]}
 
-        rows[f"edgec int8, pruned {fraction}"] = _cached(work / f"pruned-{fraction}", rebuild, pruned)
+            suffix = f", neurons x{multiple}" if multiple > 1 else ""
+            rows[f"edgec int8, pruned {fraction}{suffix}"] = _cached(work / f"pruned-{fraction}-x{multiple}", rebuild, pruned)
     return rows
 
 
@@ -180,6 +189,7 @@ def ratio_rows(results: list[dict]) -> list[tuple[str, str]]:
     pairs = [(label, OPTIMUM) for label in labels if label.startswith("edgec int8")]
     pairs += [(label.removesuffix(", attention unfused"), label) for label in labels if label.endswith("attention unfused")]
     pairs += [(label, "edgec int8") for label in labels if "pruned" in label]
+    pairs += [(label, label.split(", neurons")[0]) for label in labels if ", neurons x" in label]
     return pairs
 
 
@@ -212,6 +222,7 @@ def main() -> None:
     parser.add_argument("--models", default="minilm,mpnet")
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--fractions", default="0.5,0.85", help="Prune fractions for the pruned int8 rows ('' for none).")
+    parser.add_argument("--neuron-multiples", default="", help="Also prune with FFN neurons rounded to these multiples (e.g. 32,64).")
     parser.add_argument("--lengths", default="32,64,128,256")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--runs", type=int, default=60)
@@ -224,7 +235,8 @@ def main() -> None:
     fractions = [float(f) for f in args.fractions.split(",") if f]
     for name in args.models.split(","):  # one RESULTS.md section per model, so models can be re-run alone
         model_dir = getattr(models, name)()
-        rows = build_rows(name, model_dir, WORK / name, args.precisions.split(","), fractions, args.rebuild)
+        multiples = [int(m) for m in args.neuron_multiples.split(",") if m]
+        rows = build_rows(name, model_dir, WORK / name, args.precisions.split(","), fractions, multiples, args.rebuild)
         if args.build_only:
             print(json.dumps({label: {k: v for k, v in row.items() if k != "path"} for label, row in rows.items()}, indent=1), flush=True)
             continue

@@ -31,6 +31,8 @@ class QuantSettings:
     """Zero point fixed at 0 for activations (TensorRT requires it)."""
     reduce_range: bool = False
     """7-bit weights: u8 x s8 products then fit AVX2's 16-bit VPMADDUBSW sums without saturating."""
+    split_outliers: bool = False
+    """Compute the few input channels of a MatMul that dwarf the rest in float, the rest in int8 (ops.outliers)."""
     int8_embeddings: bool = True
     """Store embedding tables as int8 rows with per-row scales (a Gather + Cast + Mul pattern that ONNX
     Runtime runs well; TensorRT keeps embeddings in float)."""

@@ -31,18 +31,22 @@ def test_this_host_is_described():
     assert described["instruction_set"] in host.INSTRUCTION_SETS and described["cpu"]
 
 
-def test_profile_changes_apply_per_instruction_set():
-    profile = load_target("ort-x86")
-    for isa in host.X86_INSTRUCTION_SETS:
-        resolved = profile.for_instruction_set(isa)
-        assert resolved.instruction_set == isa
-        changes = profile.instruction_sets.get(isa, {})
-        for key, value in changes.get("quantization", {}).items():
-            assert getattr(resolved.quantization, key) == value
-        for key, value in changes.get("session", {}).items():
-            assert getattr(resolved.session, key) == value
-    assert profile.for_instruction_set("avx2").quantization != profile.for_instruction_set("avx512_vnni").quantization, \
-        "AVX2's u8 x s8 kernels saturate where VNNI's do not: the profile says what each needs"
+def test_profile_changes_apply_per_instruction_set(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('name = "mine"\ndescription = "d"\nbackend = "ort"\ndefault_precision = "int8"\nprecisions = ["int8"]\n'
+                    '[instruction_sets.avx2.quantization]\nreduce_range = true\n[instruction_sets.avx2.session]\nallow_spinning = false\n')
+    profile = load_target(str(path))
+    avx2, vnni = profile.for_instruction_set("avx2"), profile.for_instruction_set("avx512_vnni")
+    assert (avx2.instruction_set, vnni.instruction_set) == ("avx2", "avx512_vnni")
+    assert avx2.quantization.reduce_range and not avx2.session.allow_spinning
+    assert vnni.quantization == profile.quantization and vnni.session == profile.session, "a set with no changes keeps the profile's"
+    shipped = load_target("ort-x86")
+    for isa in host.X86_INSTRUCTION_SETS:  # the shipped profile's changes, whatever they are, resolve for every x86 set
+        changes = shipped.instruction_sets.get(isa, {})
+        resolved = shipped.for_instruction_set(isa)
+        for section in ("quantization", "session"):
+            for key, value in changes.get(section, {}).items():
+                assert getattr(getattr(resolved, section), key) == value
 
 
 def test_unknown_instruction_sets_and_keys_are_config_errors(tmp_path):

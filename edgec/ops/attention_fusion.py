@@ -118,9 +118,11 @@ def _match(graph: _Graph, softmax: onnx.NodeProto) -> dict | None:
         return None
     if len({p["bias"] is None for p in (query, key, value)}) != 1:  # the op takes all three biases or none
         return None
-    return {"query": query, "key": key, "value": value, "scale": scale, "bias": _unexpanded(graph, biases[0]) if biases else "",
-            "mask_input": mask_input, "filter_value": filter_value, "output": reshape.output[0], "reshape": reshape,
-            "name": softmax.name}
+    bias = _unexpanded(graph, biases[0]) if biases else ""
+    if bias is None:  # a bias of another shape or making: MultiHeadAttention may not take it as it is
+        return None
+    return {"query": query, "key": key, "value": value, "scale": scale, "bias": bias, "mask_input": mask_input,
+            "filter_value": filter_value, "output": reshape.output[0], "reshape": reshape, "name": softmax.name}
 
 
 def _sum_terms(graph: _Graph, name: str) -> list[str]:
@@ -187,20 +189,19 @@ def _head_split(graph: _Graph, name: str, perm: list[int]) -> dict | None:
     return {"input": projection, "bias": bias, "heads": heads}
 
 
-def _unexpanded(graph: _Graph, name: str) -> str:
-    """The bias without its broadcast over the batch: `Expand(Unsqueeze(x, 0), ...)` becomes the (1, ...) tensor.
-
-    A pruned layer reads `Gather(bias, kept_heads, axis=1)`; that Gather is re-pointed at the unexpanded tensor.
-    """
+def _unexpanded(graph: _Graph, name: str) -> str | None:
+    """The position bias without its broadcast over the batch, for `Expand(Unsqueeze(bias, 0), ...)`: the
+    (1, heads, seq, seq) tensor. A pruned layer reads `Gather(that, kept_heads, axis=1)`, which is re-pointed at the
+    unexpanded tensor. None for a bias made any other way (its shape is not known to suit the op)."""
     gather = graph.op(name, "Gather")
     target = gather.input[0] if gather is not None and _attribute(gather, "axis", 0) == 1 else name
     expand = graph.op(target, "Expand")
     unsqueeze = graph.op(expand.input[0], "Unsqueeze") if expand is not None else None
-    axes = None
-    if unsqueeze is not None:
-        axes = graph.value(unsqueeze.input[1]) if len(unsqueeze.input) > 1 else np.array(_attribute(unsqueeze, "axes", []))
+    if unsqueeze is None:
+        return None
+    axes = graph.value(unsqueeze.input[1]) if len(unsqueeze.input) > 1 else np.array(_attribute(unsqueeze, "axes", []))
     if axes is None or [int(a) for a in axes.reshape(-1)] != [0]:
-        return name
+        return None
     if gather is None:
         return expand.input[0]
     gather.input[0] = expand.input[0]

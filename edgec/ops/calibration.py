@@ -80,14 +80,21 @@ def fake_quantize_weight(w: np.ndarray, per_channel: bool, reduce_range: bool = 
 
 
 def matmul_quantization_error(
-    x: np.ndarray, w: np.ndarray, x_range: tuple[float, float], *, signed: bool, per_channel: bool, reduce_range: bool = False
+    x: np.ndarray, w: np.ndarray, x_range: tuple[float, float], *, signed: bool, per_channel: bool, reduce_range: bool = False,
+    outliers: np.ndarray | None = None,
 ) -> float:
     """Relative error ||xW - q(x)q(W)|| / ||xW|| of one MatMul quantized with the given activation range.
 
-    x: (rows, in) calibration activations, w: (in, out) weights. Ranks nodes for the float fallback.
+    x: (rows, in) calibration activations, w: (in, out) weights; `outliers`: input channels computed in float
+    (ops.outliers), whose weight rows the int8 part leaves out. Ranks nodes for the float fallback.
     """
     exact = x @ w
-    approx = fake_quantize(x, *x_range, signed=signed) @ fake_quantize_weight(w, per_channel, reduce_range)
+    inliers, exact_part = w, 0.0
+    if outliers is not None and len(outliers):
+        inliers = w.copy()
+        inliers[outliers] = 0.0
+        exact_part = x[:, outliers] @ w[outliers]
+    approx = fake_quantize(x, *x_range, signed=signed) @ fake_quantize_weight(inliers, per_channel, reduce_range) + exact_part
     return float(np.linalg.norm(exact - approx) / max(np.linalg.norm(exact), 1e-12))
 
 

@@ -13,6 +13,7 @@ import onnx
 from edgec.inference import encode_batches, ort_session
 from edgec.ops.calibration import activation_range, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
+from edgec.ops import outliers
 from edgec.ops.smoothing import smoothing_scales
 from edgec.pipeline import Context
 from edgec.stages.verify import eval_texts
@@ -51,10 +52,12 @@ def quantize(ctx: Context) -> Context:
     elif precision == "int8-dynamic":
         note = quantize_dynamic_int8(ctx.onnx_path, path, ctx.target.quantization)
     else:
-        prepared, ranges, sensitivity = prepare_static(ctx, out_dir)
-        (out_dir / RANGES_FILE).write_text(json.dumps({"source": str(prepared), "ranges": ranges, "sensitivity": sensitivity}))
+        prepared, ranges, sensitivity, split = prepare_static(ctx, out_dir)
+        (out_dir / RANGES_FILE).write_text(json.dumps({"source": str(prepared), "ranges": ranges, "sensitivity": sensitivity,
+                                                       "outlier_channels": {k: v.tolist() for k, v in split.items()}}))
         note = quantize_static_int8(prepared, path, ranges, ctx.target.quantization, exclude=())
-        note |= {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA}
+        note |= {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA,
+                 "outlier_channels_in_float": sum(len(v) for v in split.values()), "inputs_with_outliers": len(split)}
     return ctx.with_note("quantize", note, onnx_path=path)
 
 
@@ -72,9 +75,10 @@ def to_fp16(source: Path, out: Path) -> dict:
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """MatMul nodes whose second input is a constant weight (activation x activation products stay float)."""
+    """MatMul nodes whose second input is a constant weight (activation x activation products stay float, and so do
+    the outlier channels' MatMuls of ops.outliers)."""
     constants = {i.name for i in model.graph.initializer}
-    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants]
+    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants and not n.name.endswith(outliers.SUFFIX)]
 
 
 def embedding_gathers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -162,8 +166,9 @@ def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
     return typed
 
 
-def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict]:
-    """Smooth activation outliers into the weights, then calibrate: the float model to quantize, its ranges, sensitivities.
+def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict, dict[str, np.ndarray]]:
+    """Smooth activation outliers into the weights, calibrate, split off outlier channels: the float model to quantize,
+    its ranges, sensitivities, and the outlier channels of each MatMul input that has some.
 
     Two calibration passes: per-channel |max| of each MatMul input sets the smoothing scales
     (ops.smoothing); the ranges are then measured on the smoothed inputs. Only real tokens count.
@@ -178,10 +183,15 @@ def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict]:
     scales = {name: smoothing_scales(absmax[name], row_absmax[name], SMOOTHING_ALPHA) for name in groups}
     scale_matmul_inputs(model, groups, scales)
     model = with_types(model)
+    ranges, sensitivity, split = calibrate(model, feeds, ctx)
+    if split:
+        for node in weight_matmuls(model):
+            if node.input[0] in split:
+                outliers.split_outlier_channels(model, node, split[node.input[0]])
+        model = with_types(model)
     prepared = out_dir / "prepared.onnx"
     onnx.save(model, str(prepared))
-    ranges, sensitivity = calibrate(model, feeds, ctx)
-    return prepared, ranges, sensitivity
+    return prepared, ranges, sensitivity, split
 
 
 def smoothable_groups(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
@@ -199,14 +209,16 @@ def smoothable_groups(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]
     return groups
 
 
-def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: Context) -> tuple[dict, dict]:
-    """Activation ranges of every weight-MatMul input, and each MatMul's quantization error (for fallback)."""
+def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: Context) -> tuple[dict, dict, dict]:
+    """Activation ranges of every weight-MatMul input, each MatMul's quantization error (for fallback), and, where the
+    target splits them off, each input's outlier channels (ops.outliers; its range is then that of the other channels)."""
     matmuls = weight_matmuls(model)
     weights = {i.name: i for i in model.graph.initializer}
     activations = capture(model, sorted({n.input[0] for n in matmuls}), feeds, ctx.target.session)
-    quant = ctx.recipe.quant
-    ranges = {name: list(activation_range(rows, quant.calibration, quant.percentile)) for name, rows in activations.items()}
-    settings = ctx.target.quantization
+    quant, settings = ctx.recipe.quant, ctx.target.quantization
+    split = {name: found for name, rows in activations.items() if settings.split_outliers and len(found := outliers.outlier_channels(rows))}
+    ranges = {name: list(activation_range(np.delete(rows, split.get(name, []), axis=1), quant.calibration, quant.percentile))
+              for name, rows in activations.items()}
     sensitivity = {
         node.name: matmul_quantization_error(
             activations[node.input[0]][:2048],
@@ -215,10 +227,11 @@ def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: C
             signed=settings.activation_type == "int8",
             per_channel=settings.per_channel,
             reduce_range=settings.reduce_range,
+            outliers=split.get(node.input[0]),
         )
         for node in matmuls
     }
-    return ranges, sensitivity
+    return ranges, sensitivity, split
 
 
 def capture(
