@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 from run import STS, WORK, _cached, edgec_row, machine, time_rows, write_section  # noqa: E402
 
-from edgec import host  # noqa: E402
+from edgec.hardware import host  # noqa: E402
 from edgec.api import reference_outputs  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.source import load_source  # noqa: E402
@@ -75,14 +75,14 @@ def main() -> None:
                          + " | ".join(f"{latencies[label][n]:.2f}" for n in lengths) + " |")
         print(f"{name}: timed in {time.perf_counter() - started:.0f} s", flush=True)
     table = "\n".join([
-        f"## int8 layouts on this host ({host.instruction_set()}): accuracy and latency", "",
+        f"## int8 layouts on this host ({host().instruction_set}): accuracy and latency", "",
         f"Machine: {machine()}. Command: `{command}`. STS-B test (1,379 pairs); calibration 256 STS-B train sentences; "
         f"latency batch 1, 2 intra-op threads, median of {args.rounds} interleaved rounds' p50s, each in a fresh process.", "",
         "| model | int8 layout | STS-B Spearman | cosine to fp32 (mean / worst) | " + " | ".join(f"{n} tok ms" for n in lengths) + " |",
         "|---|---|---|---|" + "---|" * len(lengths), *lines,
     ]) + "\n"
-    write_section(args.output, f"int8-variants-{host.instruction_set()}", table, script="benchmarks/int8_variants.py")
-    (HERE / f"results-int8-variants-{host.instruction_set()}.json").write_text(json.dumps(results, indent=1))
+    write_section(args.output, f"int8-variants-{host().instruction_set}", table, script="benchmarks/int8_variants.py")
+    (HERE / f"results-int8-variants-{host().instruction_set}.json").write_text(json.dumps(results, indent=1))
     print(table, flush=True)
 
 

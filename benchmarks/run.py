@@ -33,11 +33,11 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 
 import edgec  # noqa: E402
-from edgec import host  # noqa: E402
 from edgec.api import compress, reference_outputs  # noqa: E402
 from edgec.artifact import load_artifact, package_versions  # noqa: E402
 from edgec.bench import BenchConfig, bench_onnx, bench_pytorch  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
+from edgec.hardware import host  # noqa: E402
 from edgec.ops.pooling import append_pooling  # noqa: E402
 from edgec.recipe import PruneConfig  # noqa: E402
 from edgec.source import load_source  # noqa: E402
@@ -48,13 +48,13 @@ from edgec.targets import SessionSettings, load_target  # noqa: E402
 STS = HERE.parent.parent / "shared" / "data" / "stsbenchmark"
 WORK = HERE / "work" / "run"
 # Optimum's AutoQuantizationConfig preset per host instruction set (it has none for AMX or AVX-VNNI on AVX2 cores).
-OPTIMUM_PRESETS = {"avx2": "avx2", "avx2_vnni": "avx2", "avx512": "avx512", "avx512_vnni": "avx512_vnni", "amx": "avx512_vnni",
-                   "arm64": "arm64", "arm64_dotprod": "arm64", "arm64_i8mm": "arm64"}
+OPTIMUM_PRESETS = {"avx2": "avx2", "avx-vnni": "avx2", "avx512": "avx512", "avx512-vnni": "avx512_vnni", "amx": "avx512_vnni",
+                   "arm-dotprod": "arm64", "arm-i8mm": "arm64"}
 PYTORCH, OPTIMUM = "PyTorch fp32", "Optimum dynamic int8"
 
 
 def optimum_preset() -> str:
-    return OPTIMUM_PRESETS.get(host.instruction_set(), "avx2")
+    return OPTIMUM_PRESETS.get(host().instruction_set, "avx2")
 
 
 def optimum_dynamic_int8(model_dir: Path, work: Path, source) -> tuple[Path, Path]:
@@ -178,9 +178,9 @@ def time_rows(rows: dict[str, dict], model_dir: Path, vocab: int, lengths: list[
 
 def machine() -> str:
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    described = host.describe()
-    return (f"{described['cpu']}, {cores} cores, instruction set {described['instruction_set']} (torch: {described['torch_capability']}), "
-            f"{platform.system()} {platform.machine()}, Python {platform.python_version()}")
+    cpu = host()
+    return (f"{cpu.model}, {cores} cores, {platform.system()} {platform.machine()}, int8 instruction set {cpu.instruction_set}, "
+            f"{'native' if cpu.native_bf16 else 'no native'} bf16, Python {platform.python_version()}")
 
 
 def ratio_rows(results: list[dict]) -> list[tuple[str, str]]:
@@ -243,7 +243,7 @@ def main() -> None:
         started = time.perf_counter()
         latencies = time_rows(rows, model_dir, len(load_source(model_dir).tokenizer), lengths, args.rounds, args.runs)
         results = [{"model": name, "runtime": label, **{k: v for k, v in row.items() if k != "path"},
-                    "latency_ms": {str(n): ms for n, ms in latencies[label].items()}, "host": host.describe()} for label, row in rows.items()]
+                    "latency_ms": {str(n): ms for n, ms in latencies[label].items()}, "host": host().to_dict()} for label, row in rows.items()]
         table = markdown(name, results, lengths, command, time.perf_counter() - started)
         write_section(args.output, f"ort-precisions-{name}", table)
         (HERE / f"results-ort-{name}.json").write_text(json.dumps(results, indent=1))

@@ -14,16 +14,20 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgec import host, surgery
+from edgec import surgery
 from edgec.artifact import (
     FORMAT_VERSION, Artifact, check_output_path, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
 )
 from edgec.backends import get_backend
 from edgec.bench import BenchConfig, synthetic_inputs
-from edgec.backends.tensorrt import check_engine_requirement, engine_stage, parity_runtime
+from edgec.backends.tensorrt import (
+    REJECTED_ENGINE_FILE, artifact_spec, build_artifact_engine, check_engine_requirement, engine_stage, parity_runtime,
+    require_engine_here,
+)
 from edgec.data import Dataset, read_dataset
 from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
+from edgec.hardware import host
 from edgec.inference import collect_outputs, encode_batches, replay_forward, torch_forward
 from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_stages
 from edgec.profiling import Profile, profile_session
@@ -64,7 +68,7 @@ def build(
 
     `train` is the text distillation trains on (recipe.distill); `calib` also drives pruning's importance.
     `tensorrt` changes the target's [tensorrt] settings (max_batch, max_seq_len, require_engine, ...).
-    `instruction_set` (edgec.host.INSTRUCTION_SETS) is the CPU the artifact is for; None: this host's.
+    `instruction_set` (edgec.hardware.INSTRUCTION_SETS) is the CPU the artifact is for; None: this host's.
     """
     out = Path(out)
     profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {}, instruction_set=instruction_set)
@@ -114,7 +118,7 @@ def resolve_target(
     alias chose."""
     name, choice = choose_target(target, has_calibration=has_calibration) if isinstance(target, str) else (target, None)
     profile = load_target(name) if isinstance(name, str) else name
-    profile = profile.for_instruction_set(instruction_set or host.instruction_set())
+    profile = profile.for_instruction_set(instruction_set or host().instruction_set)
     if tensorrt:
         if profile.tensorrt is None:
             raise ConfigError(f"TensorRT settings ({', '.join(sorted(tensorrt))}) apply to TensorRT targets only, not {profile.name}; use --target trt-int8 or trt-fp16")
@@ -157,9 +161,9 @@ def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[St
     stages = [*front_end_stages(recipe), Stage("export", export)]
     if profile.fuse:
         stages.append(Stage("optimize", optimize))
-    # TensorRT makes fp16 itself from the fp32 ONNX (its FP16 flag) unless the profile asks for an fp16 file.
-    engine_makes_fp16 = profile.tensorrt is not None and not profile.tensorrt.fp16_onnx
-    if recipe.quant.precision != "fp32" and not (recipe.quant.precision == "fp16" and engine_makes_fp16):
+    # A TensorRT back end types the fp16 parts itself, from the calibration data's ranges (backends.tensorrt.emit).
+    tensorrt_fp16 = profile.tensorrt is not None and recipe.quant.precision == "fp16"
+    if recipe.quant.precision != "fp32" and not tensorrt_fp16:
         stages.append(Stage("quantize", quantize))
     if recipe.quant.precision == "int8" and recipe.quant.fallback:
         stages.append(Stage("fallback", fallback))
@@ -184,13 +188,13 @@ def manifest_for(ctx: Context, seconds: float) -> dict:
     return {
         "format": FORMAT_VERSION,
         "versions": package_versions(),
+        "host": host().to_dict(),
         "source": {"path": str(ctx.source.path.resolve()), "model_type": ctx.source.model_type, "weights_sha256": weights},
         "task": ctx.source.task,
         "pooling": dataclasses.asdict(ctx.source.pooling) if ctx.source.pooling else None,
         "labels": {str(k): v for k, v in (config.id2label or {}).items()} if ctx.source.task != "feature-extraction" else None,
         "target": ctx.target.to_dict(),
         "instruction_set": ctx.target.instruction_set,
-        "host": host.describe(),
         "session": {"settings": dataclasses.asdict(ctx.target.session),
                     "chosen_by": f"target {ctx.target.name} for {ctx.target.instruction_set}"},
         "precision": ctx.precision,
@@ -242,6 +246,28 @@ def check_parity(
     with tempfile.TemporaryDirectory(prefix="edgec-") as work:
         model, simulated = parity_runtime(artifact, Path(work))
         return measure_model(model, "artifact", task, evaluation, thresholds, artifact.session, simulated, statistics=True)
+
+
+def build_checked_engine(
+    artifact: Artifact, data: Dataset, *, reference: str | Path | None = None
+) -> tuple[dict, ParityRow]:
+    """`edgec engine`: build a TensorRT artifact's engine, then gate it on parity against the uncompressed source model
+    (or `reference`) on `data`, measured on the engine itself. A passing engine is recorded as built; a failing one is
+    kept as model.engine.rejected and ParityError is raised. Returns the manifest's engine record and the parity row.
+    """
+    artifact_spec(artifact)  # a non-TensorRT or stale artifact fails before the reference model loads
+    require_engine_here()
+    task, evaluation, thresholds = reference_for(artifact, data, reference, ParityThresholds())
+    session = TargetProfile.from_dict(artifact.manifest["target"]).session
+
+    def gate(engine: Path) -> ParityRow:
+        return measure_model(engine, "engine", task, evaluation, thresholds, session, statistics=True)
+
+    record, row = build_artifact_engine(artifact, gate, data.source)
+    if not row.passed:
+        raise ParityError(f"engine parity failed on {data.source}: {'; '.join(row.failures)}; "
+                          f"the engine is kept as {artifact.path / REJECTED_ENGINE_FILE} and the artifact is unchanged")
+    return record, row
 
 
 def reference_for(

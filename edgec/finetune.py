@@ -127,7 +127,8 @@ def _objective(source: Source, data: Dataset, config: TrainConfig, seed: int):
             cosine = torch.nn.functional.cosine_similarity(a.float(), b.float())
             return torch.nn.functional.mse_loss(cosine, batch["score"])
 
-    return loss, shuffled_loader(list(data.examples), collate, config.batch_size, seed)
+    lengths = [len(e.text) + len(e.text_pair or "") for e in data.examples]
+    return loss, shuffled_loader(list(data.examples), collate, config.batch_size, seed, lengths)
 
 
 def _record(task: str, metric: str, train_data: Dataset, eval_data: Dataset, config: TrainConfig, result: TrainResult) -> dict:
@@ -136,5 +137,6 @@ def _record(task: str, metric: str, train_data: Dataset, eval_data: Dataset, con
         "eval_data": eval_data.source, "eval_examples": len(eval_data), "config": dataclasses.asdict(config),
         "start_score": result.history[0][1], "best_score": result.best_score, "best_step": result.best_step,
         "steps": result.steps, "stopped": result.stopped, "seconds": round(result.seconds, 1),
+        "precision": result.precision, "precision_reason": result.precision_reason,
         "history": [list(h) for h in result.history], "losses": [list(loss) for loss in result.losses],
     }

@@ -14,7 +14,7 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 TASKS = ("feature-extraction", "sequence-classification", "token-classification", "question-answering")
 PRUNE_UNITS = ("heads", "ffn")
 SCHEDULES = ("linear", "cosine")
-TRAIN_PRECISIONS = ("bf16", "fp16", "fp32")
+TRAIN_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 T = TypeVar("T")
 
@@ -119,8 +119,9 @@ class TrainConfig:
     patience: int = 5
     """Evaluations without improvement before training stops."""
     max_grad_norm: float = 1.0
-    precision: str = "bf16"
-    """Autocast: bf16 (AMX/VNNI on CPU, tensor cores on GPU), fp16 with loss scaling (GPU only), or fp32.
+    precision: str = "auto"
+    """Autocast: bf16, fp16 with loss scaling (GPU only), fp32, or auto: bf16 where the hardware computes it natively
+    (AVX512-BF16 or AMX CPUs, bf16-capable GPUs), fp32 elsewhere (emulated bf16 is several times slower than fp32).
     Weights and optimizer state stay fp32."""
     max_length: int = 128
     """Longest tokenized training text."""
@@ -161,8 +162,8 @@ class DistillConfig:
     patience: int = 5
     """Checks without improvement before training stops."""
     max_grad_norm: float = 1.0
-    bf16: bool = True
-    """bf16 autocast (AMX/VNNI on CPU, tensor cores on GPU); weights and optimizer stay fp32."""
+    precision: str = "auto"
+    """Autocast, as TrainConfig.precision: auto, bf16, fp16 (GPU) or fp32."""
 
     def __post_init__(self) -> None:
         self.training()  # the shared loop's settings validate themselves
@@ -173,7 +174,7 @@ class DistillConfig:
         """The training loop's settings for this distillation."""
         names = ("steps", "minutes", "batch_size", "learning_rate", "weight_decay", "warmup", "max_length", "eval_every",
                  "patience", "max_grad_norm")
-        return TrainConfig(**{n: getattr(self, n) for n in names}, precision="bf16" if self.bf16 else "fp32")
+        return TrainConfig(**{n: getattr(self, n) for n in names}, precision=self.precision)
 
 
 @dataclass(frozen=True, kw_only=True)

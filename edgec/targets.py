@@ -70,7 +70,8 @@ class SessionSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class TensorRTSettings:
-    """How a TensorRT engine is built from the artifact (written into trt_build.json)."""
+    """How a TensorRT engine is built from the artifact (written into trt_build.json). Precision is not a setting here:
+    the ONNX is typed (fp16 where the calibration data allows, int8 Q/DQ for int8) and the network strongly typed."""
 
     max_batch: int = 32
     """Largest batch the engine's optimization profile accepts."""
@@ -83,11 +84,6 @@ class TensorRTSettings:
     """Scratch memory the builder may give a layer's tactics."""
     builder_optimization_level: int = 3
     """TensorRT's tactic search effort, 0-5 (3 is TensorRT's default)."""
-    fp16_onnx: bool = False
-    """fp16: write the ONNX itself in fp16 instead of the fp32 ONNX plus the builder's FP16 flag (which lets
-    TensorRT keep layers that need the range in fp32)."""
-    implicit_int8: bool = True
-    """int8: also write the fp32 graph and calibration.cache for TensorRT's implicit (calibrator) mode."""
     require_engine: bool = False
     """Fail the build when no engine can be built here (no tensorrt or no CUDA device) instead of deferring it."""
 
@@ -125,7 +121,7 @@ class TargetProfile:
     fuse_biased_attention: bool = True
     """With `fuse`: also fuse attention that adds a position bias (MPNet) into MultiHeadAttention."""
     instruction_sets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    """Changes to [quantization] and [session] for one host instruction set (edgec.host: avx2, avx512_vnni,
+    """Changes to [quantization] and [session] for one host instruction set (edgec.hardware: avx2, avx512-vnni,
     amx ...), each measured there; a build applies the set it compiles for (for_instruction_set)."""
     instruction_set: str | None = None
     """The instruction set those changes were applied for (set by for_instruction_set; None: not yet resolved)."""
@@ -148,7 +144,7 @@ class TargetProfile:
         return dataclasses.replace(self, quantization=quantization, session=session, instruction_set=isa)
 
     def _sections_for(self, isa: str) -> tuple[QuantSettings, SessionSettings]:
-        from edgec.host import INSTRUCTION_SETS
+        from edgec.hardware import INSTRUCTION_SETS
 
         if isa not in INSTRUCTION_SETS:
             raise ConfigError(f"target {self.name}: unknown instruction set {isa!r}; use one of {', '.join(INSTRUCTION_SETS)}")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from edgec import host
+from edgec.hardware import host
 from edgec.artifact import Artifact, load_artifact, write_manifest
 from edgec.bench import BenchConfig, bench_onnx, bench_pytorch, profile_onnx, session_for
 from edgec.cli.common import errors_to_exit_codes, stdout, table
@@ -59,7 +59,7 @@ def bench(
         results.append(bench_pytorch(source, loaded.manifest["task"], vocab_size, config))
     measured = profile_onnx(str(loaded.model_path), vocab_size, dataclasses.replace(config, runs=min(runs, 50)), settings) if profile else None
     report |= {
-        "host": host.describe(),
+        "host": host().to_dict(),
         "model_bytes": loaded.model_path.stat().st_size,
         "results": [asdict(r) for r in results],
         "speedup_vs_pytorch": results[1].p50_ms / results[0].p50_ms if baseline else None,
@@ -75,10 +75,10 @@ def _tune(loaded: Artifact, vocab_size: int, config: BenchConfig) -> tuple[Artif
     """Tune the session settings here and record the winner in the manifest (the files it hashes are untouched)."""
     measure = onnx_latency(str(loaded.model_path), vocab_size, config)
     chosen, trials = tune_session(measure, loaded.session)
-    where = host.describe()
+    where = host()
     manifest = {**loaded.manifest, "session": {
         "settings": asdict(chosen),
-        "chosen_by": f"edgec bench --tune on {where['cpu']} ({where['instruction_set']}), batch {config.batch}, seq {config.seq_len}",
+        "chosen_by": f"edgec bench --tune on {where.model} ({where.instruction_set}), batch {config.batch}, seq {config.seq_len}",
     }}
     write_manifest(loaded.path, manifest)
     tuning = {"chosen": asdict(chosen), "trials": [{"knob": t.knob, "value": t.value, "p50_ms": t.p50_ms} for t in trials]}

@@ -59,9 +59,8 @@ def build(
     max_batch: Annotated[int | None, typer.Option(help="TensorRT: largest batch the engine accepts (profile default 32).")] = None,
     max_seq_len: Annotated[int | None, typer.Option(help="TensorRT: longest sequence the engine accepts; also truncates inputs.")] = None,
     require_engine: Annotated[bool, typer.Option("--require-engine", help="TensorRT: fail unless the engine is built here.")] = False,
-    fp16_onnx: Annotated[bool, typer.Option("--fp16-onnx", help="TensorRT fp16: write an fp16 ONNX, not fp32 + the FP16 flag.")] = False,
     instruction_set: Annotated[str | None, typer.Option(
-        help="CPU instruction set the artifact is for (avx2, avx512_vnni, amx, arm64_dotprod ...); default: this machine's.",
+        help="CPU instruction set the artifact is for (avx2, avx512-vnni, amx, arm-dotprod ...); default: this machine's.",
     )] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="Search: p50 latency budget on this machine (see --seq-len).")] = None,
     max_size_mb: Annotated[float | None, typer.Option(help="Search: model file size budget.")] = None,
@@ -86,7 +85,7 @@ def build(
         max_length=max_length,
     )
     tensorrt = {k: v for k, v in [("max_batch", max_batch), ("max_seq_len", max_seq_len)] if v is not None}
-    tensorrt |= {k: True for k, v in [("require_engine", require_engine), ("fp16_onnx", fp16_onnx)] if v}
+    tensorrt |= {"require_engine": True} if require_engine else {}
     columns = (text_column, text_pair_column, label_column, score_column)
     calib_set, eval_set = read_optional(calib, *columns), read_optional(eval_data, *columns)
     train_set = read_optional(distill, *columns)

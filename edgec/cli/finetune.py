@@ -13,6 +13,8 @@ from edgec.cli.common import (
 )
 from edgec.finetune import FINETUNE_TASKS, finetune as run_finetune
 from edgec.recipe import TrainConfig
+
+UNLIMITED_STEPS = 10**9
 from edgec.source import LoadOptions
 
 
@@ -27,13 +29,15 @@ def finetune(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fine-tuned model.")],
     task: Annotated[str, typer.Option(help=f"{' or '.join(FINETUNE_TASKS)} (sentence-pair similarity).")] = "sequence-classification",
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
-    steps: Annotated[int, typer.Option(help="Most optimizer steps.")] = 1000,
+    steps: Annotated[int | None, typer.Option(help="Most optimizer steps (default 1000; no limit when --minutes is given).")] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 32,
     accumulation: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-5,
     warmup: Annotated[float, typer.Option(help="Share of the budget spent warming up.")] = 0.06,
     schedule: Annotated[str, typer.Option(help="Decay after warmup: linear or cosine.")] = "linear",
-    precision: Annotated[str, typer.Option(help="Autocast: bf16, fp16 (GPU, loss scaling) or fp32.")] = "bf16",
+    precision: Annotated[str, typer.Option(
+        help="Autocast: auto (bf16 where the CPU/GPU computes it natively, else fp32), bf16, fp16 (GPU, loss scaling) or fp32.",
+    )] = "auto",
     eval_every: Annotated[int, typer.Option(help="Optimizer steps between evaluations.")] = 100,
     patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping.")] = 5,
     max_length: Annotated[int, typer.Option(help="Longest tokenized training text.")] = 128,
@@ -46,6 +50,8 @@ def finetune(
     allow_pickle: AllowPickle = False,
 ) -> None:
     """Fine-tune a pretrained model on labelled data, keeping the checkpoint that scores best on --eval."""
+    if steps is None:  # a wall-clock budget alone should not be cut short by a default step count
+        steps = UNLIMITED_STEPS if minutes is not None else 1000
     config = TrainConfig(
         steps=steps, minutes=minutes, batch_size=batch_size, accumulation=accumulation, learning_rate=lr, warmup=warmup,
         schedule=schedule, precision=precision, eval_every=eval_every, patience=patience, max_length=max_length,
@@ -61,6 +67,7 @@ def finetune(
         ["task / metric", f"{record['task']} / {record['metric']} on {record['eval_data']} ({record['eval_examples']} examples)"],
         ["score", f"{record['start_score']:.2f} at the start -> {record['best_score']:.2f} (best, step {record['best_step']})"],
         ["training", f"{record['steps']} steps in {record['seconds']:.0f} s on {record['train_examples']} examples, stopped by {record['stopped']}"],
+        ["precision", record["precision_reason"]],
         ["saved", f"{out} (the best checkpoint; run record in edgec_finetune.json)"],
     ]
     stdout.print(table(f"edgec finetune: {model}", ["", ""], rows))

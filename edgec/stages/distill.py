@@ -56,6 +56,7 @@ def distill(ctx: Context) -> Context:
         "best_score": result.best_score,
         "stopped": result.stopped,
         "seconds": round(result.seconds, 2),
+        "precision": result.precision_reason,
         "history": [list(entry) for entry in result.history],
     }
     return ctx.with_note("distill", note, source=dataclasses.replace(ctx.source, model=result.model))
@@ -102,7 +103,7 @@ def distill_student(
         encoded = tokenizer(batch, padding=True, truncation=True, max_length=training.max_length, return_tensors="pt")
         return {name: encoded[name] for name in input_names}
 
-    loader = shuffled_loader(texts, collate, training.batch_size, seed)
+    loader = shuffled_loader(texts, collate, training.batch_size, seed, [len(t) for t in texts])
     try:
         return train(student, loss, loader, training, evaluate, seed=seed, dropout=False)
     finally:

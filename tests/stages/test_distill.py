@@ -18,7 +18,7 @@ from edgec.stages.verify import measure_module
 from edgec.targets import load_target
 
 DATA = Dataset(tuple(Example(t) for t in SENTENCES), "sentences")
-FAST = DistillConfig(steps=20, batch_size=8, learning_rate=1e-3, warmup=0.1, eval_every=10, patience=100, bf16=False)
+FAST = DistillConfig(steps=20, batch_size=8, learning_rate=1e-3, warmup=0.1, eval_every=10, patience=100, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_never_worse_than_the_start(sources):
 
 def test_deterministic_under_bf16(sources):
     source = sources["sequence-classification"]
-    config = dataclasses.replace(FAST, steps=2, eval_every=2, bf16=True)
+    config = dataclasses.replace(FAST, steps=2, eval_every=2, precision="bf16")
     student = damaged(source.model)
 
     def rising(model):  # every evaluation "improves", so each run returns its last weights
