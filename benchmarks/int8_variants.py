@@ -26,7 +26,7 @@ import models  # noqa: E402
 from run import STS, WORK, _cached, edgec_row, machine, time_rows, write_section  # noqa: E402
 
 from edgec.hardware import host  # noqa: E402
-from edgec.api import reference_outputs  # noqa: E402
+from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 from edgec.targets import load_target  # noqa: E402

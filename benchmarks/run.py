@@ -33,15 +33,16 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 
 import edgec  # noqa: E402
-from edgec.api import compress, reference_outputs  # noqa: E402
+from edgec.api import compress  # noqa: E402
 from edgec.artifact import load_artifact, package_versions  # noqa: E402
 from edgec.bench import BenchConfig, bench_onnx, bench_pytorch  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.hardware import host  # noqa: E402
 from edgec.ops.pooling import append_pooling  # noqa: E402
+from edgec.parity.evalset import reference_outputs  # noqa: E402
+from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.recipe import PruneConfig  # noqa: E402
 from edgec.source import load_source  # noqa: E402
-from edgec.stages.verify import measure_model  # noqa: E402
 from edgec.sweep import MEASURE_ONLY  # noqa: E402
 from edgec.targets import SessionSettings, load_target  # noqa: E402
 

@@ -25,14 +25,14 @@ BULK_QUANTILE = 0.9999
 """The bulk's level: this quantile of |x| over the channels that are not outlier candidates."""
 
 
-def outlier_channels(rows: np.ndarray, *, factor: float = FACTOR, limit: int | None = None) -> np.ndarray:
-    """Input channels of `rows` (tokens, channels) whose |max| is over `factor` x the bulk's level, largest first.
+def outlier_channels(peak: np.ndarray, rows: np.ndarray, *, factor: float = FACTOR, limit: int | None = None) -> np.ndarray:
+    """Input channels whose |max| over every calibration token (`peak`, (channels,)) is over `factor` x the bulk's
+    level, largest first; the bulk's level comes from `rows` (tokens, channels), a sample of the tokens.
 
     At most `limit` channels (default: 1 in 256, at least 1) are candidates, so the float part stays small.
     """
-    width = rows.shape[1]
+    width = len(peak)
     limit = limit or max(1, width // 256)
-    peak = np.abs(rows).max(axis=0)
     candidates = np.argsort(-peak, kind="stable")[:limit]
     bulk = np.quantile(np.abs(np.delete(rows, candidates, axis=1)), BULK_QUANTILE) if width > limit else 0.0
     return np.array([c for c in candidates if peak[c] > factor * max(bulk, 1e-12)], dtype=np.int64)

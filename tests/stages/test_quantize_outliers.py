@@ -13,7 +13,7 @@ from edgec.targets import load_target
 
 def test_a_build_splits_the_outlier_channels_off_in_float(tiny_models, data_files, tmp_path, monkeypatch):
     # Tiny random models have no outlier channels: say channels 0 and 3 of every MatMul input are.
-    monkeypatch.setattr(quantize.outliers, "outlier_channels", lambda rows: np.array([0, 3], dtype=np.int64))
+    monkeypatch.setattr(quantize.outliers, "outlier_channels", lambda peak, rows: np.array([0, 3], dtype=np.int64))
     base = load_target("ort-x86")
     profile = dataclasses.replace(base, quantization=dataclasses.replace(base.quantization, split_outliers=True))
     artifact = edgec.build(tiny_models("bert"), profile, recipe=edgec.Recipe(quant=edgec.QuantConfig(precision="int8")),
