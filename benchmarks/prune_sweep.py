@@ -111,7 +111,7 @@ def sweep(name: str, model_dir: Path, work: Path, fractions: list[float], precis
     config, latencies = BenchConfig(batch=1, seq_len=128, threads=2, warmup=20, runs=runs), {id(r): [] for r in rows}
     for _ in range(rounds):
         for row in rows:
-            latencies[id(row)].append(bench_onnx(row["model_path"], len(source.tokenizer), config, "all").p50_ms)
+            latencies[id(row)].append(bench_onnx(row["model_path"], len(source.tokenizer), config, SessionSettings()).p50_ms)
     for row in rows:
         row["latency_ms"] = statistics.median(latencies[id(row)])
         del row["model_path"]
@@ -138,7 +138,7 @@ def classifier(work: Path, fraction: float, minutes: float, runs: int) -> list[d
                                train=Dataset(tuple(Example(e.text) for e in labelled.examples), "clinc150 train text"),
                                out=work / f"clinc-{distill}", force=True)
         manifest = artifact.manifest
-        latency = bench_onnx(str(artifact.model_path), 30522, BenchConfig(batch=1, seq_len=128, threads=2, warmup=20, runs=runs), "all")
+        latency = bench_onnx(str(artifact.model_path), 30522, BenchConfig(batch=1, seq_len=128, threads=2, warmup=20, runs=runs), artifact.session)
         for row in manifest["parity"]["ledger"]:
             rows.append({"prune": fraction, "distill": "yes" if distill else "no", "stage": row["stage"], "accuracy": row["metrics"]["accuracy"],
                          "agreement": row["metrics"]["agreement"], "reference": manifest["parity"]["reference_metric"]["accuracy"],

@@ -20,6 +20,7 @@ from edgec.artifact import (
     FORMAT_VERSION, Artifact, check_output_path, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
 )
 from edgec.backends import get_backend
+from edgec.bench import BenchConfig, synthetic_inputs
 from edgec.backends.tensorrt import (
     REJECTED_ENGINE_FILE, artifact_spec, build_artifact_engine, check_engine_requirement, engine_stage, parity_runtime,
     require_engine_here,
@@ -34,6 +35,7 @@ from edgec.parity.evalset import EvalSet, reference_outputs, selection_split
 from edgec.parity.ledger import ParityRow, first_loss, parity_row
 from edgec.parity.runtime import measure_model, model_forward
 from edgec.pipeline import Context, Stage, run_stages
+from edgec.profiling import Profile, profile_session
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.report import write_reports
 from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
@@ -65,15 +67,17 @@ def build(
     force: bool = False,
     load: LoadOptions = LoadOptions(),
     tensorrt: dict[str, Any] | None = None,
+    instruction_set: str | None = None,
     on_stage: Callable[[str], None] = lambda name: None,
 ) -> Artifact:
     """Compile `model` for `target`; raises ParityError (after saving OUT.rejected) if the artifact drifts.
 
     `train` is the text distillation trains on (recipe.distill); `calib` also drives pruning's importance.
     `tensorrt` changes the target's [tensorrt] settings (max_batch, max_seq_len, require_engine, ...).
+    `instruction_set` (edgec.hardware.INSTRUCTION_SETS) is the CPU the artifact is for; None: this host's.
     """
     out = Path(out)
-    profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {})
+    profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {}, instruction_set=instruction_set)
     if profile.backend == "mobile" and out.suffix != ".zip":
         raise ConfigError(f"target {profile.name} writes one .zip bundle; pass --out {out.name}.zip")
     check_engine_requirement(profile)
@@ -90,7 +94,7 @@ def build(
         on_stage("golden sample")
         sample = write_golden(ctx, staging)
         manifest = manifest_for(ctx, time.perf_counter() - started, sample)
-        write_reports(staging, manifest)
+        write_reports(staging, manifest, build_profile(ctx))
         manifest["files"] = file_table(staging)
         write_manifest(staging, manifest)
         if not manifest["parity"]["passed"]:
@@ -134,12 +138,14 @@ def selects(recipe: Recipe) -> bool:
 
 
 def resolve_target(
-    target: str | TargetProfile, *, has_calibration: bool, tensorrt: dict[str, Any]
+    target: str | TargetProfile, *, has_calibration: bool, tensorrt: dict[str, Any], instruction_set: str | None = None
 ) -> tuple[TargetProfile, str | None]:
-    """The profile (`trt` chosen by whether calibration data was given) with the caller's [tensorrt] changes,
-    and the sentence saying what an alias chose."""
+    """The profile (`trt` chosen by whether calibration data was given) with the changes measured for the
+    instruction set (default: the host's) and the caller's [tensorrt] changes, and the sentence saying what an
+    alias chose."""
     name, choice = choose_target(target, has_calibration=has_calibration) if isinstance(target, str) else (target, None)
     profile = load_target(name) if isinstance(name, str) else name
+    profile = profile.for_instruction_set(instruction_set or host().instruction_set)
     if tensorrt:
         if profile.tensorrt is None:
             raise ConfigError(f"TensorRT settings ({', '.join(sorted(tensorrt))}) apply to TensorRT targets only, not {profile.name}; use --target trt-int8 or trt-fp16")
@@ -215,6 +221,9 @@ def manifest_for(ctx: Context, seconds: float, sample: dict) -> dict:
         "pooling": dataclasses.asdict(ctx.source.pooling) if ctx.source.pooling else None,
         "labels": {str(k): v for k, v in (config.id2label or {}).items()} if ctx.source.task != "feature-extraction" else None,
         "target": ctx.target.to_dict(),
+        "instruction_set": ctx.target.instruction_set,
+        "session": {"settings": dataclasses.asdict(ctx.target.session),
+                    "chosen_by": f"target {ctx.target.name} for {ctx.target.instruction_set}"},
         "precision": ctx.precision,
         "recipe": ctx.recipe.to_dict(),
         "model_file": model_file.name,
@@ -239,6 +248,16 @@ def manifest_for(ctx: Context, seconds: float, sample: dict) -> dict:
     }
 
 
+def build_profile(ctx: Context) -> tuple[Profile, dict[str, Any]] | None:
+    """Where an ONNX Runtime artifact's time goes on the build machine (for the report; not in the manifest, whose
+    content stays reproducible): a short profile at batch 1 and up to 128 tokens."""
+    if ctx.target.backend != "ort":
+        return None
+    config = BenchConfig(batch=1, seq_len=min(128, ctx.recipe.max_length), threads=None, warmup=5, runs=20)
+    feeds = synthetic_inputs(len(ctx.source.tokenizer), config, list(ctx.source.input_names))
+    return profile_session(ctx.files[0], feeds, ctx.target.session, warmup=config.warmup, runs=config.runs), dataclasses.asdict(config)
+
+
 def parity_failure_message(ctx: Context, rejected: Path) -> str:
     final, lost = ctx.ledger[-1], first_loss(ctx.ledger)
     where = f"accuracy was first lost at stage '{lost.stage}'" if lost else "no single stage failed"
@@ -260,11 +279,11 @@ def check_parity(
             sample = golden.read(artifact.path)
             built_on = (manifest["parity"].get("golden") or {}).get("artifact_runtime")
             same_runtime = built_on == golden.runtime_name(model, simulated)
-            return golden.check(sample, model_forward(model, profile.session), artifact.tokenizer(), manifest["recipe"]["max_length"],
+            return golden.check(sample, model_forward(model, artifact.session), artifact.tokenizer(), manifest["recipe"]["max_length"],
                                 manifest["task"], model.name, thresholds, simulated, reproduce=same_runtime)
         task, evaluation = reference_for(artifact, data, reference)
         statistics = profile.tensorrt is not None
-        return [measure_model(model, "artifact", task, evaluation, thresholds, profile.session, simulated, statistics)]
+        return [measure_model(model, "artifact", task, evaluation, thresholds, artifact.session, simulated, statistics)]
 
 
 def artifact_runtime(artifact: Artifact, profile: TargetProfile, workdir: Path) -> tuple[Path, bool]:
@@ -343,7 +362,7 @@ def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None
 
     manifest = artifact.manifest
     encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=manifest["recipe"]["max_length"], return_tensors="np")
-    session = ort_session(artifact.model_path, TargetProfile.from_dict(manifest["target"]).session)
+    session = ort_session(artifact.model_path, artifact.session)
     return ort_forward(session)({k: v.astype(np.int64) for k, v in encoded.items()})
 
 

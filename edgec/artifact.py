@@ -19,6 +19,8 @@ from typing import Any
 
 from edgec.errors import InputError, first_line
 from edgec.interrupts import raise_if_interrupted
+from edgec.recipe import config_from_dict
+from edgec.targets import SessionSettings
 
 MANIFEST = "edgec.json"
 FORMAT_VERSION = 1
@@ -178,6 +180,13 @@ class Artifact:
     @property
     def model_path(self) -> Path:
         return self.path / self.manifest["model_file"]
+
+    @property
+    def session(self) -> SessionSettings:
+        """The ONNX Runtime settings chosen for this artifact (by its profile for its instruction set, or by
+        `edgec bench --tune`); manifests written before edgec recorded them fall back to the profile's."""
+        values = self.manifest.get("session", {}).get("settings") or self.manifest["target"]["session"]
+        return config_from_dict(SessionSettings, values, f"{self.path / MANIFEST}: session")
 
     def tokenizer(self):
         from transformers import AutoTokenizer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import resource
 import time
@@ -9,12 +10,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgec.profiling import Profile
+from edgec.targets import SessionSettings
+
 
 @dataclass(frozen=True, kw_only=True)
 class BenchConfig:
     batch: int = 1
     seq_len: int = 128
-    threads: int = 2
+    threads: int | None = 2
+    """Intra-op threads (ONNX Runtime and PyTorch); None keeps the session settings' own (PyTorch: its default)."""
     warmup: int = 20
     runs: int = 200
 
@@ -60,13 +65,24 @@ def _timed(run, config: BenchConfig) -> list[float]:
     return times
 
 
-def _bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, graph_level: str) -> BenchResult:
-    from edgec.inference import ort_session
-    from edgec.targets import SessionSettings
+def session_for(config: BenchConfig, settings: SessionSettings) -> SessionSettings:
+    """The artifact's session settings with the benchmark's thread count, where it sets one."""
+    return settings if config.threads is None else dataclasses.replace(settings, intra_op_threads=config.threads)
 
-    session = ort_session(model_path, SessionSettings(intra_op_threads=config.threads, inter_op_threads=1, graph_optimization_level=graph_level))
+
+def _bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings: SessionSettings) -> BenchResult:
+    from edgec.inference import ort_session
+
+    session = ort_session(model_path, session_for(config, settings))
     feeds = synthetic_inputs(vocab_size, config, [i.name for i in session.get_inputs()])
     return summarize("onnxruntime", _timed(lambda: session.run(None, feeds), config), config)
+
+
+def _profile_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings: SessionSettings) -> Profile:
+    from edgec.profiling import profile_session
+
+    feeds = synthetic_inputs(vocab_size, config, ["input_ids", "attention_mask", "token_type_ids"])
+    return profile_session(model_path, feeds, session_for(config, settings), warmup=config.warmup, runs=config.runs)
 
 
 def _bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchConfig) -> BenchResult:
@@ -74,7 +90,8 @@ def _bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchCo
 
     from edgec.source import load_source
 
-    torch.set_num_threads(config.threads)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     source = load_source(source_path, task=task)
     module = source.reference_module()
     feeds = {k: torch.from_numpy(v) for k, v in synthetic_inputs(vocab_size, config, list(source.input_names)).items()}
@@ -87,23 +104,29 @@ def _bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchCo
 
 
 def _child(queue, function, args) -> None:
-    queue.put(asdict(function(*args)))
+    result = function(*args)
+    queue.put(result.to_dict() if isinstance(result, Profile) else asdict(result))
 
 
-def in_fresh_process(function, *args) -> BenchResult:
-    """Run a benchmark in a spawned process so peak memory and thread pools are its own."""
+def in_fresh_process(function, *args) -> dict:
+    """Run a benchmark in a spawned process so peak memory and thread pools are its own; its result as a dict."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, function, args))
     process.start()
     result = queue.get()
     process.join()
-    return BenchResult(**result)
+    return result
 
 
-def bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, graph_level: str) -> BenchResult:
-    return in_fresh_process(_bench_onnx, model_path, vocab_size, config, graph_level)
+def bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings: SessionSettings) -> BenchResult:
+    return BenchResult(**in_fresh_process(_bench_onnx, model_path, vocab_size, config, settings))
+
+
+def profile_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings: SessionSettings) -> Profile:
+    """ONNX Runtime's profiler over `config.runs` runs after `config.warmup`, in a fresh process."""
+    return Profile.from_dict(in_fresh_process(_profile_onnx, model_path, vocab_size, config, settings))
 
 
 def bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchConfig) -> BenchResult:
-    return in_fresh_process(_bench_pytorch, source_path, task, vocab_size, config)
+    return BenchResult(**in_fresh_process(_bench_pytorch, source_path, task, vocab_size, config))

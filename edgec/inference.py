@@ -86,15 +86,21 @@ def torch_forward(module: torch.nn.Module, input_names: tuple[str, ...], output_
     return forward
 
 
-def ort_session(model_path: str | Path, settings: SessionSettings):
-    """An ONNX Runtime CPU session with the target's settings."""
+def ort_session(model_path: str | Path, settings: SessionSettings, *, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session with the target's settings; `profile_prefix` turns ORT's profiler on."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = settings.inter_op_threads
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[settings.graph_optimization_level])
+    options.execution_order = getattr(ort.ExecutionOrder, settings.execution_order.upper())
+    options.enable_cpu_mem_arena = settings.cpu_mem_arena
+    options.enable_mem_pattern = settings.mem_pattern
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
     options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     try:
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises a type per cause; every one means this file is unusable

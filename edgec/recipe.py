@@ -122,9 +122,13 @@ class PruneConfig:
     calib_samples: int = 256
     """Calibration texts importance and mask tuning use, drawn deterministically from the calibration set."""
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    neuron_multiple: int = 1
+    """Round each layer's kept FFN neurons to a multiple of this (int8 GEMM kernels work in blocks); 1: no rounding."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(self.units))
+        _require(isinstance(self.neuron_multiple, int) and self.neuron_multiple >= 1,
+                 f"neuron_multiple must be an integer >= 1, got {self.neuron_multiple!r}")
         _require(
             isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0,
             f"prune fraction must be in [0, 1) (the share of compute removed), got {self.fraction}; e.g. --prune 0.5",

@@ -8,6 +8,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from edgec.profiling import NODE_HEADER, OPERATOR_HEADER, Profile, node_rows, operator_rows
+
 # Metrics shown per ledger row, in this order, where the task produces them.
 LEDGER_COLUMNS = ("cosine_mean", "cosine_min", "spearman", "agreement", "kl", "accuracy", "max_abs_error", "mean_abs_error")
 
@@ -67,6 +69,8 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if notes.get("target"):
         rows.insert(1, ("target choice", notes["target"]))
+    if manifest.get("session"):
+        rows.insert(2, ("instruction set / session", session_summary(manifest)))
     if manifest.get("engine"):
         rows += tensorrt_rows(notes["emit"], manifest["engine"])
     if notes.get("emit", {}).get("backend") == "mobile":
@@ -82,6 +86,14 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     if notes.get("distill"):
         rows.append(distillation_row(notes["distill"]))
     return rows
+
+
+def session_summary(manifest: dict[str, Any]) -> str:
+    """The instruction set the artifact is for, the build host's, and the ONNX Runtime settings chosen."""
+    settings, built_on = manifest["session"]["settings"], manifest.get("host", {})
+    knobs = ", ".join(f"{k}={v}" for k, v in settings.items())
+    return (f"{manifest.get('instruction_set')} (built on {built_on.get('model')}, {built_on.get('instruction_set')}); "
+            f"{knobs}; chosen by {manifest['session']['chosen_by']}")
 
 
 def eval_data_row(parity: dict[str, Any]) -> str:
@@ -243,8 +255,15 @@ def sweep_plot_png(rows: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
-def write_reports(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write report.md, report.html and parity.png into the artifact folder."""
+def profile_caption(profile: Profile, config: dict[str, Any]) -> str:
+    return (f"ONNX Runtime's profiler on this build machine, batch {config['batch']}, {config['seq_len']} tokens, "
+            f"{profile.runs} runs after warm-up: {profile.kernel_ms:.2f} ms of kernels per run. `edgec bench --profile` "
+            "measures it again wherever the artifact runs.")
+
+
+def write_reports(folder: Path, manifest: dict[str, Any], profile: tuple[Profile, dict[str, Any]] | None = None) -> None:
+    """Write report.md, report.html and parity.png into the artifact folder; `profile` (with its bench config) adds
+    where the time goes."""
     header, rows = ledger_table(manifest)
     summary = summary_rows(manifest)
     png = parity_plot_png(manifest)
@@ -260,12 +279,17 @@ def write_reports(folder: Path, manifest: dict[str, Any]) -> None:
         md += ["", "## Error statistics of the final row, per output", "", markdown_table(stats_header, stats_rows)]
     md += ["", "![parity per stage](parity.png)", ""]
     md += ["## Pruning", "", "![kept per layer](pruning.png)", ""] if heat_map else []
+    if profile:
+        md += ["## Where the time goes", "", profile_caption(*profile), "", markdown_table(OPERATOR_HEADER, operator_rows(profile[0])), "",
+               markdown_table(NODE_HEADER, node_rows(profile[0])), ""]
     (folder / "report.md").write_text("\n".join(md))
     cell = lambda tag, v: f"<{tag}>{html.escape(v)}</{tag}>"  # noqa: E731
     table = lambda hdr, body: (  # noqa: E731
         "<table><tr>" + "".join(cell("th", h) for h in hdr) + "</tr>"
         + "".join("<tr>" + "".join(cell("td", v) for v in r) + "</tr>" for r in body) + "</table>"
     )
+    timing = (f"<h2>Where the time goes</h2><p>{html.escape(profile_caption(*profile))}</p>" + table(OPERATOR_HEADER, operator_rows(profile[0]))
+              + table(NODE_HEADER, node_rows(profile[0]))) if profile else ""
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>edgec report</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
@@ -275,6 +299,7 @@ def write_reports(folder: Path, manifest: dict[str, Any]) -> None:
         + "<h2>Parity ledger</h2>" + table(header, rows)
         + f"<img alt='parity per stage' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
         + (f"<h2>Pruning</h2><img alt='kept per layer' src='data:image/png;base64,{base64.b64encode(heat_map).decode()}'>" if heat_map else "")
+        + timing
         + "</body></html>\n"
     )
     (folder / "report.html").write_text(page)

@@ -70,7 +70,7 @@ def measure_cell(
     final, reference = manifest["parity"]["ledger"][-1]["metrics"], manifest["parity"]["reference_metric"]
     metric = next(iter(reference), "cosine_mean")
     value = final[metric]
-    latency = bench_onnx(str(artifact.model_path), len(artifact.tokenizer()), bench, manifest["target"]["session"]["graph_optimization_level"])
+    latency = bench_onnx(str(artifact.model_path), len(artifact.tokenizer()), bench, artifact.session)
     return {
         "metric": metric, "value": value, "drop": reference[metric] - value if metric in reference else 1.0 - value,
         "cosine_mean": final.get("cosine_mean"), "latency_ms": latency.p50_ms, "size_mb": manifest["sizes"]["model_bytes"] / 1e6,

@@ -14,6 +14,7 @@ from edgec.errors import ConfigError
 from edgec.recipe import PRECISIONS, ParityThresholds, config_from_dict
 
 GRAPH_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
+EXECUTION_ORDERS = ("default", "priority_based", "memory_efficient")
 QUANT_TYPES = ("int8", "uint8")
 
 
@@ -28,6 +29,10 @@ class QuantSettings:
     """One scale per output channel of each weight matrix (symmetric)."""
     activation_symmetric: bool = False
     """Zero point fixed at 0 for activations (TensorRT requires it)."""
+    reduce_range: bool = False
+    """7-bit weights: u8 x s8 products then fit AVX2's 16-bit VPMADDUBSW sums without saturating."""
+    split_outliers: bool = False
+    """Compute the few input channels of a MatMul that dwarf the rest in float, the rest in int8 (ops.outliers)."""
     int8_embeddings: bool = True
     """Store embedding tables as int8 rows with per-row scales (a Gather + Cast + Mul pattern that ONNX
     Runtime runs well; TensorRT keeps embeddings in float)."""
@@ -46,13 +51,19 @@ class SessionSettings:
     """0 lets ONNX Runtime use every physical core."""
     inter_op_threads: int = 1
     graph_optimization_level: str = "all"
+    allow_spinning: bool = True
+    """Idle intra-op threads spin for new work (ONNX Runtime's default) instead of sleeping at once."""
+    execution_order: str = "default"
+    """The order nodes run in: ONNX Runtime's default (topological), priority_based or memory_efficient."""
+    cpu_mem_arena: bool = True
+    """Reuse activations' memory from ONNX Runtime's arena instead of the system allocator."""
+    mem_pattern: bool = True
+    """Plan activation memory once per input shape and reuse the plan."""
 
     def __post_init__(self) -> None:
-        if self.graph_optimization_level not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ConfigError(
-                f"session.graph_optimization_level must be one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}, "
-                f"got {self.graph_optimization_level!r}"
-            )
+        for name, allowed in (("graph_optimization_level", GRAPH_OPTIMIZATION_LEVELS), ("execution_order", EXECUTION_ORDERS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"session.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
             raise ConfigError("session thread counts must be >= 0 (0 means ONNX Runtime's default)")
 
@@ -107,6 +118,13 @@ class TargetProfile:
     pruned: ParityThresholds = field(default_factory=ParityThresholds)
     """Thresholds that replace the precision's where a build prunes: pruning changes the function by
     design, so closeness to the reference is loose and the task metric's drop is the gate."""
+    fuse_biased_attention: bool = True
+    """With `fuse`: also fuse attention that adds a position bias (MPNet) into MultiHeadAttention."""
+    instruction_sets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """Changes to [quantization] and [session] for one host instruction set (edgec.hardware: avx2, avx512-vnni,
+    amx ...), each measured there; a build applies the set it compiles for (for_instruction_set)."""
+    instruction_set: str | None = None
+    """The instruction set those changes were applied for (set by for_instruction_set; None: not yet resolved)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precisions", tuple(self.precisions))
@@ -117,6 +135,26 @@ class TargetProfile:
             raise ConfigError(f"target {self.name}: default_precision {self.default_precision!r} is not in precisions")
         if (self.backend == "tensorrt") != (self.tensorrt is not None):
             raise ConfigError(f"target {self.name}: a [tensorrt] section belongs to (and is required by) backend = \"tensorrt\"")
+        for isa in self.instruction_sets:
+            self._sections_for(isa)  # unknown sets and keys are errors when the profile loads, not when a build uses it
+
+    def for_instruction_set(self, isa: str) -> TargetProfile:
+        """This profile with the changes measured for instruction set `isa` applied (none listed: unchanged)."""
+        quantization, session = self._sections_for(isa)
+        return dataclasses.replace(self, quantization=quantization, session=session, instruction_set=isa)
+
+    def _sections_for(self, isa: str) -> tuple[QuantSettings, SessionSettings]:
+        from edgec.hardware import INSTRUCTION_SETS
+
+        if isa not in INSTRUCTION_SETS:
+            raise ConfigError(f"target {self.name}: unknown instruction set {isa!r}; use one of {', '.join(INSTRUCTION_SETS)}")
+        changes = self.instruction_sets.get(isa, {})
+        unknown = sorted(set(changes) - {"quantization", "session"})
+        if unknown:
+            raise ConfigError(f"target {self.name}: instruction_sets.{isa} may change quantization and session, not {', '.join(unknown)}")
+        where = f"target {self.name}: instruction_sets.{isa}"
+        merged = lambda cls, base, key: config_from_dict(cls, {**dataclasses.asdict(base), **changes.get(key, {})}, f"{where}.{key}")  # noqa: E731
+        return merged(QuantSettings, self.quantization, "quantization"), merged(SessionSettings, self.session, "session")
 
     def thresholds(self, precision: str, overrides: ParityThresholds, *, pruned: bool = False) -> ParityThresholds:
         """The profile's thresholds for a precision (and pruning) with the user's overrides applied."""

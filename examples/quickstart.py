@@ -66,8 +66,7 @@ def main() -> None:
     console.print("[bold]3. bench[/] batch 1, seq 128, 2 threads, against PyTorch fp32")
     config = BenchConfig(runs=args.runs, warmup=max(1, args.runs // 10))
     vocab = len(artifact.tokenizer())
-    level = artifact.manifest["target"]["session"]["graph_optimization_level"]
-    onnx_result = bench_onnx(str(artifact.model_path), vocab, config, level)
+    onnx_result = bench_onnx(str(artifact.model_path), vocab, config, artifact.session)
     torch_result = bench_pytorch(str(model), artifact.manifest["task"], vocab, config)
 
     console.print("[bold]4. run[/]")

@@ -1,7 +1,8 @@
-"""edgec bench ARTIFACT --batch 1 --seq-len 128 [--baseline pytorch] [--json]"""
+"""edgec bench ARTIFACT --batch 1 --seq-len 128 [--baseline pytorch] [--profile] [--tune] [--json]"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -9,10 +10,13 @@ from typing import Annotated
 
 import typer
 
-from edgec.artifact import load_artifact
-from edgec.bench import BenchConfig, bench_onnx, bench_pytorch
+from edgec.hardware import host
+from edgec.artifact import Artifact, load_artifact, write_manifest
+from edgec.bench import BenchConfig, bench_onnx, bench_pytorch, profile_onnx, session_for
 from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.errors import ConfigError, InputError
+from edgec.profiling import NODE_HEADER, OPERATOR_HEADER, node_rows, operator_rows
+from edgec.tuning import onnx_latency, tune_session
 
 
 def register(app: typer.Typer) -> None:
@@ -23,44 +27,84 @@ def bench(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `edgec build`.")],
     batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
     seq_len: Annotated[int, typer.Option(help="Tokens per input.")] = 128,
-    threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 2,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: the artifact's session settings).")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs after warm-up.")] = 200,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 20,
     baseline: Annotated[str | None, typer.Option(help="Also measure `pytorch` (the uncompressed source model).")] = None,
+    profile: Annotated[bool, typer.Option("--profile", help="Also show where the time goes (ONNX Runtime's profiler).")] = False,
+    tune: Annotated[bool, typer.Option("--tune", help="Measure session settings on this machine first and record the "
+                                                     "fastest in the artifact's manifest (run and bench then use them).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Latency p50/p90/p99, throughput, peak memory and file size of an artifact."""
-    if min(batch, seq_len, threads, runs) < 1 or warmup < 0:
+    if min(batch, seq_len, runs) < 1 or warmup < 0 or (threads is not None and threads < 1):
         raise ConfigError("--batch, --seq-len, --threads and --runs must be >= 1 (and --warmup >= 0)")
     if baseline not in (None, "pytorch"):
         raise ConfigError(f"unknown --baseline {baseline!r}; the only baseline is `pytorch`")
+    if tune and threads is not None:
+        raise ConfigError("--tune measures the thread count itself; leave out --threads")
     loaded = load_artifact(artifact)
     config = BenchConfig(batch=batch, seq_len=seq_len, threads=threads, warmup=warmup, runs=runs)
     vocab_size = len(loaded.tokenizer())
-    graph_level = loaded.manifest["target"]["session"]["graph_optimization_level"]
-    results = [bench_onnx(str(loaded.model_path), vocab_size, config, graph_level)]
+    report: dict = {"config": asdict(config)}
+    if tune:
+        loaded, report["tuning"] = _tune(loaded, vocab_size, config)
+    settings = session_for(config, loaded.session)
+    report["session"] = asdict(settings)
+    results = [bench_onnx(str(loaded.model_path), vocab_size, config, settings)]
     if baseline:
         source = loaded.manifest["source"]["path"]
         if not Path(source).is_dir():
             raise InputError(f"the source model {source} is not on this machine; run without --baseline")
         results.append(bench_pytorch(source, loaded.manifest["task"], vocab_size, config))
-    report = {
-        "config": asdict(config),
+    measured = profile_onnx(str(loaded.model_path), vocab_size, dataclasses.replace(config, runs=min(runs, 50)), settings) if profile else None
+    report |= {
+        "host": host().to_dict(),
         "model_bytes": loaded.model_path.stat().st_size,
         "results": [asdict(r) for r in results],
         "speedup_vs_pytorch": results[1].p50_ms / results[0].p50_ms if baseline else None,
+        "profile": measured.to_dict() if measured else None,
     }
     if as_json:
         print(json.dumps(report, indent=2))
         return
+    _print(artifact, loaded, report, results, measured)
+
+
+def _tune(loaded: Artifact, vocab_size: int, config: BenchConfig) -> tuple[Artifact, dict]:
+    """Tune the session settings here and record the winner in the manifest (the files it hashes are untouched)."""
+    measure = onnx_latency(str(loaded.model_path), vocab_size, config)
+    chosen, trials = tune_session(measure, loaded.session)
+    where = host()
+    manifest = {**loaded.manifest, "session": {
+        "settings": asdict(chosen),
+        "chosen_by": f"edgec bench --tune on {where.model} ({where.instruction_set}), batch {config.batch}, seq {config.seq_len}",
+    }}
+    write_manifest(loaded.path, manifest)
+    tuning = {"chosen": asdict(chosen), "trials": [{"knob": t.knob, "value": t.value, "p50_ms": t.p50_ms} for t in trials]}
+    return Artifact(loaded.path, manifest), tuning
+
+
+def _print(artifact: Path, loaded: Artifact, report: dict, results: list, measured) -> None:
+    config = report["config"]
+    if "tuning" in report:
+        rows = [[t["knob"], str(t["value"]), " / ".join(f"{ms:.2f}" for ms in t["p50_ms"]),
+                 "<-" if report["tuning"]["chosen"][t["knob"]] == t["value"] else ""] for t in report["tuning"]["trials"]]
+        stdout.print(table("session tuning (p50 ms per round; the chosen value is recorded in edgec.json)",
+                           ["setting", "value", "p50 ms", "chosen"], rows))
     rows = [
         [r.runtime, f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.throughput_per_s:.1f}", f"{r.peak_rss_mb:.0f}"]
         for r in results
     ]
-    title = f"{artifact} ({report['model_bytes'] / 1e6:.1f} MB), batch {batch}, seq {seq_len}, {threads} threads"
+    title = (f"{artifact} ({report['model_bytes'] / 1e6:.1f} MB), batch {config['batch']}, seq {config['seq_len']}, "
+             f"{report['session']['intra_op_threads'] or 'all'} threads, {report['host']['instruction_set']}")
     stdout.print(table(title, ["runtime", "p50 ms", "p90 ms", "p99 ms", "inputs/s", "peak RSS MB"], rows))
-    if baseline:
+    if report["speedup_vs_pytorch"]:
         stdout.print(f"speed-up vs PyTorch fp32 (p50): {report['speedup_vs_pytorch']:.2f}x")
+    if measured:
+        caption = f"{measured.runs} profiled runs, {measured.kernel_ms:.2f} ms of kernels per run"
+        stdout.print(table(f"time per operator type ({caption})", OPERATOR_HEADER, operator_rows(measured)))
+        stdout.print(table(f"the {len(measured.nodes)} slowest nodes", NODE_HEADER, node_rows(measured)))
     if loaded.manifest.get("engine"):
         stdout.print("note: ONNX Runtime CPU timed the ONNX the TensorRT engine is built from; these are not engine figures "
                      "(trtexec --loadEngine=model.engine times the engine on its GPU)")

@@ -61,6 +61,9 @@ def build(
     max_batch: Annotated[int | None, typer.Option(help="TensorRT: largest batch the engine accepts (profile default 32).")] = None,
     max_seq_len: Annotated[int | None, typer.Option(help="TensorRT: longest sequence the engine accepts; also truncates inputs.")] = None,
     require_engine: Annotated[bool, typer.Option("--require-engine", help="TensorRT: fail unless the engine is built here.")] = False,
+    instruction_set: Annotated[str | None, typer.Option(
+        help="CPU instruction set the artifact is for (avx2, avx512-vnni, amx, arm-dotprod ...); default: this machine's.",
+    )] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="Search: p50 latency budget on this machine (see --seq-len).")] = None,
     max_size_mb: Annotated[float | None, typer.Option(help="Search: model file size budget.")] = None,
     search_prune: Annotated[str, typer.Option(help="Search: prune fractions tried.")] = "0,0.2,0.3,0.4,0.5,0.6,0.7",
@@ -100,7 +103,7 @@ def build(
         try:
             build_artifact(
                 model, target, recipe=recipe, calib=calib_set, eval=eval_set, train=train_set, out=out, force=force,
-                load=load, tensorrt=tensorrt, on_stage=on_stage,
+                load=load, tensorrt=tensorrt, instruction_set=instruction_set, on_stage=on_stage,
             )
         except ParityError:
             rejected = out.with_name(out.name + ".rejected")

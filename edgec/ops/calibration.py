@@ -146,20 +146,29 @@ def fake_quantize(x: np.ndarray, low: float, high: float, signed: bool) -> np.nd
     return (np.clip(np.round(x / scale) + zero_point, qmin, qmax) - zero_point) * scale
 
 
-def fake_quantize_weight(w: np.ndarray, per_channel: bool) -> np.ndarray:
-    """Symmetric signed 8-bit weights, one scale per output column (axis 1 of a (in, out) matrix) or one overall."""
+def fake_quantize_weight(w: np.ndarray, per_channel: bool, reduce_range: bool = False) -> np.ndarray:
+    """Symmetric signed weights, one scale per output column (axis 1 of a (in, out) matrix) or one overall; 8 bits
+    (+-127), or 7 with reduce_range (+-64, as ONNX Runtime's quantizer writes them)."""
+    levels = 64.0 if reduce_range else 127.0
     peak = np.abs(w).max(axis=0, keepdims=True) if per_channel else np.abs(w).max()
-    scale = np.maximum(peak, 1e-12) / 127.0
-    return np.clip(np.round(w / scale), -127, 127) * scale
+    scale = np.maximum(peak, 1e-12) / levels
+    return np.clip(np.round(w / scale), -levels, levels) * scale
 
 
 def matmul_quantization_error(
-    x: np.ndarray, w: np.ndarray, x_range: tuple[float, float], *, signed: bool, per_channel: bool
+    x: np.ndarray, w: np.ndarray, x_range: tuple[float, float], *, signed: bool, per_channel: bool, reduce_range: bool = False,
+    outliers: np.ndarray | None = None,
 ) -> float:
     """Relative error ||xW - q(x)q(W)|| / ||xW|| of one MatMul quantized with the given activation range.
 
-    x: (rows, in) calibration activations, w: (in, out) weights. Ranks nodes for the float fallback.
+    x: (rows, in) calibration activations, w: (in, out) weights; `outliers`: input channels computed in float
+    (ops.outliers), whose weight rows the int8 part leaves out. Ranks nodes for the float fallback.
     """
     exact = x @ w
-    approx = fake_quantize(x, *x_range, signed=signed) @ fake_quantize_weight(w, per_channel)
+    inliers, exact_part = w, 0.0
+    if outliers is not None and len(outliers):
+        inliers = w.copy()
+        inliers[outliers] = 0.0
+        exact_part = x[:, outliers] @ w[outliers]
+    approx = fake_quantize(x, *x_range, signed=signed) @ fake_quantize_weight(inliers, per_channel, reduce_range) + exact_part
     return float(np.linalg.norm(exact - approx) / max(np.linalg.norm(exact), 1e-12))

@@ -91,13 +91,23 @@ def bypass_activation_dequantize(model: onnx.ModelProto) -> None:
                 for i, name in enumerate(node.input):
                     if name == dq.output[0]:
                         node.input[i] = quantize.input[0]
-    while True:  # a QuantizeLinear is orphaned only once its DequantizeLinear is gone
+    remove_dead_nodes(model, op_types=("DequantizeLinear", "QuantizeLinear"))
+
+
+def remove_dead_nodes(model: onnx.ModelProto, op_types: tuple[str, ...] | None = None) -> int:
+    """Remove nodes (of `op_types`, or any) whose outputs nothing reads, until none is left; returns how many.
+
+    A producer becomes dead only once its last reader is gone, hence the loop.
+    """
+    removed = 0
+    while True:
         used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        orphans = [n for n in model.graph.node if n.op_type in ("DequantizeLinear", "QuantizeLinear") and n.output[0] not in used]
-        if not orphans:
-            return
-        for node in orphans:
+        dead = [n for n in model.graph.node if (op_types is None or n.op_type in op_types) and not any(o in used for o in n.output)]
+        if not dead:
+            return removed
+        for node in dead:
             model.graph.node.remove(node)
+        removed += len(dead)
 
 
 def quantize_embedding_tables(model: onnx.ModelProto, gathers: list[onnx.NodeProto]) -> int:

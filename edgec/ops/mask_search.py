@@ -54,3 +54,32 @@ def _infeasible(costs: UnitCosts, budget: float, heads: int, neurons: int, prune
         f"removing {1 - budget / total:.0%} of the encoder's compute is impossible with {unit} alone "
         f"(at most {1 - fixed / total:.0%}); use a smaller --prune or allow more --prune-units"
     )
+
+
+def round_neurons(neuron_scores: list[np.ndarray], keep: list[np.ndarray], multiple: int) -> list[np.ndarray]:
+    """Each layer's kept FFN neurons rounded to a multiple of `multiple` (int8 GEMMs pack N and K in blocks), never more
+    neurons in all than `keep` holds, so the MAC budget still holds.
+
+    A layer goes to the nearest multiple (its most important dropped neurons come back, or its least important kept
+    ones go); a whole layer stays whole. Then, while the total is over, the layer whose last block is least important
+    loses that block.
+    """
+    if multiple <= 1:
+        return keep
+    order = [np.argsort(-s, kind="stable") for s in neuron_scores]  # per layer, most important first
+    width = [len(s) for s in neuron_scores]
+    target = [w if k.sum() == w else min(w, multiple * int(np.floor(k.sum() / multiple + 0.5))) for k, w in zip(keep, width)]
+    room = int(sum(k.sum() for k in keep))
+
+    def last_block(i: int) -> float:
+        return float(neuron_scores[i][order[i][target[i] - multiple: target[i]]].sum()) if target[i] >= multiple else np.inf
+
+    while sum(target) > room:
+        i = min((j for j in range(len(target)) if target[j] > 0), key=last_block)
+        target[i] = max(0, target[i] - multiple) if target[i] % multiple == 0 else multiple * (target[i] // multiple)
+    masks = []
+    for i, w in enumerate(width):
+        mask = np.zeros(w, dtype=bool)
+        mask[order[i][: target[i]]] = True
+        masks.append(mask)
+    return masks

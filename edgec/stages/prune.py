@@ -25,6 +25,7 @@ from edgec.errors import ConfigError
 from edgec.inference import Batch, encode_batches
 from edgec.ops.layer_search import Plan, search_plan
 from edgec.ops.macs import UnitCosts, encoder_macs, unit_costs
+from edgec.ops.mask_search import round_neurons
 from edgec.ops.rearrange import rearrange, removal_loss
 from edgec.pipeline import Context
 from edgec.recipe import PruneConfig
@@ -102,6 +103,7 @@ def plan_pruning(fisher: Fisher, costs: UnitCosts, kept_share: float, config: Pr
         head_scores, neuron_scores, fisher.layers if layers and "layers" in config.units else None, costs, kept_share * total,
         prune_heads="heads" in config.units, prune_neurons="ffn" in config.units,
     )
+    plan = Plan(plan.heads, round_neurons(neuron_scores, plan.neurons, config.neuron_multiple), plan.layers)
     searched = _loss(plan, fisher)
     if config.rearrange:
         heads = [rearrange(keep, block) if kept else keep for keep, block, kept in zip(plan.heads, fisher.heads, plan.layers)]

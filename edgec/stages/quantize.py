@@ -14,6 +14,7 @@ import onnx
 from edgec.inference import encode_batches, ort_session
 from edgec.ops.calibration import RunningStats, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
+from edgec.ops import outliers
 from edgec.ops.smoothing import smoothing_scales
 from edgec.pipeline import Context
 from edgec.parity.evalset import eval_texts
@@ -25,6 +26,8 @@ _GELU_OPS = ("Gelu", "FastGelu", "BiasGelu", "QuickGelu")
 # Rows (tokens) of each weight-MatMul input kept to estimate the fallback's per-node error: a uniform sample of all
 # real tokens, bounded so that calibration memory does not grow with the number of texts.
 _SENSITIVITY_ROWS = 1024
+# Embedding tables narrower than this stay float (embedding_gathers).
+_MIN_INT8_ROW = 32
 
 
 @contextlib.contextmanager
@@ -51,10 +54,12 @@ def quantize(ctx: Context) -> Context:
     elif precision == "int8-dynamic":
         note = quantize_dynamic_int8(ctx.onnx_path, path, ctx.target.quantization)
     else:
-        prepared, ranges, sensitivity = prepare_static(ctx, out_dir)
-        (out_dir / RANGES_FILE).write_text(json.dumps({"source": str(prepared), "ranges": ranges, "sensitivity": sensitivity}))
+        prepared, ranges, sensitivity, split = prepare_static(ctx, out_dir)
+        (out_dir / RANGES_FILE).write_text(json.dumps({"source": str(prepared), "ranges": ranges, "sensitivity": sensitivity,
+                                                       "outlier_channels": {k: v.tolist() for k, v in split.items()}}))
         note = quantize_static_int8(prepared, path, ranges, ctx.target.quantization, exclude=())
-        note |= {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA}
+        note |= {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA,
+                 "outlier_channels_in_float": sum(len(v) for v in split.values()), "inputs_with_outliers": len(split)}
     return ctx.with_note("quantize", note, onnx_path=path)
 
 
@@ -72,14 +77,18 @@ def to_fp16(source: Path, out: Path) -> dict:
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """MatMul nodes whose second input is a constant weight (activation x activation products stay float)."""
+    """MatMul nodes whose second input is a constant weight (activation x activation products stay float, and so do
+    the outlier channels' MatMuls of ops.outliers)."""
     constants = {i.name for i in model.graph.initializer}
-    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants]
+    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants and not n.name.endswith(outliers.SUFFIX)]
 
 
 def embedding_gathers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """Gather nodes that look rows up in a constant float table (token, position and type embeddings)."""
-    tables = {i.name for i in model.graph.initializer if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT}
+    """Gather nodes that look rows of at least _MIN_INT8_ROW values up in a constant float table (token, position and
+    type embeddings). Narrower tables stay float: MPNet's relative position bias holds one value per head and is
+    looked up seq x seq times per run, so 8 bits would save a few bytes and cost a dequantizing Mul per lookup."""
+    tables = {i.name for i in model.graph.initializer
+              if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT and i.dims[1] >= _MIN_INT8_ROW}
     return [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
 
 
@@ -112,7 +121,7 @@ def quantize_static_int8(
         {name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in ranges.items()},
     )
     quantizer = QDQQuantizer(
-        model, settings.per_channel, False, types[settings.weight_type], types[settings.activation_type], tensors,
+        model, settings.per_channel, settings.reduce_range, types[settings.weight_type], types[settings.activation_type], tensors,
         nodes, list(exclude), ["MatMul"],
         {
             "DefaultTensorType": onnx.TensorProto.FLOAT,
@@ -135,7 +144,7 @@ def quantize_static_int8(
     return {
         "method": "static int8 Q/DQ", "quantized_nodes": len(nodes), "int8_embedding_tables": len(tables),
         "activations": settings.activation_type + (" symmetric" if settings.activation_symmetric else ""), "weights": f"{settings.weight_type} symmetric"
-        + (" per-channel" if settings.per_channel else ""),
+        + (" per-channel" if settings.per_channel else "") + (" 7-bit (reduce_range)" if settings.reduce_range else ""),
     }
 
 
@@ -159,8 +168,9 @@ def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
     return typed
 
 
-def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict]:
-    """Smooth activation outliers into the weights, then calibrate: the float model to quantize, its ranges, sensitivities.
+def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict, dict[str, np.ndarray]]:
+    """Smooth activation outliers into the weights, calibrate, split off outlier channels: the float model to quantize,
+    its ranges, sensitivities, and the outlier channels of each MatMul input that has some.
 
     Two calibration passes: per-channel |max| of each MatMul input sets the smoothing scales
     (ops.smoothing); the ranges are then measured on the smoothed inputs. Only real tokens count.
@@ -175,10 +185,15 @@ def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict]:
     scales = {name: smoothing_scales(absmax[name], row_absmax[name], SMOOTHING_ALPHA) for name in groups}
     scale_matmul_inputs(model, groups, scales)
     model = with_types(model)
+    ranges, sensitivity, split = calibrate(model, feeds, ctx)
+    if split:
+        for node in weight_matmuls(model):
+            if node.input[0] in split:
+                outliers.split_outlier_channels(model, node, split[node.input[0]])
+        model = with_types(model)
     prepared = out_dir / "prepared.onnx"
     onnx.save(model, str(prepared))
-    ranges, sensitivity = calibrate(model, feeds, ctx)
-    return prepared, ranges, sensitivity
+    return prepared, ranges, sensitivity, split
 
 
 def smoothable_groups(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
@@ -196,14 +211,19 @@ def smoothable_groups(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]
     return groups
 
 
-def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: Context) -> tuple[dict, dict]:
-    """Activation ranges of every weight-MatMul input, and each MatMul's quantization error (for fallback)."""
+def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: Context) -> tuple[dict, dict, dict]:
+    """Activation ranges of every weight-MatMul input, each MatMul's quantization error (for fallback), and, where the
+    target splits them off, each input's outlier channels (ops.outliers; its range is then that of the other channels)."""
     matmuls = weight_matmuls(model)
     weights = {i.name: i for i in model.graph.initializer}
-    stats = collect_stats(model, sorted({n.input[0] for n in matmuls}), feeds, ctx.target.session, keep=_SENSITIVITY_ROWS)
-    quant = ctx.recipe.quant
-    ranges = {name: list(activation.range(quant.calibration, quant.percentile)) for name, activation in stats.items()}
-    settings = ctx.target.quantization
+    names = sorted({n.input[0] for n in matmuls})
+    stats = collect_stats(model, names, feeds, ctx.target.session, keep=_SENSITIVITY_ROWS)
+    quant, settings = ctx.recipe.quant, ctx.target.quantization
+    split = {name: found for name in names if settings.split_outliers
+             and len(found := outliers.outlier_channels(stats[name].channel_absmax, stats[name].rows))}
+    # the split inputs' ranges leave their outlier channels out: a pass over those inputs without them
+    in_range = stats | (collect_stats(model, sorted(split), feeds, ctx.target.session, drop=split) if split else {})
+    ranges = {name: list(activation.range(quant.calibration, quant.percentile)) for name, activation in in_range.items()}
     sensitivity = {
         node.name: matmul_quantization_error(
             stats[node.input[0]].rows,
@@ -211,10 +231,12 @@ def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: C
             tuple(ranges[node.input[0]]),
             signed=settings.activation_type == "int8",
             per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+            outliers=split.get(node.input[0]),
         )
         for node in matmuls
     }
-    return ranges, sensitivity
+    return ranges, sensitivity, split
 
 
 def probe_runs(
@@ -238,12 +260,16 @@ def probe_runs(
 
 def collect_stats(
     model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]], settings: SessionSettings, keep: int = 0,
+    drop: dict[str, np.ndarray] | None = None,
 ) -> dict[str, RunningStats]:
     """Run the model with `names` exposed as outputs and accumulate each one's statistics over the real (unpadded)
-    tokens, batch by batch: memory holds one batch and the statistics, whatever the number of texts."""
+    tokens, batch by batch: memory holds one batch and the statistics, whatever the number of texts. `drop`: channels
+    (last axis) of a name left out of its statistics."""
     stats = {name: RunningStats(keep=keep, seed=index) for index, name in enumerate(names)}
+    drop = drop or {}
     for feed, values in probe_runs(model, names, feeds, settings):
         real = feed["attention_mask"].astype(bool)
         for name, value in zip(names, values):
-            stats[name].add(value[real] if value.shape[:2] == real.shape else value.reshape(-1, value.shape[-1]))
+            rows = value[real] if value.shape[:2] == real.shape else value.reshape(-1, value.shape[-1])
+            stats[name].add(np.delete(rows, drop[name], axis=-1) if name in drop else rows)
     return stats

@@ -63,6 +63,40 @@ def test_bench_table(built):
     assert result.exit_code == 0 and "p50 ms" in result.stdout
 
 
+def test_bench_profile_shows_where_the_time_goes(built):
+    result = invoke("bench", built, "--runs", 4, "--warmup", 1, "--seq-len", 16, "--profile", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    operators = {o["op_type"]: o for o in report["profile"]["operators"]}
+    assert {"MatMulIntegerToFloat", "MultiHeadAttention"} <= set(operators), "ORT fused the Q/DQ MatMuls; the attention is fused"
+    assert sum(o["share"] for o in operators.values()) == pytest.approx(1.0) and len(report["profile"]["nodes"]) == 10
+    assert report["host"]["instruction_set"] and report["session"]["intra_op_threads"] == 0  # the artifact's own settings
+    table = invoke("bench", built, "--runs", 3, "--warmup", 1, "--seq-len", 8, "--profile", "--threads", 1)
+    assert table.exit_code == 0 and "time per operator type" in table.stdout and "slowest nodes" in table.stdout
+
+
+def test_bench_tune_records_the_chosen_settings_for_run_and_bench(built, tmp_path, monkeypatch):
+    import shutil
+
+    import edgec.cli.bench as bench_command
+
+    tuned = shutil.copytree(built, tmp_path / "tuned")
+    # The tuning logic is tested in test_tuning; here a fake clock makes spinning off and one thread the winners.
+    fake = lambda path, vocab, config: lambda s: 5.0 * s.intra_op_threads * (1.0 if not s.allow_spinning else 1.5)  # noqa: E731
+    monkeypatch.setattr(bench_command, "onnx_latency", fake)
+    result = invoke("bench", tuned, "--runs", 3, "--warmup", 1, "--seq-len", 8, "--tune", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["tuning"]["chosen"]["intra_op_threads"] == 1 and report["tuning"]["chosen"]["allow_spinning"] is False
+    manifest = json.loads((tuned / "edgec.json").read_text())
+    assert manifest["session"]["settings"] == report["tuning"]["chosen"] and "edgec bench --tune" in manifest["session"]["chosen_by"]
+    assert report["session"] == report["tuning"]["chosen"], "the benchmark itself ran with the tuned settings"
+    assert "every file matches" in invoke("inspect", tuned).stdout, "the manifest changed, the files it hashes did not"
+    again = json.loads(invoke("bench", tuned, "--runs", 2, "--warmup", 0, "--seq-len", 8, "--json").stdout)
+    assert again["session"]["allow_spinning"] is False
+    assert invoke("bench", tuned, "--tune", "--threads", 2).exit_code == 2
+
+
 def test_inspect(built):
     result = invoke("inspect", built)
     assert result.exit_code == 0

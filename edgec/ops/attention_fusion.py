@@ -1,0 +1,231 @@
+"""Fuse attention that adds a position bias (MPNet's relative position bias) into ORT's MultiHeadAttention.
+
+ONNX Runtime's transformers optimizer refuses this case ("MultiHeadAttention does not support
+relative_position_bias"), so MPNet's attention core stays as unfused fp32 MatMul / Div / Add / Softmax /
+MatMul / Transpose ops. The com.microsoft MultiHeadAttention contrib op takes the bias directly:
+
+    MultiHeadAttention(query, key, value, bias, key_padding_mask, attention_bias)   (ORT 1.32 input order)
+    query/key/value: (batch, seq, heads·head_dim), the Q/K/V projections before their bias;
+    bias: (3·heads·head_dim,) the three projection biases; key_padding_mask: (batch, seq) int32, 1 = real token;
+    attention_bias: (batch or 1, heads, seq, seq), added to Q·Kᵀ·scale before the softmax.
+
+Q, K and V stay separate weight MatMuls, so static int8 quantizes them as it does BERT's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgec.ops.graph import consumers, producers, remove_dead_nodes
+
+_PADDING_MASK = "edgec_key_padding_mask"
+
+
+class _Graph:
+    """Lookups over one graph: who makes and who reads a tensor, and the value of constants."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.made, self.used = producers(model), consumers(model)
+        self.constants = {i.name: i for i in model.graph.initializer}
+        self.inputs = {i.name for i in model.graph.input}
+
+    def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        node = self.made.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def only_reader(self, name: str) -> onnx.NodeProto | None:
+        readers = self.used.get(name, [])
+        return readers[0] if len(readers) == 1 else None
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or a Constant node's output; a Concat of constants is folded."""
+        if name in self.constants:
+            return numpy_helper.to_array(self.constants[name])
+        node = self.made.get(name)
+        if node is not None and node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value" else None
+        return None
+
+    def concat_item(self, name: str, index: int) -> int | None:
+        """Item `index` of a shape tensor built by Concat from 1-element pieces (as exporters write Reshape shapes)."""
+        whole = self.value(name)
+        if whole is not None:
+            return int(whole.reshape(-1)[index])
+        concat = self.op(name, "Concat")
+        if concat is None or index >= len(concat.input):
+            return None
+        piece = self.value(concat.input[index])
+        return int(piece.reshape(-1)[0]) if piece is not None and piece.size == 1 else None
+
+
+def _attribute(node: onnx.NodeProto, name: str, default=None):
+    found = next((a for a in node.attribute if a.name == name), None)
+    return helper.get_attribute_value(found) if found is not None else default
+
+
+def fuse_biased_attention(model: onnx.ModelProto) -> int:
+    """Replace every `Softmax(Q·Kᵀ/c + position_bias + padding_mask)·V` core with one MultiHeadAttention.
+
+    Matches the layout optimum's exporter writes for MPNet (and any encoder whose attention adds a bias
+    that does not depend on the padding mask): per head-split projections `Transpose(Reshape(x·W + b))`,
+    K transposed to (batch, heads, head_dim, seq), the padding mask as `(1 - mask)·min_float`. The position
+    bias stays as the graph computes it, once per run, and is fed to every layer unexpanded over the batch:
+    (1, heads, seq, seq), or its per-layer Gather of kept heads in a pruned model. Returns the count fused.
+    """
+    graph = _Graph(model)
+    fused = [match for softmax in list(model.graph.node) if softmax.op_type == "Softmax"
+             if (match := _match(graph, softmax)) is not None]
+    if not fused:
+        return 0
+    _add_padding_mask(model, fused[0]["mask_input"])
+    for index, match in enumerate(fused):
+        _replace(model, match, index)
+    remove_dead_nodes(model)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return len(fused)
+
+
+def _match(graph: _Graph, softmax: onnx.NodeProto) -> dict | None:
+    """The parts of one attention core around `softmax`, or None where the pattern differs anywhere."""
+    if _attribute(softmax, "axis", -1) not in (-1, 3):
+        return None
+    terms = _sum_terms(graph, softmax.input[0])
+    scores = [(t, s) for t in terms if (s := _scaled_product(graph, t)) is not None]
+    masks = [(t, m) for t in terms if (m := _padding_mask(graph, t)) is not None]
+    if len(scores) != 1 or len(masks) != 1 or len(terms) > 3:
+        return None
+    (score_term, (product, scale)), (mask_term, (mask_input, filter_value)) = scores[0], masks[0]
+    biases = [t for t in terms if t not in (score_term, mask_term)]
+    context = graph.only_reader(softmax.output[0])
+    if context is None or context.op_type != "MatMul" or context.input[0] != softmax.output[0]:
+        return None
+    merge = graph.only_reader(context.output[0])
+    if merge is None or merge.op_type != "Transpose" or list(_attribute(merge, "perm", [])) != [0, 2, 1, 3]:
+        return None
+    # (batch, seq, heads, head_dim) -> (batch, seq, hidden); a raw export also reads the shape it reshapes to
+    readers = graph.used.get(merge.output[0], [])
+    reshapes = [n for n in readers if n.op_type == "Reshape"]
+    if len(reshapes) != 1 or any(n.op_type not in ("Reshape", "Shape") for n in readers):
+        return None
+    reshape = reshapes[0]
+    query, key, value = (_head_split(graph, name, perm) for name, perm in (
+        (product.input[0], [0, 2, 1, 3]), (product.input[1], [0, 2, 3, 1]), (context.input[1], [0, 2, 1, 3])))
+    if query is None or key is None or value is None or len({query["heads"], key["heads"], value["heads"]}) != 1:
+        return None
+    if len({p["bias"] is None for p in (query, key, value)}) != 1:  # the op takes all three biases or none
+        return None
+    bias = _unexpanded(graph, biases[0]) if biases else ""
+    if bias is None:  # a bias of another shape or making: MultiHeadAttention may not take it as it is
+        return None
+    return {"query": query, "key": key, "value": value, "scale": scale, "bias": bias, "mask_input": mask_input,
+            "filter_value": filter_value, "output": reshape.output[0], "reshape": reshape, "name": softmax.name}
+
+
+def _sum_terms(graph: _Graph, name: str) -> list[str]:
+    """The tensors a chain of single-use Adds sums up (the Adds feeding only this chain are expanded)."""
+    add = graph.op(name, "Add")
+    if add is None:
+        return [name]
+    terms = []
+    for operand in add.input:
+        inner = graph.op(operand, "Add")
+        single_use = inner is not None and len(graph.used.get(operand, [])) == 1
+        terms += _sum_terms(graph, operand) if single_use else [operand]
+    return terms
+
+
+def _scaled_product(graph: _Graph, name: str) -> tuple[onnx.NodeProto, float] | None:
+    """(the Q·Kᵀ MatMul, its scale) for `MatMul(q, k)`, `Div(MatMul, c)` or `Mul(MatMul, c)`; both MatMul inputs activations."""
+    scale, node = 1.0, graph.made.get(name)
+    if node is not None and node.op_type in ("Div", "Mul"):
+        constant = graph.value(node.input[1])
+        if constant is None or constant.size != 1 or graph.op(node.input[0], "MatMul") is None:
+            return None
+        scale = 1.0 / float(constant.reshape(-1)[0]) if node.op_type == "Div" else float(constant.reshape(-1)[0])
+        node = graph.made[node.input[0]]
+    if node is None or node.op_type != "MatMul" or any(i in graph.constants for i in node.input):
+        return None
+    return node, scale
+
+
+def _padding_mask(graph: _Graph, name: str) -> tuple[str, float] | None:
+    """(graph input, fill value) for the extended padding mask `(1 - float(mask[:, None, None, :])) · c`."""
+    mul = graph.op(name, "Mul")
+    if mul is None:
+        return None
+    for flipped, constant in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
+        fill, sub = graph.value(constant), graph.op(flipped, "Sub")
+        one = graph.value(sub.input[0]) if sub is not None else None
+        if fill is None or fill.size != 1 or one is None or one.size != 1 or float(one.reshape(-1)[0]) != 1.0:
+            continue
+        source = sub.input[1]
+        while (node := graph.made.get(source)) is not None and node.op_type in ("Cast", "Unsqueeze"):
+            source = node.input[0]
+        if source in graph.inputs:
+            return source, float(fill.reshape(-1)[0])
+    return None
+
+
+def _head_split(graph: _Graph, name: str, perm: list[int]) -> dict | None:
+    """For `Transpose(Reshape(x·W [+ b]), perm)`: the projection without its bias, the bias, and the head count."""
+    transpose = graph.op(name, "Transpose")
+    if transpose is None or list(_attribute(transpose, "perm", [])) != perm:
+        return None
+    reshape = graph.op(transpose.input[0], "Reshape")
+    heads = graph.concat_item(reshape.input[1], 2) if reshape is not None else None
+    if heads is None or heads <= 0:
+        return None
+    projection, bias = reshape.input[0], None
+    add = graph.op(projection, "Add")
+    if add is not None:
+        constant = next((i for i in add.input if i in graph.constants), None)
+        other = next((i for i in add.input if i != constant), None)
+        if constant is not None and graph.op(other, "MatMul") is not None and graph.value(constant).ndim == 1:
+            projection, bias = other, graph.value(constant)
+    return {"input": projection, "bias": bias, "heads": heads}
+
+
+def _unexpanded(graph: _Graph, name: str) -> str | None:
+    """The position bias without its broadcast over the batch, for `Expand(Unsqueeze(bias, 0), ...)`: the
+    (1, heads, seq, seq) tensor. A pruned layer reads `Gather(that, kept_heads, axis=1)`, which is re-pointed at the
+    unexpanded tensor. None for a bias made any other way (its shape is not known to suit the op)."""
+    gather = graph.op(name, "Gather")
+    target = gather.input[0] if gather is not None and _attribute(gather, "axis", 0) == 1 else name
+    expand = graph.op(target, "Expand")
+    unsqueeze = graph.op(expand.input[0], "Unsqueeze") if expand is not None else None
+    if unsqueeze is None:
+        return None
+    axes = graph.value(unsqueeze.input[1]) if len(unsqueeze.input) > 1 else np.array(_attribute(unsqueeze, "axes", []))
+    if axes is None or [int(a) for a in axes.reshape(-1)] != [0]:
+        return None
+    if gather is None:
+        return expand.input[0]
+    gather.input[0] = expand.input[0]
+    return name
+
+
+def _add_padding_mask(model: onnx.ModelProto, mask_input: str) -> None:
+    model.graph.node.insert(0, helper.make_node("Cast", [mask_input], [_PADDING_MASK], name=_PADDING_MASK, to=onnx.TensorProto.INT32))
+
+
+def _replace(model: onnx.ModelProto, match: dict, index: int) -> None:
+    """Insert the MultiHeadAttention node in place of the Softmax; the old core becomes dead and is removed."""
+    parts = [match[k] for k in ("query", "key", "value")]
+    bias_name = ""
+    if parts[0]["bias"] is not None:
+        bias_name = f"edgec_attention_{index}_qkv_bias"
+        bias = np.concatenate([p["bias"] for p in parts]).astype(np.float32)  # (3 · heads · head_dim,)
+        model.graph.initializer.append(numpy_helper.from_array(bias, bias_name))
+    node = helper.make_node(
+        "MultiHeadAttention", [*(p["input"] for p in parts), bias_name, _PADDING_MASK, match["bias"]], [match["output"]],
+        name=f"edgec_attention_{index}", domain="com.microsoft", num_heads=match["query"]["heads"], scale=match["scale"],
+        mask_filter_value=match["filter_value"],
+    )
+    reshape = match["reshape"]
+    reshape.output[0] = f"{reshape.output[0]}_edgec_unfused"  # now read by nobody: removed with the rest of the core
+    position = next(i for i, n in enumerate(model.graph.node) if n.name == match["name"])
+    model.graph.node.insert(position, node)

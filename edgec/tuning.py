@@ -1,0 +1,75 @@
+"""Session settings measured on this machine, one knob at a time (after Olive's session-parameter tuning)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgec.bench import BenchConfig, bench_onnx
+from edgec.targets import SessionSettings
+
+MIN_GAIN = 0.03
+"""A knob moves off its current value only for a median p50 this much faster: smaller gains are within the noise of
+a shared machine (the same model measured 8.96 and 13.55 ms in one sweep)."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    knob: str
+    value: Any
+    p50_ms: list[float]
+    """One p50 per round (each round in a fresh process, rounds interleaved across the knob's values)."""
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.p50_ms)
+
+
+def knob_values(cores: int) -> dict[str, list[Any]]:
+    """The values tried per knob, in the order the knobs are tuned (threads first: it moves latency the most)."""
+    return {
+        "intra_op_threads": list(range(1, cores + 1)),
+        "allow_spinning": [True, False],
+        "graph_optimization_level": ["basic", "extended", "all"],
+        "execution_order": ["default", "priority_based"],
+        "cpu_mem_arena": [True, False],
+        "mem_pattern": [True, False],
+    }
+
+
+def choose(trials: list[Trial], current: Any, min_gain: float = MIN_GAIN) -> Any:
+    """The fastest value of one knob, if it beats the current value's median by more than `min_gain`; else the current."""
+    by_value = {repr(t.value): t for t in trials}
+    baseline = by_value[repr(current)].median_ms
+    fastest = min(trials, key=lambda t: t.median_ms)
+    return fastest.value if fastest.median_ms < baseline * (1 - min_gain) else current
+
+
+def tune_session(
+    measure: Callable[[SessionSettings], float], base: SessionSettings, *, cores: int | None = None, rounds: int = 2,
+) -> tuple[SessionSettings, list[Trial]]:
+    """Coordinate descent over knob_values: each knob's values measured in `rounds` interleaved rounds, the
+    winner kept (choose) before the next knob. `measure` returns one p50 for settings. Threads 0 (ORT's
+    default) counts as `cores`."""
+    cores = cores or os.cpu_count() or 1
+    current = base if base.intra_op_threads else dataclasses.replace(base, intra_op_threads=cores)
+    trials: list[Trial] = []
+    for knob, values in knob_values(cores).items():
+        measured = {repr(v): [] for v in values}
+        for _ in range(rounds):
+            for value in values:
+                measured[repr(value)].append(measure(dataclasses.replace(current, **{knob: value})))
+        knob_trials = [Trial(knob, v, measured[repr(v)]) for v in values]
+        trials += knob_trials
+        current = dataclasses.replace(current, **{knob: choose(knob_trials, getattr(current, knob))})
+    return current, trials
+
+
+def onnx_latency(model_path: str, vocab_size: int, config: BenchConfig) -> Callable[[SessionSettings], float]:
+    """A `measure` for tune_session: the artifact's p50 in a fresh process, threads as the settings say."""
+    untouched = dataclasses.replace(config, threads=None)
+    return lambda settings: bench_onnx(model_path, vocab_size, untouched, settings).p50_ms
