@@ -12,6 +12,7 @@ from edgec.cli.common import (
     read_optional, stage_progress, stdout, table,
 )
 from edgec.finetune import FINETUNE_TASKS, finetune as run_finetune
+from edgec.processes import state as process_state
 from edgec.recipe import TrainConfig
 from edgec.source import LoadOptions
 
@@ -47,7 +48,10 @@ def finetune(
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
 ) -> None:
-    """Fine-tune a pretrained model on labelled data, keeping the checkpoint that scores best on --eval."""
+    """Fine-tune a pretrained model on labelled data, keeping the checkpoint that scores best on --eval.
+
+    Several CPU processes (data parallel, gloo): torchrun --nproc_per_node 2 -m edgec finetune ... (see README).
+    """
     config = TrainConfig(
         steps=steps, minutes=minutes, batch_size=batch_size, accumulation=accumulation, learning_rate=lr, warmup=warmup,
         schedule=schedule, precision=precision, eval_every=eval_every, patience=patience, max_length=max_length,
@@ -64,6 +68,8 @@ def finetune(
         ["score", f"{record['start_score']:.2f} at the start -> {record['best_score']:.2f} (best, step {record['best_step']})"],
         ["training", f"{record['steps']} steps in {record['seconds']:.0f} s on {record['train_examples']} examples, stopped by {record['stopped']}"],
         ["precision", record["precision_reason"]],
+        ["processes", ", ".join(f"rank {r['rank']}: {r['micro_batches']} micro-batches" for r in record["ranks"])],
         ["saved", f"{out} (the best checkpoint; run record in edgec_finetune.json)"],
     ]
-    stdout.print(table(f"edgec finetune: {model}", ["", ""], rows))
+    if process_state().is_main_process:  # under torchrun, one summary
+        stdout.print(table(f"edgec finetune: {model}", ["", ""], rows))
