@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.edgec-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-deep install bench clean
 
 install: $(STAMP)
 
@@ -13,9 +13,10 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# torch is named again beside the extras: executorch and ray must not replace the CPU build with another torch.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[demo,dev]'
+	$(PY) -m pip install --quiet -e '.[demo,dev,executorch,ray]' torch==2.13.0
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Minutes-long checks on the real MiniLM (marker `deep`; skipped where the model or ../shared/data is absent).
+test-deep: $(STAMP)
+	$(PY) -m pytest -q -m deep
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -81,11 +81,16 @@ def failures(result: dict[str, float], thresholds: ParityThresholds, reference_m
 
 
 def model_forward(model_path: Path, settings: SessionSettings) -> Forward:
-    """Run a model file: a TensorRT engine on its GPU, anything else (ONNX, ORT) on ONNX Runtime CPU."""
+    """Run a model file: a TensorRT engine on its GPU, an ExecuTorch program on its runtime, anything else (ONNX, ORT)
+    on ONNX Runtime CPU."""
     if model_path.suffix == ".engine":
         from edgec.backends.tensorrt_engine import engine_forward
 
         return engine_forward(model_path)
+    if model_path.suffix == ".pte":  # issue 18
+        from edgec.backends.executorch import pte_forward
+
+        return pte_forward(model_path)
     return ort_forward(ort_session(model_path, settings))
 
 
@@ -138,11 +143,11 @@ def parity_score(metrics: dict[str, float]) -> float:
 
 def measure(ctx: Context, stage: str) -> ParityRow:
     """The ledger row for the model a stage left in the context (ONNX once exported, PyTorch before)."""
-    if ctx.onnx_path is None:
-        return measure_module(ctx.source, stage, ctx.evaluation, ctx.thresholds)
-    if ctx.parity_model is not None:  # the artifact's own file (.ort, .engine) or an ONNX standing in for an engine
+    if ctx.parity_model is not None:  # the artifact's own file (.ort, .engine, .pte) or an ONNX standing in for an engine
         simulated = ctx.parity_model.suffix == ".onnx"
         return measure_model(
             ctx.parity_model, stage, ctx.source.task, ctx.evaluation, ctx.thresholds, ctx.target.session, simulated, statistics=True,
         )
+    if ctx.onnx_path is None:
+        return measure_module(ctx.source, stage, ctx.evaluation, ctx.thresholds)
     return measure_model(ctx.onnx_path, stage, ctx.source.task, ctx.evaluation, ctx.thresholds, ctx.target.session)
