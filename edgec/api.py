@@ -19,6 +19,7 @@ from edgec.artifact import (
     FORMAT_VERSION, Artifact, check_output_path, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
 )
 from edgec.backends import get_backend
+from edgec.backends.executorch import require_executorch
 from edgec.backends.tensorrt import check_engine_requirement, engine_stage, parity_runtime
 from edgec.data import Dataset, read_dataset
 from edgec.emulation import EmulatedRun, run_emulated
@@ -74,6 +75,8 @@ def build(
     if profile.backend == "mobile" and out.suffix != ".zip":
         raise ConfigError(f"target {profile.name} writes one .zip bundle; pass --out {out.name}.zip")
     check_engine_requirement(profile)
+    if profile.backend == "executorch":  # issue 18: fail before any work where the package is missing
+        require_executorch()
     recipe = resolve_recipe(recipe or Recipe(), profile)
     source, recipe, calib, evaluation = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
     thresholds = profile.thresholds(recipe.quant.precision, recipe.parity, pruned=recipe.prune is not None)

@@ -49,7 +49,8 @@ def summarize(runtime: str, times_ms: list[float], config: BenchConfig) -> Bench
     return BenchResult(runtime, p50, p90, p99, float(times.mean()), config.batch * 1000.0 / float(times.mean()), peak)
 
 
-def _timed(run, config: BenchConfig) -> list[float]:
+def timed(run, config: BenchConfig) -> list[float]:
+    """Milliseconds of each of config.runs calls of `run`, after config.warmup untimed ones."""
     for _ in range(config.warmup):
         run()
     times = []
@@ -66,7 +67,7 @@ def _bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, graph_lev
 
     session = ort_session(model_path, SessionSettings(intra_op_threads=config.threads, inter_op_threads=1, graph_optimization_level=graph_level))
     feeds = synthetic_inputs(vocab_size, config, [i.name for i in session.get_inputs()])
-    return summarize("onnxruntime", _timed(lambda: session.run(None, feeds), config), config)
+    return summarize("onnxruntime", timed(lambda: session.run(None, feeds), config), config)
 
 
 def _bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchConfig) -> BenchResult:
@@ -83,7 +84,7 @@ def _bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchCo
         with torch.inference_mode():
             module(**feeds)
 
-    return summarize("pytorch fp32", _timed(run, config), config)
+    return summarize("pytorch fp32", timed(run, config), config)
 
 
 def _child(queue, function, args) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgec.api import build
+from edgec.api import build, resolve_target
 from edgec.artifact import load_artifact, staged_output
 from edgec.bench import BenchConfig, bench_onnx
 from edgec.data import Dataset
@@ -49,6 +49,9 @@ def sweep(
         raise ConfigError("a sweep needs at least one prune fraction and one precision, e.g. --prune 0,0.5 --precision fp32,int8")
     for fraction in fractions:
         PruneConfig(fraction=fraction)  # validate every cell before the first build
+    profile, _ = resolve_target(target, has_calibration=calib is not None, tensorrt={})
+    if profile.backend not in ("ort", "mobile"):
+        raise ConfigError(f"a sweep times its cells with ONNX Runtime on this machine; {profile.name} is not an ONNX Runtime target")
     cells = [Cell(f"prune{fraction:g}-{precision}", fraction, precision) for fraction in fractions for precision in precisions]
     with staged_output(Path(out), force=force) as staging:
         if ray is not None:

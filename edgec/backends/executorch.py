@@ -39,7 +39,7 @@ MAX_BATCH = 32
 _CALIBRATION_BATCH = 16
 
 
-def _require_executorch() -> None:
+def require_executorch() -> None:
     try:
         import executorch.exir  # noqa: F401
         import executorch.runtime  # noqa: F401
@@ -105,7 +105,7 @@ def _quantize(exported, ctx: Context, example: tuple[torch.Tensor, ...]):
 
 def lower(ctx: Context, out: Path) -> dict:
     """Write the .pte for ctx.source at `out`; returns what the manifest says about it."""
-    _require_executorch()
+    require_executorch()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -161,7 +161,7 @@ def set_threads(threads: int) -> None:
 def pte_forward(model_path: Path) -> Forward:
     """A Forward over a .pte program run by ExecuTorch's Python runtime (XNNPACK kernels on this CPU); the inputs and
     outputs are named by the model_io.json beside it."""
-    _require_executorch()
+    require_executorch()
     from executorch.runtime import Runtime
 
     model_path = Path(model_path)
