@@ -12,10 +12,7 @@ runtime (pte_forward), against the same fp32 reference and thresholds as every o
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from edgec.backends.registry import register_backend
 from edgec.errors import BackendUnavailable, InputError
 from edgec.inference import Feeds, Forward
 from edgec.pipeline import Context
+from edgec.stages.export import quiet
 from edgec.stages.verify import eval_texts
 
 MODEL_FILE = "model.pte"
@@ -45,22 +43,6 @@ def require_executorch() -> None:
         import executorch.runtime  # noqa: F401
     except ImportError as exc:
         raise BackendUnavailable(f"the executorch target needs the executorch package ({exc.name} is missing); {INSTALL_HINT}") from None
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """export and lowering warn about every pytree registration and deprecated path; none concerns the user."""
-    loggers = [logging.getLogger(name) for name in ("torch", "torch._dynamo", "torch.export", "executorch", "torchao")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def _encode(ctx: Context, texts: list[str], pairs: list[str] | None) -> tuple[torch.Tensor, ...]:
@@ -114,7 +96,7 @@ def lower(ctx: Context, out: Path) -> dict:
     # Two examples of different lengths: a batch of 1 or a fixed length would let torch.export specialize on it.
     sample = texts.examples[:2] if len(texts) >= 2 else texts.examples * 2
     example = _encode(ctx, [e.text for e in sample], [e.text_pair for e in sample] if texts.has_pairs else None)
-    with _quiet():
+    with quiet("torch", "torch._dynamo", "torch.export", "executorch", "torchao"):
         exported = _export(module, ctx, example)
         if ctx.precision == "int8":
             exported = _quantize(exported, ctx, example)

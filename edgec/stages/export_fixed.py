@@ -16,15 +16,13 @@ the accelerator and the CPU. This export shapes the graph for them:
 
 from __future__ import annotations
 
-import logging
-import warnings
-
 import onnx
 import torch
 
 from edgec.errors import ConfigError, InputError
 from edgec.ops.pooling import append_pooling
 from edgec.pipeline import Context
+from edgec.stages.export import quiet
 
 _OPSET = {"coreml": 17, "nnapi": 16, "xnnpack": 17}
 
@@ -87,16 +85,10 @@ def export_fixed(ctx: Context) -> Context:
 
 def _export(module: torch.nn.Module, example: tuple, names: tuple[str, ...], path, opset: int) -> None:
     output = "last_hidden_state" if module.task == "feature-extraction" else "logits"
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with quiet("torch.onnx", "transformers"), torch.no_grad():
             torch.onnx.export(module, example, str(path), input_names=list(names), output_names=[output], opset_version=opset,
                               dynamo=False, do_constant_folding=True)
     except Exception as exc:  # the exporter raises many types for code it cannot trace
         raise InputError(f"the fixed-shape export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
                          "drop --accelerator to build the general mobile graph") from None
-    finally:
-        quiet.setLevel(level)
