@@ -10,8 +10,6 @@ import pytest
 
 import edgec
 from edgec.device_check import check_runner_emulated
-from edgec.emulation import ensure_arm64_runtime
-from edgec.errors import BackendUnavailable
 
 from conftest import invoke
 
@@ -25,12 +23,9 @@ def sts_pairs(sts_test) -> edgec.Dataset:
     return edgec.read_dataset(sts_test)
 
 
-def test_arm64_minilm_int8_predict_py_on_emulated_aarch64_agrees_with_edgec_run(minilm, sts_pairs, tmp_path):
-    try:
-        home = ensure_arm64_runtime()
-    except BackendUnavailable as error:
-        pytest.skip(f"no aarch64 runtime on this host: {error}")
-    assert "torch" not in (home / "versions.txt").read_text()
+def test_arm64_minilm_int8_predict_py_on_emulated_aarch64_agrees_with_edgec_run(arm64_runtime, minilm, sts_pairs, tmp_path):
+    """check_runner_emulated compares predict.py under qemu with edgec run's own code (device_predict.Predictor) here."""
+    assert "torch" not in (arm64_runtime / "versions.txt").read_text()
     artifact = edgec.build(minilm, "ort-arm64", eval=edgec.Dataset(sts_pairs.examples[:100], "sts-test (first 100)"), out=tmp_path / "arm64")
     assert artifact.manifest["precision"] == "int8" and artifact.manifest["parity"]["passed"]
     row = check_runner_emulated(artifact, sts_pairs, samples=64)  # 128 sentences through predict.py under qemu

@@ -13,8 +13,6 @@ import onnxruntime as ort
 import pytest
 
 import edgec
-from edgec.emulation import ensure_arm64_runtime
-from edgec.errors import BackendUnavailable
 
 from conftest import invoke
 
@@ -79,17 +77,9 @@ def test_edgec_run_is_the_runner_on_this_host(classifier):
     assert np.allclose(ours, device, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def arm64():
-    try:
-        return ensure_arm64_runtime()
-    except BackendUnavailable as error:
-        pytest.skip(f"no aarch64 runtime on this host: {error}")
-
-
 @pytest.mark.slow
-def test_predict_py_on_emulated_aarch64_agrees_with_this_host(arm64, embedder, data_files):
-    versions = (arm64 / "versions.txt").read_text()
+def test_predict_py_on_emulated_aarch64_agrees_with_this_host(arm64_runtime, embedder, data_files):
+    versions = (arm64_runtime / "versions.txt").read_text()
     assert f"tokenizers {metadata.version('tokenizers')}" in versions and "torch" not in versions
     result = invoke("verify", embedder.path, "--emulate", "aarch64", "--runner", "--data", data_files["pairs"], "--samples", 6, "--json")
     assert result.exit_code == 0, result.output
