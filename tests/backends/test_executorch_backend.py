@@ -50,6 +50,8 @@ def test_edgec_run_and_parity_take_the_pte(int8_pte, data_files):
     assert row.model == "model.pte" and row.passed
     result = invoke("run", int8_pte.path, "the food was cold")
     assert result.exit_code == 0, result.output
+    shown = invoke("inspect", int8_pte.path)
+    assert shown.exit_code == 0 and "executorch_call_delegate (XnnpackBackend)" in shown.stdout, shown.output
 
 
 def test_fp32_and_pruned_models_lower_too(tiny_models, data_files, tmp_path):
