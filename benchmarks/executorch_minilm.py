@@ -26,22 +26,11 @@ from run import STS, machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
 from edgec.artifact import package_versions  # noqa: E402
-from edgec.bench import BenchConfig, BenchResult, bench_onnx, in_fresh_process, summarize, synthetic_inputs, timed  # noqa: E402
+from edgec.bench import BenchConfig, bench_model  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.recipe import QuantConfig, Recipe  # noqa: E402
 
 THREADS = 2
-
-
-def _bench_pte(model_path: str, vocab_size: int, config: BenchConfig) -> BenchResult:
-    """In a fresh process: p50 of the .pte's forward through ExecuTorch's runtime on synthetic inputs."""
-    from edgec.backends.executorch import pte_forward, set_threads
-
-    set_threads(config.threads)
-    io = json.loads(Path(model_path).with_name("model_io.json").read_text())
-    feeds = synthetic_inputs(vocab_size, config, [i["name"] for i in io["inputs"]])
-    forward = pte_forward(Path(model_path))
-    return summarize("executorch xnnpack", timed(lambda: forward(feeds), config), config)
 
 
 def build(model_dir: Path, target: str, precision: str, out: Path) -> tuple[edgec.Artifact, float]:
@@ -64,11 +53,8 @@ def measure(name: str, rounds: int, runs: int, work: Path) -> dict:
     p50s: dict[str, list[float]] = {key: [] for key in built}
     for _ in range(rounds):  # interleaved: slow drifts of a shared machine hit every row alike
         for key, (artifact, _) in built.items():
-            if artifact.model_path.suffix == ".pte":
-                result = in_fresh_process(_bench_pte, str(artifact.model_path), vocab, config)
-            else:
-                result = bench_onnx(str(artifact.model_path), vocab, config, artifact.manifest["target"]["session"]["graph_optimization_level"])
-            p50s[key].append(result.p50_ms)
+            level = artifact.manifest["target"]["session"]["graph_optimization_level"]
+            p50s[key].append(bench_model(str(artifact.model_path), vocab, config, level).p50_ms)
     reference = built["executorch int8"][0].manifest["parity"]["reference_metric"]["spearman"]
     rows = []
     for key, (artifact, seconds) in built.items():

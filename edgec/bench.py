@@ -70,6 +70,19 @@ def _bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, graph_lev
     return summarize("onnxruntime", timed(lambda: session.run(None, feeds), config), config)
 
 
+def _bench_pte(model_path: str, vocab_size: int, config: BenchConfig) -> BenchResult:
+    import json
+    from pathlib import Path
+
+    from edgec.backends.executorch import IO_FILE, pte_forward, set_threads
+
+    set_threads(config.threads)  # ExecuTorch's XNNPACK thread pool; by default it takes every core
+    io = json.loads(Path(model_path).with_name(IO_FILE).read_text())
+    feeds = synthetic_inputs(vocab_size, config, [i["name"] for i in io["inputs"]])
+    forward = pte_forward(Path(model_path))
+    return summarize("executorch (xnnpack)", timed(lambda: forward(feeds), config), config)
+
+
 def _bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchConfig) -> BenchResult:
     import torch
 
@@ -104,6 +117,13 @@ def in_fresh_process(function, *args) -> BenchResult:
 
 def bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, graph_level: str) -> BenchResult:
     return in_fresh_process(_bench_onnx, model_path, vocab_size, config, graph_level)
+
+
+def bench_model(model_path: str, vocab_size: int, config: BenchConfig, graph_level: str) -> BenchResult:
+    """An artifact's model file on its own runtime: an ExecuTorch program on ExecuTorch, anything else on ONNX Runtime."""
+    if model_path.endswith(".pte"):
+        return in_fresh_process(_bench_pte, model_path, vocab_size, config)
+    return bench_onnx(model_path, vocab_size, config, graph_level)
 
 
 def bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchConfig) -> BenchResult:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from edgec.api import build, resolve_target
 from edgec.artifact import load_artifact, staged_output
-from edgec.bench import BenchConfig, bench_onnx
+from edgec.bench import BenchConfig, bench_model
 from edgec.data import Dataset
 from edgec.errors import ConfigError
 from edgec.hardware import host
@@ -50,8 +50,8 @@ def sweep(
     for fraction in fractions:
         PruneConfig(fraction=fraction)  # validate every cell before the first build
     profile, _ = resolve_target(target, has_calibration=calib is not None, tensorrt={})
-    if profile.backend not in ("ort", "mobile"):
-        raise ConfigError(f"a sweep times its cells with ONNX Runtime on this machine; {profile.name} is not an ONNX Runtime target")
+    if profile.backend not in ("ort", "mobile", "executorch"):
+        raise ConfigError(f"a sweep times its cells on this machine's CPU; {profile.name} runs elsewhere (use a CPU target)")
     cells = [Cell(f"prune{fraction:g}-{precision}", fraction, precision) for fraction in fractions for precision in precisions]
     with staged_output(Path(out), force=force) as staging:
         if ray is not None:
@@ -135,10 +135,10 @@ def build_cell(job: CellJob, out: Path) -> dict:
 
 
 def time_cell(artifact_path: Path, bench: BenchConfig) -> float:
-    """Latency p50 (ms) of an artifact's model with its target's session settings, in a fresh process."""
+    """Latency p50 (ms) of an artifact's model on its runtime with its target's session settings, in a fresh process."""
     artifact = load_artifact(artifact_path)
     level = artifact.manifest["target"]["session"]["graph_optimization_level"]
-    return bench_onnx(str(artifact.model_path), len(artifact.tokenizer()), bench, level).p50_ms
+    return bench_model(str(artifact.model_path), len(artifact.tokenizer()), bench, level).p50_ms
 
 
 def write_tables(folder: Path, rows: list[dict], timed_on: str) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from edgec.artifact import load_artifact
-from edgec.bench import BenchConfig, bench_onnx, bench_pytorch
+from edgec.bench import BenchConfig, bench_model, bench_pytorch
 from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.errors import ConfigError, InputError
 
@@ -38,7 +38,7 @@ def bench(
     config = BenchConfig(batch=batch, seq_len=seq_len, threads=threads, warmup=warmup, runs=runs)
     vocab_size = len(loaded.tokenizer())
     graph_level = loaded.manifest["target"]["session"]["graph_optimization_level"]
-    results = [bench_onnx(str(loaded.model_path), vocab_size, config, graph_level)]
+    results = [bench_model(str(loaded.model_path), vocab_size, config, graph_level)]
     if baseline:
         source = loaded.manifest["source"]["path"]
         if not Path(source).is_dir():

@@ -52,6 +52,9 @@ def test_edgec_run_and_parity_take_the_pte(int8_pte, data_files):
     assert result.exit_code == 0, result.output
     shown = invoke("inspect", int8_pte.path)
     assert shown.exit_code == 0 and "executorch_call_delegate (XnnpackBackend)" in shown.stdout, shown.output
+    timed = invoke("bench", int8_pte.path, "--runs", 3, "--warmup", 1, "--seq-len", 8, "--json")
+    assert timed.exit_code == 0, timed.output
+    assert json.loads(timed.stdout)["results"][0]["runtime"] == "executorch (xnnpack)"
 
 
 def test_fp32_and_pruned_models_lower_too(tiny_models, data_files, tmp_path):
