@@ -33,3 +33,10 @@ class BudgetError(EdgecError):
     """A budgeted search found no artifact within every budget (the closest one is saved)."""
 
     exit_code = 1
+
+
+class PeerProcessFailed(EdgecError):
+    """Under torchrun, another training process stopped; it printed the cause, so this process says nothing more."""
+
+    exit_code = 1
+    quiet = True

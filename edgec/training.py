@@ -25,7 +25,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
 from torch.optim.lr_scheduler import LambdaLR
 
-from edgec.errors import ConfigError
+from edgec.errors import ConfigError, PeerProcessFailed
 from edgec.hardware import HostCPU, host
 from edgec.processes import state as process_state
 from edgec.recipe import TrainConfig
@@ -89,6 +89,10 @@ def train(
         deadline = started + config.minutes * 60 if config.minutes is not None else math.inf
         steps, stopped, losses, micro_batches = _loop(run, loader, keeper, deadline)
         ranks = _ranks(accelerator, micro_batches)
+    except RuntimeError as exc:  # gloo: "Connection closed by peer ... caused by a remote worker crashing"
+        if accelerator.num_processes > 1 and "closed by peer" in str(exc):
+            raise PeerProcessFailed(f"another training process stopped ({str(exc).splitlines()[0][:200]})") from None
+        raise
     finally:
         accelerator.free_memory()
     return TrainResult(

@@ -106,7 +106,7 @@ def test_a_failing_rank_fails_the_run_with_one_line(setup, tmp_path):
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if "edgec: error:" in line]
     assert errors == ["edgec: error: rank 1 of 2: rank 1 failed on purpose (tests/helpers/fail_on_rank_1.py)"], done.stderr[-3000:]
-    assert "Traceback" not in "".join(line for line in done.stderr.splitlines() if line.startswith("[rank"))
+    assert "Traceback" not in "\n".join(line for line in done.stderr.splitlines() if line.startswith("[rank")), done.stderr[-3000:]
     assert not out.exists() and not list(tmp_path.glob(".crashed.*"))
 
 

@@ -32,7 +32,8 @@ def errors_to_exit_codes(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except EdgecError as exc:
-            print(f"edgec: error: {describe()}{exc}", file=sys.stderr)
+            if not getattr(exc, "quiet", False):  # a run of several processes: the failing one's line is the message
+                print(f"edgec: error: {describe()}{exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
