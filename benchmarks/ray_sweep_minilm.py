@@ -54,7 +54,7 @@ def markdown(r: dict, command: str) -> str:
         "| run | wall time | cells | failed | rows equal to serial (metric, drop, cosine, size) | latency measured on |",
         "|---|---|---|---|---|---|",
         f"| serial | {r['serial_s'] / 60:.1f} min | {len(r['serial'])} | {sum(bool(x['error']) for x in r['serial'])} | | {r['serial_timed_on']} |",
-        f"| Ray (local, {r['ray_cpus']} CPUs) | {r['ray_s'] / 60:.1f} min ({r['serial_s'] / r['ray_s']:.2f}x faster) | {len(r['ray'])} | "
+        f"| Ray (local, {r['ray_cpus']} CPUs) | {r['ray_s'] / 60:.1f} min ({r['ray_s'] / r['serial_s']:.2f}x the serial time) | {len(r['ray'])} | "
         f"{sum(bool(x['error']) for x in r['ray'])} | {r['equal_rows']} of {len(r['serial'])} | {r['ray_timed_on']} |", "",
         "| cell | Spearman | latency ms serial | latency ms Ray | size MB |", "|---|---|---|---|---|",
     ]
@@ -72,7 +72,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--pairs", type=int, default=500)
+    parser.add_argument("--render", action="store_true", help="only rewrite the RESULTS.md section from the saved JSON")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads((HERE / f"results-ray-sweep-{args.model}.json").read_text())
+        write_section(HERE / "RESULTS.md", f"ray-sweep-{args.model}", markdown(saved, saved["command"]), "benchmarks/ray_sweep_minilm.py")
+        return
     command = ("python benchmarks/ray_sweep_minilm.py " + " ".join(sys.argv[1:])).strip()
     model_dir = getattr(models, args.model)()
     with tempfile.TemporaryDirectory(prefix="edgec-ray-bench-") as tmp:
@@ -81,7 +86,7 @@ def main() -> None:
         timed = {"serial_timed_on": _timed_on(Path(tmp) / "serial"), "ray_timed_on": _timed_on(Path(tmp) / "ray")}
     equal = sum(all(a[k] == b[k] for k in SAME) for a, b in zip(serial, on_ray))
     result = {"model": args.model, "pairs": args.pairs, "serial_s": serial_s, "ray_s": ray_s, "ray_cpus": os.cpu_count(), "equal_rows": equal,
-              **timed, "serial": serial, "ray": on_ray, "machine": machine(), "versions": package_versions()}
+              **timed, "serial": serial, "ray": on_ray, "machine": machine(), "versions": package_versions(), "command": command}
     (HERE / f"results-ray-sweep-{args.model}.json").write_text(json.dumps(result, indent=1))
     table = markdown(result, command)
     write_section(HERE / "RESULTS.md", f"ray-sweep-{args.model}", table, "benchmarks/ray_sweep_minilm.py")
