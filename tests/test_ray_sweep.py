@@ -75,6 +75,7 @@ def test_a_failed_task_is_retried_once_then_reported_and_the_rest_finish(tiny_mo
     assert timed_on.startswith("Ray node")
 
 
+@pytest.mark.deep  # two searches (8 builds) and a Ray instance: ~2.5 min, too long for `make test`
 def test_the_budgeted_search_on_ray_keeps_the_serial_candidates(tiny_models, data_files, tmp_path):
     pairs = edgec.read_dataset(data_files["pairs"])
     common = dict(budgets=Budgets(max_drop=30.0, max_size_mb=100.0), recipe=edgec.Recipe(), calib=pairs, eval=pairs, bench=BENCH,
