@@ -31,6 +31,7 @@ from edgec.api import reference_outputs  # noqa: E402
 from edgec.artifact import package_versions  # noqa: E402
 from edgec.bench import BenchConfig, bench_onnx, bench_pytorch  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
+from edgec.hardware import host  # noqa: E402
 from edgec.ops.pooling import append_pooling  # noqa: E402
 from edgec.recipe import ParityThresholds  # noqa: E402
 from edgec.source import load_source  # noqa: E402
@@ -109,7 +110,9 @@ def _metrics(row) -> dict:
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"{cpu}, {cores} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    isa = host()
+    return (f"{cpu}, {cores} cores, {platform.system()} {platform.machine()}, int8 instruction set {isa.instruction_set}, "
+            f"{'native' if isa.native_bf16 else 'no native'} bf16, Python {platform.python_version()}")
 
 
 def markdown(results: list[dict], command: str, seconds: float) -> str:

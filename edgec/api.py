@@ -20,7 +20,10 @@ from edgec.artifact import (
 )
 from edgec.backends import get_backend
 from edgec.backends.executorch import require_executorch
-from edgec.backends.tensorrt import check_engine_requirement, engine_stage, parity_runtime
+from edgec.backends.tensorrt import (
+    REJECTED_ENGINE_FILE, artifact_spec, build_artifact_engine, check_engine_requirement, engine_stage, parity_runtime,
+    require_engine_here,
+)
 from edgec.data import Dataset, read_dataset
 from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
@@ -174,9 +177,9 @@ def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[St
     stages = [*front_end_stages(recipe), Stage("export", export_fixed if accelerated else export)]
     if profile.fuse:
         stages.append(Stage("optimize", optimize))
-    # TensorRT makes fp16 itself from the fp32 ONNX (its FP16 flag) unless the profile asks for an fp16 file.
-    engine_makes_fp16 = profile.tensorrt is not None and not profile.tensorrt.fp16_onnx
-    if recipe.quant.precision != "fp32" and not (recipe.quant.precision == "fp16" and engine_makes_fp16):
+    # A TensorRT back end types the fp16 parts itself, from the calibration data's ranges (backends.tensorrt.emit).
+    tensorrt_fp16 = profile.tensorrt is not None and recipe.quant.precision == "fp16"
+    if recipe.quant.precision != "fp32" and not tensorrt_fp16:
         stages.append(Stage("quantize", quantize))
     if recipe.quant.precision == "int8" and recipe.quant.fallback:
         stages.append(Stage("fallback", fallback))
@@ -250,6 +253,28 @@ def check_parity(
     with tempfile.TemporaryDirectory(prefix="edgec-") as work:
         model, simulated = parity_runtime(artifact, Path(work))
         return measure_model(model, "artifact", task, evaluation, thresholds, profile.session, simulated, statistics=True)
+
+
+def build_checked_engine(
+    artifact: Artifact, data: Dataset, *, reference: str | Path | None = None
+) -> tuple[dict, ParityRow]:
+    """`edgec engine`: build a TensorRT artifact's engine, then gate it on parity against the uncompressed source model
+    (or `reference`) on `data`, measured on the engine itself. A passing engine is recorded as built; a failing one is
+    kept as model.engine.rejected and ParityError is raised. Returns the manifest's engine record and the parity row.
+    """
+    artifact_spec(artifact)  # a non-TensorRT or stale artifact fails before the reference model loads
+    require_engine_here()
+    task, evaluation, thresholds = reference_for(artifact, data, reference, ParityThresholds())
+    session = TargetProfile.from_dict(artifact.manifest["target"]).session
+
+    def gate(engine: Path) -> ParityRow:
+        return measure_model(engine, "engine", task, evaluation, thresholds, session, statistics=True)
+
+    record, row = build_artifact_engine(artifact, gate, data.source)
+    if not row.passed:
+        raise ParityError(f"engine parity failed on {data.source}: {'; '.join(row.failures)}; "
+                          f"the engine is kept as {artifact.path / REJECTED_ENGINE_FILE} and the artifact is unchanged")
+    return record, row
 
 
 def reference_for(

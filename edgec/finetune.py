@@ -124,7 +124,8 @@ def _objective(source: Source, data: Dataset, config: TrainConfig, seed: int):
             cosine = torch.nn.functional.cosine_similarity(a.float(), b.float())
             return torch.nn.functional.mse_loss(cosine, batch["score"])
 
-    return loss, shuffled_loader(list(data.examples), collate, config.batch_size, seed)
+    lengths = [len(e.text) + len(e.text_pair or "") for e in data.examples]
+    return loss, shuffled_loader(list(data.examples), collate, config.batch_size, seed, lengths)
 
 
 def _record(task: str, metric: str, train_data: Dataset, eval_data: Dataset, config: TrainConfig, result: TrainResult) -> dict:

@@ -93,13 +93,18 @@ def _simulated_note(ledger: list[dict[str, Any]]) -> str:
 def tensorrt_rows(emit: dict[str, Any], engine: dict[str, Any]) -> list[tuple[str, str]]:
     """What a TensorRT build wrote and whether the engine itself exists."""
     shapes = lambda axis: "/".join(str(next(iter(emit["profile"].values()))[k][axis]) for k in ("min", "opt", "max"))  # noqa: E731
-    spec = (f"{emit['spec']}, {emit['script']}; flags {' '.join(emit['flags']) or 'none'}; "
+    typing = emit.get("typing")  # absent in artifacts of edgec before strongly typed TensorRT
+    fp32 = ", ".join(f"{k} {v}" for k, v in typing["fp32_nodes"].items()) if typing else ""
+    types = f"fp16 {typing['fp16_nodes']} nodes, fp32 {fp32}" if typing else "fp32"
+    spec = (f"{emit['spec']}, {emit['script']}; strongly typed ({types}); "
             f"profile min/opt/max batch {shapes(0)}, sequence {shapes(1)}")
     if engine["file"]:
         state = (f"built: {engine['file']} ({engine['engine_bytes'] / 1e6:.1f} MB) with TensorRT {engine['tensorrt']} "
                  f"on {engine['device']} in {engine['seconds']:.0f} s")
     else:
         state = f"{engine['status']}; build it with {engine['build_with']}"
+    if engine.get("rejected"):
+        state += f"; a later build failed parity and is kept as {engine['rejected']['file']}"
     warnings = emit["preflight_warnings"]
     return [("TensorRT spec", spec), ("TensorRT engine", state),
             ("TensorRT preflight", "; ".join(w.rstrip(".") for w in warnings) if warnings else "no hazards found")]

@@ -59,7 +59,8 @@ class SessionSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class TensorRTSettings:
-    """How a TensorRT engine is built from the artifact (written into trt_build.json)."""
+    """How a TensorRT engine is built from the artifact (written into trt_build.json). Precision is not a setting here:
+    the ONNX is typed (fp16 where the calibration data allows, int8 Q/DQ for int8) and the network strongly typed."""
 
     max_batch: int = 32
     """Largest batch the engine's optimization profile accepts."""
@@ -72,11 +73,6 @@ class TensorRTSettings:
     """Scratch memory the builder may give a layer's tactics."""
     builder_optimization_level: int = 3
     """TensorRT's tactic search effort, 0-5 (3 is TensorRT's default)."""
-    fp16_onnx: bool = False
-    """fp16: write the ONNX itself in fp16 instead of the fp32 ONNX plus the builder's FP16 flag (which lets
-    TensorRT keep layers that need the range in fp32)."""
-    implicit_int8: bool = True
-    """int8: also write the fp32 graph and calibration.cache for TensorRT's implicit (calibrator) mode."""
     require_engine: bool = False
     """Fail the build when no engine can be built here (no tensorrt or no CUDA device) instead of deferring it."""
 

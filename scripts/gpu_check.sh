@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The TensorRT engine path end to end, on a machine with an NVIDIA GPU, in a few minutes:
 #   build (trt-fp16 and trt-int8) -> engine inside the build -> `edgec engine` rebuild from the spec (timing
-#   cache reused) -> `edgec parity` on the engine -> ./build_engine.sh with trtexec, where trtexec exists.
+#   cache reused; the engine's parity gates it) -> `edgec parity` on the engine -> ./build_engine.sh with trtexec,
+#   where trtexec exists. Engines are strongly typed (TensorRT 10 and 11).
 # Usage: scripts/gpu_check.sh [MODEL_DIR] [WORK_DIR]. Without MODEL_DIR it makes a small random BERT
 # (4 layers x 256, no download). Prints what ran and what it saw; exits non-zero if a step that should
 # work failed. Without tensorrt it checks the deferred path instead and says so.
@@ -75,8 +76,8 @@ for target in trt-fp16 trt-int8; do
 done
 
 if [ "$CAN_BUILD" = yes ]; then
-    step "edgec engine (rebuild from trt_build.json; the timing cache from the build is reused)"
-    expect 0 "TensorRT engine for" $EDGEC engine "$WORK/trt-int8"
+    step "edgec engine (rebuild from trt_build.json; the timing cache from the build is reused; parity gates it)"
+    expect 0 "TensorRT engine for" $EDGEC engine "$WORK/trt-int8" --data "$WORK/eval.jsonl"
     step "edgec parity on the engine, real eval data"
     expect 0 '"simulated": false' $EDGEC parity "$WORK/trt-int8" --data "$WORK/eval.jsonl" --json
     if command -v trtexec >/dev/null; then
@@ -87,7 +88,7 @@ if [ "$CAN_BUILD" = yes ]; then
     fi
 else
     step "no engine can be built here: the deferred path"
-    expect 2 "cannot build a TensorRT engine here" $EDGEC engine "$WORK/trt-int8"
+    expect 2 "cannot build a TensorRT engine here" $EDGEC engine "$WORK/trt-int8" --data "$WORK/eval.jsonl"
     expect 2 "require-engine: cannot build" $EDGEC build "$MODEL" --target trt-fp16 --require-engine --out "$WORK/required"
     expect 0 "simulated" $EDGEC parity "$WORK/trt-int8" --data "$WORK/eval.jsonl"
 fi

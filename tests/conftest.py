@@ -162,3 +162,19 @@ def invoke(*args):
     from edgec.cli.main import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def fake_engine(monkeypatch) -> None:
+    """Stand in for tensorrt on a GPU: the 'engine' is the artifact's ONNX, run by ONNX Runtime CPU."""
+    from edgec.backends import tensorrt as trt_backend
+    from edgec.backends import tensorrt_engine
+    from edgec.inference import ort_forward, ort_session
+    from edgec.targets import SessionSettings
+
+    def build_engine(folder, spec):
+        (folder / spec["engine"]).write_bytes((folder / spec["onnx"]).read_bytes())
+        return {"tensorrt": "fake", "device": "fake GPU", "seconds": 0.0, "engine_bytes": 1, "timing_cache": spec["timing_cache"]}
+
+    monkeypatch.setattr(trt_backend, "engine_unavailable_reason", lambda: None)
+    monkeypatch.setattr(trt_backend, "build_engine", build_engine)
+    monkeypatch.setattr(tensorrt_engine, "engine_forward", lambda path: ort_forward(ort_session(path, SessionSettings())))

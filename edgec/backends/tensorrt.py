@@ -1,14 +1,16 @@
-"""TensorRT back end: the ONNX TensorRT parses, its build spec, the trtexec script, and the engine where one can be built.
+"""TensorRT back end: the ONNX TensorRT parses, typed as a strongly typed engine runs it (TensorRT 10 and 11), its
+build spec, the trtexec script, and the engine where one can be built.
 
 On a machine without tensorrt or a CUDA device the artifact is complete except for the engine, which
-`edgec engine ARTIFACT` (or ./build_engine.sh) builds later on the device; the manifest says so.
+`edgec engine ARTIFACT --data FILE` (or ./build_engine.sh) builds later on the device; the manifest says so.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +21,24 @@ from edgec.backends.onnxruntime import copy_model_and_tokenizer
 from edgec.backends.registry import register_backend
 from edgec.backends.tensorrt_engine import INSTALL_HINT, build_engine, engine_unavailable_reason
 from edgec.errors import BackendUnavailable, InputError
-from edgec.ops.calibration import tensorrt_calibration_cache
 from edgec.ops.trt_preflight import Hazard, preflight
 from edgec.ops.trt_shapes import length_histogram, optimization_profile, trtexec_shapes
-from edgec.pipeline import Context
+from edgec.pipeline import Context, ParityRow
+from edgec.stages.mixed_precision import type_for_engine, write_rounding_model
+from edgec.stages.quantize import calibration_feeds
 from edgec.stages.verify import eval_texts
 from edgec.targets import TargetProfile
 
 SPEC_FILE = "trt_build.json"
 SCRIPT_FILE = "build_engine.sh"
 ENGINE_FILE = "model.engine"
+CANDIDATE_ENGINE_FILE = "model.candidate.engine"
+REJECTED_ENGINE_FILE = "model.engine.rejected"
 TIMING_CACHE_FILE = "timing.cache"
-IMPLICIT_ONNX_FILE = "model_fp32.onnx"
-CALIBRATION_CACHE_FILE = "calibration.cache"
-# BuilderFlag names per precision. int8 also sets FP16 so the layers left in float (softmax, LayerNorm,
-# the residual stream) run in fp16 rather than fp32: the usual explicit-quantization build.
-_FLAGS = {"int8": ["INT8", "FP16"], "fp16": ["FP16"], "fp32": []}
+SPEC_FORMAT = 2
+TENSORRT_MAJORS = (10, 11)
+"""TensorRT majors the spec is written for: strongly typed networks (10.x opts in, 11.x always), no precision flags."""
+BUILD_WITH = f"edgec engine ARTIFACT --data EVAL_FILE (or ./{SCRIPT_FILE}) on the GPU"
 
 
 def check_engine_requirement(profile: TargetProfile) -> None:
@@ -43,27 +47,37 @@ def check_engine_requirement(profile: TargetProfile) -> None:
         raise BackendUnavailable(f"--require-engine: cannot build a TensorRT engine here ({reason}); {INSTALL_HINT}, or drop --require-engine")
 
 
+def require_engine_here() -> None:
+    """Fail with the install hint where no engine can be built (no tensorrt or no CUDA device)."""
+    if (reason := engine_unavailable_reason()) is not None:
+        raise BackendUnavailable(f"cannot build a TensorRT engine here: {reason}; {INSTALL_HINT}")
+
+
 @register_backend("tensorrt")
 def emit(ctx: Context, staging: Path) -> Context:
-    """Write the ONNX, trt_build.json and build_engine.sh (and, for int8, the implicit-mode pair); no engine yet."""
+    """Write the ONNX typed as the engine runs it (fp16 where the calibration data allows), trt_build.json and
+    build_engine.sh; no engine yet."""
     model, files = copy_model_and_tokenizer(ctx, staging)
+    typing = None
+    if ctx.precision != "fp32":
+        typing = type_for_engine(ctx.onnx_path, model, calibration_feeds(ctx), ctx.target.session)
     graph = onnx.load(str(model), load_external_data=False)
     hazards = preflight(graph, {i.name: (0, 1) for i in graph.graph.input})
     errors = [h for h in hazards if h.severity == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more in the preflight)" if len(errors) > 1 else ""
         raise InputError(f"TensorRT preflight: {errors[0].what}; {errors[0].fix}{more}")
-    implicit = _write_implicit_pair(ctx, staging) if ctx.precision == "int8" and ctx.target.tensorrt.implicit_int8 else None
-    spec = build_spec(ctx, graph, model, hazards, implicit)
+    spec = build_spec(ctx, graph, model, hazards)
     (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     script = staging / SCRIPT_FILE
     script.write_text(trtexec_script(spec))
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     note = {
-        "backend": "tensorrt", "model": model.name, "spec": SPEC_FILE, "script": SCRIPT_FILE, "flags": spec["flags"],
+        "backend": "tensorrt", "model": model.name, "spec": SPEC_FILE, "script": SCRIPT_FILE, "typing": typing,
         "profile": spec["profiles"][0], "preflight_warnings": [h.what for h in hazards],
     }
-    return ctx.with_note("emit", note, onnx_path=model, files=files, parity_model=simulation_model(model, ctx.precision, ctx.target, ctx.workdir))
+    stand_in = simulation_model(model, ctx.precision, ctx.workdir)
+    return ctx.with_note("emit", note, onnx_path=model, files=files, parity_model=stand_in)
 
 
 def engine_stage(ctx: Context, staging: Path) -> Context:
@@ -77,30 +91,18 @@ def engine_stage(ctx: Context, staging: Path) -> Context:
 
 
 def deferred_engine(reason: str) -> dict:
-    return {"status": f"deferred ({reason})", "file": None, "build_with": f"edgec engine ARTIFACT (or ./{SCRIPT_FILE}) on the GPU"}
+    return {"status": f"deferred ({reason})", "file": None, "build_with": BUILD_WITH}
 
 
-def simulation_model(model: Path, precision: str, profile: TargetProfile, workdir: Path) -> Path:
-    """What ONNX Runtime CPU runs in the engine's place: the Q/DQ ONNX itself for int8, an fp16 conversion for an
-    fp16 engine built from the fp32 ONNX (TensorRT's FP16 flag), the ONNX itself otherwise."""
-    if precision != "fp16" or profile.tensorrt.fp16_onnx:
+def simulation_model(model: Path, precision: str, workdir: Path) -> Path:
+    """What ONNX Runtime CPU runs in the engine's place: the fp32 ONNX itself, or for an fp16-typed one (fp16 and
+    int8 builds) a copy that rounds every fp16 tensor through an explicit Cast pair, as the engine stores it."""
+    if precision == "fp32":
         return model
-    from edgec.stages.quantize import to_fp16
-
-    stand_in = workdir / "tensorrt-fp16-stand-in.onnx"
+    stand_in = workdir / "tensorrt-fp16-rounding.onnx"
     if not stand_in.exists():
-        to_fp16(model, stand_in)
+        write_rounding_model(model, stand_in)
     return stand_in
-
-
-def _write_implicit_pair(ctx: Context, staging: Path) -> dict:
-    """The float graph int8 was calibrated on and its ranges as TensorRT's calibration table (implicit int8 mode)."""
-    calibration = json.loads((ctx.workdir / "quantize" / "ranges.json").read_text())
-    shutil.copyfile(calibration["source"], staging / IMPLICIT_ONNX_FILE)
-    ranges = {name: tuple(r) for name, r in calibration["ranges"].items()}
-    # TensorRT 10's version number (major*10000 + minor*100 + patch); build_engine.sh rewrites it to the local one.
-    (staging / CALIBRATION_CACHE_FILE).write_text(tensorrt_calibration_cache(ranges, "TRT-100000-EntropyCalibration2"))
-    return {"onnx": IMPLICIT_ONNX_FILE, "calibration_cache": CALIBRATION_CACHE_FILE, "tensors": len(ranges)}
 
 
 def token_lengths(ctx: Context) -> np.ndarray:
@@ -112,7 +114,7 @@ def token_lengths(ctx: Context) -> np.ndarray:
     return np.concatenate([*eval_lengths, [len(ids) for ids in encoded["input_ids"]]])
 
 
-def build_spec(ctx: Context, graph: onnx.ModelProto, model: Path, hazards: list[Hazard], implicit: dict | None) -> dict:
+def build_spec(ctx: Context, graph: onnx.ModelProto, model: Path, hazards: list[Hazard]) -> dict:
     """Everything TensorRT needs to build the engine, with what it was derived from."""
     settings = ctx.target.tensorrt
     max_seq_len = ctx.recipe.max_length  # the build capped it at settings.max_seq_len
@@ -120,26 +122,35 @@ def build_spec(ctx: Context, graph: onnx.ModelProto, model: Path, hazards: list[
     inputs = [i.name for i in graph.graph.input]
     dtype = lambda v: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name  # noqa: E731
     return {
-        "format": 1,
+        "format": SPEC_FORMAT,
         "onnx": model.name,
         "onnx_sha256": sha256_file(model),
         "engine": ENGINE_FILE,
         "timing_cache": TIMING_CACHE_FILE,
         "precision": ctx.precision,
-        "quantization": "explicit int8 Q/DQ: symmetric int8 activations, per-channel symmetric int8 weights"
-        if ctx.precision == "int8" else ("fp16 ONNX" if settings.fp16_onnx and ctx.precision == "fp16" else "none (float ONNX)"),
-        "flags": _FLAGS[ctx.precision],
-        "strongly_typed": False,
+        "quantization": _QUANTIZATION[ctx.precision],
+        # Precision comes from the ONNX's own types: no builder precision flags (TensorRT 11 removed them).
+        "strongly_typed": True,
+        "tensorrt_majors": list(TENSORRT_MAJORS),
         "workspace_mib": settings.workspace_mib,
         "builder_optimization_level": settings.builder_optimization_level,
         "profiles": [optimization_profile(inputs, lengths, max_batch=settings.max_batch, opt_batch=settings.opt_batch, max_seq_len=max_seq_len)],
         "length_histogram": length_histogram(lengths, max_seq_len),
         "inputs": [{"name": i.name, "dtype": dtype(i)} for i in graph.graph.input],
         "outputs": [{"name": o.name, "dtype": dtype(o)} for o in graph.graph.output],
-        "implicit_int8": implicit,
         "preflight": [{"severity": h.severity, "what": h.what, "fix": h.fix} for h in hazards],
-        "requires": {"tensorrt": ">=10.0", "edgec": package_versions()["edgec"], "onnx_opset": _default_opset(graph)},
+        "requires": {
+            "tensorrt": ">=10.0,<12", "edgec": package_versions()["edgec"], "onnx_opset": _default_opset(graph),
+        },
     }
+
+
+_QUANTIZATION = {
+    "int8": "explicit int8 Q/DQ (symmetric int8 activations, per-channel symmetric int8 weights); float parts typed "
+            "fp16 where the calibration data allows, fp32 elsewhere",
+    "fp16": "none; float parts typed fp16 where the calibration data allows, fp32 elsewhere",
+    "fp32": "none (fp32 ONNX)",
+}
 
 
 def _default_opset(graph: onnx.ModelProto) -> int:
@@ -147,54 +158,62 @@ def _default_opset(graph: onnx.ModelProto) -> int:
 
 
 def trtexec_script(spec: dict) -> str:
-    """build_engine.sh: the trtexec command line equivalent to `edgec engine` for this spec."""
+    """build_engine.sh: the trtexec command line `edgec engine` equals for this spec (without its parity gate)."""
     profile = spec["profiles"][0]
-    flags = " ".join(f"--{f.lower()}" for f in spec["flags"])
     shapes = " \\\n  ".join(f"--{which}Shapes={trtexec_shapes(profile, which)}" for which in ("min", "opt", "max"))
-    common = (
-        f"{shapes} \\\n  {flags} --memPoolSize=workspace:{spec['workspace_mib']} "
-        f"--builderOptimizationLevel={spec['builder_optimization_level']} \\\n"
-        f"  --timingCacheFile={spec['timing_cache']} --skipInference"
-    ).replace("  \\\n", " \\\n")
     lines = [
         "#!/usr/bin/env bash",
-        f"# Builds {spec['engine']} from {spec['onnx']} with trtexec (TensorRT >= 10), as {SPEC_FILE} specifies;",
-        "# the same engine as `edgec engine` builds. Run it on the GPU the engine is for: an engine is tied to",
-        "# the GPU model and the TensorRT version that built it. Extra arguments go to trtexec.",
+        f"# Builds {spec['engine']} from {spec['onnx']} with trtexec "
+        f"(TensorRT {' or '.join(map(str, spec['tensorrt_majors']))}), as {SPEC_FILE} specifies;",
+        "# the same engine as `edgec engine` builds, which also checks its parity. Run it on the GPU it is for:",
+        "# an engine is tied to the GPU model and the TensorRT version that built it. Extra arguments go to trtexec.",
+        "# The ONNX carries its own precision (fp16/fp32 types, int8 Q/DQ), so no precision flag is passed;",
+        "# --stronglyTyped is required by TensorRT 10 and a no-op in 11, where every network is strongly typed.",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
+        f"exec trtexec --onnx={spec['onnx']} --saveEngine={spec['engine']} \\\n  {shapes} \\\n"
+        f"  --stronglyTyped --memPoolSize=workspace:{spec['workspace_mib']} "
+        f"--builderOptimizationLevel={spec['builder_optimization_level']} \\\n"
+        f"  --timingCacheFile={spec['timing_cache']} --skipInference \"$@\"",
     ]
-    implicit = spec.get("implicit_int8")
-    if implicit:
-        lines += [
-            "# ./build_engine.sh --implicit: TensorRT's implicit int8 mode instead, from the float graph and",
-            "# calibration table. TensorRT refuses a table whose header names another TensorRT version, so",
-            "# the header is rewritten to the local version first.",
-            'if [ "${1:-}" = "--implicit" ]; then',
-            "  shift",
-            "  version=$(python3 -c 'import tensorrt as t; a, b, c = (int(x) for x in t.__version__.split(\".\")[:3]); print(a * 10000 + b * 100 + c)')",
-            f"  sed -i \"1s/.*/TRT-$version-EntropyCalibration2/\" {implicit['calibration_cache']}",
-            f"  exec trtexec --onnx={implicit['onnx']} --saveEngine={spec['engine']} --calib={implicit['calibration_cache']} \\",
-            f"  {common} \"$@\"",
-            "fi",
-        ]
-    lines.append(f"exec trtexec --onnx={spec['onnx']} --saveEngine={spec['engine']} \\\n  {common} \"$@\"")
     return "\n".join(lines) + "\n"
 
 
-def build_artifact_engine(artifact: Artifact) -> dict:
-    """`edgec engine`: build the engine an artifact's spec describes, then record it in the manifest."""
+def artifact_spec(artifact: Artifact) -> dict:
+    """The artifact's trt_build.json, checked: present, of this edgec's format, and written for its ONNX."""
     spec_path = artifact.path / SPEC_FILE
     if not spec_path.is_file():
         raise InputError(f"{artifact.path} has no {SPEC_FILE}, so it is not a TensorRT artifact; build one with --target trt-int8 or trt-fp16")
     spec = json.loads(spec_path.read_text())
+    if spec.get("format") != SPEC_FORMAT:
+        raise InputError(f"{spec_path} has format {spec.get('format')}, written for weakly typed TensorRT (precision "
+                         "flags, implicit int8) that TensorRT 11 removed; rebuild the artifact with this edgec")
     if sha256_file(artifact.path / spec["onnx"]) != spec["onnx_sha256"]:
         raise InputError(f"{artifact.path / spec['onnx']} changed since the build (sha256 differs from {SPEC_FILE}); rebuild the artifact")
-    built = {"status": "built", "file": spec["engine"], **build_engine(artifact.path, spec)}
-    manifest = {**artifact.manifest, "engine": built}
+    return spec
+
+
+def build_artifact_engine(
+    artifact: Artifact, gate: Callable[[Path], ParityRow], checked_on: str
+) -> tuple[dict, ParityRow]:
+    """`edgec engine`: build the engine the spec describes, run `gate` (parity on `checked_on` data) on it, and record
+    it in the manifest. A passing engine becomes model.engine; a failing one is kept as model.engine.rejected, beside
+    whatever engine the artifact had. Returns the manifest's engine record and the parity row."""
+    spec = artifact_spec(artifact)
+    candidate = artifact.path / CANDIDATE_ENGINE_FILE
+    built = build_engine(artifact.path, {**spec, "engine": candidate.name})
+    row = gate(candidate)
+    parity = {"data": checked_on, "passed": row.passed, "failures": list(row.failures), "metrics": row.metrics}
+    if row.passed:
+        os.replace(candidate, artifact.path / spec["engine"])
+        record = {"status": "built", "file": spec["engine"], **built, "parity": parity}
+    else:
+        os.replace(candidate, artifact.path / REJECTED_ENGINE_FILE)
+        record = {**artifact.manifest["engine"], "rejected": {"file": REJECTED_ENGINE_FILE, **built, "parity": parity}}
+    manifest = {**artifact.manifest, "engine": record}
     manifest["files"] = file_table(artifact.path)
     write_manifest(artifact.path, manifest)
-    return built
+    return record, row
 
 
 def parity_runtime(artifact: Artifact, workdir: Path) -> tuple[Path, bool]:
@@ -204,5 +223,4 @@ def parity_runtime(artifact: Artifact, workdir: Path) -> tuple[Path, bool]:
     engine = manifest.get("engine") or {}
     if engine.get("file") and (artifact.path / engine["file"]).is_file() and engine_unavailable_reason() is None:
         return artifact.path / engine["file"], False
-    profile = TargetProfile.from_dict(manifest["target"])
-    return simulation_model(artifact.model_path, manifest["precision"], profile, workdir), True
+    return simulation_model(artifact.model_path, manifest["precision"], workdir), True

@@ -100,27 +100,50 @@ def _recording_logger(trt):
     return RecordingLogger()
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _last_errors(logger) -> str:
-    return " | ".join(logger.errors[-_MAX_REPORTED_ERRORS:]) or "no error logged"
+    return _one_line(" | ".join(logger.errors[-_MAX_REPORTED_ERRORS:]) or "no error logged")
+
+
+def check_tensorrt_major(version: str, majors: list[int]) -> None:
+    """Refuse a TensorRT major the spec was not written for: its API may differ in ways no build error would name."""
+    major = version.split(".")[0]
+    if not major.isdigit() or int(major) not in majors:
+        raise BackendUnavailable(
+            f"TensorRT {version} is major {major}, not one this artifact's spec was written for "
+            f"({', '.join(map(str, majors))}); install one of those (pip install 'tensorrt>=10,<12') "
+            "or rebuild with an edgec that knows it"
+        )
+
+
+def strongly_typed_flags(trt) -> int:
+    """create_network flags of a strongly typed network. STRONGLY_TYPED is looked up by name: TensorRT 11 deprecated
+    it (every network is strongly typed) and renumbered it; where a release drops the member, 0 flags are the same."""
+    member = trt.NetworkDefinitionCreationFlag.__members__.get("STRONGLY_TYPED")
+    return 1 << int(member) if member is not None else 0
 
 
 def _parse_onnx(trt, builder, logger, onnx_path: Path, strongly_typed: bool):
     """Parse the ONNX file into a new network; from the file, so that external weights beside it are found."""
     if not onnx_path.is_file():
         raise InputError(f"ONNX model {onnx_path} does not exist; export the artifact first")
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
+    network = builder.create_network(strongly_typed_flags(trt) if strongly_typed else 0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         # str(ParserError) names the node (index, and name and operator on TensorRT >= 10.2) and the description.
-        errors = [str(parser.get_error(i)) for i in range(min(parser.num_errors, _MAX_REPORTED_ERRORS))]
+        errors = [_one_line(parser.get_error(i)) for i in range(min(parser.num_errors, _MAX_REPORTED_ERRORS))]
         described = " | ".join(errors) or _last_errors(logger)
-        raise InputError(f"TensorRT cannot parse {onnx_path.name}: {described}; export an opset TensorRT supports")
+        raise InputError(
+            f"TensorRT cannot parse {onnx_path.name}: {described}; export an opset and ops TensorRT supports"
+        )
     # The parser must outlive the network: it owns the weights the network points to until the build is done.
     return network, parser
 
 
-def _add_profiles(builder, config, network, profiles: list[dict]) -> None:
+def _add_profiles(builder, config, network, profiles: list[dict], logger) -> None:
     """One optimization profile per entry: input name -> {"min", "opt", "max"} shapes."""
     inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     for entry in profiles:
@@ -129,22 +152,23 @@ def _add_profiles(builder, config, network, profiles: list[dict]) -> None:
             if name not in inputs:
                 raise ConfigError(f"optimization profile names input '{name}', which the model lacks; "
                                   f"use one of {sorted(inputs)}")
-            profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
-        config.add_optimization_profile(profile)
+            try:
+                profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise InputError(f"TensorRT rejects the profile shapes of input '{name}' ({shapes}): {_one_line(exc)}; "
+                                 "fix the target's max_batch / max_seq_len") from None
+        if config.add_optimization_profile(profile) < 0:
+            raise InputError(f"TensorRT rejects the optimization profile {entry}: {_last_errors(logger)}; "
+                             "fix the target's max_batch / max_seq_len")
 
 
-def _builder_config(trt, builder, network, spec: dict):
-    """Builder config from the spec: workspace, optimization level, flags, profiles."""
+def _builder_config(trt, builder, network, spec: dict, logger):
+    """Builder config from the spec: workspace, optimization level, profiles. No precision flags: the network is
+    strongly typed, so every layer runs in the types the ONNX gives it (TensorRT 11 removed those flags)."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(spec["workspace_mib"]) << 20)
     config.builder_optimization_level = int(spec["builder_optimization_level"])
-    for name in spec["flags"]:
-        flag = trt.BuilderFlag.__members__.get(name)
-        if flag is None:
-            known = sorted(trt.BuilderFlag.__members__)
-            raise ConfigError(f"unknown TensorRT builder flag '{name}'; use one of {known}")
-        config.set_flag(flag)
-    _add_profiles(builder, config, network, spec["profiles"])
+    _add_profiles(builder, config, network, spec["profiles"], logger)
     return config
 
 
@@ -159,8 +183,9 @@ def _attach_timing_cache(config, cache_path: Path) -> None:
 def build_engine(folder: Path, spec: dict) -> dict:
     """Build folder/spec['engine'] from folder/spec['onnx'] as the spec says; return what was built.
 
-    spec: onnx, engine, timing_cache (file names in folder), flags (tensorrt.BuilderFlag names), workspace_mib,
-    builder_optimization_level (0-5), strongly_typed, profiles (list of {input: {"min", "opt", "max"}}).
+    spec: onnx, engine, timing_cache (file names in folder), tensorrt_majors (the TensorRT majors it was written
+    for), workspace_mib, builder_optimization_level (0-5), strongly_typed, profiles (list of {input: {"min", "opt",
+    "max"}}). Every TensorRT failure (parse, profile, build) is an InputError naming the node or input.
     Returns {"tensorrt", "device", "seconds", "engine_bytes", "timing_cache"}.
     """
     reason = engine_unavailable_reason()
@@ -168,20 +193,17 @@ def build_engine(folder: Path, spec: dict) -> dict:
         raise BackendUnavailable(f"cannot build a TensorRT engine here: {reason}; {INSTALL_HINT}")
     import tensorrt as trt
 
+    check_tensorrt_major(trt.__version__, spec["tensorrt_majors"])
     folder = Path(folder)
     started = time.perf_counter()
     logger = _recording_logger(trt)
-    builder = trt.Builder(logger)
-    network, _parser = _parse_onnx(trt, builder, logger, folder / spec["onnx"], bool(spec["strongly_typed"]))
-    config = _builder_config(trt, builder, network, spec)
-    cache_path = folder / spec["timing_cache"]
-    _attach_timing_cache(config, cache_path)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise InputError(f"TensorRT could not build an engine from {spec['onnx']}: {_last_errors(logger)}; "
-                         "fix the model or the target's [tensorrt] settings")
+    try:
+        serialized, config = _build_serialized(trt, logger, folder, spec)
+    except (RuntimeError, TypeError, ValueError) as exc:  # what tensorrt's bindings raise on input they refuse
+        raise InputError(f"TensorRT could not build an engine from {spec['onnx']}: {_one_line(exc)} "
+                         f"({_last_errors(logger)}); fix the model or the target's [tensorrt] settings") from None
     _atomic_write(folder / spec["engine"], serialized)
-    _atomic_write(cache_path, config.get_timing_cache().serialize())
+    _atomic_write(folder / spec["timing_cache"], config.get_timing_cache().serialize())
     return {
         "tensorrt": trt.__version__,
         "device": _device_name(),
@@ -189,6 +211,19 @@ def build_engine(folder: Path, spec: dict) -> dict:
         "engine_bytes": serialized.nbytes,
         "timing_cache": spec["timing_cache"],
     }
+
+
+def _build_serialized(trt, logger, folder: Path, spec: dict):
+    """The serialized engine and the builder config it was built with (its timing cache is saved next)."""
+    builder = trt.Builder(logger)
+    network, _parser = _parse_onnx(trt, builder, logger, folder / spec["onnx"], bool(spec["strongly_typed"]))
+    config = _builder_config(trt, builder, network, spec, logger)
+    _attach_timing_cache(config, folder / spec["timing_cache"])
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise InputError(f"TensorRT could not build an engine from {spec['onnx']}: {_last_errors(logger)}; "
+                         "fix the model or the target's [tensorrt] settings")
+    return serialized, config
 
 
 def _torch_dtypes(trt, torch, engine, names: list[str]) -> dict:

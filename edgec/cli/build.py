@@ -59,7 +59,6 @@ def build(
     max_batch: Annotated[int | None, typer.Option(help="TensorRT: largest batch the engine accepts (profile default 32).")] = None,
     max_seq_len: Annotated[int | None, typer.Option(help="TensorRT: longest sequence the engine accepts; also truncates inputs.")] = None,
     require_engine: Annotated[bool, typer.Option("--require-engine", help="TensorRT: fail unless the engine is built here.")] = False,
-    fp16_onnx: Annotated[bool, typer.Option("--fp16-onnx", help="TensorRT fp16: write an fp16 ONNX, not fp32 + the FP16 flag.")] = False,
     accelerator: Annotated[str | None, typer.Option(help="Mobile: shape the graph for coreml, nnapi or xnnpack (fp32).")] = None,
     fixed_shape: Annotated[str | None, typer.Option(help="Mobile: the graph's fixed input shape BxS, e.g. 1x128 (default with --accelerator).")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="Search: p50 latency budget on this machine (see --seq-len).")] = None,
@@ -87,7 +86,7 @@ def build(
         max_length=max_length,
     )
     tensorrt = {k: v for k, v in [("max_batch", max_batch), ("max_seq_len", max_seq_len)] if v is not None}
-    tensorrt |= {k: True for k, v in [("require_engine", require_engine), ("fp16_onnx", fp16_onnx)] if v}
+    tensorrt |= {"require_engine": True} if require_engine else {}
     mobile = mobile_settings(accelerator, fixed_shape)  # issue 18
     columns = (text_column, text_pair_column, label_column, score_column)
     calib_set, eval_set = read_optional(calib, *columns), read_optional(eval_data, *columns)

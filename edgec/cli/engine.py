@@ -1,4 +1,4 @@
-"""edgec engine ARTIFACT: build (or rebuild) a TensorRT artifact's engine from its trt_build.json, on the GPU."""
+"""edgec engine ARTIFACT --data FILE: build a TensorRT artifact's engine on the GPU, gate it on parity, record it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,19 @@ from typing import Annotated
 
 import typer
 
+from edgec.api import build_checked_engine
 from edgec.artifact import load_artifact
-from edgec.backends.tensorrt import build_artifact_engine
-from edgec.cli.common import errors_to_exit_codes, stdout, table
+from edgec.cli.common import (
+    LabelColumn,
+    ScoreColumn,
+    TextColumn,
+    TextPairColumn,
+    errors_to_exit_codes,
+    read_optional,
+    stdout,
+    table,
+)
+from edgec.report import LEDGER_COLUMNS
 
 
 def register(app: typer.Typer) -> None:
@@ -17,10 +27,22 @@ def register(app: typer.Typer) -> None:
 
 
 def engine(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `edgec build --target trt-int8|trt-fp16`.")],
+    artifact: Annotated[
+        Path, typer.Argument(help="Artifact folder written by `edgec build --target trt-int8|trt-fp16`.")
+    ],
+    data: Annotated[Path, typer.Option(help="Eval data the engine's parity is checked on (.txt/.jsonl/.csv/.tsv).")],
+    reference: Annotated[
+        Path | None, typer.Option(help="The uncompressed model, if not at the path the build recorded.")
+    ] = None,
+    text_column: TextColumn = None,
+    text_pair_column: TextPairColumn = None,
+    label_column: LabelColumn = None,
+    score_column: ScoreColumn = None,
 ) -> None:
-    """Build the TensorRT engine of an artifact here (needs tensorrt and an NVIDIA GPU); updates its manifest."""
-    built = build_artifact_engine(load_artifact(artifact))
-    rows = [[k, str(v)] for k, v in built.items()]
-    stdout.print(table(f"TensorRT engine for {artifact}", ["", ""], rows))
-    stdout.print(f"check it on real data with: edgec parity {artifact} --data EVAL_FILE")
+    """Build the TensorRT engine of an artifact here (needs tensorrt and an NVIDIA GPU), check its parity against the
+    uncompressed model on DATA, and record it in the manifest. Exit 1 on failure (kept as model.engine.rejected)."""
+    dataset = read_optional(data, text_column, text_pair_column, label_column, score_column)
+    built, row = build_checked_engine(load_artifact(artifact), dataset, reference=reference)
+    rows = [[k, str(v)] for k, v in built.items() if k != "parity"]
+    rows += [[f"parity: {c}", f"{row.metrics[c]:.6g}"] for c in LEDGER_COLUMNS if c in row.metrics]
+    stdout.print(table(f"TensorRT engine for {artifact} (parity on {data}: PASS)", ["", ""], rows))

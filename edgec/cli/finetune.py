@@ -14,6 +14,8 @@ from edgec.cli.common import (
 from edgec.finetune import FINETUNE_TASKS, finetune as run_finetune
 from edgec.processes import state as process_state
 from edgec.recipe import TrainConfig
+
+UNLIMITED_STEPS = 10**9
 from edgec.source import LoadOptions
 
 
@@ -28,7 +30,7 @@ def finetune(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fine-tuned model.")],
     task: Annotated[str, typer.Option(help=f"{' or '.join(FINETUNE_TASKS)} (sentence-pair similarity).")] = "sequence-classification",
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
-    steps: Annotated[int, typer.Option(help="Most optimizer steps.")] = 1000,
+    steps: Annotated[int | None, typer.Option(help="Most optimizer steps (default 1000; no limit when --minutes is given).")] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 32,
     accumulation: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 5e-5,
@@ -52,6 +54,8 @@ def finetune(
 
     Several CPU processes (data parallel, gloo): torchrun --nproc_per_node 2 -m edgec finetune ... (see README).
     """
+    if steps is None:  # a wall-clock budget alone should not be cut short by a default step count
+        steps = UNLIMITED_STEPS if minutes is not None else 1000
     config = TrainConfig(
         steps=steps, minutes=minutes, batch_size=batch_size, accumulation=accumulation, learning_rate=lr, warmup=warmup,
         schedule=schedule, precision=precision, eval_every=eval_every, patience=patience, max_length=max_length,

@@ -87,19 +87,3 @@ def matmul_quantization_error(
     exact = x @ w
     approx = fake_quantize(x, *x_range, signed=signed) @ fake_quantize_weight(w, per_channel)
     return float(np.linalg.norm(exact - approx) / max(np.linalg.norm(exact), 1e-12))
-
-
-def tensorrt_calibration_cache(ranges: dict[str, tuple[float, float]], header: str) -> str:
-    """TensorRT's native calibration table: a header line, then `tensor: <scale as big-endian float32 hex>`.
-
-    The scale is symmetric, amax / 127, as TensorRT's implicit int8 mode uses it. TensorRT checks the
-    header's version against its own, so build_engine.sh rewrites that line to the local version.
-    """
-    import struct
-
-    lines = [header]
-    for name in sorted(ranges):
-        low, high = ranges[name]
-        scale = max(abs(low), abs(high), 1e-12) / 127.0
-        lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
-    return "\n".join(lines) + "\n"

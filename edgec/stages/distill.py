@@ -104,7 +104,7 @@ def distill_student(
         encoded = tokenizer(batch, padding=True, truncation=True, max_length=training.max_length, return_tensors="pt")
         return {name: encoded[name] for name in input_names}
 
-    loader = shuffled_loader(texts, collate, training.batch_size, seed)
+    loader = shuffled_loader(texts, collate, training.batch_size, seed, [len(t) for t in texts])
     try:
         return train(student, loss, loader, training, evaluate, seed=seed, dropout=False)
     finally:

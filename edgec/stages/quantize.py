@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -216,10 +217,10 @@ def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: C
     return ranges, sensitivity
 
 
-def capture(
+def probe_runs(
     model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]], settings: SessionSettings
-) -> dict[str, np.ndarray]:
-    """Run the model with `names` exposed as outputs; (rows, features) of real (unpadded) tokens for each."""
+) -> Iterator[tuple[dict[str, np.ndarray], list[np.ndarray]]]:
+    """Run the model with `names` exposed as outputs, one feed at a time: (feed, the named values) per run."""
     import tempfile
 
     probe = onnx.ModelProto()
@@ -231,13 +232,20 @@ def capture(
         onnx.save(probe, str(path))
         session = ort_session(path, settings)
         input_names = {i.name for i in session.get_inputs()}
-        collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for feed in feeds:
-            values = session.run(names, {k: v for k, v in feed.items() if k in input_names})
-            real = feed["attention_mask"].astype(bool)
-            for name, value in zip(names, values):
-                rows = value[real] if value.shape[:2] == real.shape else value.reshape(-1, value.shape[-1])
-                collected[name].append(rows.astype(np.float32))
+            yield feed, session.run(names, {k: v for k, v in feed.items() if k in input_names})
+
+
+def capture(
+    model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]], settings: SessionSettings
+) -> dict[str, np.ndarray]:
+    """Run the model with `names` exposed as outputs; (rows, features) of real (unpadded) tokens for each."""
+    collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for feed, values in probe_runs(model, names, feeds, settings):
+        real = feed["attention_mask"].astype(bool)
+        for name, value in zip(names, values):
+            rows = value[real] if value.shape[:2] == real.shape else value.reshape(-1, value.shape[-1])
+            collected[name].append(rows.astype(np.float32))
     rng = np.random.default_rng(0)
     result = {}
     for name, parts in collected.items():

@@ -14,6 +14,8 @@ from edgec.backends import tensorrt as trt_backend
 from edgec.errors import BackendUnavailable, ConfigError
 from edgec.recipe import QuantConfig, Recipe
 
+from conftest import fake_engine
+
 
 def _build(model, out, target, data=None, **kwargs):
     return edgec.build(model, target, calib=data, eval=data, out=out, **kwargs)
@@ -58,6 +60,9 @@ def test_every_weight_matmul_reads_symmetric_qdq_pairs(int8_artifact):
         assert weight.dtype == np.int8 and np.abs(weight.astype(int)).max() <= 127
         assert _attr(weight_dq, "axis") == 1 and scales.shape == (weight.shape[1],), "per output channel"
         assert zeros.dtype == np.int8 and not zeros.any()
+        # Strongly typed: the scales carry the type the MatMul runs in (fp16 here: no value of the tiny model's
+        # calibration data comes near 512), so the int8 GEMM's output is fp16 with no Cast in between.
+        assert scales.dtype == np.float16 and init[quantize.input[1]].dtype == np.float16
 
 
 def test_qdq_only_where_tensorrt_fuses_it(int8_artifact):
@@ -67,19 +72,24 @@ def test_qdq_only_where_tensorrt_fuses_it(int8_artifact):
     for node in graph.node:
         if node.op_type not in ("MatMul", "QuantizeLinear", "DequantizeLinear"):
             assert not dequantized & set(node.input), f"{node.op_type} {node.name} reads a dequantized tensor"
-    for node in graph.node:  # biases and LayerNorm parameters stay float
-        if node.op_type in ("Add", "LayerNormalization"):
-            for name in node.input:
-                if name in init:
-                    assert init[name].data_type == onnx.TensorProto.FLOAT
+    for node in graph.node:  # biases stay float (fp16), LayerNorm and its parameters fp32
+        for name in [i for i in node.input if i in init and node.op_type in ("Add", "LayerNormalization")]:
+            expected = onnx.TensorProto.FLOAT if node.op_type == "LayerNormalization" else onnx.TensorProto.FLOAT16
+            assert init[name].data_type == expected, f"{node.op_type} {node.name} reads {name}"
     assert not any(n.domain not in ("", "ai.onnx") for n in graph.node), "ONNX Runtime contrib ops block TensorRT's parser"
-    opset = next(o.version for o in onnx.load(str(int8_artifact.model_path)).opset_import if o.domain in ("", "ai.onnx"))
-    assert opset >= 17
+    model = onnx.load(str(int8_artifact.model_path))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    assert opset == 19, "fp16 inputs and scales of Q/DQ need opset 19"
+    onnx.checker.check_model(model, full_check=True)
+    import onnxruntime
+
+    onnxruntime.InferenceSession(str(int8_artifact.model_path), providers=["CPUExecutionProvider"])  # loads as is
 
 
 def test_spec_profile_and_script_agree(int8_artifact, data_files):
     spec = json.loads((int8_artifact.path / "trt_build.json").read_text())
-    assert spec["flags"] == ["INT8", "FP16"] and spec["precision"] == "int8"
+    assert spec["precision"] == "int8" and spec["strongly_typed"] is True and spec["tensorrt_majors"] == [10, 11]
+    assert "flags" not in spec and "implicit_int8" not in spec, "TensorRT 11 has no precision flags or implicit int8"
     names = [i["name"] for i in spec["inputs"]]
     assert names == ["input_ids", "attention_mask", "token_type_ids"]
     profile = spec["profiles"][0]
@@ -92,21 +102,14 @@ def test_spec_profile_and_script_agree(int8_artifact, data_files):
     script = (int8_artifact.path / "build_engine.sh").read_text()
     main = script[script.rindex("exec trtexec"):]
     shapes = ",".join(f"{n}:{'x'.join(map(str, profile[n]['max']))}" for n in names)
-    for expected in ("--onnx=model.onnx", "--saveEngine=model.engine", f"--maxShapes={shapes}", "--int8", "--fp16",
+    for expected in ("--onnx=model.onnx", "--saveEngine=model.engine", f"--maxShapes={shapes}", "--stronglyTyped",
                      "--memPoolSize=workspace:4096", "--timingCacheFile=timing.cache", "--builderOptimizationLevel=3"):
         assert expected in main
+    # TensorRT 11's trtexec lost every precision flag and the calibrator; 10's accepts the same line.
+    assert not re.search(r"--(int8|fp16|bf16|best|calib)\b", script) and "--implicit" not in script
+    assert "TensorRT 10 or 11" in script
     assert (int8_artifact.path / "build_engine.sh").stat().st_mode & 0o111
-
-
-def test_implicit_mode_table_names_tensors_of_the_float_graph(int8_artifact):
-    lines = (int8_artifact.path / "calibration.cache").read_text().splitlines()
-    assert re.fullmatch(r"TRT-\d+-EntropyCalibration2", lines[0])
-    float_graph = onnx.load(str(int8_artifact.path / "model_fp32.onnx")).graph
-    tensors = {v for n in float_graph.node for v in n.input}
-    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in float_graph.node)
-    for line in lines[1:]:
-        name, scale = line.rsplit(": ", 1)
-        assert name in tensors and 0 < np.frombuffer(bytes.fromhex(scale), ">f4")[0] < 1
+    assert not (int8_artifact.path / "model_fp32.onnx").exists() and not (int8_artifact.path / "calibration.cache").exists()
 
 
 def test_deferred_engine_is_never_reported_as_built(int8_artifact, monkeypatch):
@@ -121,19 +124,33 @@ def test_deferred_engine_is_never_reported_as_built(int8_artifact, monkeypatch):
     assert "| sentence_embedding |" in report.split("## Error statistics")[1]
 
 
-def test_fp16_keeps_the_fp32_onnx_and_simulates_fp16(fp16_artifact):
-    graph = _graph(fp16_artifact)
-    assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+def test_fp16_is_an_fp16_typed_onnx_with_layernorm_and_pooling_in_fp32(fp16_artifact):
+    from edgec.ops.mixed_precision import tensor_types
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(fp16_artifact.model_path)), strict_mode=True)
+    types, graph = tensor_types(model), model.graph
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    io_types = lambda node: {types[t] for t in (*node.input, *node.output) if types.get(t) in floats}  # noqa: E731
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    assert matmuls and all(io_types(n) == {onnx.TensorProto.FLOAT16} for n in matmuls), "attention and projections in fp16"
+    norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
+    assert norms and all(io_types(n) == {onnx.TensorProto.FLOAT} for n in norms)
+    pooling = [n for n in graph.node if n.name.startswith("edgec_") and io_types(n)]
+    assert pooling and all(io_types(n) == {onnx.TensorProto.FLOAT} for n in pooling)
+    assert [o.type.tensor_type.elem_type for o in graph.output] == [onnx.TensorProto.FLOAT]
     spec = json.loads((fp16_artifact.path / "trt_build.json").read_text())
-    assert spec["flags"] == ["FP16"] and spec["implicit_int8"] is None
+    assert spec["strongly_typed"] and "flags" not in spec and spec["quantization"].startswith("none; float parts typed fp16")
+    typing = fp16_artifact.manifest["stages"]["emit"]["typing"]
+    assert typing["fp16_nodes"] > 0 and typing["fp32_nodes"]["LayerNormalization"] == len(norms)
     final = fp16_artifact.manifest["parity"]["ledger"][-1]
-    assert final["model"] == "tensorrt-fp16-stand-in.onnx" and final["simulated"]
-    assert 0 < final["metrics"]["max_abs_error"] < 1e-2  # fp16 rounding is visible, unlike the fp32 ONNX's
+    assert final["model"] == "tensorrt-fp16-rounding.onnx" and final["simulated"]
+    assert 0 < final["metrics"]["max_abs_error"] < 1e-2  # fp16 rounding is visible, and small
 
 
-def test_fp16_onnx_when_asked(tiny_models, data_files, tmp_path):
-    art = _build(tiny_models("bert"), tmp_path / "o", "trt-fp16", edgec.read_dataset(data_files["calib"]), tensorrt={"fp16_onnx": True})
-    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in _graph(art).initializer)
+def test_fp32_on_a_tensorrt_target_stays_fp32(tiny_models, tmp_path):
+    art = edgec.build(tiny_models("bert"), "trt-fp16", recipe=Recipe(quant=QuantConfig(precision="fp32")), out=tmp_path / "o")
+    assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in _graph(art).initializer)
+    assert art.manifest["parity"]["ledger"][-1]["model"] == "model.onnx" and art.manifest["stages"]["emit"]["typing"] is None
 
 
 def test_trt_alias_chooses_by_calibration_data(tiny_models, data_files, tmp_path):
@@ -166,23 +183,8 @@ def test_tensorrt_settings_are_validated(tiny_models, tmp_path):
         edgec.build(tiny_models("bert"), "trt-int8", recipe=Recipe(quant=QuantConfig(precision="fp16")), out=tmp_path / "o")
 
 
-def _fake_engine(monkeypatch):
-    """Stand in for tensorrt on a GPU: the 'engine' is the ONNX file, run by ONNX Runtime."""
-    from edgec.backends import tensorrt_engine
-    from edgec.inference import ort_forward, ort_session
-    from edgec.targets import SessionSettings
-
-    def build_engine(folder, spec):
-        (folder / spec["engine"]).write_bytes((folder / spec["onnx"]).read_bytes())
-        return {"tensorrt": "fake", "device": "fake GPU", "seconds": 0.0, "engine_bytes": 1, "timing_cache": spec["timing_cache"]}
-
-    monkeypatch.setattr(trt_backend, "engine_unavailable_reason", lambda: None)
-    monkeypatch.setattr(trt_backend, "build_engine", build_engine)
-    monkeypatch.setattr(tensorrt_engine, "engine_forward", lambda path: ort_forward(ort_session(path, SessionSettings())))
-
-
 def test_with_an_engine_the_engine_row_gates_the_build(tiny_models, data_files, tmp_path, monkeypatch):
-    _fake_engine(monkeypatch)
+    fake_engine(monkeypatch)
     art = _build(tiny_models("bert"), tmp_path / "o", "trt-int8", edgec.read_dataset(data_files["pairs"]))
     ledger = art.manifest["parity"]["ledger"]
     assert [r["stage"] for r in ledger][-2:] == ["artifact", "engine"]
@@ -190,27 +192,55 @@ def test_with_an_engine_the_engine_row_gates_the_build(tiny_models, data_files, 
     assert art.manifest["engine"]["status"] == "built" and "model.engine" in art.manifest["files"]
 
 
-def test_engine_command_builds_later_and_updates_the_manifest(int8_artifact, tmp_path, monkeypatch):
+def _copy(artifact, tmp_path):
     import shutil
 
     copy = tmp_path / "art"
-    shutil.copytree(int8_artifact.path, copy)
-    _fake_engine(monkeypatch)
-    built = trt_backend.build_artifact_engine(load_artifact(copy))
+    shutil.copytree(artifact.path, copy)
+    return copy
+
+
+def test_engine_command_builds_gates_on_parity_and_updates_the_manifest(int8_artifact, data_files, tmp_path, monkeypatch):
+    copy = _copy(int8_artifact, tmp_path)
+    fake_engine(monkeypatch)
+    built, row = edgec.api.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
     manifest = load_artifact(copy).manifest
     assert built["status"] == manifest["engine"]["status"] == "built" and (copy / "model.engine").exists()
+    assert row.passed and not row.simulated and manifest["engine"]["parity"]["passed"]
+    assert manifest["engine"]["parity"]["data"].endswith("pairs.jsonl") and "cosine_mean" in manifest["engine"]["parity"]["metrics"]
+    assert not (copy / "model.candidate.engine").exists() and verify_hashes(load_artifact(copy)) == []
+
+
+def test_engine_failing_parity_is_kept_aside_and_exits_1(int8_artifact, data_files, tmp_path, monkeypatch):
+    from edgec.backends import tensorrt_engine
+
+    copy = _copy(int8_artifact, tmp_path)
+    fake_engine(monkeypatch)
+    honest = tensorrt_engine.engine_forward
+    # An engine that flips every embedding: cosine -1 to the reference, far below the profile's thresholds.
+    monkeypatch.setattr(tensorrt_engine, "engine_forward", lambda path: lambda feeds: {k: -v for k, v in honest(path)(feeds).items()})
+    with pytest.raises(edgec.ParityError, match="engine parity failed.*mean cosine.*model.engine.rejected") as caught:
+        edgec.api.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
+    assert caught.value.exit_code == 1
+    manifest = load_artifact(copy).manifest
+    assert (copy / "model.engine.rejected").exists() and not (copy / "model.engine").exists()
+    assert manifest["engine"]["file"] is None and manifest["engine"]["status"].startswith("deferred (")
+    assert manifest["engine"]["rejected"]["file"] == "model.engine.rejected" and not manifest["engine"]["rejected"]["parity"]["passed"]
     assert verify_hashes(load_artifact(copy)) == []
+    assert trt_backend.parity_runtime(load_artifact(copy), tmp_path)[1], "a rejected engine is never run as the artifact's"
 
 
-def test_engine_command_refuses_a_changed_onnx(int8_artifact, tmp_path):
-    import shutil
-
-    copy = tmp_path / "art"
-    shutil.copytree(int8_artifact.path, copy)
+def test_engine_command_refuses_a_changed_onnx_and_an_old_spec(int8_artifact, data_files, tmp_path):
+    copy = _copy(int8_artifact, tmp_path)
+    spec = json.loads((copy / "trt_build.json").read_text())
+    (copy / "trt_build.json").write_text(json.dumps({**spec, "format": 1}))
+    with pytest.raises(edgec.InputError, match="format 1, written for weakly typed TensorRT"):
+        trt_backend.artifact_spec(load_artifact(copy))
+    (copy / "trt_build.json").write_text(json.dumps(spec))
     with open(copy / "model.onnx", "ab") as handle:
         handle.write(b"\0")
     with pytest.raises(edgec.InputError, match="changed since the build"):
-        trt_backend.build_artifact_engine(load_artifact(copy))
+        edgec.api.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
 
 
 def test_preflight_stops_a_graph_tensorrt_cannot_parse(tiny_models, data_files, tmp_path):

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from edgec.backends import tensorrt_engine
-from edgec.backends.tensorrt_engine import build_engine, engine_forward, engine_unavailable_reason
+from edgec.backends.tensorrt_engine import (
+    build_engine, check_tensorrt_major, engine_forward, engine_unavailable_reason, strongly_typed_flags,
+)
 from edgec.errors import BackendUnavailable, InputError
 
 REAL_FIND_SPEC = importlib.util.find_spec
@@ -70,10 +72,38 @@ def test_engine_forward_needs_cuda_torch(monkeypatch, tmp_path):
         engine_forward(tmp_path / "model.plan")
 
 
+def test_known_majors_pass_and_an_unknown_one_is_refused_in_one_line():
+    check_tensorrt_major("10.16.1.11", [10, 11])
+    check_tensorrt_major("11.4.0.106", [10, 11])
+    for version in ("12.0.0.1", "9.3.0", "dev"):
+        with pytest.raises(BackendUnavailable) as caught:
+            check_tensorrt_major(version, [10, 11])
+        message = str(caught.value)
+        assert f"TensorRT {version}" in message and "(10, 11)" in message and "\n" not in message
+
+
+class _Flags:
+    """A stand-in for tensorrt.NetworkDefinitionCreationFlag: a pybind11 enum exposes its members by name."""
+
+    def __init__(self, **members):
+        self.__members__ = members
+
+
+def test_strongly_typed_flag_is_looked_up_by_name_in_both_majors():
+    from types import SimpleNamespace
+
+    tensorrt_10 = SimpleNamespace(NetworkDefinitionCreationFlag=_Flags(EXPLICIT_BATCH=0, STRONGLY_TYPED=1))
+    tensorrt_11 = SimpleNamespace(NetworkDefinitionCreationFlag=_Flags(STRONGLY_TYPED=0))  # renumbered, ignored
+    without = SimpleNamespace(NetworkDefinitionCreationFlag=_Flags(PREFER_JIT_PYTHON_PLUGINS=2))
+    assert strongly_typed_flags(tensorrt_10) == 0b10
+    assert strongly_typed_flags(tensorrt_11) == 0b1
+    assert strongly_typed_flags(without) == 0
+
+
 def _spec(**overrides) -> dict:
     spec = {
-        "onnx": "model.onnx", "engine": "model.plan", "timing_cache": "timing.cache", "flags": [],
-        "workspace_mib": 256, "builder_optimization_level": 2, "strongly_typed": False,
+        "onnx": "model.onnx", "engine": "model.plan", "timing_cache": "timing.cache", "tensorrt_majors": [10, 11],
+        "workspace_mib": 256, "builder_optimization_level": 2, "strongly_typed": True,
         "profiles": [{"x": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]},
                       "ids": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]}}],
     }
@@ -137,3 +167,33 @@ def test_unparsable_onnx_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="cannot parse model.onnx"):
         build_engine(tmp_path, _spec())
     assert not (tmp_path / "model.plan").exists()
+
+
+def test_a_parser_error_is_one_line_naming_the_node(tmp_path):
+    from types import SimpleNamespace
+
+    (tmp_path / "model.onnx").write_bytes(b"stand-in")
+    error = "In node 7 with name: /encoder/Attention and operator: Attention (parseNode):\n  UNSUPPORTED_NODE: no importer"
+    parser = SimpleNamespace(parse_from_file=lambda path: False, num_errors=1, get_error=lambda i: error)
+    trt = SimpleNamespace(NetworkDefinitionCreationFlag=_Flags(STRONGLY_TYPED=0), OnnxParser=lambda network, logger: parser)
+    builder = SimpleNamespace(create_network=lambda flags: "network")
+    with pytest.raises(InputError) as caught:
+        tensorrt_engine._parse_onnx(trt, builder, SimpleNamespace(errors=[]), tmp_path / "model.onnx", True)
+    message = str(caught.value)
+    assert "\n" not in message and "/encoder/Attention" in message and "UNSUPPORTED_NODE" in message
+
+
+def test_a_profile_tensorrt_rejects_is_one_line_naming_the_input():
+    from types import SimpleNamespace
+
+    def set_shape(name, low, opt, high):
+        raise RuntimeError("min dimensions in profile 0 are larger than\nopt dimensions")
+
+    profile = SimpleNamespace(set_shape=set_shape)
+    builder = SimpleNamespace(create_optimization_profile=lambda: profile)
+    network = SimpleNamespace(num_inputs=1, get_input=lambda i: SimpleNamespace(name="input_ids"))
+    shapes = {"input_ids": {"min": [4, 8], "opt": [1, 8], "max": [8, 8]}}
+    with pytest.raises(InputError) as caught:
+        tensorrt_engine._add_profiles(builder, SimpleNamespace(), network, [shapes], SimpleNamespace(errors=[]))
+    message = str(caught.value)
+    assert "\n" not in message and "input 'input_ids'" in message and "larger than opt" in message

@@ -6,7 +6,7 @@ import pytest
 
 from edgec.backends import tensorrt as trt_backend
 
-from conftest import invoke
+from conftest import fake_engine, invoke
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +27,11 @@ def test_trt_build_says_what_it_chose_and_what_it_did_not_build(built):
     assert not (out / "model.engine").exists()
 
 
-def test_engine_without_gpu_is_one_line_exit_2_and_leaves_the_artifact(built, monkeypatch):
+def test_engine_without_gpu_is_one_line_exit_2_and_leaves_the_artifact(built, data_files, monkeypatch):
     out, _ = built
     monkeypatch.setattr("edgec.backends.tensorrt_engine.engine_unavailable_reason", lambda: "no CUDA device")
     before = sorted(p.name for p in out.iterdir())
-    result = invoke("engine", out)
+    result = invoke("engine", out, "--data", data_files["pairs"])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no CUDA device" in lines[0] and "pip install" in lines[0]
@@ -41,8 +41,25 @@ def test_engine_without_gpu_is_one_line_exit_2_and_leaves_the_artifact(built, mo
 def test_engine_on_a_non_tensorrt_artifact_is_refused(tiny_models, data_files, tmp_path):
     out = tmp_path / "ort"
     assert invoke("build", tiny_models("bert"), "--precision", "fp32", "--calib", data_files["calib"], "--out", out).exit_code == 0
-    result = invoke("engine", out)
+    result = invoke("engine", out, "--data", data_files["calib"])
     assert result.exit_code == 2 and "not a TensorRT artifact" in result.stderr
+
+
+def test_engine_gates_on_parity_exit_0_or_1(built, data_files, tmp_path, monkeypatch):
+    import shutil
+
+    from edgec.backends import tensorrt_engine
+
+    out = tmp_path / "art"
+    shutil.copytree(built[0], out)
+    fake_engine(monkeypatch)
+    passed = invoke("engine", out, "--data", data_files["pairs"])
+    assert passed.exit_code == 0 and "PASS" in passed.stdout and (out / "model.engine").exists()
+    honest = tensorrt_engine.engine_forward
+    monkeypatch.setattr(tensorrt_engine, "engine_forward", lambda path: lambda feeds: {k: -v for k, v in honest(path)(feeds).items()})
+    failed = invoke("engine", out, "--data", data_files["pairs"])
+    assert failed.exit_code == 1 and "engine parity failed" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+    assert (out / "model.engine.rejected").exists() and json.loads((out / "edgec.json").read_text())["engine"]["status"] == "built"
 
 
 def test_require_engine_fails_clearly_without_a_gpu(tiny_models, tmp_path, monkeypatch):
@@ -57,7 +74,7 @@ def test_parity_is_simulated_without_an_engine(built, data_files):
     result = invoke("parity", out, "--data", data_files["pairs"], "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["passed"] and report["simulated"] and report["model"] == "model.onnx"
+    assert report["passed"] and report["simulated"] and report["model"] == "tensorrt-fp16-rounding.onnx"
     assert report["metrics"]["sentence_embedding.max_abs"] >= report["metrics"]["sentence_embedding.median_abs"] >= 0
 
 

@@ -46,15 +46,3 @@ def test_clipping_outliers_lowers_matmul_error_for_bulk_activations(heavy_tailed
     tight = matmul_quantization_error(x[5:], w, activation_range(x[5:], "minmax"), signed=False, per_channel=True)
     assert tight < wide
     assert 0 < tight < 0.05
-
-
-def test_tensorrt_calibration_cache_holds_symmetric_scales_as_big_endian_hex():
-    import struct
-
-    from edgec.ops.calibration import tensorrt_calibration_cache
-
-    text = tensorrt_calibration_cache({"b": (-2.54, 1.0), "a": (0.0, 12.7)}, "TRT-100000-EntropyCalibration2")
-    lines = text.splitlines()
-    assert lines[0] == "TRT-100000-EntropyCalibration2" and [l.split(":")[0] for l in lines[1:]] == ["a", "b"]
-    scales = [struct.unpack(">f", bytes.fromhex(l.split(": ")[1]))[0] for l in lines[1:]]
-    assert abs(scales[0] - 0.1) < 1e-7 and abs(scales[1] - 0.02) < 1e-7
