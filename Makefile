@@ -25,9 +25,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Minutes-long checks on the real MiniLM (marker `deep`; skipped where the model or ../shared/data is absent).
+# Slow checks: minutes-long checks on the real MiniLM (marker `deep`; skipped where the model or ../shared/data is
+# absent), then the property tests with ten times the examples (EDGEC_DEEP=1).
 test-deep: $(STAMP)
 	$(PY) -m pytest -q -m deep
+	EDGEC_DEEP=1 $(PY) -m pytest -q tests/test_properties.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -18,9 +18,11 @@ from edgec.device_predict import Predictor
 from edgec.emulation import run_script_emulated
 from edgec.errors import InputError
 from edgec.inference import Outputs
-from edgec.pipeline import ParityRow
+from edgec.parity import metrics as parity_metrics
+from edgec.parity.evalset import eval_texts
+from edgec.parity.gate import failures
+from edgec.parity.ledger import ParityRow, compare
 from edgec.recipe import ParityThresholds
-from edgec.stages.verify import compare, eval_texts, failures
 
 
 def runner_inputs(task: str, data: Dataset) -> tuple[list[str], list[str] | None]:
@@ -46,4 +48,5 @@ def check_runner_emulated(artifact: Artifact, data: Dataset, *, samples: int) ->
     mask = np.ones((rows, max((v.shape[1] for v in host.values() if v.ndim >= 3), default=1)), dtype=np.int64)
     metrics = compare(task, Outputs(host, mask), Outputs(device, mask))
     thresholds = ParityThresholds(**artifact.manifest["parity"]["thresholds"])
-    return ParityRow("predict.py: aarch64 (emulated) vs this host", RUNNER_FILE, metrics, failures(metrics, thresholds, {}))
+    non_finite = {name: parity_metrics.non_finite_count(values) for name, values in device.items()}
+    return ParityRow("predict.py: aarch64 (emulated) vs this host", RUNNER_FILE, metrics, failures(metrics, thresholds, {}, non_finite))

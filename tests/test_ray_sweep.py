@@ -38,7 +38,10 @@ def test_a_ray_sweep_gives_the_serial_rows_and_artifacts(both):
     assert [r["name"] for r in on_ray] == [r["name"] for r in serial] == ["prune0-fp32", "prune0-int8", "prune0.5-fp32", "prune0.5-int8"]
     for a, b in zip(serial, on_ray):
         assert not b["error"] and b["latency_ms"] > 0
-        assert {k: b[k] for k in ("metric", "value", "drop", "cosine_mean", "size_mb")} == {k: a[k] for k in ("metric", "value", "drop", "cosine_mean", "size_mb")}
+        assert (b["metric"], b["size_mb"]) == (a["metric"], a["size_mb"])
+        # The same model file, run by ONNX Runtime with another thread count in the Ray worker (one CPU) than in the
+        # serial process: float sums in another order moved the mean cosine by 4e-12 once; the test allows 1e-6.
+        assert [b[k] for k in ("value", "drop", "cosine_mean")] == pytest.approx([a[k] for k in ("value", "drop", "cosine_mean")], rel=1e-6, abs=1e-9)
         serial_files = json.loads((root / "serial" / "artifacts" / a["name"] / "edgec.json").read_text())["files"]
         ray_files = json.loads((root / "ray" / "artifacts" / b["name"] / "edgec.json").read_text())["files"]
         # The same files, the model and tokenizer byte for byte (the reports name the build's own time).

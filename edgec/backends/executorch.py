@@ -25,7 +25,7 @@ from edgec.errors import BackendUnavailable, InputError
 from edgec.inference import Feeds, Forward
 from edgec.pipeline import Context
 from edgec.stages.export import quiet
-from edgec.stages.verify import eval_texts
+from edgec.parity.evalset import eval_texts
 
 MODEL_FILE = "model.pte"
 # The program's input and output names in its positional order: ExecuTorch methods take and return plain lists,
