@@ -13,9 +13,10 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# torch is named again beside the extras: executorch and ray must not replace the CPU build with another torch.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[demo,dev]'
+	$(PY) -m pip install --quiet -e '.[demo,dev,executorch,ray]' torch==2.13.0
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,8 +25,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Slow checks: the property tests with ten times the examples (EDGEC_DEEP=1).
+# Slow checks: minutes-long checks on the real MiniLM (marker `deep`; skipped where the model or ../shared/data is
+# absent), then the property tests with ten times the examples (EDGEC_DEEP=1).
 test-deep: $(STAMP)
+	$(PY) -m pytest -q -m deep
 	EDGEC_DEEP=1 $(PY) -m pytest -q tests/test_properties.py
 
 bench: $(STAMP)

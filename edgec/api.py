@@ -21,6 +21,7 @@ from edgec.artifact import (
 )
 from edgec.backends import get_backend
 from edgec.bench import BenchConfig, synthetic_inputs
+from edgec.backends.executorch import require_executorch
 from edgec.backends.tensorrt import (
     REJECTED_ENGINE_FILE, artifact_spec, build_artifact_engine, check_engine_requirement, engine_stage, parity_runtime,
     require_engine_here,
@@ -36,16 +37,18 @@ from edgec.parity.ledger import ParityRow, first_loss, parity_row
 from edgec.parity.runtime import measure_model, model_forward
 from edgec.pipeline import Context, Stage, run_stages
 from edgec.profiling import Profile, profile_session
+from edgec.processes import check_single_process, main_process_output
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.report import write_reports
 from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
 from edgec.stages.distill import distill
 from edgec.stages.export import export
+from edgec.stages.export_fixed import export_fixed
 from edgec.stages.optimize import optimize
 from edgec.stages.fallback import fallback
 from edgec.stages.prune import prune
 from edgec.stages.quantize import quantize
-from edgec.targets import TargetProfile, choose_target, load_target, package_data
+from edgec.targets import MobileSettings, TargetProfile, choose_target, load_target, package_data
 
 log = logging.getLogger("edgec")
 
@@ -68,19 +71,26 @@ def build(
     load: LoadOptions = LoadOptions(),
     tensorrt: dict[str, Any] | None = None,
     instruction_set: str | None = None,
+    mobile: dict[str, Any] | None = None,
     on_stage: Callable[[str], None] = lambda name: None,
 ) -> Artifact:
     """Compile `model` for `target`; raises ParityError (after saving OUT.rejected) if the artifact drifts.
 
     `train` is the text distillation trains on (recipe.distill); `calib` also drives pruning's importance.
-    `tensorrt` changes the target's [tensorrt] settings (max_batch, max_seq_len, require_engine, ...).
+    `tensorrt` changes the target's [tensorrt] settings (max_batch, max_seq_len, require_engine, ...);
+    `mobile` the mobile target's accelerator shaping (accelerator, fixed_batch, fixed_seq).
     `instruction_set` (edgec.hardware.INSTRUCTION_SETS) is the CPU the artifact is for; None: this host's.
     """
     out = Path(out)
-    profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {}, instruction_set=instruction_set)
+    # issue 18: two processes would race on OUT; multi-process distillation runs in `edgec prune --distill`.
+    check_single_process("edgec build", "distill under torchrun with `edgec prune --distill`, then build the pruned folder")
+    profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {}, mobile=mobile or {},
+                                     instruction_set=instruction_set)
     if profile.backend == "mobile" and out.suffix != ".zip":
         raise ConfigError(f"target {profile.name} writes one .zip bundle; pass --out {out.name}.zip")
     check_engine_requirement(profile)
+    if profile.backend == "executorch":  # issue 18: fail before any work where the package is missing
+        require_executorch()
     recipe = resolve_recipe(recipe or Recipe(), profile)
     if recipe.distill is not None and train is None:
         raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
@@ -138,14 +148,22 @@ def selects(recipe: Recipe) -> bool:
 
 
 def resolve_target(
-    target: str | TargetProfile, *, has_calibration: bool, tensorrt: dict[str, Any], instruction_set: str | None = None
+    target: str | TargetProfile, *, has_calibration: bool, tensorrt: dict[str, Any], mobile: dict[str, Any] | None = None,
+    instruction_set: str | None = None,
 ) -> tuple[TargetProfile, str | None]:
     """The profile (`trt` chosen by whether calibration data was given) with the changes measured for the
-    instruction set (default: the host's) and the caller's [tensorrt] changes, and the sentence saying what an
-    alias chose."""
+    instruction set (default: the host's) and the caller's [tensorrt] (and [mobile]) changes, and the sentence
+    saying what an alias chose."""
     name, choice = choose_target(target, has_calibration=has_calibration) if isinstance(target, str) else (target, None)
     profile = load_target(name) if isinstance(name, str) else name
     profile = profile.for_instruction_set(instruction_set or host().instruction_set)
+    if mobile:  # issue 18: --accelerator / --fixed-shape
+        if profile.backend != "mobile":
+            raise ConfigError(f"--accelerator and --fixed-shape shape mobile graphs, not {profile.name}; use --target mobile")
+        try:
+            profile = dataclasses.replace(profile, mobile=dataclasses.replace(profile.mobile or MobileSettings(), **mobile))
+        except TypeError as exc:
+            raise ConfigError(f"mobile settings: {exc}") from None
     if tensorrt:
         if profile.tensorrt is None:
             raise ConfigError(f"TensorRT settings ({', '.join(sorted(tensorrt))}) apply to TensorRT targets only, not {profile.name}; use --target trt-int8 or trt-fp16")
@@ -159,10 +177,13 @@ def resolve_target(
 def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
     """Fill the precision from the profile's default and check the profile supports it; an engine's longest
     sequence also caps the inputs' truncation length, so the artifact never feeds the engine a longer one."""
-    precision = recipe.quant.precision or profile.default_precision
+    accelerator = profile.mobile.accelerator if profile.mobile else None
+    precision = recipe.quant.precision or ("fp32" if accelerator else profile.default_precision)
     if precision not in profile.precisions:
         raise ConfigError(f"target {profile.name} does not support precision {precision}; use one of {', '.join(profile.precisions)}")
-    max_seq_len = profile.tensorrt.max_seq_len if profile.tensorrt else None
+    if accelerator and precision != "fp32":  # issue 18: static int8 calibrates on batches of any shape, this graph takes one
+        raise ConfigError(f"--accelerator {accelerator} graphs are float (fp32); drop --precision {precision} or --accelerator")
+    max_seq_len = profile.tensorrt.max_seq_len if profile.tensorrt else (profile.mobile.fixed_seq if profile.mobile else None)
     max_length = min(recipe.max_length, max_seq_len) if max_seq_len else recipe.max_length
     return dataclasses.replace(recipe, quant=dataclasses.replace(recipe.quant, precision=precision), max_length=max_length)
 
@@ -176,7 +197,10 @@ def front_end_stages(recipe: Recipe) -> list[Stage]:
 def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[Stage]:
     """The stages a recipe and target call for, in pipeline order."""
     emit = get_backend(profile.backend)
-    stages = [*front_end_stages(recipe), Stage("export", export)]
+    if profile.backend == "executorch":  # issue 18: lowered from the PyTorch model (int8 by PT2E inside emit), no ONNX
+        return [*front_end_stages(recipe), Stage("artifact", lambda ctx: emit(ctx, staging))]
+    accelerated = profile.mobile is not None and profile.mobile.accelerator is not None  # issue 18
+    stages = [*front_end_stages(recipe), Stage("export", export_fixed if accelerated else export)]
     if profile.fuse:
         stages.append(Stage("optimize", optimize))
     # A TensorRT back end types the fp16 parts itself, from the calibration data's ranges (backends.tensorrt.emit).
@@ -202,13 +226,17 @@ def write_golden(ctx: Context, staging: Path) -> dict:
 
 def manifest_for(ctx: Context, seconds: float, sample: dict) -> dict:
     """Everything needed to trust, reproduce and run the artifact, except the file table."""
-    model = onnx.load(str(ctx.onnx_path), load_external_data=False)  # the artifact's file, or the ONNX it was converted from
     model_file = ctx.files[0]
     signature = lambda values: [  # noqa: E731
         {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
          "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]}
         for v in values
     ]
+    if ctx.onnx_path is None:  # issue 18: a program made without ONNX (ExecuTorch) names its own inputs and outputs
+        io = ctx.notes["emit"]["io"]
+    else:  # the artifact's file, or the ONNX it was converted from
+        model = onnx.load(str(ctx.onnx_path), load_external_data=False)
+        io = {"inputs": signature(model.graph.input), "outputs": signature(model.graph.output)}
     final = ctx.ledger[-1]
     config = ctx.source.model.config
     weights = {p.name: sha256_file(p) for p in ctx.source.weight_files}
@@ -227,7 +255,7 @@ def manifest_for(ctx: Context, seconds: float, sample: dict) -> dict:
         "precision": ctx.precision,
         "recipe": ctx.recipe.to_dict(),
         "model_file": model_file.name,
-        "io": {"inputs": signature(model.graph.input), "outputs": signature(model.graph.output)},
+        "io": io,
         "sizes": {
             "model_bytes": model_file.stat().st_size,
             "source_weights_bytes": sum(p.stat().st_size for p in ctx.source.weight_files),
@@ -357,13 +385,16 @@ def verify_emulated(
 
 
 def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Run the artifact with plain ONNX Runtime and its tokenizer: the artifact's named outputs."""
-    from edgec.inference import ort_forward, ort_session
+    """The artifact's named outputs for the texts: an ONNX Runtime artifact through the device runner it ships
+    (predict.py: onnxruntime, tokenizers and numpy only), an ExecuTorch program through its runtime."""
+    if artifact.model_path.suffix == ".pte":  # issue 18: ExecuTorch runs where the ONNX Runtime runner cannot
+        from edgec.backends.executorch import pte_forward
 
-    manifest = artifact.manifest
-    encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=manifest["recipe"]["max_length"], return_tensors="np")
-    session = ort_session(artifact.model_path, artifact.session)
-    return ort_forward(session)({k: v.astype(np.int64) for k, v in encoded.items()})
+        encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=artifact.manifest["recipe"]["max_length"], return_tensors="np")
+        return pte_forward(artifact.model_path)({k: v.astype(np.int64) for k, v in encoded.items()})
+    from edgec.device_predict import Predictor  # issue 18: `edgec run` is the device's own logic
+
+    return Predictor(artifact.path).run(texts, pairs)
 
 
 def compress(
@@ -387,7 +418,8 @@ def compress(
         raise ConfigError("nothing to do: pass --prune F (the share of the encoder's compute to remove)")
     if recipe.distill is not None and train is None:
         raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
-    with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
+    # issue 18: under torchrun every process prunes and distills (the collectives need them all); rank 0 saves.
+    with main_process_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         source, recipe, calib, evaluation, selection, prune_calib = _prepare(model, recipe, calib, eval, load, on_stage)
         profile = load_target("ort")
         thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)

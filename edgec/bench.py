@@ -54,7 +54,8 @@ def summarize(runtime: str, times_ms: list[float], config: BenchConfig) -> Bench
     return BenchResult(runtime, p50, p90, p99, float(times.mean()), config.batch * 1000.0 / float(times.mean()), peak)
 
 
-def _timed(run, config: BenchConfig) -> list[float]:
+def timed(run, config: BenchConfig) -> list[float]:
+    """Milliseconds of each of config.runs calls of `run`, after config.warmup untimed ones."""
     for _ in range(config.warmup):
         run()
     times = []
@@ -75,7 +76,20 @@ def _bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings:
 
     session = ort_session(model_path, session_for(config, settings))
     feeds = synthetic_inputs(vocab_size, config, [i.name for i in session.get_inputs()])
-    return summarize("onnxruntime", _timed(lambda: session.run(None, feeds), config), config)
+    return summarize("onnxruntime", timed(lambda: session.run(None, feeds), config), config)
+
+
+def _bench_pte(model_path: str, vocab_size: int, config: BenchConfig) -> BenchResult:
+    import json
+    from pathlib import Path
+
+    from edgec.backends.executorch import IO_FILE, pte_forward, set_threads
+
+    set_threads(config.threads)  # ExecuTorch's XNNPACK thread pool; by default it takes every core
+    io = json.loads(Path(model_path).with_name(IO_FILE).read_text())
+    feeds = synthetic_inputs(vocab_size, config, [i["name"] for i in io["inputs"]])
+    forward = pte_forward(Path(model_path))
+    return summarize("executorch (xnnpack)", timed(lambda: forward(feeds), config), config)
 
 
 def _profile_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings: SessionSettings) -> Profile:
@@ -100,7 +114,7 @@ def _bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchCo
         with torch.inference_mode():
             module(**feeds)
 
-    return summarize("pytorch fp32", _timed(run, config), config)
+    return summarize("pytorch fp32", timed(run, config), config)
 
 
 def _child(queue, function, args) -> None:
@@ -126,6 +140,14 @@ def bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings: 
 def profile_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings: SessionSettings) -> Profile:
     """ONNX Runtime's profiler over `config.runs` runs after `config.warmup`, in a fresh process."""
     return Profile.from_dict(in_fresh_process(_profile_onnx, model_path, vocab_size, config, settings))
+
+
+def bench_model(model_path: str, vocab_size: int, config: BenchConfig, settings: SessionSettings) -> BenchResult:
+    """An artifact's model file on its own runtime: an ExecuTorch program on ExecuTorch, anything else on ONNX Runtime
+    with `settings`."""
+    if model_path.endswith(".pte"):
+        return BenchResult(**in_fresh_process(_bench_pte, model_path, vocab_size, config))
+    return bench_onnx(model_path, vocab_size, config, settings)
 
 
 def bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchConfig) -> BenchResult:

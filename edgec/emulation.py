@@ -47,12 +47,13 @@ def _native() -> bool:
 
 
 def _ready(home: Path) -> bool:
-    """The stamp names the onnxruntime version the root holds: a host upgrade makes the setup run again."""
+    """The stamp names the onnxruntime and tokenizers versions the root holds: a host upgrade makes the setup run again."""
     stamp = home / "ready"
     try:
-        return stamp.is_file() and stamp.read_text().strip() == importlib.metadata.version("onnxruntime")
+        versions = {name: importlib.metadata.version(name) for name in ("onnxruntime", "tokenizers")}
     except importlib.metadata.PackageNotFoundError:
         return False
+    return stamp.is_file() and stamp.read_text().strip() == " ".join(f"{name} {v}" for name, v in versions.items())
 
 
 def ensure_arm64_runtime() -> Path:
@@ -185,3 +186,22 @@ def run_emulated(
     if meta["machine"] != "aarch64":
         raise EdgecError(f"the runner reported machine {meta['machine']!r}, not aarch64; delete {home} and run again")
     return EmulatedRun(outputs, latencies, _runtime(home, meta))
+
+
+def run_script_emulated(script: Path, arguments: list[str], *, stdin: str = "", timeout_s: float = 3600) -> str:
+    """Run a standalone Python script (an artifact's predict.py) on the aarch64 Python; returns what it printed.
+
+    The emulated Python has the standard library, numpy, onnxruntime and tokenizers, and nothing else: no torch,
+    transformers or edgec. Raises EdgecError with the script's last error line where it fails.
+    """
+    script = Path(script).resolve()
+    if not script.is_file():
+        raise InputError(f"{script} is not a file; the artifact has no device runner, rebuild it")
+    command, env = _command(ensure_arm64_runtime(), [str(script), *arguments])
+    try:
+        done = subprocess.run(command, check=False, env=env, input=stdin, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise EdgecError(f"the aarch64 run of {script.name} took over {timeout_s:g} s; pass fewer texts") from None
+    if done.returncode != 0:
+        raise EdgecError(f"{script.name} failed on aarch64: {_last_line(done.stderr) or f'exit {done.returncode}'}")
+    return done.stdout

@@ -41,6 +41,13 @@ class BudgetError(EdgecError):
     exit_code = 1
 
 
+class PeerProcessFailed(EdgecError):
+    """Under torchrun, another training process stopped; it printed the cause, so this process says nothing more."""
+
+    exit_code = 1
+    quiet = True
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM during a command (see `edgec.interrupts`), raised where the program is so that every cleanup
     runs. A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 
-from edgec.artifact import check_output_path, staged_output
+from edgec.artifact import check_output_path
 from edgec.data import Dataset
 from edgec.errors import ConfigError, InputError
 from edgec.inference import collect_outputs, encode_batches, torch_forward
+from edgec.processes import main_process_output
 from edgec.recipe import TrainConfig
 from edgec.source import LoadOptions, Pooling, Source, TaskModule, load_source, save_model, task_outputs
 from edgec.parity.evalset import classifier_labels, eval_texts, task_metric
@@ -48,12 +48,9 @@ def finetune(
     loss, loader = _objective(source, train_data, config, seed)
     result = train(source.model, loss, loader, config, evaluate, seed=seed, dropout=True)
     record = _record(task, metric, train_data, eval_data, config, result)
-    state = PartialState()  # under `accelerate launch` every process trains; one writes the folder
-    if state.is_main_process:
-        with staged_output(out, force=force) as staging:
-            save_model(dataclasses.replace(source, model=result.model), staging)
-            (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    state.wait_for_everyone()
+    with main_process_output(out, force=force) as staging:  # under torchrun every process trains; one writes
+        save_model(dataclasses.replace(source, model=result.model), staging)
+        (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -138,5 +135,6 @@ def _record(task: str, metric: str, train_data: Dataset, eval_data: Dataset, con
         "start_score": result.history[0][1], "best_score": result.best_score, "best_step": result.best_step,
         "steps": result.steps, "stopped": result.stopped, "seconds": round(result.seconds, 1),
         "precision": result.precision, "precision_reason": result.precision_reason,
+        "processes": len(result.ranks), "ranks": list(result.ranks),
         "history": [list(h) for h in result.history], "losses": [list(loss) for loss in result.losses],
     }

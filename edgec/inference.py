@@ -109,18 +109,37 @@ def ort_session(model_path: str | Path, settings: SessionSettings, *, profile_pr
 
 
 def ort_forward(session) -> Forward:
-    """A Forward over an ONNX Runtime session; feeds it only the inputs the graph declares."""
+    """A Forward over an ONNX Runtime session; feeds it only the inputs the graph declares.
+
+    A graph with fixed input shapes (an accelerator-shaped mobile graph, (batch, seq) as ints) gets every batch
+    padded to its sequence length and run in chunks of its batch size; outputs are cut back to the real rows
+    (and, token-level, to the batch's own length).
+    """
     input_names = [i.name for i in session.get_inputs()]
     output_names = [o.name for o in session.get_outputs()]
+    shape = session.get_inputs()[0].shape
+    fixed = tuple(shape) if all(isinstance(d, int) and d > 0 for d in shape) else None
 
-    def forward(feeds: Feeds) -> dict[str, np.ndarray]:
+    def run(feeds: Feeds) -> dict[str, np.ndarray]:
         try:
             results = session.run(output_names, {k: feeds[k] for k in input_names if k in feeds})
         except Exception as exc:  # noqa: BLE001 - as in ort_session
             raise InputError(f"ONNX Runtime failed to run the model ({first_line(exc)}); the file is damaged: rebuild it") from None
         return {name: np.asarray(r, dtype=np.float32) for name, r in zip(output_names, results)}
 
-    return forward
+    return (lambda feeds: fixed_shape_run(run, feeds, fixed)) if fixed else run
+
+
+def fixed_shape_run(run: Forward, feeds: Feeds, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Run a fixed-(batch, seq) model on feeds of any shape: zero-padded (masked) up to seq, in chunks of batch."""
+    batch, seq = shape
+    rows, length = feeds["input_ids"].shape
+    if length > seq:
+        raise ValueError(f"inputs of {length} tokens do not fit the graph's fixed {seq}; truncate to {seq}")
+    padded = {k: np.pad(v, [(0, (-rows) % batch), (0, seq - length)]) for k, v in feeds.items()}
+    parts = [run({k: v[start:start + batch] for k, v in padded.items()}) for start in range(0, len(padded["input_ids"]), batch)]
+    joined = {name: np.concatenate([part[name] for part in parts])[:rows] for name in parts[0]}
+    return {name: value[:, :length] if value.ndim >= 3 else value for name, value in joined.items()}
 
 
 def replay_forward(batches: list[Batch], values: dict[str, np.ndarray]) -> Forward:

@@ -143,8 +143,11 @@ def mobile_rows(emit: dict[str, Any]) -> list[tuple[str, str]]:
 
 def distillation_row(note: dict[str, Any]) -> tuple[str, str]:
     """How a distillation run went, from its stage note."""
+    ranks = note.get("ranks") or []
+    each = ", ".join(f"rank {r['rank']}: {r['micro_batches']} micro-batches" for r in ranks)
+    processes = f" on {len(ranks)} processes ({each})"
     return ("distillation", f"{note['steps']} steps in {note['seconds']:.0f} s, best at step {note['best_step']} "
-                            f"(score {note['best_score']:.4f}), stopped by {note['stopped']}")
+                            f"(score {note['best_score']:.4f}), stopped by {note['stopped']}{processes if len(ranks) > 1 else ''}")
 
 
 def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:

@@ -12,21 +12,26 @@ budgets nothing met (exit 1).
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgec.api import build, resolve_target
 from edgec.artifact import Artifact, check_output_path
 from edgec.bench import BenchConfig
 from edgec.data import Dataset
-from edgec.errors import ConfigError
+from edgec.errors import ConfigError, EdgecError
 from edgec.parity.evalset import selection_split
 from edgec.recipe import ParityThresholds, PruneConfig, Recipe
 from edgec.source import LoadOptions
-from edgec.sweep import MEASURE_ONLY, measure_cell
+from edgec.sweep import MEASURE_ONLY, CellJob, measure_cell
+
+if TYPE_CHECKING:
+    from edgec.ray_sweep import RayCluster
 
 DEFAULT_FRACTIONS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -66,6 +71,8 @@ class Candidate:
     size_mb: float
     over: dict[str, float]
     """Budgets missed and by how much (relative); empty when every budget is met."""
+    error: str = ""
+    """Why the candidate could not be measured (a Ray task that failed twice); empty when it was."""
 
     @property
     def name(self) -> str:
@@ -76,8 +83,12 @@ def search(
     model: str | Path, target: str, *, budgets: Budgets, recipe: Recipe, calib: Dataset | None, eval: Dataset,  # noqa: A002
     out: str | Path, bench: BenchConfig, train: Dataset | None = None, fractions: tuple[float, ...] = DEFAULT_FRACTIONS, samples: int = 200,
     force: bool = False, load: LoadOptions = LoadOptions(), on_stage: Callable[[str], None] = lambda name: None,
+    ray: RayCluster | None = None,
 ) -> tuple[Artifact, Candidate, list[Candidate]]:
     """Search, then build the chosen candidate at `out`. Returns it, its sample measurement, and every candidate.
+
+    With `ray`, every candidate is built at once as a Ray task (edgec.ray_sweep) and the same rule keeps the same
+    candidates; the chosen one is then built here, as without Ray.
 
     When no candidate meets every budget, the closest (least relative excess) is built at `out` all the same;
     `chosen.over` says what it misses and unmet_message() says it for people.
@@ -92,16 +103,24 @@ def search(
     precisions = [p for p in profile.precisions if recipe.quant.precision in (None, p)]
     selection, held_out = selection_split(eval, recipe.seed)
     sample = selection.sample(samples, seed=recipe.seed)
-    tried: list[Candidate] = []
+    order = [(precision, fraction) for precision in precisions for fraction in sorted(fractions)]
+    cells = {key: _recipe(recipe, key[1], key[0], recipe.parity) for key in order}  # measure_cell measures, it does not gate
     with tempfile.TemporaryDirectory(prefix="edgec-search-") as work:
-        for precision in precisions:
-            for fraction in sorted(fractions):
-                on_stage(f"candidate prune {fraction:g} {precision}")
-                cell = _recipe(recipe, fraction, precision, recipe.parity)  # measure_cell measures, it does not gate
-                candidate = _measure(model, target, cell, calib, sample, train, Path(work) / "c", budgets, bench, load)
-                tried.append(candidate)
-                if "max_drop" in candidate.over:  # more pruning only loses more
-                    break
+        if ray is not None:  # every candidate at once; the serial rule below keeps the same ones
+            measured = _measure_on_ray(model, target, cells, calib, sample, train, Path(work), bench, load, ray, on_stage)
+        else:
+            measured = _measure_in_turn(model, target, cells, calib, sample, train, Path(work), bench, load, budgets, on_stage)
+    tried: list[Candidate] = []
+    for precision in precisions:
+        for fraction in sorted(fractions):
+            candidate = measured.get((precision, fraction))
+            if candidate is None:
+                break
+            tried.append(_candidate(candidate, precision, fraction, budgets))
+            if "max_drop" in tried[-1].over:  # more pruning only loses more
+                break
+    if all("failed" in c.over for c in tried):
+        raise EdgecError(f"every candidate build failed; the first: {tried[0].error}")
     chosen = min(tried, key=lambda c: (bool(c.over), sum(c.over.values()), c.latency_ms))
     on_stage(f"final build: {chosen.name}")
     # Within budget: the whole eval set must hold the user's thresholds (--max-drop among them). Over budget:
@@ -117,13 +136,35 @@ def _recipe(recipe: Recipe, fraction: float, precision: str, parity: ParityThres
     return dataclasses.replace(recipe, prune=prune, quant=dataclasses.replace(recipe.quant, precision=precision), parity=parity)
 
 
-def _measure(model, target, recipe: Recipe, calib, sample, train, out: Path, budgets: Budgets, bench: BenchConfig, load) -> Candidate:
-    """Build one candidate on the sample, time it, and throw the files away."""
-    measured = measure_cell(model, target, recipe, calib=calib, eval=sample, train=train, out=out, bench=bench, load=load)
-    shutil.rmtree(out, ignore_errors=True)
-    fraction = recipe.prune.fraction if recipe.prune else 0.0
+def _measure_in_turn(model, target, cells: dict, calib, sample, train, work: Path, bench, load, budgets, on_stage) -> dict:
+    """Candidates one at a time; a precision stops at the first fraction over the drop budget (more loses more)."""
+    measured, broken = {}, set()
+    for (precision, fraction), cell in cells.items():
+        if precision in broken:
+            continue
+        on_stage(f"candidate prune {fraction:g} {precision}")
+        result = measure_cell(model, target, cell, calib=calib, eval=sample, train=train, out=work / "c", bench=bench, load=load)
+        shutil.rmtree(work / "c", ignore_errors=True)  # only the numbers matter; the winner is built again
+        measured[precision, fraction] = result
+        if "max_drop" in budgets.excess(result["drop"], 0.0, 0.0):
+            broken.add(precision)
+    return measured
+
+
+def _measure_on_ray(model, target, cells: dict, calib, sample, train, work: Path, bench, load, ray, on_stage) -> dict:
+    from edgec.ray_sweep import run_on_ray
+
+    keys = list(cells)
+    jobs = [CellJob(model, target, cells[key], calib, sample, train, load) for key in keys]
+    results, _ = run_on_ray(jobs, [work / f"c{i}" for i in range(len(keys))], bench, ray, on_stage)
+    return dict(zip(keys, results))
+
+
+def _candidate(measured: dict, precision: str, fraction: float, budgets: Budgets) -> Candidate:
+    if measured.get("error"):  # a Ray task that failed twice: never chosen while a measured candidate exists
+        return Candidate(fraction, precision, math.inf, math.inf, math.inf, {"failed": math.inf}, measured["error"])
     drop, latency, size = measured["drop"], measured["latency_ms"], measured["size_mb"]
-    return Candidate(fraction, recipe.quant.precision, drop, latency, size, budgets.excess(drop, latency, size))
+    return Candidate(fraction, precision, drop, latency, size, budgets.excess(drop, latency, size))
 
 
 def unmet_message(chosen: Candidate, tried: list[Candidate], out: Path) -> str:

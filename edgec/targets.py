@@ -98,6 +98,27 @@ class TensorRTSettings:
             raise ConfigError(f"tensorrt builder_optimization_level must be within 0..5, got {self.builder_optimization_level}")
 
 
+ACCELERATORS = ("coreml", "nnapi", "xnnpack")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MobileSettings:
+    """An accelerator-shaped mobile graph (`--accelerator`, `--fixed-shape`); see edgec/stages/export_fixed.py."""
+
+    accelerator: str | None = None
+    """coreml, nnapi or xnnpack: the ONNX Runtime execution provider the graph is shaped for; None for the general graph."""
+    fixed_batch: int = 1
+    """Batch size the graph takes (accelerators want fixed shapes); a device runs more texts in batches of it."""
+    fixed_seq: int = 128
+    """Tokens per input the graph takes; texts are truncated to it and padded up to it."""
+
+    def __post_init__(self) -> None:
+        if self.accelerator is not None and self.accelerator not in ACCELERATORS:
+            raise ConfigError(f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
+        if self.fixed_batch < 1 or self.fixed_seq < 8:
+            raise ConfigError(f"--fixed-shape needs a batch >= 1 and a sequence >= 8 tokens, got {self.fixed_batch}x{self.fixed_seq}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TargetProfile:
     """Where an artifact runs: back end, precisions it supports, session settings, parity thresholds."""
@@ -115,6 +136,8 @@ class TargetProfile:
     """Default thresholds per precision."""
     tensorrt: TensorRTSettings | None = None
     """Engine build settings; set for the tensorrt back end (and only there)."""
+    mobile: MobileSettings | None = None
+    """Accelerator shaping of a mobile graph; only for the mobile back end."""
     pruned: ParityThresholds = field(default_factory=ParityThresholds)
     """Thresholds that replace the precision's where a build prunes: pruning changes the function by
     design, so closeness to the reference is loose and the task metric's drop is the gate."""
@@ -135,6 +158,8 @@ class TargetProfile:
             raise ConfigError(f"target {self.name}: default_precision {self.default_precision!r} is not in precisions")
         if (self.backend == "tensorrt") != (self.tensorrt is not None):
             raise ConfigError(f"target {self.name}: a [tensorrt] section belongs to (and is required by) backend = \"tensorrt\"")
+        if self.mobile is not None and self.backend != "mobile":
+            raise ConfigError(f"target {self.name}: a [mobile] section (--accelerator, --fixed-shape) belongs to backend = \"mobile\"")
         for isa in self.instruction_sets:
             self._sections_for(isa)  # unknown sets and keys are errors when the profile loads, not when a build uses it
 

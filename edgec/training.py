@@ -1,9 +1,13 @@
 """edgec's one training loop: fine-tuning and distillation both run through `train`.
 
 The loop is written against accelerate.Accelerator, so the same code runs on one CPU, one GPU, or
-many GPUs under `accelerate launch` / `torchrun` (data parallel): evaluation and checkpoint choice
-happen on the main process and every decision to stop is broadcast, so all processes leave the
-loop at the same step.
+several processes started by torchrun (data parallel; gloo between CPU processes, see edgec.processes):
+evaluation and checkpoint choice happen on the main process and every decision to stop is broadcast, so
+all processes leave the loop at the same step.
+
+Two CPU processes on one machine (what `make test` runs):
+    torchrun --nproc_per_node 2 -m edgec finetune MODEL --data TRAIN --eval DEV --out DIR
+`accelerate launch --cpu --num_processes 2` starts a single process unless MPI is set up.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
 from torch.optim.lr_scheduler import LambdaLR
 
-from edgec.errors import ConfigError
+from edgec.errors import ConfigError, PeerProcessFailed
 from edgec.hardware import HostCPU, host
+from edgec.processes import state as process_state
 from edgec.recipe import TrainConfig
 
 log = logging.getLogger("edgec")
@@ -53,6 +58,8 @@ class TrainResult:
     """The autocast precision the run used (config.precision with auto resolved)."""
     precision_reason: str
     """Why that precision: what was asked for and what the hardware computes natively."""
+    ranks: tuple[dict[str, int], ...]
+    """Every training process and the micro-batches it ran ({"rank", "micro_batches"}), rank 0 first."""
 
 
 def train(
@@ -80,14 +87,26 @@ def train(
     run = _Run(accelerator, trained, optimizer, scheduler, loss, config)
     try:
         deadline = started + config.minutes * 60 if config.minutes is not None else math.inf
-        steps, stopped, losses = _loop(run, loader, keeper, deadline)
+        steps, stopped, losses, micro_batches = _loop(run, loader, keeper, deadline)
+        ranks = _ranks(accelerator, micro_batches)
+    except RuntimeError as exc:  # gloo: "Connection closed by peer ... caused by a remote worker crashing"
+        if accelerator.num_processes > 1 and "closed by peer" in str(exc):
+            raise PeerProcessFailed(f"another training process stopped ({str(exc).splitlines()[0][:200]})") from None
+        raise
     finally:
         accelerator.free_memory()
     return TrainResult(
         model=keeper.best_model(), steps=steps, best_step=keeper.best_step, best_score=keeper.best_score,
         stopped=stopped, seconds=time.perf_counter() - started, history=tuple(keeper.history), losses=tuple(losses),
-        precision=precision, precision_reason=reason,
+        precision=precision, precision_reason=reason, ranks=ranks,
     )
+
+
+def _ranks(accelerator: Accelerator, micro_batches: int) -> tuple[dict[str, int], ...]:
+    """What each process did, gathered on every process: the proof that every rank trained."""
+    mine = [{"rank": accelerator.process_index, "micro_batches": micro_batches}]
+    gathered = gather_object(mine) if accelerator.num_processes > 1 else mine
+    return tuple(sorted(gathered, key=lambda entry: entry["rank"]))
 
 
 def choose_precision(requested: str, cpu: HostCPU, gpu_bf16: bool | None) -> tuple[str, str]:
@@ -137,14 +156,15 @@ class _Run:
         return float(value.detach()), self.accelerator.sync_gradients
 
 
-def _loop(run: _Run, loader, keeper: _Keeper, deadline: float) -> tuple[int, str, list[tuple[int, float]]]:
-    """The optimizer loop; returns (steps run, why it stopped, mean loss per evaluation interval)."""
+def _loop(run: _Run, loader, keeper: _Keeper, deadline: float) -> tuple[int, str, list[tuple[int, float]], int]:
+    """The optimizer loop; returns (steps run, why it stopped, mean loss per evaluation interval, micro-batches)."""
     config = run.config
     keeper.check(0, run.model)  # the start: the kept model can never be worse than it
-    step, stopped, running, losses = 0, None, [], []
+    step, stopped, running, losses, micro_batches = 0, None, [], [], 0
     for batch in _cycle(loader):
         value, stepped = run.micro_step(batch)
         running.append(value)
+        micro_batches += 1
         if not stepped:
             continue
         step += 1
@@ -158,7 +178,7 @@ def _loop(run: _Run, loader, keeper: _Keeper, deadline: float) -> tuple[int, str
     if keeper.last_step != step:  # stopped by the clock between evaluations
         losses.append((step, sum(running) / max(len(running), 1)))
         keeper.check(step, run.model)
-    return step, stopped, losses
+    return step, stopped, losses, micro_batches
 
 
 def _stop_reason(step: int, stale: int, config: TrainConfig, deadline: float) -> str | None:
@@ -177,23 +197,24 @@ class _Keeper:
     def __init__(self, model: torch.nn.Module, evaluate: Callable[[torch.nn.Module], float], accelerator: Accelerator):
         self.model, self.evaluate, self.accelerator = model, evaluate, accelerator
         self.history: list[tuple[int, float]] = []
-        self.last_step = -1  # on every process (history is the main process's alone)
+        self.last_step = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_step, self.best_score, self.stale = 0, -math.inf, 0
 
     def check(self, step: int, trained: torch.nn.Module) -> None:
         state = self.accelerator.get_state_dict(trained)  # a collective where weights are sharded
-        improved = False
+        score = math.nan
         if self.accelerator.is_main_process:
             self.model.load_state_dict(state)
             score = float(self.evaluate(self.model))
-            self.history.append((step, score))
-            improved = self.best_state is None or score > self.best_score  # the start is kept even if it scores nan
-            self.stale = 0 if improved else self.stale + 1
-            self.best_score = score if improved else self.best_score
-            log.info("training step %d: score %.4f (best %.4f)", step, score, self.best_score)
+        score = _agreed(self.accelerator, score)  # every process keeps the same history and best step
+        self.history.append((step, score))
+        improved = self.best_state is None or score > self.best_score  # the start is kept even if it scores nan
+        self.stale = 0 if improved else self.stale + 1
+        self.best_score = score if improved else self.best_score
+        log.info("training step %d: score %.4f (best %.4f)", step, score, self.best_score)
         self.last_step = step
-        if _agreed(self.accelerator, improved):
+        if improved:
             self.best_step = step
             self.best_state = {name: value.detach().to("cpu", copy=True) for name, value in state.items()}
 
@@ -206,12 +227,25 @@ def _accelerator(precision: str, accumulation: int) -> Accelerator:
     mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
     if mixed == "fp16" and not torch.cuda.is_available():
         raise ConfigError("fp16 training (with loss scaling) needs a GPU; use auto or fp32 on a CPU")
-    # AcceleratorState is a process-wide singleton that refuses a second, different mixed precision,
-    # yet one process may train several models (tests, notebooks). Forget the old choice but keep
-    # the distributed set-up (PartialState) that `accelerate launch` made.
+    processes = process_state()  # first: the CPU flag decides whether torchrun's processes form a gloo group
+    forget_mixed_precision(mixed)
+    # Across processes, parameters the loss never reaches (an embedding model's pooler under distillation) would stop
+    # DistributedDataParallel at its first step unless it looks for them.
+    unused = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=processes.device.type == "cpu", mixed_precision=mixed, gradient_accumulation_steps=accumulation,
+                       kwargs_handlers=[unused])
+
+
+def forget_mixed_precision(mixed: str) -> None:
+    """Let the next Accelerator take `mixed`, keeping the process group (PartialState).
+
+    AcceleratorState is a process-wide singleton that refuses a second, different mixed precision, yet one process
+    may train several models (tests, notebooks, a build that distills after a fine-tune). accelerate offers no public
+    way to change it, so this is the one call of its private `_reset_state`; tests/test_training.py checks that it
+    still exists and keeps the process group.
+    """
     if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed, gradient_accumulation_steps=accumulation)
 
 
 def schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, processes: int, started: float) -> LambdaLR:

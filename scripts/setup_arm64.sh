@@ -2,10 +2,11 @@
 # An aarch64 ONNX Runtime that runs on this x86_64 host under qemu user-mode emulation, for edgec.emulation:
 #   HOME/qemu-aarch64-static  qemu-aarch64 from Debian bookworm's qemu-user-static (7.2), extracted, not installed
 #   HOME/root/                an arm64 root: Debian bookworm's Python 3.11 and the libraries it and onnxruntime load
-#   HOME/root/site/           aarch64 wheels of numpy and onnxruntime, onnxruntime at the host's version
+#   HOME/root/site/           aarch64 wheels of numpy, onnxruntime and tokenizers, the last two at the host's versions
+#                             (tokenizers: an artifact's predict.py runs there with no torch, transformers or edgec)
 #   HOME/root/proc/cpuinfo    a cpuinfo of the emulated CPU model (see write_cpuinfo)
-#   HOME/versions.txt         "name version" lines: qemu-aarch64, cpu, python, numpy, onnxruntime
-#   HOME/ready                written last; holds the onnxruntime version the root was built for
+#   HOME/versions.txt         "name version" lines: qemu-aarch64, cpu, python, numpy, onnxruntime, tokenizers
+#   HOME/ready                written last; "onnxruntime X tokenizers Y": the versions the root was built for
 # HOME is $EDGEC_ARM64_HOME, else ~/.cache/edgec/arm64. EDGEC_PYTHON is the host Python whose onnxruntime version
 # to match (default: the checkout's .venv, else python3). EDGEC_DEBIAN_MIRROR and EDGEC_DEBIAN_SECURITY_MIRROR
 # replace deb.debian.org. No root needed: apt runs on a private state under HOME and nothing is installed.
@@ -112,15 +113,15 @@ fetch_root() {
     mv "$ROOT.tmp" "$ROOT"
 }
 
-fetch_wheels() {  # fetch_wheels ORT_VERSION NUMPY_MAX
-    [ -d "$ROOT/site/onnxruntime-$1.dist-info" ] && return
-    say "aarch64 wheels: onnxruntime==$1, numpy<=$2 (cp311)"
+fetch_wheels() {  # fetch_wheels ORT_VERSION NUMPY_MAX TOKENIZERS_VERSION
+    [ -d "$ROOT/site/onnxruntime-$1.dist-info" ] && [ -d "$ROOT/site/tokenizers-$3.dist-info" ] && return
+    say "aarch64 wheels: onnxruntime==$1, numpy<=$2, tokenizers==$3 (cp311)"
     "$PYTHON" -m pip --version >/dev/null 2>&1 || die "pip is missing for $PYTHON; $PYTHON -m ensurepip, or set EDGEC_PYTHON"
     local wheels=$ARM64_HOME/wheels
     rm -rf "$wheels" "$ROOT/site.tmp"
     # numpy no newer than the host's: the newest one with a cp311 aarch64 wheel that the host's stack also accepts.
-    "$PYTHON" -m pip download -q "${WHEEL_PLATFORM[@]}" -d "$wheels" "onnxruntime==$1" "numpy<=$2" >>"$LOG" 2>&1 \
-        || die "pip download of aarch64 onnxruntime==$1 and numpy failed (see $LOG); check access to PyPI"
+    "$PYTHON" -m pip download -q "${WHEEL_PLATFORM[@]}" -d "$wheels" "onnxruntime==$1" "numpy<=$2" "tokenizers==$3" >>"$LOG" 2>&1 \
+        || die "pip download of aarch64 onnxruntime==$1, numpy and tokenizers==$3 failed (see $LOG); check access to PyPI"
     "$PYTHON" -m pip install -q --no-index "${WHEEL_PLATFORM[@]}" --target "$ROOT/site.tmp" "$wheels"/*.whl >>"$LOG" 2>&1 \
         || fail "pip install --target of the aarch64 wheels failed"
     rm -rf "$ROOT/site" "$wheels"
@@ -146,15 +147,16 @@ emulated_python() {
         "$ARM64_HOME/qemu-aarch64-static" -cpu "$CPU" -L "$ROOT" "$ROOT/usr/bin/python3.11" -S "$@"
 }
 
-write_versions() {  # write_versions ORT_VERSION: smoke-test the runtime, then record what it holds
+write_versions() {  # write_versions ORT_VERSION TOKENIZERS_VERSION: smoke-test the runtime, then record what it holds
     # Importing onnxruntime loads its native library, and with it the CPU detection that needs the cpuinfo.
-    local probe='import platform, numpy, onnxruntime as o
+    local probe='import platform, numpy, onnxruntime as o, tokenizers
 print("machine", platform.machine()); print("python", platform.python_version())
-print("numpy", numpy.__version__); print("onnxruntime", o.__version__)'
+print("numpy", numpy.__version__); print("onnxruntime", o.__version__); print("tokenizers", tokenizers.__version__)'
     local seen
     seen=$(emulated_python -c "$probe" 2>>"$LOG") || fail "the emulated Python could not import onnxruntime"
     grep -qx "machine aarch64" <<<"$seen" || fail "the emulated Python reports $(head -1 <<<"$seen"), not aarch64"
     grep -qx "onnxruntime $1" <<<"$seen" || fail "the emulated onnxruntime is not $1"
+    grep -qx "tokenizers $2" <<<"$seen" || fail "the emulated tokenizers is not $2"
     {
         echo "qemu-aarch64 $("$ARM64_HOME/qemu-aarch64-static" --version | head -1 | cut -d' ' -f3-)"
         echo "cpu $CPU"
@@ -165,14 +167,16 @@ print("numpy", numpy.__version__); print("onnxruntime", o.__version__)'
 main() {
     check_host
     PYTHON=$(host_python)
-    local ort_version
+    local ort_version tokenizers_version stamp
     ort_version=$(dist_version onnxruntime)
-    [ "$(cat "$ARM64_HOME/ready" 2>/dev/null)" = "$ort_version" ] && exit 0
+    tokenizers_version=$(dist_version tokenizers)
+    stamp="onnxruntime $ort_version tokenizers $tokenizers_version"
+    [ "$(cat "$ARM64_HOME/ready" 2>/dev/null)" = "$stamp" ] && exit 0
     mkdir -p "$ARM64_HOME"
     # One build at a time: a second caller waits, then finds it ready.
     exec 9>"$ARM64_HOME/.lock"
     flock 9
-    [ "$(cat "$ARM64_HOME/ready" 2>/dev/null)" = "$ort_version" ] && exit 0
+    [ "$(cat "$ARM64_HOME/ready" 2>/dev/null)" = "$stamp" ] && exit 0
     rm -f "$ARM64_HOME/ready"
     : >"$LOG"
     if [ ! -x "$ARM64_HOME/qemu-aarch64-static" ] || [ ! -x "$ROOT/usr/bin/python3.11" ]; then
@@ -181,10 +185,10 @@ main() {
         fetch_root
         rm -rf "$APT_DIR"  # lists and .debs are needed only once: 100+ MB
     fi
-    fetch_wheels "$ort_version" "$(dist_version numpy)"
+    fetch_wheels "$ort_version" "$(dist_version numpy)" "$tokenizers_version"
     write_cpuinfo
-    write_versions "$ort_version"
-    echo "$ort_version" >"$ARM64_HOME/ready"
+    write_versions "$ort_version" "$tokenizers_version"
+    echo "$stamp" >"$ARM64_HOME/ready"
     say "ready in $ARM64_HOME: $(paste -sd' ' "$ARM64_HOME/versions.txt")"
 }
 

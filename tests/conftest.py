@@ -150,6 +150,18 @@ def sts_test(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def arm64_runtime() -> Path:
+    """The emulated aarch64 runtime's folder (scripts/setup_arm64.sh builds it once); skips where this host cannot."""
+    from edgec.emulation import ensure_arm64_runtime
+    from edgec.errors import BackendUnavailable
+
+    try:
+        return ensure_arm64_runtime()
+    except BackendUnavailable as error:
+        pytest.skip(f"no emulated aarch64 runtime on this host: {error}")
+
+
 def invoke(*args):
     """Run the edgec command line in-process, as a user would type it (arguments turned into strings)."""
     from typer.testing import CliRunner

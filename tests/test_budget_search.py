@@ -9,7 +9,7 @@ from edgec.bench import BenchConfig
 from edgec.cli.main import app
 from edgec.errors import ConfigError
 from edgec.recipe import Recipe
-from edgec.search import Budgets, Candidate, search
+from edgec.search import Budgets, search
 
 
 def test_excess_is_relative_and_only_for_missed_budgets():
@@ -25,18 +25,18 @@ def fake_cells(monkeypatch, tmp_path):
     """Candidates from a formula (more pruning: faster, lossier; int8: faster), and a build that writes a folder."""
     measured = []
 
-    def measure(model, target, recipe, calib, sample, train, out, budgets, bench, load):
+    def measure(model, target, recipe, *, calib, eval, train, out, bench, load):  # noqa: A002
         fraction = recipe.prune.fraction if recipe.prune else 0.0
         speed = {"fp32": 1.0, "fp16": 1.2, "int8-dynamic": 0.7, "int8": 0.5}[recipe.quant.precision]
         drop, latency = 4 * fraction + (0.3 if recipe.quant.precision.startswith("int8") else 0), 20 * speed * (1 - fraction)
         measured.append((fraction, recipe.quant.precision))
-        return Candidate(fraction, recipe.quant.precision, drop, latency, 10.0, budgets.excess(drop, latency, 10.0))
+        return {"drop": drop, "latency_ms": latency, "size_mb": 10.0, "error": ""}
 
     def build(model, target, *, recipe, out, **kwargs):
         out.mkdir(parents=True)
         return recipe
 
-    monkeypatch.setattr(search_module, "_measure", measure)
+    monkeypatch.setattr(search_module, "measure_cell", measure)
     monkeypatch.setattr(search_module, "build", build)
     return measured
 

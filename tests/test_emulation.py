@@ -19,14 +19,6 @@ FEATURES, UNITS = 16, 8
 BATCH_SIZES = (3, 5, 1)
 
 
-@pytest.fixture(scope="module")
-def arm64_runtime() -> Path:
-    try:
-        return ensure_arm64_runtime()
-    except BackendUnavailable as error:
-        pytest.skip(f"no aarch64 runtime on this host: {error}")
-
-
 def _feeds(seed: int = 1) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [{"x": rng.standard_normal((size, FEATURES)).astype(np.float32)} for size in BATCH_SIZES]

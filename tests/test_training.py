@@ -119,6 +119,21 @@ def test_the_loop_runs_through_accelerate(monkeypatch):
     assert used.count("backward") == 3
 
 
+def test_one_process_trains_in_two_precisions_and_keeps_its_process_state():
+    """forget_mixed_precision is edgec's one use of accelerate's private AcceleratorState._reset_state: a bf16 run after
+    an fp32 one must neither fail (the singleton refuses a new precision) nor lose the process group (PartialState)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    loader, loss, evaluate = _problem()
+    first = training.train(_Regression(), loss, loader, TrainConfig(steps=2, eval_every=2, precision="fp32"), evaluate, seed=0, dropout=True)
+    process_group = dict(PartialState._shared_state)
+    second = training.train(_Regression(), loss, loader, TrainConfig(steps=2, eval_every=2, precision="bf16"), evaluate, seed=0, dropout=True)
+    assert (first.precision, second.precision) == ("fp32", "bf16")
+    assert AcceleratorState._shared_state["_mixed_precision"] == "bf16"
+    assert PartialState._shared_state == process_group and PartialState().num_processes == 1
+    assert second.ranks == ({"rank": 0, "micro_batches": 2},)
+
+
 def test_fp16_training_needs_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import onnx
 
+from edgec.backends.device_runner import RUNNER_FILE, write_device_runner
 from edgec.backends.registry import register_backend
 from edgec.errors import InputError
 from edgec.pipeline import Context
@@ -98,6 +99,36 @@ def mobile_usability(onnx_path: Path) -> dict:
     return report
 
 
+# The ONNX Runtime provider each accelerator means, as the usability checker names it (it has no XNNPACK rules).
+_PROVIDERS = {"coreml": "CoreML MLProgram", "nnapi": "NNAPI"}
+
+
+def accelerator_report(onnx_path: Path, accelerator: str) -> dict:
+    """The usability check of an accelerator-shaped graph for its provider: partitions, the share of nodes it takes,
+    and every node left on the CPU with the reason (op not in the provider's list, or its input shapes/rank)."""
+    if accelerator not in _PROVIDERS:
+        return {"provider": accelerator, "checked": False, "why": "ONNX Runtime's usability checker has no rules for this provider"}
+    from onnxruntime.tools.mobile_helpers import usability_checker as checker
+    from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo
+
+    model = ModelProtoWithShapeInfo(onnx_path).model_with_shape_info
+    if accelerator == "coreml":
+        info = checker.check_coreml_partitions(model, True, "coreml_supported_mlprogram_ops.md")
+    else:
+        info = checker.check_nnapi_partitions(model, True)
+    taken = {id(node) for group in info.supported_groups for node in group}
+    remaining = [
+        {"node": node.name, "op": node.op_type,
+         "why": "op not in the provider's list" if not info.supported_ops_checker.is_op_supported(node) else "input shape or rank"}
+        for node in model.graph.node if id(node) not in taken
+    ]
+    return {
+        "provider": _PROVIDERS[accelerator], "checked": True, "nodes": info.num_nodes, "supported_nodes": info.num_supported_nodes,
+        "supported_share": round(100 * info.num_supported_nodes / max(info.num_nodes, 1), 1), "partitions": info.num_partitions,
+        "suitability": info.suitability().name, "remaining_nodes": remaining,
+    }
+
+
 def config_operators(config_text: str) -> dict[str, set[str]]:
     """Op types per domain in a required_operators(_and_types).config (lines `domain;opset;Op1,Op2{types}`)."""
     found: dict[str, set[str]] = {}
@@ -134,17 +165,23 @@ def emit(ctx: Context, staging: Path) -> Context:
     lines = [line for line in config.read_text().splitlines() if not line.startswith("# - ")]
     config_out.write_text("\n".join(line.replace("model/s:", f"model/s: {MODEL_FILE}") for line in lines) + "\n")
     usability = mobile_usability(optimized)
+    accelerator = ctx.target.mobile.accelerator if ctx.target.mobile else None
+    if accelerator:  # issue 18: the shaped graph's own verdict, node by node
+        usability["accelerator"] = accelerator_report(optimized, accelerator)
     (staging / USABILITY_FILE).write_text(json.dumps(usability, indent=2, sort_keys=True) + "\n")
     ctx.source.tokenizer.save_pretrained(str(work / "tokenizer"))
     tokenizer = [staging / name for name in _TOKENIZER_FILES if (work / "tokenizer" / name).exists()]
     for path in tokenizer:
         shutil.copyfile(work / "tokenizer" / path.name, path)
+    runner = write_device_runner(staging)
     ops = Counter(n.op_type for n in onnx.load(str(optimized), load_external_data=False).graph.node)
     note = {
         "backend": "mobile", "model": MODEL_FILE, "operator_config": CONFIG_FILE,
         "conversion": f"ORT format, fixed {_CONVERSION_LEVEL} optimizations, ARM",
         "operator_counts": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "usability": {ep: u["suitability"] for ep, u in usability.items()},
+        "usability": {ep: u["suitability"] for ep, u in usability.items() if ep != "accelerator"},
+        "accelerator": {k: v for k, v in usability["accelerator"].items() if k != "remaining_nodes"} if accelerator else None,
+        "runner": RUNNER_FILE if runner else None,
     }
     # The manifest's signature comes from the ONNX the .ort was converted from (same inputs and outputs).
-    return ctx.with_note("emit", note, files=(model, config_out, *tokenizer), parity_model=model)
+    return ctx.with_note("emit", note, files=(model, config_out, *tokenizer, *runner), parity_model=model)

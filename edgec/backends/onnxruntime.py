@@ -1,10 +1,11 @@
-"""ONNX Runtime back end (x86-64 and ARM64 CPUs): the model file and the tokenizer, nothing else."""
+"""ONNX Runtime back end (x86-64 and ARM64 CPUs): the model file, the tokenizer and the device runner (predict.py)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from edgec.backends.device_runner import RUNNER_FILE, write_device_runner
 from edgec.backends.registry import register_backend
 from edgec.pipeline import Context
 
@@ -22,4 +23,6 @@ def copy_model_and_tokenizer(ctx: Context, staging: Path) -> tuple[Path, tuple[P
 @register_backend("ort")
 def emit(ctx: Context, staging: Path) -> Context:
     model, files = copy_model_and_tokenizer(ctx, staging)
-    return ctx.with_note("emit", {"backend": "ort", "model": MODEL_FILE}, onnx_path=model, files=files)
+    runner = write_device_runner(staging)
+    note = {"backend": "ort", "model": MODEL_FILE, "runner": RUNNER_FILE if runner else None}
+    return ctx.with_note("emit", note, onnx_path=model, files=(*files, *runner))

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from edgec.hardware import host
 from edgec.artifact import Artifact, load_artifact, write_manifest
-from edgec.bench import BenchConfig, bench_onnx, bench_pytorch, profile_onnx, session_for
+from edgec.bench import BenchConfig, bench_model, bench_pytorch, profile_onnx, session_for
+from edgec.hardware import host
 from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.errors import ConfigError, InputError
 from edgec.profiling import NODE_HEADER, OPERATOR_HEADER, node_rows, operator_rows
@@ -51,7 +51,7 @@ def bench(
         loaded, report["tuning"] = _tune(loaded, vocab_size, config)
     settings = session_for(config, loaded.session)
     report["session"] = asdict(settings)
-    results = [bench_onnx(str(loaded.model_path), vocab_size, config, settings)]
+    results = [bench_model(str(loaded.model_path), vocab_size, config, settings)]
     if baseline:
         source = loaded.manifest["source"]["path"]
         if not Path(source).is_dir():

@@ -12,8 +12,8 @@ from edgec.api import build as build_artifact
 from edgec.bench import BenchConfig
 from edgec.cli.common import (
     AllowPickle, Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, Force, LabelColumn, Prune,
-    PruneRescale, PruneUnits, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
-    front_end, numbers, read_optional, stage_progress, stdout, table,
+    PruneRescale, PruneUnits, RayAddress, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, UseRay, errors_to_exit_codes,
+    front_end, numbers, ray_cluster, read_optional, stage_progress, stdout, table,
 )
 from edgec.errors import BudgetError, ConfigError, ParityError
 from edgec.parity.evalset import selection_split
@@ -64,12 +64,16 @@ def build(
     instruction_set: Annotated[str | None, typer.Option(
         help="CPU instruction set the artifact is for (avx2, avx512-vnni, amx, arm-dotprod ...); default: this machine's.",
     )] = None,
+    accelerator: Annotated[str | None, typer.Option(help="Mobile: shape the graph for coreml, nnapi or xnnpack (fp32).")] = None,
+    fixed_shape: Annotated[str | None, typer.Option(help="Mobile: the graph's fixed input shape BxS, e.g. 1x128 (default with --accelerator).")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="Search: p50 latency budget on this machine (see --seq-len).")] = None,
     max_size_mb: Annotated[float | None, typer.Option(help="Search: model file size budget.")] = None,
     search_prune: Annotated[str, typer.Option(help="Search: prune fractions tried.")] = "0,0.2,0.3,0.4,0.5,0.6,0.7",
     search_samples: Annotated[int, typer.Option(help="Search: eval examples candidates are measured on.")] = 200,
     seq_len: Annotated[int, typer.Option(help="Search: tokens per input when timing.")] = 128,
     batch: Annotated[int, typer.Option(help="Search: batch size when timing.")] = 1,
+    use_ray: UseRay = False,  # issue 18: the budgeted search's candidates as Ray tasks
+    ray_address: RayAddress = None,
     force: Force = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
@@ -88,6 +92,7 @@ def build(
     )
     tensorrt = {k: v for k, v in [("max_batch", max_batch), ("max_seq_len", max_seq_len)] if v is not None}
     tensorrt |= {"require_engine": True} if require_engine else {}
+    mobile = mobile_settings(accelerator, fixed_shape)  # issue 18
     columns = (text_column, text_pair_column, label_column, score_column)
     # A sample is drawn while reading (one streaming pass), so calibration and eval files may exceed memory.
     calib_set = read_optional(calib, *columns, sample=calib_samples)
@@ -98,12 +103,15 @@ def build(
         budgets = Budgets(max_drop=max_drop, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb)
         bench = BenchConfig(batch=batch, seq_len=seq_len, threads=os.cpu_count() or 1, warmup=10, runs=100)
         fractions = tuple(numbers(search_prune, "--search-prune"))
-        return search_build(model, target, budgets, recipe, calib_set, eval_set, train_set, out, bench, fractions, search_samples, force, load)
+        return search_build(model, target, budgets, recipe, calib_set, eval_set, train_set, out, bench, fractions, search_samples, force, load,
+                            ray_cluster(use_ray, ray_address))
+    if use_ray or ray_address:
+        raise ConfigError("--ray runs the budgeted search's candidates; pass --max-latency-ms or --max-size-mb, or use `edgec sweep --ray`")
     with stage_progress() as on_stage:
         try:
             build_artifact(
                 model, target, recipe=recipe, calib=calib_set, eval=eval_set, train=train_set, out=out, force=force,
-                load=load, tensorrt=tensorrt, instruction_set=instruction_set, on_stage=on_stage,
+                load=load, tensorrt=tensorrt, instruction_set=instruction_set, mobile=mobile, on_stage=on_stage,
             )
         except ParityError:
             rejected = out.with_name(out.name + ".rejected")
@@ -113,13 +121,27 @@ def build(
     print_summary(out)
 
 
-def search_build(model, target, budgets, recipe, calib, eval_set, train, out, bench, fractions, samples, force, load) -> None:
+def mobile_settings(accelerator: str | None, fixed_shape: str | None) -> dict:
+    """--accelerator / --fixed-shape BxS as the mobile target's settings (empty: the general graph)."""
+    settings: dict = {"accelerator": accelerator} if accelerator else {}
+    if fixed_shape:
+        batch, _, seq = fixed_shape.lower().partition("x")
+        if not (batch.isdigit() and seq.isdigit()):
+            raise ConfigError(f"--fixed-shape takes BATCHxSEQUENCE, e.g. 1x128; got {fixed_shape!r}")
+        settings |= {"fixed_batch": int(batch), "fixed_seq": int(seq)}
+    if settings and not accelerator:
+        raise ConfigError("--fixed-shape shapes an accelerator graph; pass --accelerator coreml, nnapi or xnnpack with it")
+    return settings
+
+
+def search_build(model, target, budgets, recipe, calib, eval_set, train, out, bench, fractions, samples, force, load, ray) -> None:
     """--max-latency-ms / --max-size-mb: the fastest candidate within every budget, built at --out (exit 1 if none)."""
     if (eval_set or calib) is None:
         raise ConfigError("a budgeted search measures the drop on data; pass --eval (or --calib)")
     with stage_progress() as on_stage:
         _, chosen, tried = search(model, target, budgets=budgets, recipe=recipe, calib=calib, eval=eval_set or calib, train=train,
-                                  out=out, bench=bench, fractions=fractions, samples=samples, force=force, load=load, on_stage=on_stage)
+                                  out=out, bench=bench, fractions=fractions, samples=samples, force=force, load=load, on_stage=on_stage,
+                                  ray=ray)
     rows = [[c.name, f"{c.drop:.2f}", f"{c.latency_ms:.2f}", f"{c.size_mb:.1f}",
              ", ".join(f"{k.removeprefix('max_')} +{v:.0%}" for k, v in c.over.items()) or "all met", "<-" if c is chosen else ""]
             for c in tried]

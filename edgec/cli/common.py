@@ -17,6 +17,7 @@ from rich.table import Table
 from edgec.data import Dataset, columns_from_options, read_dataset
 from edgec import interrupts
 from edgec.errors import ConfigError, EdgecError, Interrupted
+from edgec.processes import describe
 from edgec.recipe import DistillConfig, PruneConfig
 
 console = Console(stderr=True)
@@ -37,7 +38,8 @@ def errors_to_exit_codes(command: F) -> F:
             with interrupts.handled():
                 return command(*args, **kwargs)
         except EdgecError as exc:
-            print(f"edgec: error: {exc}", file=sys.stderr)
+            if not getattr(exc, "quiet", False):  # a run of several processes: the failing one's line is the message
+                print(f"edgec: error: {describe()}{exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
         except (KeyboardInterrupt, Interrupted) as exc:
             print("edgec: interrupted; nothing was left at the output", file=sys.stderr)
@@ -52,6 +54,10 @@ LabelColumn = Annotated[str | None, typer.Option("--label-column", help="CSV/TSV
 Force = Annotated[bool, typer.Option(help="Replace --out if it exists.")]
 TrustRemoteCode = Annotated[bool, typer.Option(help="Allow the model folder's own Python code.")]
 AllowPickle = Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, which can run code.")]
+UseRay = Annotated[bool, typer.Option("--ray", help="Build every candidate as a Ray task (pip install 'edgec[ray]').")]
+RayAddress = Annotated[str | None, typer.Option(
+    help="With --ray: a running cluster (ray://HEAD:10001, or auto); default: a local Ray on this machine's cores.",
+)]
 ScoreColumn = Annotated[str | None, typer.Option("--score-column", help="CSV/TSV column holding a similarity score.")]
 
 
@@ -119,3 +125,14 @@ def stage_progress() -> Iterator[Callable[[str], None]]:
         yield on_stage
         if current:
             progress.update(current[-1], completed=1, total=1)
+
+
+def ray_cluster(use_ray: bool, address: str | None):
+    """The RayCluster of --ray / --ray-address, or None to build in this process."""
+    if address and not use_ray:
+        raise ConfigError("--ray-address needs --ray")
+    if not use_ray:
+        return None
+    from edgec.ray_sweep import RayCluster
+
+    return RayCluster(address=address)

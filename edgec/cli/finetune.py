@@ -12,6 +12,7 @@ from edgec.cli.common import (
     read_optional, stage_progress, stdout, table,
 )
 from edgec.finetune import FINETUNE_TASKS, finetune as run_finetune
+from edgec.processes import state as process_state
 from edgec.recipe import TrainConfig
 
 UNLIMITED_STEPS = 10**9
@@ -49,7 +50,10 @@ def finetune(
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
 ) -> None:
-    """Fine-tune a pretrained model on labelled data, keeping the checkpoint that scores best on --eval."""
+    """Fine-tune a pretrained model on labelled data, keeping the checkpoint that scores best on --eval.
+
+    Several CPU processes (data parallel, gloo): torchrun --nproc_per_node 2 -m edgec finetune ... (see README).
+    """
     if steps is None:  # a wall-clock budget alone should not be cut short by a default step count
         steps = UNLIMITED_STEPS if minutes is not None else 1000
     config = TrainConfig(
@@ -68,6 +72,8 @@ def finetune(
         ["score", f"{record['start_score']:.2f} at the start -> {record['best_score']:.2f} (best, step {record['best_step']})"],
         ["training", f"{record['steps']} steps in {record['seconds']:.0f} s on {record['train_examples']} examples, stopped by {record['stopped']}"],
         ["precision", record["precision_reason"]],
+        ["processes", ", ".join(f"rank {r['rank']}: {r['micro_batches']} micro-batches" for r in record["ranks"])],
         ["saved", f"{out} (the best checkpoint; run record in edgec_finetune.json)"],
     ]
-    stdout.print(table(f"edgec finetune: {model}", ["", ""], rows))
+    if process_state().is_main_process:  # under torchrun, one summary
+        stdout.print(table(f"edgec finetune: {model}", ["", ""], rows))

@@ -31,8 +31,15 @@ def inspect(
     """Show what an artifact holds and how it was verified."""
     loaded = load_artifact(artifact)
     manifest, changed = loaded.manifest, verify_hashes(loaded)
-    # An ORT-format model is not ONNX: its operators were counted from the ONNX it was converted from.
-    ops = manifest["stages"]["emit"]["operator_counts"] if loaded.model_path.suffix == ".ort" else operator_counts(loaded.model_path)
+    emit, suffix = manifest["stages"]["emit"], loaded.model_path.suffix
+    # An ORT-format model is not ONNX: its operators were counted from the ONNX it was converted from. An ExecuTorch
+    # program's graph is its delegate calls (issue 18).
+    if suffix == ".ort":
+        ops = emit["operator_counts"]
+    elif suffix == ".pte":
+        ops = {f"executorch_call_delegate ({emit['delegate']})": emit["delegated_partitions"]}
+    else:
+        ops = operator_counts(loaded.model_path)
     if as_json:
         print(json.dumps({"manifest": manifest, "operators": ops, "changed_files": changed}, indent=2))
         return

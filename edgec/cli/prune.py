@@ -13,7 +13,8 @@ from edgec.cli.common import (
     PruneRescale, PruneUnits, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
     front_end, read_optional, stage_progress, stdout, table,
 )
-from edgec.recipe import PruneConfig, Recipe
+from edgec.processes import state as process_state
+from edgec.recipe import PruneConfig, QuantConfig, Recipe
 from edgec.report import distillation_row, format_ledger, pruning_rows
 from edgec.source import LoadOptions
 
@@ -58,6 +59,8 @@ def prune(
             train=read_optional(distill, *columns), out=out, force=force,
             load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), on_stage=on_stage,
         )
+    if not process_state().is_main_process:  # under torchrun (distillation on several processes), one summary
+        return
     rows = pruning_rows(summary) + ([distillation_row(summary["distill"])] if summary["distill"] else [])
     stdout.print(table(f"edgec prune: {out}", ["", ""], [list(r) for r in rows]))
     stdout.print(table("parity vs the unpruned model (PyTorch)", *format_ledger(summary["ledger"], summary["reference_metric"])))

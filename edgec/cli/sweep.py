@@ -9,8 +9,8 @@ import typer
 
 from edgec.bench import BenchConfig
 from edgec.cli.common import (
-    AllowPickle, Force, LabelColumn, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
-    numbers, read_optional, stage_progress, stdout, table,
+    AllowPickle, Force, LabelColumn, RayAddress, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, UseRay, errors_to_exit_codes,
+    numbers, ray_cluster, read_optional, stage_progress, stdout, table,
 )
 from edgec.errors import ConfigError
 from edgec.source import LoadOptions
@@ -40,8 +40,14 @@ def sweep(
     force: Force = False,
     trust_remote_code: TrustRemoteCode = False,
     allow_pickle: AllowPickle = False,
+    use_ray: UseRay = False,
+    ray_address: RayAddress = None,
 ) -> None:
-    """Build every prune fraction x precision, measure metric, latency and size, and mark the Pareto front."""
+    """Build every prune fraction x precision, measure metric, latency and size, and mark the Pareto front.
+
+    With --ray every cell is a Ray task: builds in parallel, each timed alone on one node, a failed cell retried once
+    and then reported in the table.
+    """
     if min(batch, seq_len, threads, runs) < 1:
         raise ConfigError("--batch, --seq-len, --threads and --runs must be at least 1")
     columns = (text_column, text_pair_column, label_column, score_column)
@@ -51,8 +57,10 @@ def sweep(
             calib=read_optional(calib, *columns), eval=read_optional(eval_data, *columns), out=out,
             bench=BenchConfig(batch=batch, seq_len=seq_len, threads=threads, warmup=10, runs=runs), force=force,
             load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle), on_stage=on_stage,
+            ray=ray_cluster(use_ray, ray_address),
         )
     body = [[r["name"], f"{r['value']:.4g}", f"{r['drop']:.3g}", f"{r['latency_ms']:.2f}", f"{r['size_mb']:.1f}", "yes" if r["pareto"] else ""]
-            for r in rows]
-    stdout.print(table(f"edgec sweep: {out}", ["artifact", rows[0]["metric"], "drop", "latency ms", "size MB", "Pareto"], body))
+            if not r["error"] else [r["name"], "", "", "", "", f"failed: {r['error']}"] for r in rows]
+    metric = next((r["metric"] for r in rows if not r["error"]), "metric")
+    stdout.print(table(f"edgec sweep: {out}", ["artifact", metric, "drop", "latency ms", "size MB", "Pareto"], body))
     stdout.print(f"tables: {out / 'sweep.md'}, {out / 'sweep.csv'}; plot: {out / 'sweep.png'}")

@@ -11,7 +11,10 @@ from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.targets import available_targets, host_target, load_target
 
 # What each back end needs on the building machine, and whether it is here.
-_NEEDS = {"ort": ("onnxruntime", "onnxruntime"), "tensorrt": ("'edgec[trt]' + an NVIDIA GPU, for the engine only", "tensorrt")}
+_NEEDS = {
+    "ort": ("onnxruntime", "onnxruntime"), "mobile": ("onnxruntime", "onnxruntime"),
+    "tensorrt": ("'edgec[trt]' + an NVIDIA GPU, for the engine only", "tensorrt"), "executorch": ("'edgec[executorch]'", "executorch"),
+}
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""edgec verify ARTIFACT --emulate aarch64 --data FILE [--samples 200]: run an artifact on an emulated ARM64 runtime."""
+"""edgec verify ARTIFACT --emulate aarch64 --data FILE [--samples 200] [--runner]: run an artifact (or its predict.py)
+on an emulated ARM64 runtime."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from edgec.artifact import load_artifact
 from edgec.cli.common import (
     LabelColumn, ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, read_optional, stdout, table,
 )
+from edgec.device_check import check_runner_emulated
 from edgec.errors import ConfigError
 from edgec.recipe import ParityThresholds
 from edgec.report import LEDGER_COLUMNS, statistics_table
@@ -40,6 +42,9 @@ def verify(
     label_column: LabelColumn = None,
     score_column: ScoreColumn = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    runner: Annotated[bool, typer.Option(
+        "--runner", help="Instead: run the artifact's predict.py (onnxruntime, tokenizers, numpy only) there and here; compare.",
+    )] = False,
 ) -> None:
     """Exit 0 when the artifact, run by aarch64 ONNX Runtime under qemu, matches the uncompressed model; 1 when not.
 
@@ -51,6 +56,8 @@ def verify(
     if samples < 1 or threads < 1:
         raise ConfigError("--samples and --threads must be at least 1")
     dataset = read_optional(data, text_column, text_pair_column, label_column, score_column)
+    if runner:
+        return _verify_runner(artifact, dataset, samples, as_json)
     overrides = ParityThresholds(min_cosine=min_cosine, max_drop=max_drop)
     row, run = verify_emulated(load_artifact(artifact), dataset, samples=samples, threads=threads, reference=reference, overrides=overrides)
     examples = min(samples, len(dataset))
@@ -65,6 +72,19 @@ def verify(
         stdout.print(table("error statistics per output", *statistics_table(row.metrics)))
         stdout.print(f"emulated latency (NOT a device figure; qemu runs 100-500x slower): median {latency['per_batch_median_ms']:.0f} ms "
                      f"per batch, {latency['per_example_ms']:.0f} ms per example over {latency['batches']} batches")
+        stdout.print("PASS" if row.passed else "FAIL: " + "; ".join(row.failures))
+    if not row.passed:
+        raise typer.Exit(1)
+
+
+def _verify_runner(artifact: Path, dataset, samples: int, as_json: bool) -> None:
+    """--runner: the device runner on emulated aarch64 against the same runner here (issue 18)."""
+    row = check_runner_emulated(load_artifact(artifact), dataset, samples=samples)
+    if as_json:
+        print(json.dumps({**dataclasses.asdict(row), "passed": row.passed}, indent=2))
+    else:
+        rows = [[c, f"{row.metrics[c]:.6g}"] for c in LEDGER_COLUMNS if c in row.metrics]
+        stdout.print(table(f"{row.stage}: {artifact}, {min(samples, len(dataset))} examples", ["metric", "value"], rows))
         stdout.print("PASS" if row.passed else "FAIL: " + "; ".join(row.failures))
     if not row.passed:
         raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""Running a model over an EvalSet for a ledger row: a model file (ONNX, ORT, a TensorRT engine) or a PyTorch module."""
+"""Running a model over an EvalSet for a ledger row: a model file (ONNX, ORT, a TensorRT engine, a .pte) or a PyTorch module."""
 
 from __future__ import annotations
 
@@ -13,11 +13,16 @@ from edgec.targets import SessionSettings
 
 
 def model_forward(model_path: Path, settings: SessionSettings) -> Forward:
-    """Run a model file: a TensorRT engine on its GPU, anything else (ONNX, ORT) on ONNX Runtime CPU."""
+    """Run a model file: a TensorRT engine on its GPU, an ExecuTorch program on its runtime, anything else (ONNX, ORT)
+    on ONNX Runtime CPU."""
     if model_path.suffix == ".engine":
         from edgec.backends.tensorrt_engine import engine_forward
 
         return engine_forward(model_path)
+    if model_path.suffix == ".pte":  # issue 18
+        from edgec.backends.executorch import pte_forward
+
+        return pte_forward(model_path)
     return ort_forward(ort_session(model_path, settings))
 
 

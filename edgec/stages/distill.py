@@ -60,6 +60,7 @@ def distill(ctx: Context) -> Context:
         "stopped": result.stopped,
         "seconds": round(result.seconds, 2),
         "precision": result.precision_reason,
+        "ranks": list(result.ranks),
         "history": [list(entry) for entry in result.history],
     }
     return ctx.with_note("distill", note, source=dataclasses.replace(ctx.source, model=result.model))

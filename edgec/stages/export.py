@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -42,21 +44,28 @@ def export(ctx: Context) -> Context:
 def _export_with_optimum(ctx: Context, out_dir: Path) -> Path:
     from optimum.exporters.onnx import onnx_export_from_model
 
-    quiet = [logging.getLogger(name) for name in ("optimum", "transformers", "torch.onnx")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:
+    with quiet("optimum", "transformers", "torch.onnx"):
+        onnx_export_from_model(
+            ctx.source.model,
+            out_dir,
+            task=_OPTIMUM_TASKS[ctx.source.task],
+            opset=ctx.recipe.opset,
+            do_validation=False,  # edgec's own parity row follows this stage
+        )
+    return out_dir / "model.onnx"  # optimum also saves config and tokenizer there; the artifact writes its own
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str) -> Iterator[None]:
+    """Exporters warn and log at length about tracing details that concern no user: errors only, while inside."""
+    found = [logging.getLogger(name) for name in loggers]
+    levels = [logger.level for logger in found]
+    for logger in found:
         logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            onnx_export_from_model(
-                ctx.source.model,
-                out_dir,
-                task=_OPTIMUM_TASKS[ctx.source.task],
-                opset=ctx.recipe.opset,
-                do_validation=False,  # edgec's own parity row follows this stage
-            )
+            yield
     finally:
-        for logger, level in zip(quiet, levels):
+        for logger, level in zip(found, levels):
             logger.setLevel(level)
-    return out_dir / "model.onnx"  # optimum also saves config and tokenizer there; the artifact writes its own

@@ -14,8 +14,9 @@ from edgec.cli.main import app
 from edgec.errors import ConfigError
 from edgec.recipe import QuantConfig, Recipe
 
-BUNDLE = {"golden/texts.jsonl", "golden/outputs.npz", "edgec.json", "model.ort", "required_operators_and_types.config", "mobile_usability.json", "tokenizer.json",
-          "tokenizer_config.json", "special_tokens_map.json", "report.md", "report.html", "parity.png"}
+BUNDLE = {"golden/texts.jsonl", "golden/outputs.npz", "edgec.json", "model.ort", "required_operators_and_types.config", "mobile_usability.json",
+          "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "report.md", "report.html", "parity.png", "predict.py",
+          "requirements.txt"}
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,9 @@ import json
 
 import pytest
 
-from edgec.emulation import ensure_arm64_runtime
-from edgec.errors import BackendUnavailable
-
 from conftest import invoke
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def arm64_runtime():
-    try:
-        return ensure_arm64_runtime()
-    except BackendUnavailable as exc:
-        pytest.skip(f"no emulated aarch64 runtime on this host: {exc}")
 
 
 @pytest.mark.parametrize("target", ["ort-arm64", "mobile"])
