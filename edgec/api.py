@@ -17,15 +17,15 @@ import onnx
 
 from edgec import surgery
 from edgec.artifact import (
-    FORMAT_VERSION, Artifact, check_output_path, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
+    FORMAT_VERSION, Artifact, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
 )
 from edgec.backends import get_backend
-from edgec.bench import BenchConfig, synthetic_inputs
 from edgec.backends.executorch import require_executorch
 from edgec.backends.tensorrt import (
     REJECTED_ENGINE_FILE, artifact_spec, build_artifact_engine, check_engine_requirement, engine_stage, parity_runtime,
     require_engine_here,
 )
+from edgec.bench import BenchConfig, synthetic_inputs
 from edgec.data import Dataset, read_dataset
 from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError

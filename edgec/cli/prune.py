@@ -14,7 +14,7 @@ from edgec.cli.common import (
     front_end, read_optional, stage_progress, stdout, table,
 )
 from edgec.processes import state as process_state
-from edgec.recipe import PruneConfig, QuantConfig, Recipe
+from edgec.recipe import PruneConfig, Recipe
 from edgec.report import distillation_row, format_ledger, pruning_rows
 from edgec.source import LoadOptions
 
