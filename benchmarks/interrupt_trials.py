@@ -4,7 +4,9 @@
     python benchmarks/interrupt_trials.py --render          # RESULTS.md section from the committed JSON
 
 Each trial starts `edgec build` into the same --out, waits a random time within the build's measured duration, sends
-a random signal, and then checks that nothing is at --out. The trial after it builds into the same --out and must
+a random signal, and then checks what is at --out: nothing, or a complete artifact (its manifest present and every file's
+sha256 matching it; a signal that lands after the final rename but before the process exits leaves the finished
+artifact, which is correct). Anything else is a partial output. The trial after it builds into the same --out and must
 succeed, whatever the killed one left beside it (after SIGKILL: its staging folder).
 """
 
@@ -26,7 +28,8 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
-from edgec.artifact import load_artifact, package_versions  # noqa: E402
+from edgec.artifact import load_artifact, package_versions, verify_hashes  # noqa: E402
+from edgec.errors import InputError  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 
 STS = HERE.parent.parent / "shared" / "data" / "stsbenchmark"
@@ -47,6 +50,16 @@ def ctrl_c_enabled() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def state_of(out: Path) -> str:
+    """What a stopped build left at --out: "nothing", "complete" (manifest and every file hash intact) or "partial"."""
+    if not out.exists():
+        return "nothing"
+    try:
+        return "complete" if not verify_hashes(load_artifact(out)) else "partial"
+    except InputError:
+        return "partial"
+
+
 def leftovers(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
 
@@ -61,6 +74,7 @@ def run_trials(trials: int, seed: int) -> dict:
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         full = time.perf_counter() - started
+        subprocess.run(["rm", "-rf", str(out)], check=True)  # every trial starts from an empty --out
         rows = []
         for trial in range(trials):
             name = rng.choice(sorted(SIGNALS))
@@ -70,14 +84,14 @@ def run_trials(trials: int, seed: int) -> dict:
             build.send_signal(SIGNALS[name])
             _, stderr = build.communicate()
             finished = build.returncode == 0  # the signal came after the build had ended
-            partial = out.exists() and not finished
+            at_out = state_of(out)
             left = leftovers(out)
             subprocess.run(["rm", "-rf", str(out)], check=True)
             after = subprocess.run(command, capture_output=True, text=True)  # the next build into the same --out
             next_ok = after.returncode == 0 and load_artifact(out).manifest["parity"]["passed"] and leftovers(out) == []
             subprocess.run(["rm", "-rf", str(out)], check=True)
             rows.append({"trial": trial + 1, "signal": name, "after_s": round(delay, 1), "exit_code": build.returncode,
-                         "finished_first": finished, "partial_output": partial, "left_beside_out": left,
+                         "finished_first": finished, "at_out": at_out, "left_beside_out": left,
                          "message": stderr.strip().splitlines()[-1] if stderr.strip() else "", "next_build_ok": next_ok})
     return {"machine": machine(), "versions": package_versions(), "command": f"python benchmarks/interrupt_trials.py --trials {trials}",
             "full_build_s": round(full, 1), "trials": rows}
@@ -87,7 +101,8 @@ def markdown(result: dict) -> str:
     rows = result["trials"]
     interrupted = [r for r in rows if not r["finished_first"]]
     by_signal = ", ".join(f"{name} {sum(r['signal'] == name for r in interrupted)}" for name in SIGNALS)
-    clean = sum(not r["partial_output"] for r in interrupted)
+    partial = sum(r["at_out"] == "partial" for r in interrupted)
+    complete = sum(r["at_out"] == "complete" for r in interrupted)
     recovered = sum(r["next_build_ok"] for r in rows)
     return "\n".join([
         "## Interrupted builds: a real MiniLM int8 build stopped at random points", "",
@@ -96,10 +111,11 @@ def markdown(result: dict) -> str:
         "again into the same `--out` (what the killed build left beside it still there).", "",
         f"- {len(interrupted)} of {len(rows)} trials were interrupted mid-build ({by_signal}); {len(rows) - len(interrupted)} "
         "had finished before the signal.",
-        f"- Nothing partial at `--out` after **{clean} of {len(interrupted)}** interruptions.",
+        f"- A partial output at `--out` after **{partial} of {len(interrupted)}** interruptions; {complete} left the finished "
+        "artifact (the signal came after the final rename), the rest left nothing.",
         f"- The next build succeeded, passed parity and left nothing beside `--out` after **{recovered} of {len(rows)}** trials.", "",
-        "| trial | signal | after s | exit code | partial output | left beside --out | next build |", "|---|---|---|---|---|---|---|",
-        *(f"| {r['trial']} | {r['signal']} | {r['after_s']} | {r['exit_code']} | {'yes' if r['partial_output'] else 'no'} | "
+        "| trial | signal | after s | exit code | at --out | left beside --out | next build |", "|---|---|---|---|---|---|---|",
+        *(f"| {r['trial']} | {r['signal']} | {r['after_s']} | {r['exit_code']} | {r['at_out']} | "
           f"{', '.join(r['left_beside_out']) or '-'} | {'ok' if r['next_build_ok'] else 'FAILED'} |" for r in rows), "",
     ])
 
