@@ -35,6 +35,7 @@ def handled() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _received.clear()  # a signal belongs to the command it stopped, not to the next build in this process
 
 
 def raise_if_interrupted() -> None:
