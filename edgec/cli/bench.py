@@ -44,6 +44,8 @@ def bench(
     if tune and threads is not None:
         raise ConfigError("--tune measures the thread count itself; leave out --threads")
     loaded = load_artifact(artifact)
+    if (profile or tune) and loaded.model_path.suffix == ".pte":
+        raise ConfigError("--profile and --tune measure ONNX Runtime sessions; an ExecuTorch program takes neither")
     config = BenchConfig(batch=batch, seq_len=seq_len, threads=threads, warmup=warmup, runs=runs)
     vocab_size = len(loaded.tokenizer())
     report: dict = {"config": asdict(config)}

@@ -46,7 +46,7 @@ def test_edgec_run_and_parity_take_the_pte(int8_pte, data_files):
     outputs = edgec.api.predict(int8_pte, ["the movie was really good", "we love this phone"])
     vectors = outputs["sentence_embedding"]
     assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
-    row = edgec.api.check_parity(int8_pte, edgec.read_dataset(data_files["pairs"]))
+    (row,) = edgec.api.check_parity(int8_pte, edgec.read_dataset(data_files["pairs"]))
     assert row.model == "model.pte" and row.passed
     result = invoke("run", int8_pte.path, "the food was cold")
     assert result.exit_code == 0, result.output
@@ -55,6 +55,8 @@ def test_edgec_run_and_parity_take_the_pte(int8_pte, data_files):
     timed = invoke("bench", int8_pte.path, "--runs", 3, "--warmup", 1, "--seq-len", 8, "--json")
     assert timed.exit_code == 0, timed.output
     assert json.loads(timed.stdout)["results"][0]["runtime"] == "executorch (xnnpack)"
+    profiled = invoke("bench", int8_pte.path, "--profile")
+    assert profiled.exit_code == 2 and "ExecuTorch program takes neither" in profiled.output, profiled.output
 
 
 def test_pruned_models_lower_too(tiny_models, data_files, tmp_path):
