@@ -14,7 +14,7 @@ from edgec.errors import InputError, UnsupportedModelError
 from edgec.recipe import TASKS
 from edgec.surgery import remove_dead_units
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2", "modernbert")
 OUTPUT_NAMES = {
     "feature-extraction": ("sentence_embedding",),
     "sequence-classification": ("logits",),

@@ -58,7 +58,7 @@ def prune_model(source: Source, batches: list[Batch], labels: np.ndarray | None,
     """Importance, mask search under the MAC budget, removal, least squares; the summary feeds the report."""
     teacher, timings = source.model, {}
     lengths = [int(n) for b in batches for n in b.feeds["attention_mask"].sum(axis=1)]
-    costs = unit_costs(lengths, surgery.hidden_size(teacher), surgery.head_dim(teacher))
+    costs = unit_costs(lengths, surgery.hidden_size(teacher), surgery.head_dim(teacher), surgery.ffn_matrices(teacher))
     heads_before, ffn_before = surgery.head_counts(teacher), surgery.ffn_widths(teacher)
     macs_before = encoder_macs(heads_before, ffn_before, costs)
 
@@ -143,11 +143,11 @@ def _capture(model: nn.Module, feeds: dict[str, torch.Tensor], layer: nn.Module,
     """Run `model` up to one sub-layer's LayerNorm: its input, and the output projection's input and output."""
     captured, handles = {}, []
 
-    def at_norm(module, args):
-        captured["norm_in"] = args[0]
+    def at_sum(residual_sum):
+        captured["norm_in"] = residual_sum
         raise _Stop
 
-    handles.append(surgery.get(layer, norm_path).register_forward_pre_hook(at_norm))
+    handles.append(surgery.on_residual_sum(layer, norm_path, at_sum))
     if out_path is not None:
         handles.append(surgery.get(layer, out_path).register_forward_hook(
             lambda module, args, output: captured.update(units=args[0], out=output)))
@@ -178,7 +178,7 @@ def fit_scales(student: nn.Module, teacher: nn.Module, batches: list[Batch], inp
             count = (surgery.head_counts if kind == "heads" else surgery.ffn_widths)(student)[i]
             layer = surgery.encoder_layers(student)[i]
             # The bias the sub-layer adds: its output Linear's, or the whole output of a constant sub-layer.
-            bias = surgery.get(layer, out_path if count else constant_path).bias
+            bias = surgery.output_bias(layer, out_path if count else constant_path)
             equations = _normal_equations(student, teacher, batches, input_names, i, kind, count, norm_path, out_path if count else None, bias)
             scales, shift = equations.solve()
             ones = torch.ones(count, dtype=torch.float64)
