@@ -31,7 +31,7 @@ from edgec.inference import collect_outputs, encode_batches, replay_forward, tor
 from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_stages
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.report import write_reports
-from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
+from edgec.source import OUTPUT_NAMES, TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
 from edgec.stages.distill import distill
 from edgec.stages.export import export
 from edgec.stages.optimize import optimize
@@ -280,7 +280,9 @@ def verify_emulated(
     task, evaluation, thresholds = reference_for(artifact, sample, reference, overrides)
     inputs = {i["name"] for i in artifact.manifest["io"]["inputs"]}
     run = run_emulated(artifact.model_path, [{k: v for k, v in b.feeds.items() if k in inputs} for b in evaluation.batches], threads=threads)
-    outputs = collect_outputs(replay_forward(evaluation.batches, run.outputs), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
+    compared = {name: run.outputs[name] for name in OUTPUT_NAMES[task]}
+    outputs = collect_outputs(replay_forward(evaluation.batches, compared), evaluation.batches,
+                              token_level=task in TOKEN_LEVEL_TASKS)
     return parity_row("aarch64 (emulated)", artifact.model_path.name, task, evaluation, outputs, thresholds, statistics=True), run
 
 
@@ -291,7 +293,7 @@ def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None
     manifest = artifact.manifest
     encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=manifest["recipe"]["max_length"], return_tensors="np")
     session = ort_session(artifact.model_path, TargetProfile.from_dict(manifest["target"]).session)
-    return ort_forward(session)({k: v.astype(np.int64) for k, v in encoded.items()})
+    return ort_forward(session, OUTPUT_NAMES[manifest["task"]])({k: v.astype(np.int64) for k, v in encoded.items()})
 
 
 def compress(

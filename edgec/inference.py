@@ -97,10 +97,11 @@ def ort_session(model_path: str | Path, settings: SessionSettings):
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
-def ort_forward(session) -> Forward:
-    """A Forward over an ONNX Runtime session; feeds it only the inputs the graph declares."""
+def ort_forward(session, outputs: tuple[str, ...] | None = None) -> Forward:
+    """A Forward over an ONNX Runtime session returning `outputs` (default: all); feeds only the inputs the graph
+    declares."""
     input_names = [i.name for i in session.get_inputs()]
-    output_names = [o.name for o in session.get_outputs()]
+    output_names = [o.name for o in session.get_outputs() if outputs is None or o.name in outputs]
 
     def forward(feeds: Feeds) -> dict[str, np.ndarray]:
         results = session.run(output_names, {k: feeds[k] for k in input_names if k in feeds})

@@ -21,6 +21,8 @@ OUTPUT_NAMES = {
     "token-classification": ("logits",),
     "question-answering": ("start_logits", "end_logits"),
 }
+# The encoder's per-token output, as transformers and Optimum name it; ONNX Runtime embedding artifacts return it too.
+TOKEN_STATES = "last_hidden_state"
 # Outputs with one row per token: compared over real tokens only, padding masked out.
 TOKEN_LEVEL_TASKS = ("token-classification", "question-answering")
 # Position ids of these models start after the padding index, so that many table rows are unusable.

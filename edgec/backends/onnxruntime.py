@@ -1,10 +1,12 @@
-"""ONNX Runtime back end (x86-64 and ARM64 CPUs): the model file and the tokenizer, nothing else."""
+"""ONNX Runtime back end (x86-64 and ARM64 CPUs): the model file, the tokenizer, and the files other libraries load
+the folder by."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from edgec.backends.interop import write_library_files
 from edgec.backends.registry import register_backend
 from edgec.pipeline import Context
 
@@ -21,5 +23,7 @@ def copy_model_and_tokenizer(ctx: Context, staging: Path) -> tuple[Path, tuple[P
 
 @register_backend("ort")
 def emit(ctx: Context, staging: Path) -> Context:
+    """model.onnx, the tokenizer, and what sentence-transformers, Optimum and transformers need to load the folder."""
     model, files = copy_model_and_tokenizer(ctx, staging)
+    files += write_library_files(ctx, staging)
     return ctx.with_note("emit", {"backend": "ort", "model": MODEL_FILE}, onnx_path=model, files=files)

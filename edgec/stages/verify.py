@@ -12,7 +12,7 @@ from edgec.inference import Forward, Outputs, collect_outputs, ort_forward, ort_
 from edgec.ops import metrics
 from edgec.pipeline import Context, EvalSet, ParityRow
 from edgec.recipe import ParityThresholds
-from edgec.source import TOKEN_LEVEL_TASKS, Source
+from edgec.source import OUTPUT_NAMES, TOKEN_LEVEL_TASKS, Source
 from edgec.targets import SessionSettings
 
 
@@ -80,13 +80,16 @@ def failures(result: dict[str, float], thresholds: ParityThresholds, reference_m
     return tuple(found)
 
 
-def model_forward(model_path: Path, settings: SessionSettings) -> Forward:
-    """Run a model file: a TensorRT engine on its GPU, anything else (ONNX, ORT) on ONNX Runtime CPU."""
+def model_forward(model_path: Path, settings: SessionSettings, task: str) -> Forward:
+    """Run a model file: a TensorRT engine on its GPU, anything else (ONNX, ORT) on ONNX Runtime CPU.
+
+    Only the task's outputs are compared (an embedding artifact's token states are there for other runtimes).
+    """
     if model_path.suffix == ".engine":
         from edgec.backends.tensorrt_engine import engine_forward
 
         return engine_forward(model_path)
-    return ort_forward(ort_session(model_path, settings))
+    return ort_forward(ort_session(model_path, settings), OUTPUT_NAMES[task])
 
 
 def output_statistics(reference: Outputs, candidate: Outputs) -> dict[str, float]:
@@ -117,7 +120,8 @@ def measure_model(
     settings: SessionSettings, simulated: bool = False, statistics: bool = False,
 ) -> ParityRow:
     """One ledger row: run the model file on the eval set and compare it with the reference."""
-    outputs = collect_outputs(model_forward(model_path, settings), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
+    outputs = collect_outputs(model_forward(model_path, settings, task), evaluation.batches,
+                              token_level=task in TOKEN_LEVEL_TASKS)
     return parity_row(stage, model_path.name, task, evaluation, outputs, thresholds, simulated=simulated, statistics=statistics)
 
 
