@@ -138,7 +138,8 @@ def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> Eval
     """Tokenize the eval data once and run the uncompressed fp32 PyTorch model on it."""
     batches = encode_batches(source.tokenizer, eval_texts(source.task, dataset), max_length=max_length)
     forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
-    reference = collect_outputs(forward, batches, token_level=source.task in TOKEN_LEVEL_TASKS)
+    reference = collect_outputs(forward, batches, token_level=source.task in TOKEN_LEVEL_TASKS,
+                                description="reference pass (PyTorch fp32)")
     labels = label_ids(dataset, dict(getattr(source.model.config, "label2id", None) or {}))
     return EvalSet(dataset, batches, reference, task_metric(source.task, reference, dataset, labels), labels)
 

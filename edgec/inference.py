@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from edgec.data import Dataset, length_sorted_batches
+from edgec.progress import track
 from edgec.targets import SessionSettings
 
 Feeds = dict[str, np.ndarray]
@@ -51,8 +52,10 @@ def encode_batches(tokenizer, dataset: Dataset, *, max_length: int, batch_size: 
     return batches
 
 
-def collect_outputs(forward: Forward, batches: list[Batch], *, token_level: bool) -> Outputs:
-    """Run `forward` on every batch and put the rows back in dataset order.
+def collect_outputs(
+    forward: Forward, batches: list[Batch], *, token_level: bool, description: str = "running the model",
+) -> Outputs:
+    """Run `forward` on every batch and put the rows back in dataset order (a progress bar says `description`).
 
     Token-level outputs, (batch, seq, ...), are padded with zeros to the longest example of the dataset.
     """
@@ -60,7 +63,7 @@ def collect_outputs(forward: Forward, batches: list[Batch], *, token_level: bool
     longest = max(b.feeds["input_ids"].shape[1] for b in batches)
     mask = np.zeros((count, longest), dtype=np.int64)
     values: dict[str, np.ndarray] = {}
-    for batch in batches:
+    for batch in track(batches, description):
         seq = batch.feeds["input_ids"].shape[1]
         mask[batch.indices, :seq] = batch.feeds["attention_mask"]
         for name, value in forward(batch.feeds).items():

@@ -22,6 +22,7 @@ from edgec.artifact import Artifact, check_output_path
 from edgec.bench import BenchConfig
 from edgec.data import Dataset
 from edgec.errors import ConfigError
+from edgec.progress import bar
 from edgec.recipe import ParityThresholds, PruneConfig, Recipe
 from edgec.source import LoadOptions
 from edgec.sweep import MEASURE_ONLY, measure_cell
@@ -90,13 +91,17 @@ def search(
     precisions = [p for p in profile.precisions if recipe.quant.precision in (None, p)]
     sample = eval.sample(samples, seed=recipe.seed)
     tried: list[Candidate] = []
-    with tempfile.TemporaryDirectory(prefix="edgec-search-") as work:
+    # The bar's total is the most candidates there can be: a precision stops at its first fraction over the drop budget.
+    most = len(precisions) * len(fractions)
+    with tempfile.TemporaryDirectory(prefix="edgec-search-") as work, bar("search candidates (at most)", most) as step:
         for precision in precisions:
             for fraction in sorted(fractions):
                 on_stage(f"candidate prune {fraction:g} {precision}")
                 cell = _recipe(recipe, fraction, precision, recipe.parity)  # measure_cell measures, it does not gate
                 candidate = _measure(model, target, cell, calib, sample, train, Path(work) / "c", budgets, bench, load)
                 tried.append(candidate)
+                step(status=f"{candidate.name}: drop {candidate.drop:.2f}, {candidate.latency_ms:.2f} ms, "
+                               f"{candidate.size_mb:.1f} MB")
                 if "max_drop" in candidate.over:  # more pruning only loses more
                     break
     chosen = min(tried, key=lambda c: (bool(c.over), sum(c.over.values()), c.latency_ms))

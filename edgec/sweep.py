@@ -20,6 +20,7 @@ from edgec.bench import BenchConfig, bench_onnx
 from edgec.data import Dataset
 from edgec.errors import ConfigError
 from edgec.ops.search import pareto_front
+from edgec.progress import bar
 from edgec.recipe import ParityThresholds, PruneConfig, QuantConfig, Recipe
 from edgec.report import markdown_table, sweep_plot_png
 from edgec.source import LoadOptions
@@ -41,11 +42,13 @@ def sweep(
         PruneConfig(fraction=fraction)  # validate every cell before the first build
     rows = []
     with staged_output(Path(out), force=force) as staging:
-        for fraction in fractions:
-            for precision in precisions:
+        cells = [(fraction, precision) for fraction in fractions for precision in precisions]
+        with bar("sweep cells", len(cells)) as advance:
+            for fraction, precision in cells:
                 name = f"prune{fraction:g}-{precision}"
                 on_stage(name)
                 rows.append(_cell(model, target, fraction, precision, calib, eval, staging / "artifacts" / name, bench, load))
+                advance(status=f"{name}: {rows[-1]['metric']} {rows[-1]['value']:.4f}, {rows[-1]['latency_ms']:.2f} ms")
         for row, on_front in zip(rows, pareto_front([(r["latency_ms"], r["value"]) for r in rows])):
             row["pareto"] = on_front
         write_tables(staging, rows)

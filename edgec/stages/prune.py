@@ -27,6 +27,7 @@ from edgec.ops.least_squares import NormalEquations
 from edgec.ops.macs import encoder_macs, unit_costs
 from edgec.ops.mask_search import search_masks
 from edgec.pipeline import Context
+from edgec.progress import track
 from edgec.recipe import PruneConfig
 from edgec.source import Source
 from edgec.stages.verify import eval_texts, label_ids
@@ -116,7 +117,7 @@ def unit_importance(source: Source, batches: list[Batch], labels: np.ndarray | N
     handles += [surgery.get(layer, parts.ffn_out).register_forward_pre_hook(hook(("ffn", i), mask_neurons))
                 for i, layer in enumerate(layers) if widths[i]]
     try:
-        for batch in batches:
+        for batch in track(batches, "importance (Fisher)"):
             size = len(batch.indices)
             masks.clear()
             masks.update({("heads", i): torch.ones(size, h, requires_grad=True) for i, h in enumerate(heads) if h})
@@ -171,7 +172,7 @@ def fit_scales(student: nn.Module, teacher: nn.Module, batches: list[Batch], inp
     """
     parts = surgery.parts_for(student)
     fits = []
-    for i in range(len(surgery.encoder_layers(student))):
+    for i in track(range(len(surgery.encoder_layers(student))), "least squares (layers)"):
         for kind, norm_path, out_path, constant_path in (
             ("heads", parts.attn_norm, parts.attn_out, parts.attention), ("ffn", parts.ffn_norm, parts.ffn_out, parts.ffn),
         ):

@@ -16,6 +16,7 @@ from edgec.ops.calibration import activation_range, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
 from edgec.ops.smoothing import smoothing_scales
 from edgec.pipeline import Context
+from edgec.progress import track
 from edgec.stages.verify import eval_texts
 from edgec.targets import QuantSettings, SessionSettings
 
@@ -241,7 +242,7 @@ def capture(
 ) -> dict[str, np.ndarray]:
     """Run the model with `names` exposed as outputs; (rows, features) of real (unpadded) tokens for each."""
     collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for feed, values in probe_runs(model, names, feeds, settings):
+    for feed, values in probe_runs(model, names, track(feeds, "calibration"), settings):
         real = feed["attention_mask"].astype(bool)
         for name, value in zip(names, values):
             rows = value[real] if value.shape[:2] == real.shape else value.reshape(-1, value.shape[-1])

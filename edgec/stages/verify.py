@@ -121,14 +121,15 @@ def measure_model(
 ) -> ParityRow:
     """One ledger row: run the model file on the eval set and compare it with the reference."""
     outputs = collect_outputs(model_forward(model_path, settings, task), evaluation.batches,
-                              token_level=task in TOKEN_LEVEL_TASKS)
+                              token_level=task in TOKEN_LEVEL_TASKS, description=f"parity: {stage}")
     return parity_row(stage, model_path.name, task, evaluation, outputs, thresholds, simulated=simulated, statistics=statistics)
 
 
 def measure_module(source: Source, stage: str, evaluation: EvalSet, thresholds: ParityThresholds) -> ParityRow:
     """One ledger row for a PyTorch model (before export: after pruning or distillation)."""
     forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
-    outputs = collect_outputs(forward, evaluation.batches, token_level=source.task in TOKEN_LEVEL_TASKS)
+    outputs = collect_outputs(forward, evaluation.batches, token_level=source.task in TOKEN_LEVEL_TASKS,
+                              description=f"parity: {stage}")
     return parity_row(stage, type(source.model).__name__, source.task, evaluation, outputs, thresholds)
 
 
