@@ -16,7 +16,7 @@ import onnx
 
 from edgec import surgery
 from edgec.artifact import (
-    FORMAT_VERSION, Artifact, check_output_path, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
+    FORMAT_VERSION, Artifact, check_output_path, load_artifact, package_versions, sha256_file, staged_output,
 )
 from edgec.backends import get_backend
 from edgec.backends.tensorrt import (
@@ -28,9 +28,9 @@ from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
 from edgec.hardware import host
 from edgec.inference import collect_outputs, encode_batches, replay_forward, torch_forward
+from edgec.package import package
 from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_stages
 from edgec.recipe import ParityThresholds, Recipe
-from edgec.report import write_reports
 from edgec.source import OUTPUT_NAMES, TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
 from edgec.stages.distill import distill
 from edgec.stages.export import export
@@ -78,10 +78,7 @@ def build(
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
         ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages_for(recipe, profile, staging), measure, on_stage)
-        manifest = manifest_for(ctx, time.perf_counter() - started)
-        write_reports(staging, manifest)
-        manifest["files"] = file_table(staging)
-        write_manifest(staging, manifest)
+        manifest = package(staging, manifest_for(ctx, time.perf_counter() - started))
         if not manifest["parity"]["passed"]:
             rejected = out.with_name(out.name + ".rejected")
             shutil.rmtree(rejected, ignore_errors=True)

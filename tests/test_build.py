@@ -42,7 +42,8 @@ def test_every_architecture_and_precision_builds_and_passes(tiny_models, data_fi
     assert manifest["parity"]["passed"]
     assert [r["stage"] for r in manifest["parity"]["ledger"]][:2] == ["export", "optimize"]
     assert manifest["parity"]["ledger"][-1]["stage"] == "artifact"
-    for name in ("model.onnx", "edgec.json", "report.md", "report.html", "parity.png", "tokenizer.json"):
+    for name in ("model.onnx", "edgec.json", "report.md", "report.html", "parity.png", "tokenizer.json", "README.md",
+                 "config.json"):
         assert (tmp_path / "out" / name).is_file(), name
     embeddings, token_states = _plain_ort(tmp_path / "out", SENTENCES[:4])  # sentence_embedding, last_hidden_state
     source = load_source(folder)

@@ -13,6 +13,7 @@ from edgec.artifact import load_artifact
 from edgec.bench import BenchConfig, bench_onnx, bench_pytorch
 from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.errors import ConfigError, InputError
+from edgec.package import record_bench
 
 
 def register(app: typer.Typer) -> None:
@@ -28,8 +29,11 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 20,
     baseline: Annotated[str | None, typer.Option(help="Also measure `pytorch` (the uncompressed source model).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    record: Annotated[bool, typer.Option(
+        help="Keep the figures in the artifact folder (manifest, report, model card).",
+    )] = True,
 ) -> None:
-    """Latency p50/p90/p99, throughput, peak memory and file size of an artifact."""
+    """Latency p50/p90/p99, throughput, peak memory and file size of an artifact, recorded in it (--no-record: not)."""
     if min(batch, seq_len, threads, runs) < 1 or warmup < 0:
         raise ConfigError("--batch, --seq-len, --threads and --runs must be >= 1 (and --warmup >= 0)")
     if baseline not in (None, "pytorch"):
@@ -50,6 +54,8 @@ def bench(
         "results": [asdict(r) for r in results],
         "speedup_vs_pytorch": results[1].p50_ms / results[0].p50_ms if baseline else None,
     }
+    if record and artifact.is_dir():  # a .zip bundle is read from a temporary copy: nothing to record into
+        record_bench(loaded, report)
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -15,7 +15,7 @@ from edgec.errors import ConfigError
 from edgec.recipe import QuantConfig, Recipe
 
 BUNDLE = {"edgec.json", "model.ort", "required_operators_and_types.config", "mobile_usability.json", "tokenizer.json",
-          "tokenizer_config.json", "special_tokens_map.json", "report.md", "report.html", "parity.png"}
+          "tokenizer_config.json", "special_tokens_map.json", "report.md", "report.html", "parity.png", "README.md"}
 
 
 @pytest.fixture(scope="module")
