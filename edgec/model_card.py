@@ -37,7 +37,7 @@ def write_model_card(folder: Path, manifest: dict[str, Any]) -> Path:
         library_name="sentence-transformers" if loads_in_sentence_transformers else "transformers", tags=tags(manifest),
     )
     path = folder / CARD_FILE
-    path.write_text(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body(manifest, folder.name)) + "\n")
+    path.write_text(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body(manifest)) + "\n")
     return path
 
 
@@ -59,18 +59,23 @@ def tags(manifest: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def body(manifest: dict[str, Any], name: str) -> list[str]:
-    """The card's Markdown: what was done, parity, size and latency, how to load it."""
+def body(manifest: dict[str, Any]) -> list[str]:
+    """The card's Markdown: what was done, parity, size and latency, how to load it. Nothing in it depends on where
+    or when the build ran (the folder is a temporary one then; stage times differ run to run), so the same inputs give
+    the same card."""
     parity, source, target = manifest["parity"], manifest["source"], manifest["target"]
     verdict = "passed" if parity["passed"] else "FAILED"
+    origin = base_model_id(source["path"]) or source["path"]
+    title = f"{origin.rstrip('/').rsplit('/', 1)[-1]}: edgec {target['name']} {manifest['precision']}"
     intro = (f"{source['model_type']} ({manifest['task']}) compiled by edgec for **{target['name']}** "
-             f"({target['description']}) in **{manifest['precision']}**, from "
-             f"`{base_model_id(source['path']) or source['path']}`. Every stage was "
+             f"({target['description']}) in **{manifest['precision']}**, from `{origin}`. Every stage was "
              f"checked against the uncompressed fp32 model on {parity['eval_examples']} examples of "
              f"`{Path(parity['eval_data']).name}`; the final artifact {verdict} its parity gate.")
     gates = markdown_table(["gate", "final artifact", "threshold", "verdict"], gate_rows(manifest))
-    ledger = markdown_table(*format_ledger(parity["ledger"], parity["reference_metric"]))
-    return [f"# {name}", "", intro, "", "## What edgec did", "", *recipe_lines(manifest), "",
+    header, rows = format_ledger(parity["ledger"], parity["reference_metric"])
+    timed = header.index("stage time")  # the reports keep the stage times
+    ledger = markdown_table(header[:timed] + header[timed + 1 :], [row[:timed] + row[timed + 1 :] for row in rows])
+    return [f"# {title}", "", intro, "", "## What edgec did", "", *recipe_lines(manifest), "",
             "## Parity", "", gates, "", ledger, "",
             "## Size and latency", "", markdown_table(*speed_size_table(manifest)), "", bench_note(manifest), "",
             *usage_lines(manifest)]
