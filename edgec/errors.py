@@ -1,6 +1,12 @@
 """One error hierarchy. The CLI catches EdgecError only: one line to stderr, then exit_code."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of a library's exception message, for a one-line error of edgec's own."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 class EdgecError(Exception):
     """Base of every error edgec raises on purpose. The message is one line: problem, then fix."""
 
@@ -33,3 +39,8 @@ class BudgetError(EdgecError):
     """A budgeted search found no artifact within every budget (the closest one is saved)."""
 
     exit_code = 1
+
+
+class Interrupted(BaseException):
+    """SIGTERM during a command, raised where the program is so that every cleanup runs, as Ctrl-C's
+    KeyboardInterrupt does. A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""

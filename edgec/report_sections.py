@@ -11,7 +11,7 @@ _ARTIFACT_COLOR, _SOURCE_COLOR, _KEPT_COLOR, _QUANTIZED_COLOR = "#2a9d8f", "#8d9
 
 
 def gate_rows(manifest: dict[str, Any]) -> list[list[str]]:
-    """Each gate the final artifact is held to, as verify.failures applies it: metric, value, threshold, verdict."""
+    """Each gate the final artifact is held to, as parity.gate.failures applies it: metric, value, threshold, verdict."""
     parity = manifest["parity"]
     final, thresholds = parity["ledger"][-1]["metrics"], parity["thresholds"]
     verdict = lambda ok: "pass" if ok else "FAIL"  # noqa: E731

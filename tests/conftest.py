@@ -90,10 +90,11 @@ def _sentencepiece_tokenizer(folder: Path):
     return DebertaV2TokenizerFast(vocab_file=str(folder / "spm.model"), model_max_length=64)
 
 
-def _config(model_type: str, tokenizer, task: str, num_labels: int):
+def _config(model_type: str, tokenizer, task: str, num_labels: int, initializer_range: float = 0.02):
     from transformers import AutoConfig
 
-    common = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=num_labels)
+    common = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=num_labels,
+                  initializer_range=initializer_range)
     if model_type == "distilbert":
         sizes = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=72)
     else:
@@ -119,14 +120,22 @@ TASK_CLASSES = {
 }
 
 
-def make_tiny_model(folder: Path, model_type: str = "bert", task: str = "feature-extraction", *, sentence_transformers: bool = True) -> Path:
-    """A random model folder as save_pretrained writes it, with a WordPiece tokenizer."""
+def make_tiny_model(
+    folder: Path, model_type: str = "bert", task: str = "feature-extraction", *, sentence_transformers: bool = True,
+    initializer_range: float = 0.02,
+) -> Path:
+    """A random model folder as save_pretrained writes it, with a WordPiece tokenizer.
+
+    transformers' initializer_range of 0.02 makes every sub-layer's output small beside the residual stream, so a
+    random model barely notices damage to one layer; a larger range makes it as sensitive as a trained one.
+    """
     import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(folder, model_type)
     torch.manual_seed(0)
-    config = _config(model_type, tokenizer, task, num_labels=2 if task == "question-answering" else 3)
+    config = _config(model_type, tokenizer, task, num_labels=2 if task == "question-answering" else 3,
+                     initializer_range=initializer_range)
     model = getattr(transformers, TASK_CLASSES[task]).from_config(config)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgec.data import Dataset, columns_from_options, read_dataset
-from edgec.errors import ConfigError, EdgecError
+from edgec.errors import ConfigError, EdgecError, Interrupted
 from edgec.progress import display, stage_spinners
 from edgec.recipe import DistillConfig, PruneConfig
 
@@ -24,17 +25,31 @@ F = TypeVar("F", bound=Callable)
 
 
 def errors_to_exit_codes(command: F) -> F:
-    """EdgecError -> one line on stderr and its exit code (2 bad input, 1 parity). Others keep their traceback."""
+    """EdgecError -> one line on stderr and its exit code (2 bad input, 1 parity). Others keep their traceback.
+
+    Ctrl-C and SIGTERM unwind the command like an error, so every output is cleaned up (staged_output leaves nothing
+    at --out), then exit 130 and 143 as shells expect.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
             return command(*args, **kwargs)
         except EdgecError as exc:
             print(f"edgec: error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
+        except (KeyboardInterrupt, Interrupted) as exc:
+            print("edgec: interrupted; nothing was left at the output", file=sys.stderr)
+            raise typer.Exit(143 if isinstance(exc, Interrupted) else 130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(f"signal {signum}")
 
 
 TextColumn = Annotated[str | None, typer.Option("--text-column", help="CSV/TSV column holding the text (default: text).")]
@@ -46,8 +61,11 @@ AllowPickle = Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, wh
 ScoreColumn = Annotated[str | None, typer.Option("--score-column", help="CSV/TSV column holding a similarity score.")]
 
 
-def read_optional(path: Path | None, text: str | None, pair: str | None, label: str | None, score: str | None) -> Dataset | None:
-    return None if path is None else read_dataset(path, columns_from_options(text, pair, label, score))
+def read_optional(
+    path: Path | None, text: str | None, pair: str | None, label: str | None, score: str | None, *, sample: int | None = None,
+) -> Dataset | None:
+    """The data file an option names (or a deterministic sample of it, read in one streaming pass), or None."""
+    return None if path is None else read_dataset(path, columns_from_options(text, pair, label, score), sample=sample)
 
 
 def numbers(text: str, option: str) -> list[float]:

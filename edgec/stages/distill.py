@@ -14,10 +14,11 @@ import torch
 
 from edgec.errors import ConfigError, InputError
 from edgec.ops import distillation
-from edgec.pipeline import Context
+from edgec.parity.ledger import parity_score
+from edgec.parity.runtime import measure_module
+from edgec.pipeline import Context, selection_data
 from edgec.recipe import DistillConfig
 from edgec.source import Pooling, task_outputs
-from edgec.stages.verify import measure_module, parity_score
 from edgec.training import TrainResult, shuffled_loader, train
 
 
@@ -40,8 +41,10 @@ def distill(ctx: Context) -> Context:
     # Never tokenize past what the model's position table (and the build's recipe) allows.
     config = dataclasses.replace(config, max_length=min(config.max_length, ctx.recipe.max_length))
 
+    selection = selection_data(ctx)  # the early stop and best checkpoint choose on it, never on the gate's data
+
     def evaluate(model: torch.nn.Module) -> float:
-        row = measure_module(dataclasses.replace(ctx.source, model=model), "distill", ctx.evaluation, ctx.thresholds)
+        row = measure_module(dataclasses.replace(ctx.source, model=model), "distill", selection, ctx.thresholds)
         return parity_score(row.metrics)
 
     texts = ctx.train.single_texts().texts

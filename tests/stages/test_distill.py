@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import SENTENCES
 
-from edgec.api import reference_outputs
+from edgec.parity.evalset import reference_outputs
 from edgec.data import Dataset, Example
 from edgec.errors import ConfigError
 from edgec.ops import distillation
@@ -14,7 +14,7 @@ from edgec.pipeline import Context
 from edgec.recipe import DistillConfig, ParityThresholds, Recipe
 from edgec.source import load_source, pool
 from edgec.stages.distill import distill, distill_student
-from edgec.stages.verify import measure_module
+from edgec.parity.runtime import measure_module
 from edgec.targets import load_target
 
 DATA = Dataset(tuple(Example(t) for t in SENTENCES), "sentences")
