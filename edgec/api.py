@@ -17,7 +17,7 @@ import onnx
 
 from edgec import surgery
 from edgec.artifact import (
-    FORMAT_VERSION, Artifact, file_table, load_artifact, package_versions, sha256_file, staged_output, write_manifest,
+    FORMAT_VERSION, Artifact, load_artifact, package_versions, sha256_file, staged_output,
 )
 from edgec.backends import get_backend
 from edgec.backends.executorch import require_executorch
@@ -31,6 +31,7 @@ from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
 from edgec.hardware import host
 from edgec.inference import collect_outputs, replay_forward
+from edgec.package import package
 from edgec.parity import golden
 from edgec.parity.evalset import EvalSet, reference_outputs, selection_split
 from edgec.parity.ledger import ParityRow, first_loss, parity_row
@@ -39,8 +40,7 @@ from edgec.pipeline import Context, Stage, run_stages
 from edgec.profiling import Profile, profile_session
 from edgec.processes import check_single_process, main_process_output
 from edgec.recipe import ParityThresholds, Recipe
-from edgec.report import write_reports
-from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
+from edgec.source import OUTPUT_NAMES, TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
 from edgec.stages.distill import distill
 from edgec.stages.export import export
 from edgec.stages.export_fixed import export_fixed
@@ -103,10 +103,7 @@ def build(
         ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages_for(recipe, profile, staging), on_stage)
         on_stage("golden sample")
         sample = write_golden(ctx, staging)
-        manifest = manifest_for(ctx, time.perf_counter() - started, sample)
-        write_reports(staging, manifest, build_profile(ctx))
-        manifest["files"] = file_table(staging)
-        write_manifest(staging, manifest)
+        manifest = package(staging, manifest_for(ctx, time.perf_counter() - started, sample), build_profile(ctx))
         if not manifest["parity"]["passed"]:
             rejected = out.with_name(out.name + ".rejected")
             shutil.rmtree(rejected, ignore_errors=True)
@@ -219,7 +216,7 @@ def write_golden(ctx: Context, staging: Path) -> dict:
     """The golden sample (texts from the gate's data, reference and artifact outputs) into the artifact."""
     texts, reference = golden.take(ctx.evaluation, ctx.source.task, ctx.recipe.seed)
     model = ctx.parity_model or ctx.onnx_path
-    outputs, counts, _ = golden.run(texts, model_forward(model, ctx.target.session), ctx.source.tokenizer, ctx.recipe.max_length,
+    outputs, counts, _ = golden.run(texts, model_forward(model, ctx.target.session, ctx.source.task), ctx.source.tokenizer, ctx.recipe.max_length,
                                     ctx.source.task)
     return golden.write(staging, texts, reference, outputs, counts, golden.runtime_name(model, ctx.ledger[-1].simulated))
 
@@ -307,7 +304,7 @@ def check_parity(
             sample = golden.read(artifact.path)
             built_on = (manifest["parity"].get("golden") or {}).get("artifact_runtime")
             same_runtime = built_on == golden.runtime_name(model, simulated)
-            return golden.check(sample, model_forward(model, artifact.session), artifact.tokenizer(), manifest["recipe"]["max_length"],
+            return golden.check(sample, model_forward(model, artifact.session, manifest["task"]), artifact.tokenizer(), manifest["recipe"]["max_length"],
                                 manifest["task"], model.name, thresholds, simulated, reproduce=same_runtime)
         task, evaluation = reference_for(artifact, data, reference)
         statistics = profile.tensorrt is not None
@@ -336,7 +333,7 @@ def build_checked_engine(
         sample, tokenizer, checked_on = golden.read(artifact.path), artifact.tokenizer(), "the golden sample"
 
         def gate(engine: Path) -> ParityRow:  # the stored artifact outputs came from the CPU simulation: not comparable
-            return golden.check(sample, model_forward(engine, session), tokenizer, manifest["recipe"]["max_length"],
+            return golden.check(sample, model_forward(engine, session, manifest["task"]), tokenizer, manifest["recipe"]["max_length"],
                                 manifest["task"], engine.name, thresholds, reproduce=False)[0]
     else:
         task, evaluation = reference_for(artifact, data, reference)
@@ -380,7 +377,9 @@ def verify_emulated(
     thresholds = ParityThresholds(**artifact.manifest["parity"]["thresholds"]).overridden_by(overrides)
     inputs = {i["name"] for i in artifact.manifest["io"]["inputs"]}
     run = run_emulated(artifact.model_path, [{k: v for k, v in b.feeds.items() if k in inputs} for b in evaluation.batches], threads=threads)
-    outputs = collect_outputs(replay_forward(evaluation.batches, run.outputs), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
+    compared = {name: run.outputs[name] for name in OUTPUT_NAMES[task]}
+    outputs = collect_outputs(replay_forward(evaluation.batches, compared), evaluation.batches,
+                              token_level=task in TOKEN_LEVEL_TASKS)
     return parity_row("aarch64 (emulated)", artifact.model_path.name, task, evaluation, outputs, thresholds, statistics=True), run
 
 
@@ -421,6 +420,10 @@ def compress(
     # issue 18: under torchrun every process prunes and distills (the collectives need them all); rank 0 saves.
     with main_process_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         source, recipe, calib, evaluation, selection, prune_calib = _prepare(model, recipe, calib, eval, load, on_stage)
+        if "layers" in recipe.prune.units and source.model.config.model_type == "modernbert":  # surgery.standard_layout
+            raise ConfigError("a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers alternate "
+                              "local and global attention by position); prune with --units heads,ffn, or prune while building "
+                              "(`edgec build --prune`)")
         profile = load_target("ort")
         thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)
         ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, selection, prune_calib,

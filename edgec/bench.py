@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import queue as queue_module
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -85,7 +86,8 @@ def _bench_pte(model_path: str, vocab_size: int, config: BenchConfig) -> BenchRe
 
     from edgec.backends.executorch import IO_FILE, pte_forward, set_threads
 
-    set_threads(config.threads)  # ExecuTorch's XNNPACK thread pool; by default it takes every core
+    if config.threads is not None:  # None (bench's default): the runtime's own pool, every core
+        set_threads(config.threads)  # ExecuTorch's XNNPACK thread pool; by default it takes every core
     io = json.loads(Path(model_path).with_name(IO_FILE).read_text())
     feeds = synthetic_inputs(vocab_size, config, [i["name"] for i in io["inputs"]])
     forward = pte_forward(Path(model_path))
@@ -118,18 +120,34 @@ def _bench_pytorch(source_path: str, task: str, vocab_size: int, config: BenchCo
 
 
 def _child(queue, function, args) -> None:
-    result = function(*args)
+    try:
+        result = function(*args)
+    except BaseException as exc:  # the parent waits on the queue: it must hear of a failure too
+        queue.put({_FAILED: f"{type(exc).__name__}: {exc}"})
+        raise
     queue.put(result.to_dict() if isinstance(result, Profile) else asdict(result))
 
 
+_FAILED = "edgec_benchmark_failed"
+
+
 def in_fresh_process(function, *args) -> dict:
-    """Run a benchmark in a spawned process so peak memory and thread pools are its own; its result as a dict."""
+    """Run a benchmark in a spawned process so peak memory and thread pools are its own; its result as a dict.
+    A benchmark that raises, or a process that dies without a result, raises here instead of waiting forever."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, function, args))
     process.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not process.is_alive() and queue.empty():
+                raise RuntimeError(f"the benchmark process exited (code {process.exitcode}) without a result") from None
     process.join()
+    if _FAILED in result:
+        raise RuntimeError(f"the benchmark failed in its process: {result[_FAILED]}")
     return result
 
 

@@ -26,6 +26,14 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 _BATCH = 32  # texts per run where the graph takes any batch size
+# The outputs each task answers with (edgec.source.OUTPUT_NAMES); an embedding artifact's graph also returns the token
+# states (last_hidden_state) for sentence-transformers and Optimum, which this runner leaves out.
+_OUTPUTS = {
+    "feature-extraction": ("sentence_embedding",),
+    "sequence-classification": ("logits",),
+    "token-classification": ("logits",),
+    "question-answering": ("start_logits", "end_logits"),
+}
 _LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
@@ -81,7 +89,8 @@ class Predictor:
         """The artifact's named outputs for the texts, one row per text."""
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"got {len(pairs)} second texts for {len(texts)} texts")
-        names = [o.name for o in self.session.get_outputs()]
+        wanted = _OUTPUTS.get(self.task)
+        names = [o.name for o in self.session.get_outputs() if wanted is None or o.name in wanted]
         step = self.fixed[0] if self.fixed else _BATCH
         parts: list[list[np.ndarray]] = []
         for start in range(0, len(texts), step):

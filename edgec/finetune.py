@@ -46,7 +46,7 @@ def finetune(
     config = dataclasses.replace(config, max_length=min(config.max_length, source.max_length))
     evaluate, metric = _evaluator(source, eval_data)
     loss, loader = _objective(source, train_data, config, seed)
-    result = train(source.model, loss, loader, config, evaluate, seed=seed, dropout=True)
+    result = train(source.model, loss, loader, config, evaluate, seed=seed, dropout=True, description="fine-tuning")
     record = _record(task, metric, train_data, eval_data, config, result)
     with main_process_output(out, force=force) as staging:  # under torchrun every process trains; one writes
         save_model(dataclasses.replace(source, model=result.model), staging)
@@ -80,7 +80,8 @@ def _evaluator(source: Source, data: Dataset) -> tuple[Callable[[torch.nn.Module
 
     def evaluate(model: torch.nn.Module) -> float:
         forward = torch_forward(TaskModule(model, source.task, source.pooling), source.input_names, source.output_names)
-        return next(iter(task_metric(source.task, collect_outputs(forward, batches, token_level=False), data, labels).values()))
+        outputs = collect_outputs(forward, batches, token_level=False, description="evaluation")
+        return next(iter(task_metric(source.task, outputs, data, labels).values()))
 
     return evaluate, "accuracy" if source.task == "sequence-classification" else "spearman"
 

@@ -11,6 +11,7 @@ import torch
 
 from edgec.data import Dataset, length_sorted_batches
 from edgec.errors import InputError, first_line
+from edgec.progress import track
 from edgec.targets import SessionSettings
 
 Feeds = dict[str, np.ndarray]
@@ -52,8 +53,10 @@ def encode_batches(tokenizer, dataset: Dataset, *, max_length: int, batch_size: 
     return batches
 
 
-def collect_outputs(forward: Forward, batches: list[Batch], *, token_level: bool) -> Outputs:
-    """Run `forward` on every batch and put the rows back in dataset order.
+def collect_outputs(
+    forward: Forward, batches: list[Batch], *, token_level: bool, description: str = "running the model",
+) -> Outputs:
+    """Run `forward` on every batch and put the rows back in dataset order (a progress bar says `description`).
 
     Token-level outputs, (batch, seq, ...), are padded with zeros to the longest example of the dataset.
     """
@@ -61,7 +64,7 @@ def collect_outputs(forward: Forward, batches: list[Batch], *, token_level: bool
     longest = max(b.feeds["input_ids"].shape[1] for b in batches)
     mask = np.zeros((count, longest), dtype=np.int64)
     values: dict[str, np.ndarray] = {}
-    for batch in batches:
+    for batch in track(batches, description):
         seq = batch.feeds["input_ids"].shape[1]
         mask[batch.indices, :seq] = batch.feeds["attention_mask"]
         for name, value in forward(batch.feeds).items():
@@ -108,15 +111,16 @@ def ort_session(model_path: str | Path, settings: SessionSettings, *, profile_pr
                          "not a model ONNX Runtime runs: rebuild it") from None
 
 
-def ort_forward(session) -> Forward:
-    """A Forward over an ONNX Runtime session; feeds it only the inputs the graph declares.
+def ort_forward(session, outputs: tuple[str, ...] | None = None) -> Forward:
+    """A Forward over an ONNX Runtime session returning `outputs` (default: all); feeds only the inputs the graph
+    declares.
 
     A graph with fixed input shapes (an accelerator-shaped mobile graph, (batch, seq) as ints) gets every batch
     padded to its sequence length and run in chunks of its batch size; outputs are cut back to the real rows
     (and, token-level, to the batch's own length).
     """
     input_names = [i.name for i in session.get_inputs()]
-    output_names = [o.name for o in session.get_outputs()]
+    output_names = [o.name for o in session.get_outputs() if outputs is None or o.name in outputs]
     shape = session.get_inputs()[0].shape
     fixed = tuple(shape) if all(isinstance(d, int) and d > 0 for d in shape) else None
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,12 @@ def format_ledger(rows: list[dict[str, Any]], reference: dict[str, float]) -> tu
     header = ["stage", *columns, "stage time", "verdict"]
     body = []
     if reference:
-        body.append(["reference (PyTorch fp32)", *[_fmt(reference.get(c)) for c in columns], "", ""])
+        body.append(["reference (PyTorch fp32)", *[format_value(reference.get(c)) for c in columns], "", ""])
     for row in rows:
         verdict = "pass" if not row["failures"] else "FAIL: " + "; ".join(row["failures"])
         stage = row["stage"] + (" (simulated)" if row.get("simulated") else "")
-        body.append([stage, *[_fmt(row["metrics"].get(c)) for c in columns], f"{row.get('seconds', 0):.1f} s", verdict])
+        values = [format_value(row["metrics"].get(c)) for c in columns]
+        body.append([stage, *values, f"{row.get('seconds', 0):.1f} s", verdict])
     return header, body
 
 
@@ -40,10 +39,10 @@ def statistics_table(metrics: dict[str, float]) -> tuple[list[str], list[list[st
     """Per-output error statistics (`output.max_abs` ... keys of a ledger row), one row per output; empty if none."""
     outputs = sorted({key.rsplit(".", 1)[0] for key in metrics if "." in key})
     header = ["output", *(s.replace("q_abs", "p99_abs") for s in _STATISTICS)]
-    return header, [[name, *(_fmt(metrics.get(f"{name}.{s}")) for s in _STATISTICS)] for name in outputs]
+    return header, [[name, *(format_value(metrics.get(f"{name}.{s}")) for s in _STATISTICS)] for name in outputs]
 
 
-def _fmt(value: float | None) -> str:
+def format_value(value: float | None) -> str:
     if value is None:
         return ""
     return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}" if abs(value) >= 1e-3 else f"{value:.2e}"
@@ -198,10 +197,10 @@ def pruning_plot_png(summary: dict[str, Any]) -> bytes:
     ax.set_title(f"Kept per layer (prune {summary['fraction']})")
     fig.colorbar(image, ax=ax, label="share kept")
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -211,27 +210,45 @@ def _png(fig) -> bytes:
 
 
 def parity_plot_png(manifest: dict[str, Any]) -> bytes:
-    """A bar chart of the main agreement metric per stage."""
+    """The ledger per stage: closeness to the reference (mean cosine or top-1 agreement) against its threshold and,
+    where the data has scores or labels, the task metric's drop against max_drop."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = manifest["parity"]["ledger"]
+    parity = manifest["parity"]
+    rows, thresholds, reference = parity["ledger"], parity["thresholds"], parity["reference_metric"]
+    stages = [r["stage"] for r in rows]
+    colors = ["#2a9d8f" if not r["failures"] else "#e76f51" for r in rows]
+    fig, axes = plt.subplots(1, 2 if reference else 1, figsize=(11 if reference else 6, 3.2), dpi=100, squeeze=False)
     metric = "cosine_mean" if "cosine_mean" in rows[0]["metrics"] else "agreement"
     values = [r["metrics"][metric] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    colors = ["#2a9d8f" if not r["failures"] else "#e76f51" for r in rows]
-    ax.bar([r["stage"] for r in rows], values, color=colors)
-    threshold = manifest["parity"]["thresholds"].get("min_cosine" if metric == "cosine_mean" else "min_agreement")
+    threshold = thresholds.get("min_cosine" if metric == "cosine_mean" else "min_agreement")
+    ax = axes[0][0]
+    ax.bar_label(ax.bar(stages, values, color=colors), labels=[f"{v:.5f}" for v in values], fontsize=7)
     if threshold is not None:
         ax.axhline(threshold, color="#444", linestyle="--", linewidth=1, label=f"threshold {threshold}")
         ax.legend(loc="lower left")
     ax.set_ylabel(f"{metric} vs fp32 reference")
-    ax.set_ylim(min(min(values) - 0.01, threshold - 0.01 if threshold is not None else 1, 0.95), 1.0005)
-    ax.set_title(f"Parity per stage ({manifest['precision']})")
+    ax.set_ylim(min(min(values) - 0.01, threshold - 0.01 if threshold is not None else 1, 0.95), 1.004)
+    ax.set_title(f"Closeness per stage ({manifest['precision']})")
+    if reference:
+        name, before = next(iter(reference.items()))
+        drops = [before - r["metrics"][name] for r in rows]
+        ax = axes[0][1]
+        ax.bar_label(ax.bar(stages, drops, color=colors), labels=[f"{d:+.2f}" for d in drops], fontsize=7)
+        if thresholds.get("max_drop") is not None:
+            limit = thresholds["max_drop"]
+            ax.axhline(limit, color="#444", linestyle="--", linewidth=1, label=f"max_drop {limit}")
+            ax.legend(loc="upper left")
+        ax.axhline(0, color="#999", linewidth=0.8)
+        ax.set_ylabel(f"{name} drop (points)")
+        ax.set_title(f"{name} drop per stage (reference {before:.2f})")
+    for ax in axes[0]:
+        ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def sweep_plot_png(rows: list[dict[str, Any]]) -> bytes:
@@ -255,7 +272,7 @@ def sweep_plot_png(rows: list[dict[str, Any]]) -> bytes:
     ax.set_title("edgec sweep: metric vs latency (bubble area ~ file size)")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def profile_caption(profile: Profile, config: dict[str, Any]) -> str:
@@ -265,44 +282,55 @@ def profile_caption(profile: Profile, config: dict[str, Any]) -> str:
 
 
 def write_reports(folder: Path, manifest: dict[str, Any], profile: tuple[Profile, dict[str, Any]] | None = None) -> None:
-    """Write report.md, report.html and parity.png into the artifact folder; `profile` (with its bench config) adds
-    where the time goes."""
-    header, rows = ledger_table(manifest)
-    summary = summary_rows(manifest)
-    png = parity_plot_png(manifest)
-    (folder / "parity.png").write_bytes(png)
-    pruning = manifest.get("stages", {}).get("prune")
-    heat_map = pruning_plot_png(pruning) if pruning else None
-    if heat_map:
-        (folder / "pruning.png").write_bytes(heat_map)
-    md = [f"# edgec artifact: {manifest['target']['name']} / {manifest['precision']}", ""]
-    md += [markdown_table(["", ""], [[k, v] for k, v in summary]), "", "## Parity ledger", "", markdown_table(header, rows)]
-    stats_header, stats_rows = statistics_table(manifest["parity"]["ledger"][-1]["metrics"])
-    if stats_rows:
-        md += ["", "## Error statistics of the final row, per output", "", markdown_table(stats_header, stats_rows)]
-    md += ["", "![parity per stage](parity.png)", ""]
-    md += ["## Pruning", "", "![kept per layer](pruning.png)", ""] if heat_map else []
-    if profile:
-        md += ["## Where the time goes", "", profile_caption(*profile), "", markdown_table(OPERATOR_HEADER, operator_rows(profile[0])), "",
-               markdown_table(NODE_HEADER, node_rows(profile[0])), ""]
-    (folder / "report.md").write_text("\n".join(md))
-    cell = lambda tag, v: f"<{tag}>{html.escape(v)}</{tag}>"  # noqa: E731
-    table = lambda hdr, body: (  # noqa: E731
-        "<table><tr>" + "".join(cell("th", h) for h in hdr) + "</tr>"
-        + "".join("<tr>" + "".join(cell("td", v) for v in r) + "</tr>" for r in body) + "</table>"
+    """Write report.md, report.html and the charts: parity.png, and pruning.png, sensitivity.png and speed.png where
+    they apply; `profile` (with its bench config) adds where the time goes."""
+    from edgec import report_html as page
+    from edgec.report_sections import (
+        bench_note,
+        gate_rows,
+        sensitivity_plot_png,
+        sensitivity_rows,
+        speed_size_plot_png,
+        speed_size_rows,
+        speed_size_table,
     )
-    timing = (f"<h2>Where the time goes</h2><p>{html.escape(profile_caption(*profile))}</p>" + table(OPERATOR_HEADER, operator_rows(profile[0]))
-              + table(NODE_HEADER, node_rows(profile[0]))) if profile else ""
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>edgec report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
-        "table{border-collapse:collapse;margin-bottom:1em}</style></head><body>"
-        f"<h1>edgec artifact: {html.escape(manifest['target']['name'])} / {html.escape(manifest['precision'])}</h1>"
-        + table(["", ""], [list(r) for r in summary])
-        + "<h2>Parity ledger</h2>" + table(header, rows)
-        + f"<img alt='parity per stage' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-        + (f"<h2>Pruning</h2><img alt='kept per layer' src='data:image/png;base64,{base64.b64encode(heat_map).decode()}'>" if heat_map else "")
-        + timing
-        + "</body></html>\n"
-    )
-    (folder / "report.html").write_text(page)
+
+    notes = manifest.get("stages", {})
+    charts = {"parity.png": ("parity per stage", parity_plot_png(manifest))}
+    if notes.get("prune"):
+        charts["pruning.png"] = ("kept per layer", pruning_plot_png(notes["prune"]))
+    if notes.get("fallback", {}).get("sensitivity"):
+        charts["sensitivity.png"] = ("int8 sensitivity per node", sensitivity_plot_png(notes["fallback"]))
+    if manifest.get("bench"):
+        charts["speed.png"] = ("latency and size against the source", speed_size_plot_png(speed_size_rows(manifest)))
+    for name, (_, png) in charts.items():
+        (folder / name).write_bytes(png)
+    title = f"edgec artifact: {manifest['target']['name']} / {manifest['precision']}"
+    summary, gates = summary_rows(manifest), (["gate", "final artifact", "threshold", "verdict"], gate_rows(manifest))
+    ledger = ledger_table(manifest)
+    statistics = statistics_table(manifest["parity"]["ledger"][-1]["metrics"])
+    speed, speed_note = speed_size_table(manifest), bench_note(manifest)
+    sensitivity = None
+    if "sensitivity.png" in charts:
+        sensitivity = (["MatMul", "error alone in int8", "kept in float"], sensitivity_rows(notes["fallback"]))
+    sections = [  # (title, tables, note, charts)
+        ("Parity gate", [gates], None, []),
+        ("Parity ledger", [ledger] + ([statistics] if statistics[1] else []), None, ["parity.png"]),
+        ("Speed and size against the source", [speed], speed_note, ["speed.png"] if "speed.png" in charts else []),
+        *([("int8 fallback: per-node sensitivity", [sensitivity], None, ["sensitivity.png"])] if sensitivity else []),
+        *([("Pruning", [], None, ["pruning.png"])] if "pruning.png" in charts else []),
+        *([("Where the time goes", [(OPERATOR_HEADER, operator_rows(profile[0])), (NODE_HEADER, node_rows(profile[0]))],
+            profile_caption(*profile), [])] if profile else []),
+    ]
+    md = [f"# {title}", "", *(f"- **{k}**: {v}" for k, v in summary)]
+    for heading, tables, text, images in sections:
+        md += ["", f"## {heading}", ""] + [markdown_table(*t) + "\n" for t in tables]
+        md += [text, ""] if text else []
+        md += [f"![{charts[name][0]}]({name})" for name in images]
+    (folder / "report.md").write_text("\n".join(md) + "\n")
+    blocks = [page.facts(summary)] + [
+        page.section(heading, *(page.table(*t) for t in tables), *([page.note(text)] if text else []),
+                     *(page.image(charts[name][0], charts[name][1]) for name in images))
+        for heading, tables, text, images in sections
+    ]
+    (folder / "report.html").write_text(page.page(title, *blocks))

@@ -26,6 +26,7 @@ from edgec.bench import BenchConfig
 from edgec.data import Dataset
 from edgec.errors import ConfigError, EdgecError
 from edgec.parity.evalset import selection_split
+from edgec.progress import bar
 from edgec.recipe import ParityThresholds, PruneConfig, Recipe
 from edgec.source import LoadOptions
 from edgec.sweep import MEASURE_ONLY, CellJob, measure_cell
@@ -139,15 +140,19 @@ def _recipe(recipe: Recipe, fraction: float, precision: str, parity: ParityThres
 def _measure_in_turn(model, target, cells: dict, calib, sample, train, work: Path, bench, load, budgets, on_stage) -> dict:
     """Candidates one at a time; a precision stops at the first fraction over the drop budget (more loses more)."""
     measured, broken = {}, set()
-    for (precision, fraction), cell in cells.items():
-        if precision in broken:
-            continue
-        on_stage(f"candidate prune {fraction:g} {precision}")
-        result = measure_cell(model, target, cell, calib=calib, eval=sample, train=train, out=work / "c", bench=bench, load=load)
-        shutil.rmtree(work / "c", ignore_errors=True)  # only the numbers matter; the winner is built again
-        measured[precision, fraction] = result
-        if "max_drop" in budgets.excess(result["drop"], 0.0, 0.0):
-            broken.add(precision)
+    # The bar's total is the most candidates there can be: a precision stops at its first fraction over the drop budget.
+    with bar("search candidates (at most)", len(cells)) as step:
+        for (precision, fraction), cell in cells.items():
+            if precision in broken:
+                continue
+            on_stage(f"candidate prune {fraction:g} {precision}")
+            result = measure_cell(model, target, cell, calib=calib, eval=sample, train=train, out=work / "c", bench=bench, load=load)
+            shutil.rmtree(work / "c", ignore_errors=True)  # only the numbers matter; the winner is built again
+            measured[precision, fraction] = result
+            step(status=f"prune {fraction:g}, {precision}: drop {result['drop']:.2f}, {result['latency_ms']:.2f} ms, "
+                        f"{result['size_mb']:.1f} MB")
+            if "max_drop" in budgets.excess(result["drop"], 0.0, 0.0):
+                broken.add(precision)
     return measured
 
 

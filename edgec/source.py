@@ -14,13 +14,15 @@ from edgec.errors import InputError, UnsupportedModelError, first_line
 from edgec.recipe import TASKS
 from edgec.surgery import remove_dead_units
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2", "modernbert")
 OUTPUT_NAMES = {
     "feature-extraction": ("sentence_embedding",),
     "sequence-classification": ("logits",),
     "token-classification": ("logits",),
     "question-answering": ("start_logits", "end_logits"),
 }
+# The encoder's per-token output, as transformers and Optimum name it; ONNX Runtime embedding artifacts return it too.
+TOKEN_STATES = "last_hidden_state"
 # Outputs with one row per token: compared over real tokens only, padding masked out.
 TOKEN_LEVEL_TASKS = ("token-classification", "question-answering")
 # Position ids of these models start after the padding index, so that many table rows are unusable.

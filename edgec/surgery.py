@@ -1,11 +1,14 @@
 """Physical edits of Hugging Face encoders: where each layer's heads and FFN neurons live, and removing them.
 
-Every supported architecture is a stack of post-LayerNorm layers: attention (Q, K, V, output projection)
-then an FFN (in, activation, out), each followed by residual + LayerNorm. A head is a block of
-`head_dim` rows of Q/K/V and the same columns of the output projection; an FFN neuron is a row of the
-FFN's input Linear and a column of its output Linear. A sub-layer that loses all its units becomes its
-output bias (what the masked sub-layer computes), so its residual + LayerNorm stay and the graph has no
-zero-sized tensors. A removed layer leaves the encoder's layer list (its input passes straight on).
+Every supported architecture is a stack of layers: attention (Q, K, V, output projection) then an FFN
+(in, activation, out), each added to the residual stream. Most are post-LayerNorm (the sum feeds a
+LayerNorm); ModernBERT is pre-LayerNorm (the attention sum feeds the FFN's LayerNorm, the FFN sum is the
+layer's output). A head is a block of `head_dim` rows of Q/K/V (ModernBERT: of each third of its fused
+Wqkv) and the same columns of the output projection; an FFN neuron is a row of the FFN's input Linear
+(a gated FFN: one row of each half of it, value and gate) and a column of its output Linear. A sub-layer
+that loses all its units becomes its output bias (what the masked sub-layer computes), so the residual
+stays and the graph has no zero-sized tensors. A removed layer leaves the encoder's layer list (its input
+passes straight on).
 
 Each unit kind has one removal function (keep_heads, keep_neurons, keep_layers) and `apply_plan` runs them
 in an order where indices stay valid: units inside layers first, then the layers.
@@ -14,6 +17,7 @@ in an order where indices stay valid: units inside layers first, then the layers
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,16 +39,23 @@ class Parts:
     value: str
     attn_out: str
     attn_norm: str
-    """The LayerNorm after the attention residual (its input is x + attention(x))."""
+    """The LayerNorm whose input is x + attention(x): after the attention (post-LN) or before the FFN (pre-LN)."""
     ffn_in: str
     ffn_out: str
     ffn_norm: str
+    """The LayerNorm whose input is x + ffn(x); "" where that sum is the layer's output (pre-LN)."""
     ffn: str
     """The module mapping the attention output to the FFN output (replaced when no neuron is left)."""
     heads_attr: str
     """Head count attribute of the attention module."""
     width_attr: str
     """heads x head_dim attribute of the attention module."""
+    qkv_fused: bool = False
+    """Q, K and V are one Linear (`query` = `key` = `value`) whose rows are [Q | K | V]."""
+    ffn_gated: bool = False
+    """The FFN input Linear's rows are [value | gate] (a GLU: act(value) * gate), one of each per neuron."""
+    head_rows_extra: tuple[str, ...] = ()
+    """Further Linears with a block of rows per head, where the layer has them (DeBERTa's position projections)."""
 
 
 _BERT = Parts("attention.self", "attention.self.query", "attention.self.key", "attention.self.value",
@@ -55,7 +66,18 @@ _MPNET = Parts("attention.attn", "attention.attn.q", "attention.attn.k", "attent
                "num_attention_heads", "all_head_size")
 _DISTILBERT = Parts("attention", "attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
                     "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm", "ffn", "n_heads", "dim")
-PARTS = {"bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT, "mpnet": _MPNET, "distilbert": _DISTILBERT}
+# DeBERTa-v2/v3: BERT's layout; without share_att_key the relative positions get their own per-head projections.
+_DEBERTA_V2 = dataclasses.replace(
+    _BERT, query="attention.self.query_proj", key="attention.self.key_proj", value="attention.self.value_proj",
+    head_rows_extra=("attention.self.pos_key_proj", "attention.self.pos_query_proj"),
+)
+# ModernBERT: pre-LayerNorm, fused Wqkv, GLU FFN, no biases.
+_MODERNBERT = Parts("attn", "attn.Wqkv", "attn.Wqkv", "attn.Wqkv", "attn.Wo", "mlp_norm", "mlp.Wi", "mlp.Wo", "", "mlp",
+                    "num_heads", "all_head_size", qkv_fused=True, ffn_gated=True)
+PARTS = {"bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT, "mpnet": _MPNET,
+         "distilbert": _DISTILBERT, "deberta-v2": _DEBERTA_V2, "modernbert": _MODERNBERT}
+# transformers cannot express fewer heads for these (MPNet's shared position bias; no prune_heads in the others).
+_FIXED_HEAD_SLOTS = ("mpnet", "modernbert", "deberta-v2")
 
 
 class ConstantAttention(nn.Module):
@@ -67,7 +89,8 @@ class ConstantAttention(nn.Module):
 
     def forward(self, hidden_states=None, *args, query=None, **kwargs):  # DistilBERT passes query=
         x = hidden_states if hidden_states is not None else query
-        return (self.bias.expand(*x.shape[:-1], -1),)
+        # (output, attention weights): DeBERTa unpacks both; the other layers read [0] and pass the rest on.
+        return self.bias.expand(*x.shape[:-1], -1), None
 
 
 class ConstantFFN(nn.Module):
@@ -88,28 +111,36 @@ def parts_for(model: nn.Module) -> Parts:
     return PARTS[model_type]
 
 
-def _stack(model: nn.Module) -> nn.Module:
-    """The module holding the layer list (DistilBERT: transformer; the others: encoder)."""
+def _stack(model: nn.Module) -> tuple[nn.Module, str]:
+    """The module holding the layer list and the list's attribute (ModernBERT: the model's `layers`; DistilBERT:
+    transformer.layer; the others: encoder.layer)."""
     base = model.base_model
-    return base.transformer if hasattr(base, "transformer") else base.encoder
+    if hasattr(base, "layers"):  # ModernBERT: the model holds its layer list itself
+        return base, "layers"
+    return (base.transformer if hasattr(base, "transformer") else base.encoder), "layer"
 
 
 def encoder_layers(model: nn.Module) -> list[nn.Module]:
-    return list(_stack(model).layer)
+    stack, name = _stack(model)
+    return list(getattr(stack, name))
 
 
 def keep_layers(model: nn.Module, keep: list[int]) -> None:
     """Keep only layers `keep` (current numbering); the others leave the model and the config's layer count.
 
-    MPNet's relative position bias is computed once by the encoder and shared by every layer, so it is unaffected.
+    MPNet's relative position bias (and DeBERTa's relative embeddings) are computed once by the encoder and shared
+    by every layer, so they are unaffected; a ModernBERT layer keeps its own local or global attention.
     """
-    stack, kept = _stack(model), sorted(keep)
+    (stack, name), kept = _stack(model), sorted(keep)
     if not kept:
         raise ValueError("an encoder keeps at least one layer")
-    stack.layer = nn.ModuleList([stack.layer[i] for i in kept])
+    layers = getattr(stack, name)
+    setattr(stack, name, nn.ModuleList([layers[i] for i in kept]))
     setattr(model.config, "n_layers" if model.config.model_type == "distilbert" else "num_hidden_layers", len(kept))
     if hasattr(stack, "n_layers"):  # DistilBERT's Transformer keeps its own count
         stack.n_layers = len(kept)
+    if kept != list(range(len(layers))):
+        model.edgec_layers_removed = True  # standard_layout cannot renumber ModernBERT layers
 
 
 def apply_plan(model: nn.Module, plan: Plan) -> None:
@@ -124,7 +155,8 @@ def apply_plan(model: nn.Module, plan: Plan) -> None:
 
 
 def get(module: nn.Module, path: str):
-    for name in path.split("."):
+    """The submodule at a dotted path ("" is the module itself)."""
+    for name in filter(None, path.split(".")):
         module = getattr(module, name)
     return module
 
@@ -167,6 +199,27 @@ def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear
     return new
 
 
+def _head_rows(parts: Parts, count: int, size: int, keep: list[int]) -> torch.Tensor:
+    """Rows of the Q/K/V Linear(s) that hold heads `keep` of `count`: one block per head (per third of a fused QKV)."""
+    rows = [h * size + i for h in keep for i in range(size)]
+    thirds = range(3) if parts.qkv_fused else range(1)
+    return torch.tensor([third * count * size + r for third in thirds for r in rows], dtype=torch.long)
+
+
+def head_row_paths(layer: nn.Module, parts: Parts) -> list[str]:
+    """The Linears with a block of output rows per head that this layer has (Q/K/V or the fused QKV, extras)."""
+    paths = dict.fromkeys((parts.query, parts.key, parts.value))  # one entry for a fused QKV
+    return [*paths, *(p for p in parts.head_rows_extra if _has(layer, p))]
+
+
+def _has(module: nn.Module, path: str) -> bool:
+    try:
+        get(module, path)
+    except AttributeError:
+        return False
+    return True
+
+
 def keep_heads(model: nn.Module, layer_index: int, keep: list[int]) -> None:
     """Keep only heads `keep` (current numbering) of one layer; none kept -> a ConstantAttention."""
     parts, layer, size = parts_for(model), encoder_layers(model)[layer_index], head_dim(model)
@@ -176,11 +229,12 @@ def keep_heads(model: nn.Module, layer_index: int, keep: list[int]) -> None:
         if parts.attention.endswith(".self"):  # BERT family: the output projection sits outside the attention module
             _set(layer, parts.attn_out, nn.Identity())
         return
-    index = torch.tensor([h * size + i for h in sorted(keep) for i in range(size)])
-    for path in (parts.query, parts.key, parts.value):
-        _set(layer, path, _slice_linear(get(layer, path), index, 0))
-    _set(layer, parts.attn_out, _slice_linear(get(layer, parts.attn_out), index, 1))
     attention = get(layer, parts.attention)
+    rows = _head_rows(parts, getattr(attention, parts.heads_attr), size, sorted(keep))
+    for path in head_row_paths(layer, parts):
+        _set(layer, path, _slice_linear(get(layer, path), rows, 0))
+    columns = rows[: len(keep) * size]  # the first (Q) block: head h's columns of the output projection
+    _set(layer, parts.attn_out, _slice_linear(get(layer, parts.attn_out), columns, 1))
     if model.config.model_type == "mpnet":
         _select_position_bias_heads(attention, sorted(keep))
     setattr(attention, parts.heads_attr, len(keep))
@@ -203,17 +257,50 @@ def _slice_position_bias(module: nn.Module, args: tuple) -> tuple:
     return args
 
 
+def _neuron_rows(parts: Parts, width: int, keep: list[int]) -> torch.Tensor:
+    """Rows of the FFN input Linear that hold neurons `keep` of `width` (both halves of a gated FFN)."""
+    halves = range(2) if parts.ffn_gated else range(1)
+    return torch.tensor([half * width + n for half in halves for n in keep], dtype=torch.long)
+
+
 def keep_neurons(model: nn.Module, layer_index: int, keep: list[int]) -> None:
     """Keep only FFN neurons `keep` of one layer; none kept -> a ConstantFFN."""
     parts, layer = parts_for(model), encoder_layers(model)[layer_index]
+    out = get(layer, parts.ffn_out)
     if not keep:
-        _set(layer, parts.ffn, ConstantFFN(get(layer, parts.ffn_out).bias))
+        _set(layer, parts.ffn, ConstantFFN(out.bias if out.bias is not None else torch.zeros(out.out_features)))
         if parts.ffn == "intermediate":  # BERT family: FFN out Linear lives in layer.output with the LayerNorm
             _set(layer, parts.ffn_out, nn.Identity())
         return
-    index = torch.tensor(sorted(keep))
-    _set(layer, parts.ffn_in, _slice_linear(get(layer, parts.ffn_in), index, 0))
-    _set(layer, parts.ffn_out, _slice_linear(get(layer, parts.ffn_out), index, 1))
+    rows = _neuron_rows(parts, out.in_features, sorted(keep))
+    _set(layer, parts.ffn_in, _slice_linear(get(layer, parts.ffn_in), rows, 0))
+    _set(layer, parts.ffn_out, _slice_linear(out, torch.tensor(sorted(keep)), 1))
+
+
+def output_bias(layer: nn.Module, path: str) -> nn.Parameter:
+    """The bias a sub-layer adds (its output Linear's, or a constant sub-layer's), made as zeros where it has none.
+
+    Least squares moves removed units' mean contribution into it, so a model without biases (ModernBERT)
+    gets one on the projections it refits; standard_layout saves it.
+    """
+    module = get(layer, path)
+    if module.bias is None:
+        module.bias = nn.Parameter(torch.zeros(module.out_features, dtype=module.weight.dtype))
+    return module.bias
+
+
+def on_residual_sum(layer: nn.Module, norm_path: str, callback) -> torch.utils.hooks.RemovableHandle:
+    """Call callback(sum) with a sub-layer's residual sum x + f(x): the input of the LayerNorm at `norm_path`,
+    or the layer's output where the path is "" (pre-LN FFN)."""
+    if norm_path:
+        return get(layer, norm_path).register_forward_pre_hook(lambda module, args: callback(args[0]))
+    return layer.register_forward_hook(
+        lambda module, args, output: callback(output[0] if isinstance(output, tuple) else output))
+
+
+def ffn_matrices(model: nn.Module) -> int:
+    """Weight rows/columns one FFN neuron owns: 2 (in row, out column), 3 with a gate row."""
+    return 3 if parts_for(model).ffn_gated else 2
 
 
 @torch.no_grad()
@@ -265,18 +352,28 @@ def remove_dead_units(model: nn.Module) -> bool:
 def standard_layout(model: nn.Module, summary: dict | None = None) -> nn.Module:
     """The pruned model as a stock transformers class can load it, computing exactly the same function.
 
-    transformers expresses removed heads (config.pruned_heads) but not a layer without heads, MPNet's
-    shared position bias with fewer heads, or FFN widths that differ per layer. So: heads go through
-    pruned_heads (at least one kept per layer; all of them for MPNet), every FFN is as wide as the widest
-    one, and the padding units have all-zero weights. `remove_dead_units` (run by edgec when loading)
-    takes the padding out again.
+    transformers expresses removed heads (config.pruned_heads) but not a layer without heads, fewer heads in
+    MPNet (its shared position bias), ModernBERT or DeBERTa (no prune_heads), or FFN widths that differ per
+    layer. So: heads go through pruned_heads (at least one kept per layer; all slots for those three), every
+    FFN is as wide as the widest one, and the padding units have all-zero weights. `remove_dead_units`
+    (run by edgec when loading) takes the padding out again. A model without biases (ModernBERT) that
+    gained them from least squares is saved with its bias flags on.
     """
     parts, size, config = parts_for(model), head_dim(model), copy.deepcopy(model.config)
+    if config.model_type == "modernbert" and getattr(model, "edgec_layers_removed", False):
+        # A ModernBERT layer's local or global attention (and its first LayerNorm) follow its index in the config.
+        raise UnsupportedModelError("a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers "
+                                    "alternate local and global attention by position); prune with --units heads,ffn, or build "
+                                    "the artifact directly with `edgec build --prune`")
     original_heads = getattr(config, "num_attention_heads", None) or config.n_heads
     counts, widths = head_counts(model), ffn_widths(model)
-    slots = [original_heads if config.model_type == "mpnet" else max(c, 1) for c in counts]
-    config.pruned_heads = {i: list(range(n, original_heads)) for i, n in enumerate(slots) if n < original_heads}
+    slots = [original_heads if config.model_type in _FIXED_HEAD_SLOTS else max(c, 1) for c in counts]
+    if config.model_type not in _FIXED_HEAD_SLOTS:
+        config.pruned_heads = {i: list(range(n, original_heads)) for i, n in enumerate(slots) if n < original_heads}
     setattr(config, "hidden_dim" if config.model_type == "distilbert" else "intermediate_size", max(max(widths), 1))
+    if config.model_type == "modernbert" and any(_sublayer_bias(layer, parts, kind) is not None
+                                                 for layer in encoder_layers(model) for kind in ("heads", "ffn")):
+        config.attention_bias = config.mlp_bias = True
     if summary is not None:
         config.edgec_pruning = summary
     padded = type(model)(config)
@@ -284,39 +381,58 @@ def standard_layout(model: nn.Module, summary: dict | None = None) -> nn.Module:
     padded.load_state_dict({k: v for k, v in own.items() if k in padded.state_dict() and padded.state_dict()[k].shape == v.shape}, strict=False)
     with torch.no_grad():
         for i, (source, target) in enumerate(zip(encoder_layers(model), encoder_layers(padded))):
-            _copy_heads(source, target, parts, counts[i], size, config.model_type)
+            slots = _head_slots(source, parts, counts[i], config.model_type)
+            _copy_heads(source, target, parts, counts[i], size, slots)
             _copy_neurons(source, target, parts, widths[i])
     return padded.eval()
 
 
-def _copy_heads(source: nn.Module, target: nn.Module, parts: Parts, count: int, size: int, model_type: str) -> None:
-    """Kept heads into their slots (MPNet: their original index, for the position bias); zeros elsewhere."""
-    slots = list(range(count))
+def _sublayer_bias(layer: nn.Module, parts: Parts, kind: str) -> torch.Tensor | None:
+    """What a sub-layer adds besides its units: its output Linear's bias, or a constant sub-layer's output."""
+    whole, out = (parts.attention, parts.attn_out) if kind == "heads" else (parts.ffn, parts.ffn_out)
+    module = get(layer, whole)
+    return module.bias if isinstance(module, (ConstantAttention, ConstantFFN)) else get(layer, out).bias
+
+
+def _head_slots(source: nn.Module, parts: Parts, count: int, model_type: str) -> list[int]:
+    """Where the kept heads go: their original index for MPNet (its position bias is per head), else the first slots."""
     if model_type == "mpnet" and count and hasattr(get(source, parts.attention), "kept_bias_heads"):
-        slots = get(source, parts.attention).kept_bias_heads.tolist()
-    rows = torch.tensor([s * size + j for s in slots for j in range(size)], dtype=torch.long)
-    for path in (parts.query, parts.key, parts.value):
-        linear = get(target, path)
-        linear.weight.zero_(), linear.bias.zero_()
-        if count:
-            linear.weight[rows] = get(source, path).weight
-            linear.bias[rows] = get(source, path).bias
+        return get(source, parts.attention).kept_bias_heads.tolist()
+    return list(range(count))
+
+
+def _copy_rows(target: nn.Linear, source: nn.Linear | None, rows: torch.Tensor) -> None:
+    """Zero the target Linear, then put the source's rows (outputs) at `rows`."""
+    target.weight.zero_()
+    if target.bias is not None:
+        target.bias.zero_()
+    if source is not None:
+        target.weight[rows] = source.weight
+        if target.bias is not None and source.bias is not None:
+            target.bias[rows] = source.bias
+
+
+def _copy_heads(source: nn.Module, target: nn.Module, parts: Parts, count: int, size: int, slots: list[int]) -> None:
+    """Kept heads into their slots; zeros elsewhere."""
+    full = getattr(get(target, parts.attention), parts.heads_attr)
+    for path in head_row_paths(target, parts):
+        _copy_rows(get(target, path), get(source, path) if count else None, _head_rows(parts, full, size, slots))
     out = get(target, parts.attn_out)
     out.weight.zero_()
     if count:
-        out.weight[:, rows] = get(source, parts.attn_out).weight
-        out.bias.copy_(get(source, parts.attn_out).bias)
-    else:
-        out.bias.copy_(get(source, parts.attention).bias)
+        out.weight[:, _head_rows(parts, full, size, slots)[: count * size]] = get(source, parts.attn_out).weight
+    if out.bias is not None:
+        bias = _sublayer_bias(source, parts, "heads")
+        out.bias.copy_(bias if bias is not None else torch.zeros_like(out.bias))
 
 
 def _copy_neurons(source: nn.Module, target: nn.Module, parts: Parts, width: int) -> None:
     first, second = get(target, parts.ffn_in), get(target, parts.ffn_out)
-    first.weight.zero_(), first.bias.zero_(), second.weight.zero_()
+    rows = _neuron_rows(parts, second.in_features, list(range(width)))
+    _copy_rows(first, get(source, parts.ffn_in) if width else None, rows)
+    second.weight.zero_()
     if width:
-        first.weight[:width] = get(source, parts.ffn_in).weight
-        first.bias[:width] = get(source, parts.ffn_in).bias
         second.weight[:, :width] = get(source, parts.ffn_out).weight
-        second.bias.copy_(get(source, parts.ffn_out).bias)
-    else:
-        second.bias.copy_(get(source, parts.ffn).bias)
+    if second.bias is not None:
+        bias = _sublayer_bias(source, parts, "ffn")
+        second.bias.copy_(bias if bias is not None else torch.zeros_like(second.bias))

@@ -23,6 +23,7 @@ from edgec.data import Dataset
 from edgec.errors import ConfigError
 from edgec.hardware import host
 from edgec.ops.search import pareto_front
+from edgec.progress import bar
 from edgec.recipe import ParityThresholds, PruneConfig, QuantConfig, Recipe
 from edgec.report import markdown_table, sweep_plot_png
 from edgec.source import LoadOptions
@@ -61,10 +62,13 @@ def sweep(
             measured, timed_on = run_on_ray(jobs, [staging / "artifacts" / c.name for c in cells], bench, ray, on_stage)
         else:
             measured, timed_on = [], f"this machine ({host_description()})"
-            for cell in cells:
-                on_stage(cell.name)
-                measured.append(measure_cell(model, target, cell.recipe(), calib=calib, eval=eval, train=None,
-                                             out=staging / "artifacts" / cell.name, bench=bench, load=load))
+            with bar("sweep cells", len(cells)) as advance:
+                for cell in cells:
+                    on_stage(cell.name)
+                    measured.append(measure_cell(model, target, cell.recipe(), calib=calib, eval=eval, train=None,
+                                                 out=staging / "artifacts" / cell.name, bench=bench, load=load))
+                    m = measured[-1]
+                    advance(status=f"{cell.name}: {m['metric']} {m['value']:.4f}, {m['latency_ms']:.2f} ms")
         rows = [{"name": c.name, "prune": c.fraction, "precision": c.precision, **m} for c, m in zip(cells, measured)]
         mark_pareto_front(rows)
         write_tables(staging, rows, timed_on)

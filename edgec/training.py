@@ -28,6 +28,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from edgec.errors import ConfigError, PeerProcessFailed
 from edgec.hardware import HostCPU, host
 from edgec.processes import state as process_state
+from edgec.progress import bar
 from edgec.recipe import TrainConfig
 
 log = logging.getLogger("edgec")
@@ -64,7 +65,7 @@ class TrainResult:
 
 def train(
     model: torch.nn.Module, loss: Loss, loader, config: TrainConfig, evaluate: Callable[[torch.nn.Module], float],
-    *, seed: int, dropout: bool,
+    *, seed: int, dropout: bool, description: str = "training",
 ) -> TrainResult:
     """Train a copy of `model` on `loader`'s batches to minimise `loss`; return the copy with its best weights.
 
@@ -72,7 +73,8 @@ def train(
     `config.eval_every` optimizer steps and at the end. Training stops at `config.steps`, after
     `config.minutes`, or after `config.patience` evaluations without improvement, whichever comes first.
     `dropout` trains in train mode (fine-tuning); without it the model stays in eval mode (distillation
-    fits a fixed teacher function, where dropout noise would only slow the fit).
+    fits a fixed teacher function, where dropout noise would only slow the fit). A progress bar named
+    `description` shows the steps, the loss and the latest score (in a terminal; edgec.progress).
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -87,7 +89,8 @@ def train(
     run = _Run(accelerator, trained, optimizer, scheduler, loss, config)
     try:
         deadline = started + config.minutes * 60 if config.minutes is not None else math.inf
-        steps, stopped, losses, micro_batches = _loop(run, loader, keeper, deadline)
+        with bar(description, config.steps, enabled=accelerator.is_main_process) as advance:
+            steps, stopped, losses, micro_batches = _loop(run, loader, keeper, deadline, advance)
         ranks = _ranks(accelerator, micro_batches)
     except RuntimeError as exc:  # gloo: "Connection closed by peer ... caused by a remote worker crashing"
         if accelerator.num_processes > 1 and "closed by peer" in str(exc):
@@ -156,7 +159,9 @@ class _Run:
         return float(value.detach()), self.accelerator.sync_gradients
 
 
-def _loop(run: _Run, loader, keeper: _Keeper, deadline: float) -> tuple[int, str, list[tuple[int, float]], int]:
+def _loop(
+    run: _Run, loader, keeper: _Keeper, deadline: float, advance: Callable[..., None],
+) -> tuple[int, str, list[tuple[int, float]], int]:
     """The optimizer loop; returns (steps run, why it stopped, mean loss per evaluation interval, micro-batches)."""
     config = run.config
     keeper.check(0, run.model)  # the start: the kept model can never be worse than it
@@ -172,6 +177,7 @@ def _loop(run: _Run, loader, keeper: _Keeper, deadline: float) -> tuple[int, str
             losses.append((step, sum(running) / len(running)))
             running = []
             keeper.check(step, run.model)
+        advance(status=_status(value, keeper, deadline))
         stopped = _agreed(run.accelerator, _stop_reason(step, keeper.stale, config, deadline))
         if stopped:
             break
@@ -179,6 +185,16 @@ def _loop(run: _Run, loader, keeper: _Keeper, deadline: float) -> tuple[int, str
         losses.append((step, sum(running) / max(len(running), 1)))
         keeper.check(step, run.model)
     return step, stopped, losses, micro_batches
+
+
+def _status(loss: float, keeper: _Keeper, deadline: float) -> str:
+    """What the progress bar shows after the estimate: the loss, the latest and best score, the time budget left."""
+    parts = [f"loss {loss:.4f}"]
+    if keeper.history:
+        parts.append(f"score {keeper.history[-1][1]:.4f} (best {keeper.best_score:.4f})")
+    if math.isfinite(deadline):
+        parts.append(f"{max(deadline - time.perf_counter(), 0) / 60:.1f} min of budget left")
+    return ", ".join(parts)
 
 
 def _stop_reason(step: int, stale: int, config: TrainConfig, deadline: float) -> str | None:

@@ -20,7 +20,7 @@ WORDS = (
     "weather rain sun cold warm city train bus ticket late early book read write code test build deploy "
     "model edge device small large quick brown fox jumps over lazy dog happy sad love hate very really"
 ).split()
-ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
+ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "modernbert", "deberta-v2")
 SENTENCES = [
     "the movie was really good", "the food was cold and the service slow", "we love this phone",
     "the battery is terrible", "a quick brown fox jumps over the lazy dog", "they read a book on the train",
@@ -31,7 +31,12 @@ SENTENCES = [
 ]
 
 
-def _tokenizer(folder: Path):
+def _tokenizer(folder: Path, model_type: str):
+    """The kind of tokenizer each architecture ships with, built here from the tiny vocabulary."""
+    if model_type == "modernbert":
+        return _bpe_tokenizer()
+    if model_type == "deberta-v2":
+        return _sentencepiece_tokenizer(folder)
     from transformers import BertTokenizerFast
 
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -40,16 +45,70 @@ def _tokenizer(folder: Path):
     return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
 
 
-def _config(model_type: str, vocab_size: int, task: str, num_labels: int, initializer_range: float = 0.02):
+def _bpe_tokenizer():
+    """ModernBERT's kind: byte-level BPE in a PreTrainedTokenizerFast, [CLS] text [SEP], no token types."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=alphabet, show_progress=False,
+    )
+    bpe.train_from_iterator([*SENTENCES, *WORDS], trainer)
+    bpe.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[(t, bpe.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+        mask_token="[MASK]", model_input_names=["input_ids", "attention_mask"], model_max_length=64,
+    )
+
+
+def _sentencepiece_tokenizer(folder: Path):
+    """DeBERTa-v3's kind: a sentencepiece unigram model (spm.model), trained here on the tiny corpus.
+
+    Saved as the hub's DeBERTa-v3 folders hold it (spm.model and tokenizer_config.json, no tokenizer.json), so
+    loading converts it to a fast tokenizer with the sentencepiece package, as it does for the real models.
+    """
+    import io
+
+    import sentencepiece
+    from transformers import DebertaV2TokenizerFast
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([*SENTENCES, " ".join(WORDS), *WORDS]), model_writer=model, vocab_size=150,
+        model_type="unigram", pad_id=0, bos_id=1, eos_id=2, unk_id=3,
+        pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]",
+        user_defined_symbols=["[MASK]"], hard_vocab_limit=False, character_coverage=1.0, minloglevel=2, num_threads=1,
+    )
+    (folder / "spm.model").write_bytes(model.getvalue())
+    return DebertaV2TokenizerFast(vocab_file=str(folder / "spm.model"), model_max_length=64)
+
+
+def _config(model_type: str, tokenizer, task: str, num_labels: int, initializer_range: float = 0.02):
     from transformers import AutoConfig
 
-    common = dict(vocab_size=vocab_size, pad_token_id=0, num_labels=num_labels, initializer_range=initializer_range)
+    common = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=num_labels,
+                  initializer_range=initializer_range)
     if model_type == "distilbert":
         sizes = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=72)
     else:
         sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=72)
     if model_type == "electra":
         sizes["embedding_size"] = 32
+    if model_type == "modernbert":  # layer 0 global attention, layer 1 local (a window shorter than most test texts)
+        special = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in
+                   (("cls", "[CLS]"), ("sep", "[SEP]"), ("bos", "[CLS]"), ("eos", "[SEP]"))}
+        sizes |= dict(global_attn_every_n_layers=2, local_attention=4, **special)
+    if model_type == "deberta-v2":  # DeBERTa-v3's settings: shared keys for positions, both position terms, buckets
+        sizes |= dict(relative_attention=True, position_buckets=16, max_relative_positions=-1,
+                      norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+                      position_biased_input=False, type_vocab_size=0)
     return AutoConfig.for_model(model_type, **common, **sizes)
 
 
@@ -73,12 +132,15 @@ def make_tiny_model(
     import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(folder)
+    tokenizer = _tokenizer(folder, model_type)
     torch.manual_seed(0)
-    config = _config(model_type, len(tokenizer), task, num_labels=2 if task == "question-answering" else 3, initializer_range=initializer_range)
+    config = _config(model_type, tokenizer, task, num_labels=2 if task == "question-answering" else 3,
+                     initializer_range=initializer_range)
     model = getattr(transformers, TASK_CLASSES[task]).from_config(config)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    if model_type == "deberta-v2":
+        (folder / "tokenizer.json").unlink()  # as on the hub: the fast tokenizer is converted from spm.model on load
     if task == "feature-extraction" and sentence_transformers:
         (folder / "modules.json").write_text(json.dumps([
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

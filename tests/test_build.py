@@ -44,14 +44,16 @@ def test_every_architecture_and_precision_builds_and_passes(tiny_models, data_fi
     assert manifest["parity"]["passed"]
     assert [r["stage"] for r in manifest["parity"]["ledger"]][:2] == ["export", "optimize"]
     assert manifest["parity"]["ledger"][-1]["stage"] == "artifact"
-    for name in ("model.onnx", "edgec.json", "report.md", "report.html", "parity.png", "tokenizer.json"):
+    for name in ("model.onnx", "edgec.json", "report.md", "report.html", "parity.png", "tokenizer.json", "README.md",
+                 "config.json"):
         assert (tmp_path / "out" / name).is_file(), name
-    (embeddings,) = _plain_ort(tmp_path / "out", SENTENCES[:4])
+    embeddings, token_states = _plain_ort(tmp_path / "out", SENTENCES[:4])  # sentence_embedding, last_hidden_state
     source = load_source(folder)
     reference = reference_outputs(source, edgec.Dataset(tuple(edgec.Example(t) for t in SENTENCES[:4]), "x"), 64)
     cosine = metrics.cosine_rows(embeddings, reference.reference.values["sentence_embedding"])
     assert cosine.min() > 0.98
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-3)  # the Normalize module
+    assert token_states.shape[0] == 4 and token_states.shape[2] == embeddings.shape[1]
 
 
 @pytest.mark.parametrize("task", ["sequence-classification", "token-classification", "question-answering"])

@@ -59,6 +59,16 @@ def test_predict_py_needs_no_torch_and_matches_the_verified_tokenization(embedde
     inputs = [i.name for i in session.get_inputs()]
     (expected,) = session.run(["sentence_embedding"], {k: v.astype(np.int64) for k, v in encoded.items() if k in inputs})
     assert printed.shape == (3, 32) and np.abs(printed - expected).max() < 1e-5
+    # The graph also returns last_hidden_state (for sentence-transformers and Optimum); the runner leaves it out.
+    assert "last_hidden_state" in {o.name for o in session.get_outputs()}
+    assert set(json.loads(done.stdout)["outputs"]) == {"sentence_embedding"}
+
+
+def test_the_runner_knows_each_tasks_outputs_as_edgec_does():
+    from edgec.device_predict import _OUTPUTS
+    from edgec.source import OUTPUT_NAMES
+
+    assert _OUTPUTS == OUTPUT_NAMES  # predict.py is standalone: it keeps its own copy
 
 
 def test_predict_py_reads_stdin_and_names_the_classifiers_labels(classifier):

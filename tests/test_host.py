@@ -63,7 +63,7 @@ def test_a_build_takes_the_hosts_instruction_set_and_records_it(tiny_models, dat
     reduce_range = expected.quantization.reduce_range
     assert ("7-bit" in manifest["stages"]["quantize"]["weights"]) == reduce_range
     report = (artifact.path / "report.md").read_text()
-    assert f"| instruction set / session | {faked} (built on" in report
+    assert f"**instruction set / session**: {faked} (built on" in report
     assert "## Where the time goes" in report and "MatMulIntegerToFloat" in report
 
 

@@ -20,11 +20,17 @@ def sts_sample(sts_test, tmp_path_factory):
     return path
 
 
-def test_minilm_static_int8_keeps_sts_parity(minilm, sts_sample, tmp_path):
-    out = tmp_path / "minilm-int8"
+@pytest.fixture(scope="module")
+def minilm_int8(minilm, sts_sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("minilm") / "minilm-int8"
     result = CliRunner().invoke(app, ["build", str(minilm), "--target", "ort", "--precision", "int8",
                                       "--eval", str(sts_sample), "--out", str(out)])
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_minilm_static_int8_keeps_sts_parity(minilm_int8, sts_sample, tmp_path):
+    out = minilm_int8
     manifest = json.loads((out / "edgec.json").read_text())
     final = manifest["parity"]["ledger"][-1]["metrics"]
     reference = manifest["parity"]["reference_metric"]["spearman"]
@@ -63,6 +69,25 @@ def check_alone_without_the_source_model(out, data, tmp_path):
     onnx.save(model, str(alone / "model.onnx"))
     damaged = CliRunner().invoke(app, ["parity", str(alone), "--json"])
     assert damaged.exit_code == 1 and not json.loads(damaged.stdout)["passed"]
+
+
+def test_minilm_artifact_in_sentence_transformers_equals_edgec_run(minilm_int8, sts_sample):
+    """SentenceTransformer(ARTIFACT, backend="onnx") runs the artifact's own model.onnx and gives the vectors
+    edgec run prints."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    texts = [json.loads(line)["text"] for line in sts_sample.read_text().splitlines()[:64]]
+    model = SentenceTransformer(str(minilm_int8), backend="onnx", device="cpu")
+    assert model[0].auto_model.path.resolve() == (minilm_int8 / "model.onnx").resolve()
+    assert not list(minilm_int8.glob("*.safetensors"))
+    result = CliRunner().invoke(app, ["run", str(minilm_int8), *texts, "--json"])
+    assert result.exit_code == 0, result.output
+    mine = np.asarray(json.loads(result.stdout)["outputs"]["sentence_embedding"])
+    theirs = model.encode(texts, batch_size=16)
+    cosine = (mine * theirs).sum(1) / np.linalg.norm(mine, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert cosine.min() >= 0.9999
+    np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), np.linalg.norm(mine, axis=1), rtol=1e-4)
 
 
 def test_minilm_tensorrt_int8_simulated_parity(minilm, sts_sample, tmp_path):

@@ -1,4 +1,5 @@
-"""ONNX Runtime back end (x86-64 and ARM64 CPUs): the model file, the tokenizer and the device runner (predict.py)."""
+"""ONNX Runtime back end (x86-64 and ARM64 CPUs): the model file, the tokenizer, the device runner (predict.py), and
+the files other libraries load the folder by."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from edgec.backends.device_runner import RUNNER_FILE, write_device_runner
+from edgec.backends.interop import write_library_files
 from edgec.backends.registry import register_backend
 from edgec.pipeline import Context
 
@@ -22,7 +24,9 @@ def copy_model_and_tokenizer(ctx: Context, staging: Path) -> tuple[Path, tuple[P
 
 @register_backend("ort")
 def emit(ctx: Context, staging: Path) -> Context:
+    """model.onnx, the tokenizer, and what sentence-transformers, Optimum and transformers need to load the folder."""
     model, files = copy_model_and_tokenizer(ctx, staging)
+    files += write_library_files(ctx, staging)
     runner = write_device_runner(staging)
     note = {"backend": "ort", "model": MODEL_FILE, "runner": RUNNER_FILE if runner else None}
     return ctx.with_note("emit", note, onnx_path=model, files=(*files, *runner))

@@ -17,6 +17,7 @@ from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.errors import ConfigError, InputError
 from edgec.profiling import NODE_HEADER, OPERATOR_HEADER, node_rows, operator_rows
 from edgec.tuning import onnx_latency, tune_session
+from edgec.package import record_bench
 
 
 def register(app: typer.Typer) -> None:
@@ -35,8 +36,11 @@ def bench(
     tune: Annotated[bool, typer.Option("--tune", help="Measure session settings on this machine first and record the "
                                                      "fastest in the artifact's manifest (run and bench then use them).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    record: Annotated[bool, typer.Option(
+        help="Keep the figures in the artifact folder (manifest, report, model card).",
+    )] = True,
 ) -> None:
-    """Latency p50/p90/p99, throughput, peak memory and file size of an artifact."""
+    """Latency p50/p90/p99, throughput, peak memory and file size of an artifact, recorded in it (--no-record: not)."""
     if min(batch, seq_len, runs) < 1 or warmup < 0 or (threads is not None and threads < 1):
         raise ConfigError("--batch, --seq-len, --threads and --runs must be >= 1 (and --warmup >= 0)")
     if baseline not in (None, "pytorch"):
@@ -67,6 +71,9 @@ def bench(
         "speedup_vs_pytorch": results[1].p50_ms / results[0].p50_ms if baseline else None,
         "profile": measured.to_dict() if measured else None,
     }
+    if record and artifact.is_dir():  # a .zip bundle is read from a temporary copy: nothing to record into
+        # The report shows where the time goes where --profile measured it (the build's own profile is not kept).
+        record_bench(loaded, {k: v for k, v in report.items() if k != "profile"}, (measured, asdict(config)) if measured else None)
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -11,13 +11,13 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn as ProgressText, TimeElapsedColumn
 from rich.table import Table
 
 from edgec.data import Dataset, columns_from_options, read_dataset
 from edgec import interrupts
 from edgec.errors import ConfigError, EdgecError, Interrupted
 from edgec.processes import describe
+from edgec.progress import display, stage_spinners
 from edgec.recipe import DistillConfig, PruneConfig
 
 console = Console(stderr=True)
@@ -113,18 +113,10 @@ def front_end(
 
 @contextmanager
 def stage_progress() -> Iterator[Callable[[str], None]]:
-    """A transient spinner per pipeline stage on stderr; yields the on_stage callback."""
-    with Progress(SpinnerColumn(), ProgressText("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
-        current: list[int] = []
-
-        def on_stage(name: str) -> None:
-            if current:
-                progress.update(current[-1], completed=1, total=1)
-            current.append(progress.add_task(name, total=None))
-
-        yield on_stage
-        if current:
-            progress.update(current[-1], completed=1, total=1)
+    """A transient spinner per pipeline stage on stderr, with the bars of the long loops inside each stage, in a
+    terminal only (edgec.progress); yields the on_stage callback."""
+    with display(console) as progress:
+        yield stage_spinners(progress)
 
 
 def ray_cluster(use_ray: bool, address: str | None):

@@ -36,8 +36,12 @@ class _GraphTail:
         self.graph.node.extend(self.nodes)
 
 
-def append_pooling(model: onnx.ModelProto, *, hidden: str, mask: str, mode: str, normalize: bool, output: str) -> None:
-    """Replace the graph's outputs with `output` = pool(hidden (batch, seq, dim), mask (batch, seq)).
+def append_pooling(
+    model: onnx.ModelProto, *, hidden: str, mask: str, mode: str, normalize: bool, output: str,
+    keep_hidden: bool = False,
+) -> None:
+    """Replace the graph's outputs with `output` = pool(hidden (batch, seq, dim), mask (batch, seq)), followed by
+    `hidden` itself where `keep_hidden` (the token states, for runtimes that pool on their own).
 
     Mirrors sentence-transformers: masked mean (token count clamped at 1e-9), first token, or masked max;
     then optionally x / max(||x||, 1e-12).
@@ -67,8 +71,10 @@ def append_pooling(model: onnx.ModelProto, *, hidden: str, mask: str, mode: str,
     tail.nodes.append(helper.make_node("Identity", [pooled], [output], name="edgec_output"))
     tail.commit()
     dim = _last_dim(model.graph, hidden)
+    token_states = [o for o in model.graph.output if o.name == hidden and keep_hidden]
     del model.graph.output[:]
     model.graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch_size", dim]))
+    model.graph.output.extend(token_states)
 
 
 def _last_dim(graph: onnx.GraphProto, name: str) -> int | str:

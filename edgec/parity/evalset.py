@@ -85,7 +85,7 @@ def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> Eval
     batches = encode_batches(source.tokenizer, eval_texts(source.task, dataset), max_length=max_length)
     forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
     token_level = source.task in TOKEN_LEVEL_TASKS
-    reference = collect_outputs(forward, batches, token_level=token_level)
+    reference = collect_outputs(forward, batches, token_level=token_level, description="reference pass (PyTorch fp32)")
     for name, values in reference.values.items():
         if bad := metrics.non_finite_count(values, reference.mask if token_level else None):
             raise InputError(f"{source.path}: the model's own output {name} has {bad} NaN/inf values on {dataset.source}; "

@@ -8,13 +8,16 @@ from edgec.inference import Forward, collect_outputs, ort_forward, ort_session, 
 from edgec.parity.evalset import EvalSet
 from edgec.parity.ledger import ParityRow, parity_row
 from edgec.recipe import ParityThresholds
-from edgec.source import TOKEN_LEVEL_TASKS, Source
+from edgec.source import OUTPUT_NAMES, TOKEN_LEVEL_TASKS, Source
 from edgec.targets import SessionSettings
 
 
-def model_forward(model_path: Path, settings: SessionSettings) -> Forward:
+def model_forward(model_path: Path, settings: SessionSettings, task: str) -> Forward:
     """Run a model file: a TensorRT engine on its GPU, an ExecuTorch program on its runtime, anything else (ONNX, ORT)
-    on ONNX Runtime CPU."""
+    on ONNX Runtime CPU.
+
+    Only the task's outputs are returned (an embedding artifact's token states are there for other runtimes).
+    """
     if model_path.suffix == ".engine":
         from edgec.backends.tensorrt_engine import engine_forward
 
@@ -23,7 +26,7 @@ def model_forward(model_path: Path, settings: SessionSettings) -> Forward:
         from edgec.backends.executorch import pte_forward
 
         return pte_forward(model_path)
-    return ort_forward(ort_session(model_path, settings))
+    return ort_forward(ort_session(model_path, settings), OUTPUT_NAMES[task])
 
 
 def measure_model(
@@ -31,12 +34,14 @@ def measure_model(
     settings: SessionSettings, simulated: bool = False, statistics: bool = False,
 ) -> ParityRow:
     """One ledger row: run the model file on the eval set and compare it with the reference."""
-    outputs = collect_outputs(model_forward(model_path, settings), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
+    outputs = collect_outputs(model_forward(model_path, settings, task), evaluation.batches,
+                              token_level=task in TOKEN_LEVEL_TASKS, description=f"parity: {stage}")
     return parity_row(stage, model_path.name, task, evaluation, outputs, thresholds, simulated=simulated, statistics=statistics)
 
 
 def measure_module(source: Source, stage: str, evaluation: EvalSet, thresholds: ParityThresholds) -> ParityRow:
     """One ledger row for a PyTorch model (before export: after pruning or distillation)."""
     forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
-    outputs = collect_outputs(forward, evaluation.batches, token_level=source.task in TOKEN_LEVEL_TASKS)
+    outputs = collect_outputs(forward, evaluation.batches, token_level=source.task in TOKEN_LEVEL_TASKS,
+                              description=f"parity: {stage}")
     return parity_row(stage, type(source.model).__name__, source.task, evaluation, outputs, thresholds)

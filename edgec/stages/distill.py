@@ -109,7 +109,7 @@ def distill_student(
 
     loader = shuffled_loader(texts, collate, training.batch_size, seed, [len(t) for t in texts])
     try:
-        return train(student, loss, loader, training, evaluate, seed=seed, dropout=False)
+        return train(student, loss, loader, training, evaluate, seed=seed, dropout=False, description="distillation")
     finally:
         teacher.to(home)  # the teacher is the build's reference; later stages expect it where it was
 

@@ -12,6 +12,7 @@ import onnx
 
 from edgec.ops.pooling import append_pooling
 from edgec.pipeline import Context
+from edgec.source import TOKEN_STATES
 
 # edgec task -> the task name optimum's exporter uses.
 _OPTIMUM_TASKS = {
@@ -30,9 +31,12 @@ def export(ctx: Context) -> Context:
     model = onnx.load(str(path))
     if ctx.source.task == "feature-extraction":
         pooling = ctx.source.pooling
+        # An ONNX Runtime artifact also returns the token states: sentence-transformers' ONNX backend and Optimum's
+        # ORTModelForFeatureExtraction read `last_hidden_state` and pool it themselves (edgec's tools read only
+        # sentence_embedding). Other back ends build what the device runs from this graph and get one output.
         append_pooling(
-            model, hidden="last_hidden_state", mask="attention_mask", mode=pooling.mode, normalize=pooling.normalize,
-            output="sentence_embedding",
+            model, hidden=TOKEN_STATES, mask="attention_mask", mode=pooling.mode, normalize=pooling.normalize,
+            output="sentence_embedding", keep_hidden=ctx.target.backend == "ort",
         )
     model.producer_name, model.producer_version = "edgec", ""  # no tool versions inside the model file
     onnx.checker.check_model(model)

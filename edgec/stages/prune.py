@@ -73,7 +73,7 @@ def prune_model(
     """
     teacher, timings = source.model, {}
     lengths = [int(n) for b in batches for n in b.feeds["attention_mask"].sum(axis=1)]
-    costs = unit_costs(lengths, surgery.hidden_size(teacher), surgery.head_dim(teacher))
+    costs = unit_costs(lengths, surgery.hidden_size(teacher), surgery.head_dim(teacher), surgery.ffn_matrices(teacher))
     started = time.perf_counter()
     fisher = fisher or fisher_information(source, batches, labels, seed, blocks=config.rearrange)
     timings["importance"] = time.perf_counter() - started

@@ -17,6 +17,7 @@ import torch
 from edgec import surgery
 from edgec.inference import Batch
 from edgec.ops.importance import gate_layer, mask_heads, mask_neurons, sensitivity_loss
+from edgec.progress import track
 from edgec.source import Source
 
 
@@ -51,7 +52,7 @@ def fisher_information(source: Source, batches: list[Batch], labels: np.ndarray 
     masks: dict[tuple[str, int], torch.Tensor] = {}
     handles = _mask_hooks(model, masks)
     try:
-        for batch in batches:
+        for batch in track(batches, "importance (Fisher)"):
             size = len(batch.indices)
             masks.clear()
             masks.update({("heads", i): torch.ones(size, h, requires_grad=True) for i, h in enumerate(heads) if h})

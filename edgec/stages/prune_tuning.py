@@ -21,6 +21,7 @@ from torch import nn
 from edgec import surgery
 from edgec.inference import Batch
 from edgec.ops.least_squares import NormalEquations
+from edgec.progress import bar
 from edgec.recipe import TuningConfig
 
 
@@ -41,7 +42,7 @@ class _SubLayer:
     kind: str
     """"heads" or "ffn"."""
     norm: str
-    """Path of the LayerNorm after the residual sum."""
+    """Path of the LayerNorm whose input is the residual sum; "" where the sum is the layer's output (pre-LN FFN)."""
     out: str
     """Path of the output projection (its input columns are the units)."""
     constant: str
@@ -63,17 +64,19 @@ def tune_masks(
     student_in = list(target_in)
     position = {index: s for s, index in enumerate(kept_layers)}
     fits: list[dict] = []
-    for index, target_layer in enumerate(surgery.encoder_layers(target)[: kept_layers[-1] + 1]):
-        if index not in position:  # the student skips this layer: its input passes on unchanged
-            target_in = [_run(target_layer, x, _layer_call(target, f)[1])["output"] for x, f in zip(target_in, feeds)]
-            continue
-        layer = surgery.encoder_layers(student)[position[index]]
-        last = index == kept_layers[-1]
-        target_in, stopped = _tune_layer(student, layer, position[index], target, target_layer, index, student_in,
-                                         target_in, feeds, config, cls_only and last, fits)
-        if stopped or last:
-            break
-        student_in = [_run(layer, x, _layer_call(target, f)[1])["output"] for x, f in zip(student_in, feeds)]
+    with bar("mask tuning (layers)", kept_layers[-1] + 1) as advance:
+        for index, target_layer in enumerate(surgery.encoder_layers(target)[: kept_layers[-1] + 1]):
+            advance()
+            if index not in position:  # the student skips this layer: its input passes on unchanged
+                target_in = [_run(target_layer, x, _layer_call(target, f)[1])["output"] for x, f in zip(target_in, feeds)]
+                continue
+            layer = surgery.encoder_layers(student)[position[index]]
+            last = index == kept_layers[-1]
+            target_in, stopped = _tune_layer(student, layer, position[index], target, target_layer, index, student_in,
+                                             target_in, feeds, config, cls_only and last, fits)
+            if stopped or last:
+                break
+            student_in = [_run(layer, x, _layer_call(target, f)[1])["output"] for x, f in zip(student_in, feeds)]
     return fits
 
 
@@ -86,7 +89,10 @@ def _tune_layer(
     parts, next_target = surgery.parts_for(student), None
     for sub in (_SubLayer("heads", parts.attn_norm, parts.attn_out, parts.attention), _SubLayer("ffn", parts.ffn_norm, parts.ffn_out, parts.ffn)):
         count = (surgery.head_counts if sub.kind == "heads" else surgery.ffn_widths)(student)[position]
-        bias = surgery.get(layer, sub.out if count else sub.constant).bias
+        # The bias the sub-layer adds: its output Linear's, or a constant sub-layer's; zeros where it has none
+        # (ModernBERT), which gains one only if a shift is fitted (surgery.output_bias).
+        module = surgery.get(layer, sub.out if count else sub.constant)
+        bias = module.bias if module.bias is not None else torch.zeros(module.out_features, dtype=module.weight.dtype)
         if not count and not config.fit_bias:  # nothing to fit
             continue
         equations, outputs = _equations(layer, target, target_layer, sub, count, bias, student_in, target_in, feeds, config,
@@ -103,7 +109,7 @@ def _tune_layer(
         scales = solution.scales.float()
         surgery.scale_units(student, position, scales if sub.kind == "heads" else None, scales if sub.kind == "ffn" else None)
         if solution.shift is not None:
-            bias.add_(solution.shift.to(bias.dtype))
+            surgery.output_bias(layer, sub.out if count else sub.constant).add_(solution.shift.to(bias.dtype))
     if next_target is None:  # the FFN was not fitted: advance the target on its own
         next_target = [_run(target_layer, x, _layer_call(target, f)[1])["output"] for x, f in zip(target_in, feeds)]
     return next_target, False
@@ -116,7 +122,8 @@ def _equations(
 ) -> tuple[NormalEquations, list[torch.Tensor] | None]:
     """One sub-layer's normal equations over all batches; for an FFN also the target layer's outputs (the next inputs)."""
     equations = NormalEquations.empty(count, bias.shape[0])
-    norm = surgery.get(layer, sub.norm) if config.space == "post-norm" else None
+    # Post-norm space needs the LayerNorm the sum feeds; a pre-LN FFN's sum feeds none (the residual stream): pre-norm.
+    norm = surgery.get(layer, sub.norm) if config.space == "post-norm" and sub.norm else None
     weight = _weight(layer, sub, norm) if count else None
     outputs = [] if sub.kind == "ffn" else None
     for x_student, x_target, f in zip(student_in, target_in, feeds):
@@ -207,13 +214,13 @@ def _run(layer: nn.Module, hidden: torch.Tensor, call: _Call, *, norm: str | Non
     projection's input and output (`out`) are captured on the way."""
     captured, handles = {}, []
 
-    def at_norm(module, args):
-        captured["norm_in"] = args[0]
+    def at_sum(residual_sum):
+        captured["norm_in"] = residual_sum
         if stop:
             raise _Stop
 
-    if norm is not None:
-        handles.append(surgery.get(layer, norm).register_forward_pre_hook(at_norm))
+    if norm is not None:  # "" (pre-LN FFN): the sum is the layer's output
+        handles.append(surgery.on_residual_sum(layer, norm, at_sum))
     if out is not None:
         handles.append(surgery.get(layer, out).register_forward_hook(lambda module, args, output: captured.update(units=args[0], out=output)))
     try:

@@ -18,6 +18,7 @@ from edgec.ops import outliers
 from edgec.ops.smoothing import smoothing_scales
 from edgec.pipeline import Context
 from edgec.parity.evalset import eval_texts
+from edgec.progress import track
 from edgec.targets import QuantSettings, SessionSettings
 
 RANGES_FILE = "ranges.json"
@@ -267,7 +268,7 @@ def collect_stats(
     (last axis) of a name left out of its statistics."""
     stats = {name: RunningStats(keep=keep, seed=index) for index, name in enumerate(names)}
     drop = drop or {}
-    for feed, values in probe_runs(model, names, feeds, settings):
+    for feed, values in probe_runs(model, names, track(feeds, "calibration"), settings):
         real = feed["attention_mask"].astype(bool)
         for name, value in zip(names, values):
             rows = value[real] if value.shape[:2] == real.shape else value.reshape(-1, value.shape[-1])

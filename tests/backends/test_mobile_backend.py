@@ -16,7 +16,7 @@ from edgec.recipe import QuantConfig, Recipe
 
 BUNDLE = {"golden/texts.jsonl", "golden/outputs.npz", "edgec.json", "model.ort", "required_operators_and_types.config", "mobile_usability.json",
           "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "report.md", "report.html", "parity.png", "predict.py",
-          "requirements.txt"}
+          "requirements.txt", "README.md"}
 
 
 @pytest.fixture(scope="module")

@@ -120,8 +120,8 @@ def test_deferred_engine_is_never_reported_as_built(int8_artifact, monkeypatch):
     assert final["stage"] == "artifact" and final["simulated"] and manifest["parity"]["passed"]
     assert "sentence_embedding.max_abs" in final["metrics"] and "sentence_embedding.median_rel" in final["metrics"]
     report = (int8_artifact.path / "report.md").read_text()
-    assert "engine: deferred" not in report and "| TensorRT engine | deferred (" in report
-    assert "| sentence_embedding |" in report.split("## Error statistics")[1]
+    assert "engine: deferred" not in report and "- **TensorRT engine**: deferred (" in report
+    assert "| sentence_embedding |" in report.split("## Parity ledger")[1]  # the error statistics per output
 
 
 def test_fp16_is_an_fp16_typed_onnx_with_layernorm_and_pooling_in_fp32(fp16_artifact):
