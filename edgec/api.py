@@ -36,6 +36,7 @@ from edgec.stages.distill import distill
 from edgec.stages.export import export
 from edgec.stages.optimize import optimize
 from edgec.stages.fallback import fallback
+from edgec.stages.iterative import iterative_stages
 from edgec.stages.prune import prune
 from edgec.stages.quantize import quantize
 from edgec.stages.verify import eval_texts, label_ids, measure, measure_model, parity_row, task_metric
@@ -144,7 +145,10 @@ def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> Eval
 
 
 def front_end_stages(recipe: Recipe) -> list[Stage]:
-    """The PyTorch stages before export: pruning, then distillation, where the recipe asks for them."""
+    """The PyTorch stages before export: pruning, then distillation, where the recipe asks for them (the iterative
+    schedule alternates them)."""
+    if recipe.prune is not None and recipe.prune.schedule == "iterative":
+        return iterative_stages(recipe)
     stages = [Stage("prune", prune)] if recipe.prune is not None else []
     return stages + ([Stage("distill", distill)] if recipe.distill is not None else [])
 

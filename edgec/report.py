@@ -121,9 +121,16 @@ def mobile_rows(emit: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def distillation_row(note: dict[str, Any]) -> tuple[str, str]:
-    """How a distillation run went, from its stage note."""
-    return ("distillation", f"{note['steps']} steps in {note['seconds']:.0f} s, best at step {note['best_step']} "
-                            f"(score {note['best_score']:.4f}), stopped by {note['stopped']}")
+    """How distillation went, from its stage note (the last run; an iterative schedule lists every run's steps)."""
+    runs = note.get("runs", [note])
+    steps = " + ".join(str(run["steps"]) for run in runs)
+    text = (f"{steps} steps in {sum(run['seconds'] for run in runs):.0f} s, best at step {note['best_step']} "
+            f"(score {note['best_score']:.4f}), stopped by {note['stopped']}")
+    cache = note.get("teacher_cache")  # absent in artifacts of edgec before the teacher's cache
+    if cache:
+        text += (f"; teacher run once over {cache['examples']} of {cache['given']} texts in {cache['seconds']:.0f} s "
+                 f"({cache['megabytes']:.0f} MB cached)")
+    return ("distillation", text)
 
 
 def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:

@@ -121,6 +121,18 @@ def ffn_widths(model: nn.Module) -> list[int]:
             for layer in encoder_layers(model)]
 
 
+def layer_origins(model: nn.Module) -> list[int]:
+    """The original index of each layer the model has now (removed layers leave gaps)."""
+    origins = getattr(model.config, "edgec_layers", None)
+    return list(origins) if origins is not None else list(range(len(encoder_layers(model))))
+
+
+def hidden_channels(model: nn.Module) -> list[int] | None:
+    """The original hidden channels the model kept, in order; None when it has them all."""
+    channels = getattr(model.config, "edgec_channels", None)
+    return list(channels) if channels is not None else None
+
+
 def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     """A new Linear keeping `index` along the weight's dim (0: outputs, 1: inputs)."""
     weight = linear.weight.detach().index_select(dim, index).clone()
