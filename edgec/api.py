@@ -332,5 +332,6 @@ def compress(
 
 def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:
     """Write a pruned model as a Hugging Face folder: weights (transformers' layout), tokenizer, pooling."""
-    layout = {k: summary[k] for k in ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after")}
+    names = ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after", "hidden_after")
+    layout = {k: summary[k] for k in names if k in summary}
     save_model(pruned, folder, model=surgery.standard_layout(pruned.model, layout))

@@ -12,7 +12,7 @@ from edgec.errors import ConfigError
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 TASKS = ("feature-extraction", "sequence-classification", "token-classification", "question-answering")
-PRUNE_UNITS = ("heads", "ffn")
+PRUNE_UNITS = ("heads", "ffn", "hidden")
 PRUNE_SCHEDULES = ("one-shot", "iterative")
 SCHEDULES = ("linear", "cosine")
 TRAIN_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -78,8 +78,11 @@ class PruneConfig:
 
     fraction: float
     """Share of the encoder's multiply-accumulates to remove, counted at the calibration texts' lengths."""
-    units: tuple[str, ...] = PRUNE_UNITS
-    """What may be removed: attention heads, FFN neurons, or both."""
+    units: tuple[str, ...] = ("heads", "ffn")
+    """What may be removed: attention heads, FFN neurons, hidden channels (the model's width), any of them."""
+    hidden_size: int | None = None
+    """With `hidden` among the units: the width to keep (a multiple of the head size); None picks it from the kept
+    share of MACs (edgec.ops.width.default_width)."""
     rescale: bool = True
     """Re-fit the kept units' scales per layer by least squares so each layer matches the unpruned one."""
     schedule: str = "one-shot"
@@ -90,8 +93,11 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(self.units))
-        _require(self.schedule in PRUNE_SCHEDULES, f"unknown prune schedule {self.schedule!r}; use one of {', '.join(PRUNE_SCHEDULES)}")
+        _require(self.schedule in PRUNE_SCHEDULES,
+                 f"unknown prune schedule {self.schedule!r}; use one of {', '.join(PRUNE_SCHEDULES)}")
         _require(self.iterations >= 1, f"prune iterations must be at least 1, got {self.iterations}")
+        _require(self.hidden_size is None or "hidden" in self.units,
+                 "a hidden size is kept only when hidden channels may go; add hidden to --prune-units")
         _require(
             isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0,
             f"prune fraction must be in [0, 1) (the share of compute removed), got {self.fraction}; e.g. --prune 0.5",

@@ -142,6 +142,8 @@ def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("parameters", f"{summary['params_before']:,} -> {summary['params_after']:,}"),
         ("heads kept per layer", per_layer(summary["heads_after"], summary["heads_before"])),
         ("FFN neurons kept per layer", per_layer(summary["ffn_after"], summary["ffn_before"])),
+        *([("hidden size", f"{summary['hidden_before']} -> {summary['hidden_after']}")]
+          if summary.get("hidden_after", summary.get("hidden_before")) != summary.get("hidden_before") else []),
         ("pruning time", ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())),
     ]
 

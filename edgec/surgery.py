@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -254,8 +255,8 @@ def standard_layout(model: nn.Module, summary: dict | None = None) -> nn.Module:
     counts, widths = head_counts(model), ffn_widths(model)
     capacity = hidden_size(model) // size  # heads transformers derives from the width (fewer after hidden pruning)
     if max(counts) > capacity:
-        raise UnsupportedModelError(f"a layer keeps {max(counts)} heads, more than the {capacity} that a hidden size "
-                                    f"of {hidden_size(model)} holds in transformers' layout; prune heads to at most that")
+        raise UnsupportedModelError(f"a layer keeps {max(counts)} heads, more than the {capacity} that a hidden "
+                                    f"size of {hidden_size(model)} holds in transformers' layout; prune heads to that")
     columns = _bias_columns(model, parts, counts, capacity) if config.model_type == "mpnet" else None
     slots = [capacity if columns is not None else max(c, 1) for c in counts]
     setattr(config, "n_heads" if config.model_type == "distilbert" else "num_attention_heads", capacity)
@@ -280,6 +281,13 @@ def _bias_heads(source: nn.Module, parts: Parts, count: int) -> list[int]:
     """MPNet: the position-bias columns (original head indices) a layer's kept heads read."""
     attention = get(source, parts.attention)
     return attention.kept_bias_heads.tolist() if count and hasattr(attention, "kept_bias_heads") else list(range(count))
+
+
+def bias_columns(model: nn.Module) -> list[np.ndarray]:
+    """MPNet: per layer, the position-bias column (original head index) each of its heads reads."""
+    parts = parts_for(model)
+    layers = zip(encoder_layers(model), head_counts(model))
+    return [np.asarray(_bias_heads(layer, parts, count), dtype=int) for layer, count in layers]
 
 
 def _bias_columns(model: nn.Module, parts: Parts, counts: list[int], capacity: int) -> list[int]:

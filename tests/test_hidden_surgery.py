@@ -153,8 +153,8 @@ def test_hidden_pruned_model_exports_quantizes_and_runs_in_onnx_runtime(tiny_mod
     save_model(dataclasses.replace(source, model=pruned), tmp_path / "model", model=surgery.standard_layout(pruned))
     data = edgec.read_dataset(data_files["pairs"])
     for precision in ("fp32", "int8"):
-        artifact = edgec.build(tmp_path / "model", "ort", recipe=edgec.Recipe(quant=edgec.QuantConfig(precision=precision)),
-                               calib=data, eval=data, out=tmp_path / precision)
+        recipe = edgec.Recipe(quant=edgec.QuantConfig(precision=precision))
+        artifact = edgec.build(tmp_path / "model", "ort", recipe=recipe, calib=data, eval=data, out=tmp_path / precision)
         assert artifact.manifest["parity"]["passed"]
         (embedding,) = edgec.api.predict(artifact, SENTENCES[:3]).values()
         assert embedding.shape == (3, 16)

@@ -68,7 +68,9 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 
 
 Prune = Annotated[float | None, typer.Option("--prune", help="Share of the encoder's compute (MACs) to remove, e.g. 0.5.")]
-PruneUnits = Annotated[str, typer.Option("--prune-units", help="What may be removed: heads, ffn or heads,ffn.")]
+PruneUnits = Annotated[str, typer.Option("--prune-units", help="What may be removed: some of heads, ffn, hidden.")]
+PruneHiddenSize = Annotated[int | None, typer.Option(
+    "--prune-hidden-size", help="With hidden in --prune-units: the width to keep (default: from the kept share).")]
 PruneRescale = Annotated[bool, typer.Option(help="Least-squares rescaling of the kept units, layer by layer.")]
 PruneSchedule = Annotated[str, typer.Option(
     "--schedule", help="one-shot (prune, then distill) or iterative (prune in steps, distilling after each, "
@@ -81,15 +83,16 @@ DistillLr = Annotated[float, typer.Option("--distill-lr", help="Peak learning ra
 
 
 def front_end(
-    prune: float | None, units: str, rescale: bool, schedule: str, distill: Path | None, steps: int, minutes: float | None,
-    batch_size: int, lr: float,
+    prune: float | None, units: str, hidden_size: int | None, rescale: bool, schedule: str, distill: Path | None,
+    steps: int, minutes: float | None, batch_size: int, lr: float,
 ) -> tuple[PruneConfig | None, DistillConfig | None]:
     """The prune and distill configs the command-line options ask for (None where not asked)."""
     if prune is not None and prune <= 0:
         # PruneConfig takes 0 (the identity, for sweeps); typed on a command line it is a mistake.
         raise ConfigError(f"--prune must be in (0, 1), the share of compute to remove, got {prune}; omit --prune to keep the model whole")
     unit_names = tuple(u.strip() for u in units.split(",") if u.strip())
-    prune_config = None if prune is None else PruneConfig(fraction=prune, units=unit_names, rescale=rescale, schedule=schedule)
+    prune_config = None if prune is None else PruneConfig(fraction=prune, units=unit_names, hidden_size=hidden_size,
+                                                          rescale=rescale, schedule=schedule)
     distill_config = None if distill is None else DistillConfig(steps=steps, minutes=minutes, batch_size=batch_size, learning_rate=lr)
     return prune_config, distill_config
 

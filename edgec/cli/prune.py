@@ -10,8 +10,8 @@ import typer
 from edgec.api import compress
 from edgec.cli.common import (
     AllowPickle, Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, Force, LabelColumn, Prune,
-    PruneRescale, PruneSchedule, PruneUnits, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode,
-    errors_to_exit_codes, front_end, read_optional, stage_progress, stdout, table,
+    PruneHiddenSize, PruneRescale, PruneSchedule, PruneUnits, ScoreColumn, TextColumn, TextPairColumn,
+    TrustRemoteCode, errors_to_exit_codes, front_end, read_optional, stage_progress, stdout, table,
 )
 from edgec.recipe import QuantConfig, Recipe
 from edgec.report import distillation_row, format_ledger, pruning_rows
@@ -27,6 +27,7 @@ def prune(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pruned model (save_pretrained layout).")],
     prune: Prune = None,
     prune_units: PruneUnits = "heads,ffn",
+    prune_hidden_size: PruneHiddenSize = None,
     prune_rescale: PruneRescale = True,
     schedule: PruneSchedule = "one-shot",
     calib: Annotated[Path | None, typer.Option(help="Calibration text for importance and rescaling; default: edgec's corpus.")] = None,
@@ -49,7 +50,8 @@ def prune(
 ) -> None:
     """Remove heads and FFN neurons (and distill), writing a folder transformers' AutoModel loads."""
     prune_config, distill_config = front_end(
-        prune, prune_units, prune_rescale, schedule, distill, distill_steps, distill_minutes, distill_batch_size, distill_lr,
+        prune, prune_units, prune_hidden_size, prune_rescale, schedule, distill, distill_steps, distill_minutes,
+        distill_batch_size, distill_lr,
     )
     recipe = Recipe(task=task, prune=prune_config, distill=distill_config, quant=QuantConfig(calib_samples=calib_samples), max_length=max_length)
     columns = (text_column, text_pair_column, label_column, score_column)

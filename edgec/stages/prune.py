@@ -26,9 +26,11 @@ from edgec.ops.importance import mask_heads, mask_neurons, sensitivity_loss
 from edgec.ops.least_squares import NormalEquations
 from edgec.ops.macs import encoder_macs, unit_costs
 from edgec.ops.mask_search import search_masks
+from edgec.ops.width import expand, restrict
 from edgec.pipeline import Context
 from edgec.recipe import PruneConfig
 from edgec.source import Source
+from edgec.stages import prune_hidden
 from edgec.stages.verify import eval_texts, label_ids
 
 
@@ -61,14 +63,19 @@ def prune_model(source: Source, batches: list[Batch], labels: np.ndarray | None,
     costs = unit_costs(lengths, surgery.hidden_size(teacher), surgery.head_dim(teacher))
     heads_before, ffn_before = surgery.head_counts(teacher), surgery.ffn_widths(teacher)
     macs_before = encoder_macs(heads_before, ffn_before, costs)
+    width = prune_hidden.planned_width(teacher, config, 1 - config.fraction)
+    costs = unit_costs(lengths, width, surgery.head_dim(teacher))  # what each unit costs at the width kept
 
     started = time.perf_counter()
     head_scores, neuron_scores = unit_importance(source, batches, labels, seed)
     timings["importance"] = time.perf_counter() - started
     budget = (1 - config.fraction) * macs_before * costs.texts
+    allowed = prune_hidden.allowed_heads(teacher, head_scores, width)
     keep_heads, keep_neurons = search_masks(
-        head_scores, neuron_scores, costs, budget, prune_heads="heads" in config.units, prune_neurons="ffn" in config.units,
+        restrict(head_scores, allowed), neuron_scores, costs, budget, prune_heads="heads" in config.units,
+        prune_neurons="ffn" in config.units,
     )
+    keep_heads = expand(keep_heads, allowed, heads_before)
     student = copy.deepcopy(teacher)
     for i, (heads, neurons) in enumerate(zip(keep_heads, keep_neurons)):
         if not heads.all():
@@ -78,6 +85,10 @@ def prune_model(source: Source, batches: list[Batch], labels: np.ndarray | None,
     started = time.perf_counter()
     fits = fit_scales(student, teacher, batches, source.input_names) if config.rescale and config.fraction > 0 else []
     timings["least_squares"] = time.perf_counter() - started
+    if width < surgery.hidden_size(teacher):
+        started = time.perf_counter()
+        prune_hidden.keep_top_channels(student, teacher, batches, source.input_names, width)
+        timings["hidden"] = time.perf_counter() - started
 
     heads_after, ffn_after = surgery.head_counts(student), surgery.ffn_widths(student)
     summary = {
@@ -93,6 +104,8 @@ def prune_model(source: Source, batches: list[Batch], labels: np.ndarray | None,
         "heads_after": heads_after,
         "ffn_before": ffn_before,
         "ffn_after": ffn_after,
+        "hidden_before": surgery.hidden_size(teacher),
+        "hidden_after": surgery.hidden_size(student),
         "least_squares": fits,
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
