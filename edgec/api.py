@@ -309,10 +309,13 @@ def compress(
     force: bool = False,
     load: LoadOptions = LoadOptions(),
     on_stage: Callable[[str], None] = lambda name: None,
+    deadline: float | None = None,
 ) -> dict:
     """Prune (and distill) `model` and save it as a Hugging Face folder that transformers loads as is.
 
-    Returns the prune summary with the parity ledger of the front-end stages (PyTorch, vs the unpruned model).
+    `deadline` (a time.perf_counter() value) ends distillation then, whatever recipe.distill.minutes says: a caller
+    with one wall-clock budget for several steps gives distillation what is left. Returns the prune summary with
+    the parity ledger of the front-end stages (PyTorch, vs the unpruned model).
     """
     out = Path(out)
     if recipe.prune is None:
@@ -321,7 +324,8 @@ def compress(
     profile = load_target("ort")
     thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
+        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model,
+                      deadline=deadline)
         ctx = run_stages(ctx, front_end_stages(recipe), measure, on_stage)
         summary = ctx.notes["prune"]
         on_stage("save")
