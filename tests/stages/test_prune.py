@@ -90,7 +90,7 @@ def test_pruned_build_exports_fuses_and_runs(tiny_models, data_files, tmp_path, 
 
 
 def test_pruned_int8_build_with_distillation(tiny_models, data_files, tmp_path):
-    recipe = Recipe(prune=PruneConfig(fraction=0.5), distill=edgec.DistillConfig(steps=6, batch_size=8, eval_every=3, bf16=False),
+    recipe = Recipe(prune=PruneConfig(fraction=0.5), distill=edgec.DistillConfig(steps=6, batch_size=8, eval_every=3, precision="fp32"),
                     quant=QuantConfig(precision="int8"), parity=LOOSE)
     calib = read_dataset(data_files["calib"])
     artifact = edgec.build(tiny_models("bert"), "ort-x86", recipe=recipe, calib=calib, train=calib, out=tmp_path / "a")
