@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.edgec-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-deep install bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Slow checks: the property tests with ten times the examples (EDGEC_DEEP=1).
+test-deep: $(STAMP)
+	EDGEC_DEEP=1 $(PY) -m pytest -q tests/test_properties.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
-from edgec.api import reference_outputs  # noqa: E402
+from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.artifact import package_versions  # noqa: E402
 from edgec.data import Columns, Dataset, read_dataset  # noqa: E402
 from edgec.source import load_source  # noqa: E402

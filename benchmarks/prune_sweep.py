@@ -28,7 +28,8 @@ from run import STS, machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
 from edgec.sweep import MEASURE_ONLY  # noqa: E402
-from edgec.api import reference_outputs, save_pruned  # noqa: E402
+from edgec.api import save_pruned  # noqa: E402
+from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.artifact import package_versions  # noqa: E402
 from edgec.bench import BenchConfig, bench_onnx  # noqa: E402
 from edgec.data import Columns, Dataset, Example, read_dataset, read_sts_benchmark  # noqa: E402
@@ -36,7 +37,8 @@ from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 from edgec.stages.distill import distill_student  # noqa: E402
 from edgec.stages.prune import prune_source  # noqa: E402
-from edgec.stages.verify import measure_model, measure_module, parity_score  # noqa: E402
+from edgec.parity.ledger import parity_score  # noqa: E402
+from edgec.parity.runtime import measure_model, measure_module  # noqa: E402
 from edgec.targets import SessionSettings  # noqa: E402
 
 SST2 = STS.parent / "sst2"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 
 import edgec  # noqa: E402
-from edgec.api import reference_outputs  # noqa: E402
+from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.artifact import package_versions  # noqa: E402
 from edgec.bench import BenchConfig, bench_onnx, bench_pytorch  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
@@ -35,7 +35,7 @@ from edgec.hardware import host  # noqa: E402
 from edgec.ops.pooling import append_pooling  # noqa: E402
 from edgec.recipe import ParityThresholds  # noqa: E402
 from edgec.source import load_source  # noqa: E402
-from edgec.stages.verify import measure_model  # noqa: E402
+from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.targets import SessionSettings  # noqa: E402
 
 STS = HERE.parent.parent / "shared" / "data" / "stsbenchmark"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
@@ -27,8 +28,12 @@ from edgec.data import Dataset, read_dataset
 from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
 from edgec.hardware import host
-from edgec.inference import collect_outputs, encode_batches, replay_forward, torch_forward
-from edgec.pipeline import Context, EvalSet, ParityRow, Stage, first_loss, run_stages
+from edgec.inference import collect_outputs, replay_forward
+from edgec.parity import golden
+from edgec.parity.evalset import EvalSet, reference_outputs, selection_split
+from edgec.parity.ledger import ParityRow, first_loss, parity_row
+from edgec.parity.runtime import measure_model, model_forward
+from edgec.pipeline import Context, Stage, run_stages
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.report import write_reports
 from edgec.source import TOKEN_LEVEL_TASKS, LoadOptions, Source, load_source, save_model
@@ -39,8 +44,9 @@ from edgec.stages.fallback import fallback
 from edgec.stages.iterative import iterative_stages
 from edgec.stages.prune import prune
 from edgec.stages.quantize import quantize
-from edgec.stages.verify import eval_texts, label_ids, measure, measure_model, parity_row, task_metric
 from edgec.targets import TargetProfile, choose_target, load_target, package_data
+
+log = logging.getLogger("edgec")
 
 
 def default_calibration_file() -> Path:
@@ -73,13 +79,17 @@ def build(
         raise ConfigError(f"target {profile.name} writes one .zip bundle; pass --out {out.name}.zip")
     check_engine_requirement(profile)
     recipe = resolve_recipe(recipe or Recipe(), profile)
-    source, recipe, calib, evaluation = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
-    thresholds = profile.thresholds(recipe.quant.precision, recipe.parity, pruned=recipe.prune is not None)
+    if recipe.distill is not None and train is None:
+        raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
     started = time.perf_counter()
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model)
-        ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages_for(recipe, profile, staging), measure, on_stage)
-        manifest = manifest_for(ctx, time.perf_counter() - started)
+        source, recipe, calib, evaluation, selection = _prepare(model, recipe, calib, eval, load, on_stage)
+        thresholds = profile.thresholds(recipe.quant.precision, recipe.parity, pruned=recipe.prune is not None)
+        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, selection, train=train, teacher=source.model)
+        ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages_for(recipe, profile, staging), on_stage)
+        on_stage("golden sample")
+        sample = write_golden(ctx, staging)
+        manifest = manifest_for(ctx, time.perf_counter() - started, sample)
         write_reports(staging, manifest)
         manifest["files"] = file_table(staging)
         write_manifest(staging, manifest)
@@ -92,19 +102,31 @@ def build(
 
 
 def _prepare(
-    model: str | Path, recipe: Recipe, calib: Dataset | None, eval: Dataset | None, train: Dataset | None,  # noqa: A002
-    out: Path, force: bool, load: LoadOptions, on_stage: Callable[[str], None],
-) -> tuple[Source, Recipe, Dataset, EvalSet]:
-    """Checks that need no work, then the model, the calibration sample and the reference outputs."""
-    if recipe.distill is not None and train is None:
-        raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
-    check_output_path(out, force=force)
+    model: str | Path, recipe: Recipe, calib: Dataset | None, eval: Dataset | None, load: LoadOptions,  # noqa: A002
+    on_stage: Callable[[str], None],
+) -> tuple[Source, Recipe, Dataset, EvalSet, EvalSet | None]:
+    """The model, the calibration sample, and the reference outputs on the gate's data (and on the selection part of
+    --eval where a stage of the recipe selects)."""
     on_stage("load")
     source = load_source(model, task=recipe.task, options=load)
     recipe = dataclasses.replace(recipe, max_length=min(recipe.max_length, source.max_length))
-    calib = (calib or read_dataset(default_calibration_file())).sample(recipe.quant.calib_samples, recipe.seed)
+    samples = recipe.quant.calib_samples
+    calib = (calib or read_dataset(default_calibration_file(), sample=samples, seed=recipe.seed)).sample(samples, recipe.seed)
     on_stage("reference")
-    return source, recipe, calib, reference_outputs(source, eval or calib, recipe.max_length)
+    if eval is None:
+        log.warning("no --eval: parity is measured on the %d calibration texts the quantizer also saw, with no task metric; "
+                    "pass --eval FILE with labels or scores for a gate that means something", len(calib))
+        return source, recipe, calib, reference_outputs(source, calib, recipe.max_length), None
+    if not selects(recipe):
+        return source, recipe, calib, reference_outputs(source, eval, recipe.max_length), None
+    chosen, held_out = selection_split(eval, recipe.seed)
+    gate = reference_outputs(source, held_out, recipe.max_length)
+    return source, recipe, calib, gate, reference_outputs(source, chosen, recipe.max_length)
+
+
+def selects(recipe: Recipe) -> bool:
+    """Whether a stage of the recipe chooses by the eval data: distillation's early stop, int8's float fallback."""
+    return recipe.distill is not None or (recipe.quant.precision == "int8" and recipe.quant.fallback)
 
 
 def resolve_target(
@@ -135,15 +157,6 @@ def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
     return dataclasses.replace(recipe, quant=dataclasses.replace(recipe.quant, precision=precision), max_length=max_length)
 
 
-def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> EvalSet:
-    """Tokenize the eval data once and run the uncompressed fp32 PyTorch model on it."""
-    batches = encode_batches(source.tokenizer, eval_texts(source.task, dataset), max_length=max_length)
-    forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
-    reference = collect_outputs(forward, batches, token_level=source.task in TOKEN_LEVEL_TASKS)
-    labels = label_ids(dataset, dict(getattr(source.model.config, "label2id", None) or {}))
-    return EvalSet(dataset, batches, reference, task_metric(source.task, reference, dataset, labels), labels)
-
-
 def front_end_stages(recipe: Recipe) -> list[Stage]:
     """The PyTorch stages before export: pruning, then distillation, where the recipe asks for them (the iterative
     schedule alternates them)."""
@@ -171,7 +184,16 @@ def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[St
     return stages
 
 
-def manifest_for(ctx: Context, seconds: float) -> dict:
+def write_golden(ctx: Context, staging: Path) -> dict:
+    """The golden sample (texts from the gate's data, reference and artifact outputs) into the artifact."""
+    texts, reference = golden.take(ctx.evaluation, ctx.source.task, ctx.recipe.seed)
+    model = ctx.parity_model or ctx.onnx_path
+    outputs, counts, _ = golden.run(texts, model_forward(model, ctx.target.session), ctx.source.tokenizer, ctx.recipe.max_length,
+                                    ctx.source.task)
+    return golden.write(staging, texts, reference, outputs, counts, golden.runtime_name(model, ctx.ledger[-1].simulated))
+
+
+def manifest_for(ctx: Context, seconds: float, sample: dict) -> dict:
     """Everything needed to trust, reproduce and run the artifact, except the file table."""
     model = onnx.load(str(ctx.onnx_path), load_external_data=False)  # the artifact's file, or the ONNX it was converted from
     model_file = ctx.files[0]
@@ -207,8 +229,10 @@ def manifest_for(ctx: Context, seconds: float) -> dict:
             "passed": final.passed,
             "thresholds": dataclasses.asdict(ctx.thresholds),
             "reference_metric": ctx.evaluation.reference_metric,
-            "eval_data": ctx.evaluation.dataset.source,
+            "eval_data": ctx.evaluation.dataset.source if ctx.evaluation.dataset is not ctx.calib else "calibration sample (no --eval)",
             "eval_examples": len(ctx.evaluation.dataset),
+            "selection_examples": len(ctx.selection.dataset) if ctx.selection else 0,
+            "golden": sample,
             "ledger": [dataclasses.asdict(row) for row in ctx.ledger],
         },
     }
@@ -221,53 +245,76 @@ def parity_failure_message(ctx: Context, rejected: Path) -> str:
 
 
 def check_parity(
-    artifact: Artifact, data: Dataset, *, reference: str | Path | None = None, overrides: ParityThresholds = ParityThresholds()
-) -> ParityRow:
-    """Re-run the artifact on `data` against its uncompressed source model (or `reference`)."""
-    task, evaluation, thresholds = reference_for(artifact, data, reference, overrides)
-    profile = TargetProfile.from_dict(artifact.manifest["target"])
-    if profile.tensorrt is None:
-        return measure_model(artifact.model_path, "artifact", task, evaluation, thresholds, profile.session)
+    artifact: Artifact, data: Dataset | None, *, reference: str | Path | None = None,
+    overrides: ParityThresholds = ParityThresholds(),
+) -> list[ParityRow]:
+    """Re-run the artifact: on `data` against its uncompressed source model (or `reference`), or, without data, on
+    its golden sample (no source model needed): one row against the fp32 reference, one against its own build."""
+    manifest = artifact.manifest
+    profile = TargetProfile.from_dict(manifest["target"])
+    thresholds = ParityThresholds(**manifest["parity"]["thresholds"]).overridden_by(overrides)
     with tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        model, simulated = parity_runtime(artifact, Path(work))
-        return measure_model(model, "artifact", task, evaluation, thresholds, profile.session, simulated, statistics=True)
+        model, simulated = artifact_runtime(artifact, profile, Path(work))
+        if data is None:
+            sample = golden.read(artifact.path)
+            built_on = (manifest["parity"].get("golden") or {}).get("artifact_runtime")
+            same_runtime = built_on == golden.runtime_name(model, simulated)
+            return golden.check(sample, model_forward(model, profile.session), artifact.tokenizer(), manifest["recipe"]["max_length"],
+                                manifest["task"], model.name, thresholds, simulated, reproduce=same_runtime)
+        task, evaluation = reference_for(artifact, data, reference)
+        statistics = profile.tensorrt is not None
+        return [measure_model(model, "artifact", task, evaluation, thresholds, profile.session, simulated, statistics)]
+
+
+def artifact_runtime(artifact: Artifact, profile: TargetProfile, workdir: Path) -> tuple[Path, bool]:
+    """The file parity runs for an artifact and whether it is simulated (a TensorRT engine's ONNX stand-in)."""
+    return parity_runtime(artifact, workdir) if profile.tensorrt is not None else (artifact.model_path, False)
 
 
 def build_checked_engine(
-    artifact: Artifact, data: Dataset, *, reference: str | Path | None = None
+    artifact: Artifact, data: Dataset | None, *, reference: str | Path | None = None
 ) -> tuple[dict, ParityRow]:
-    """`edgec engine`: build a TensorRT artifact's engine, then gate it on parity against the uncompressed source model
-    (or `reference`) on `data`, measured on the engine itself. A passing engine is recorded as built; a failing one is
-    kept as model.engine.rejected and ParityError is raised. Returns the manifest's engine record and the parity row.
+    """`edgec engine`: build a TensorRT artifact's engine, then gate it on parity measured on the engine itself: on
+    `data` against the uncompressed source model (or `reference`), or, without data, on the artifact's golden sample
+    against the fp32 reference outputs it carries. A passing engine is recorded as built; a failing one is kept as
+    model.engine.rejected and ParityError is raised. Returns the manifest's engine record and the parity row.
     """
     artifact_spec(artifact)  # a non-TensorRT or stale artifact fails before the reference model loads
     require_engine_here()
-    task, evaluation, thresholds = reference_for(artifact, data, reference, ParityThresholds())
-    session = TargetProfile.from_dict(artifact.manifest["target"]).session
+    manifest = artifact.manifest
+    thresholds = ParityThresholds(**manifest["parity"]["thresholds"])
+    session = TargetProfile.from_dict(manifest["target"]).session
+    if data is None:
+        sample, tokenizer, checked_on = golden.read(artifact.path), artifact.tokenizer(), "the golden sample"
 
-    def gate(engine: Path) -> ParityRow:
-        return measure_model(engine, "engine", task, evaluation, thresholds, session, statistics=True)
+        def gate(engine: Path) -> ParityRow:  # the stored artifact outputs came from the CPU simulation: not comparable
+            return golden.check(sample, model_forward(engine, session), tokenizer, manifest["recipe"]["max_length"],
+                                manifest["task"], engine.name, thresholds, reproduce=False)[0]
+    else:
+        task, evaluation = reference_for(artifact, data, reference)
+        checked_on = data.source
 
-    record, row = build_artifact_engine(artifact, gate, data.source)
+        def gate(engine: Path) -> ParityRow:
+            return measure_model(engine, "engine", task, evaluation, thresholds, session, statistics=True)
+
+    record, row = build_artifact_engine(artifact, gate, checked_on)
     if not row.passed:
-        raise ParityError(f"engine parity failed on {data.source}: {'; '.join(row.failures)}; "
+        raise ParityError(f"engine parity failed on {checked_on}: {'; '.join(row.failures)}; "
                           f"the engine is kept as {artifact.path / REJECTED_ENGINE_FILE} and the artifact is unchanged")
     return record, row
 
 
-def reference_for(
-    artifact: Artifact, data: Dataset, reference: str | Path | None, overrides: ParityThresholds
-) -> tuple[str, EvalSet, ParityThresholds]:
-    """The artifact's task, the uncompressed source model's outputs on `data`, and the thresholds to hold."""
+def reference_for(artifact: Artifact, data: Dataset, reference: str | Path | None) -> tuple[str, EvalSet]:
+    """The artifact's task and the uncompressed source model's outputs on `data`."""
     manifest = artifact.manifest
     source_path = Path(reference or manifest["source"]["path"])
     if not source_path.is_dir():
-        raise InputError(f"the reference model {source_path} is not on this machine; pass --reference MODEL_DIR")
+        raise InputError(f"the reference model {source_path} is not on this machine; pass --reference MODEL_DIR, "
+                         "or leave out --data to check the artifact against its own golden sample")
     source = load_source(source_path, task=manifest["task"])
     if reference is None and {p.name: sha256_file(p) for p in source.weight_files} != manifest["source"]["weights_sha256"]:
         raise InputError(f"{source_path} changed since the build (weights sha256 differ); pass --reference with the original model")
-    evaluation = reference_outputs(source, data, manifest["recipe"]["max_length"])
-    return source.task, evaluation, ParityThresholds(**manifest["parity"]["thresholds"]).overridden_by(overrides)
+    return source.task, reference_outputs(source, data, manifest["recipe"]["max_length"])
 
 
 def verify_emulated(
@@ -281,7 +328,8 @@ def verify_emulated(
     if artifact.manifest["target"]["backend"] not in ("ort", "mobile"):
         raise ConfigError(f"{artifact.path} is a {artifact.manifest['target']['backend']} artifact; only ONNX Runtime artifacts run on emulated aarch64")
     sample = data.sample(samples, seed=0)
-    task, evaluation, thresholds = reference_for(artifact, sample, reference, overrides)
+    task, evaluation = reference_for(artifact, sample, reference)
+    thresholds = ParityThresholds(**artifact.manifest["parity"]["thresholds"]).overridden_by(overrides)
     inputs = {i["name"] for i in artifact.manifest["io"]["inputs"]}
     run = run_emulated(artifact.model_path, [{k: v for k, v in b.feeds.items() if k in inputs} for b in evaluation.batches], threads=threads)
     outputs = collect_outputs(replay_forward(evaluation.batches, run.outputs), evaluation.batches, token_level=task in TOKEN_LEVEL_TASKS)
@@ -320,13 +368,15 @@ def compress(
     out = Path(out)
     if recipe.prune is None:
         raise ConfigError("nothing to do: pass --prune F (the share of the encoder's compute to remove)")
-    source, recipe, calib, evaluation = _prepare(model, recipe, calib, eval, train, out, force, load, on_stage)
-    profile = load_target("ort")
-    thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)
+    if recipe.distill is not None and train is None:
+        raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, train=train, teacher=source.model,
-                      deadline=deadline)
-        ctx = run_stages(ctx, front_end_stages(recipe), measure, on_stage)
+        source, recipe, calib, evaluation, selection = _prepare(model, recipe, calib, eval, load, on_stage)
+        profile = load_target("ort")
+        thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)
+        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, selection, train=train,
+                      teacher=source.model, deadline=deadline)
+        ctx = run_stages(ctx, front_end_stages(recipe), on_stage)
         summary = ctx.notes["prune"]
         on_stage("save")
         save_pruned(ctx.source, summary, staging)

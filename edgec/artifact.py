@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -16,10 +17,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgec.errors import InputError
+from edgec.errors import InputError, first_line
+from edgec.interrupts import raise_if_interrupted
 
 MANIFEST = "edgec.json"
 FORMAT_VERSION = 1
+MAX_BUNDLE_BYTES = 8 << 30
+"""Most bytes a .zip bundle may unpack to (mpnet's largest bundle is ~0.5 GB): a zip bomb is refused, not unpacked."""
+MAX_BUNDLE_FILES = 10_000
 _VERSIONED = ("edgec", "torch", "transformers", "onnx", "onnxruntime", "optimum-onnx", "tokenizers")
 
 
@@ -61,16 +66,26 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 def staged_output(out: Path, *, force: bool) -> Iterator[Path]:
     """A temporary folder beside `out`, moved to `out` (or zipped to it, for a .zip) only if the block completes.
 
-    Nothing is left at `out` when the block raises; an existing `out` is replaced only with `force`.
+    Nothing is left at `out` when the block raises (an interrupt included); an existing `out` is replaced only with
+    `force`. A lock beside `out` makes a second run into the same `out` fail at once, and what a killed run left
+    (its staging folder, a half-written zip) is removed before this one starts.
     """
     out = Path(out)
     check_output_path(out, force=force)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with output_lock(out):
+        check_output_path(out, force=force)  # another run may have finished while this one took the lock
+        remove_leftovers(out)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        try:
+            yield staging
+            raise_if_interrupted()  # a signal whose raise was lost must not let a build it stopped reach --out
+            _place(staging, out)
+        except BaseException:
+            remove_leftovers(out)
+            raise
+
+
+def _place(staging: Path, out: Path) -> None:
     if out.suffix == ".zip":
         zip_folder(staging, out)
         shutil.rmtree(staging, ignore_errors=True)
@@ -81,6 +96,49 @@ def staged_output(out: Path, *, force: bool) -> Iterator[Path]:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, out)
+
+
+def _lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `out` for the block; InputError at once if another process holds it.
+
+    flock locks die with their process, so a killed run never leaves `out` locked. The lock file is removed on
+    release; a run that locked a file just removed checks the inode and takes the lock again on the new file.
+    """
+    path = _lock_path(out)
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise InputError(f"another edgec run ({owner}) is writing {out}; wait for it to finish or choose another --out") from None
+        if path.exists() and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+            break
+        handle.close()  # the file was removed by the run that held it: lock the new one
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def remove_leftovers(out: Path) -> None:
+    """Staging folders and partial files of runs into `out` that died (only call with the lock held)."""
+    lock = _lock_path(out).name
+    for path in out.parent.iterdir():
+        if path.name.startswith(f".{out.name}.") and path.name != lock and path.name.endswith((".partial", ".old")):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def zip_folder(folder: Path, out: Path) -> None:
@@ -124,7 +182,10 @@ class Artifact:
     def tokenizer(self):
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+        try:
+            return AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types for one cause
+            raise InputError(f"{self.path}: the tokenizer does not load ({first_line(exc)}); the artifact is damaged, rebuild it") from None
 
 
 def load_artifact(path: str | Path) -> Artifact:
@@ -148,14 +209,24 @@ def load_artifact(path: str | Path) -> Artifact:
 
 
 def _unpack(bundle: Path) -> Path:
-    """Unpack a .zip bundle into a temporary folder that is removed when the process exits."""
+    """Unpack a .zip bundle into a temporary folder that is removed when the process exits.
+
+    Refused before anything is written: unsafe paths, more than MAX_BUNDLE_FILES files, or more than
+    MAX_BUNDLE_BYTES unpacked (zipfile stops a member at its declared size, so the declared sizes bound the work).
+    """
     folder = Path(tempfile.mkdtemp(prefix=f"edgec-{bundle.stem}-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     try:
         with zipfile.ZipFile(bundle) as archive:
-            for name in archive.namelist():
-                if Path(name).is_absolute() or ".." in Path(name).parts:
-                    raise InputError(f"{bundle} holds an unsafe path {name!r}; it is not an edgec bundle")
+            members = archive.infolist()
+            for member in members:
+                if Path(member.filename).is_absolute() or ".." in Path(member.filename).parts:
+                    raise InputError(f"{bundle} holds an unsafe path {member.filename!r}; it is not an edgec bundle")
+            unpacked = sum(member.file_size for member in members)
+            if len(members) > MAX_BUNDLE_FILES or unpacked > MAX_BUNDLE_BYTES:
+                raise InputError(f"{bundle} would unpack to {len(members)} files and {unpacked / 1e9:.1f} GB, beyond the "
+                                 f"{MAX_BUNDLE_FILES} files and {MAX_BUNDLE_BYTES / 1e9:.1f} GB an edgec bundle may hold; "
+                                 "it is not an edgec bundle")
             archive.extractall(folder)
     except zipfile.BadZipFile as exc:
         raise InputError(f"{bundle} is not a valid zip ({exc}); rebuild the bundle") from None

@@ -22,7 +22,7 @@ from edgec.errors import ConfigError, InputError
 from edgec.inference import collect_outputs, encode_batches, torch_forward
 from edgec.recipe import TrainConfig
 from edgec.source import LoadOptions, Pooling, Source, TaskModule, load_source, save_model, task_outputs
-from edgec.stages.verify import eval_texts, label_ids, task_metric
+from edgec.parity.evalset import classifier_labels, eval_texts, task_metric
 from edgec.training import TrainResult, shuffled_loader, train
 
 FINETUNE_TASKS = ("sequence-classification", "feature-extraction")
@@ -79,7 +79,7 @@ def _check_data(task: str, data: Dataset, role: str) -> None:
 def _evaluator(source: Source, data: Dataset) -> tuple[Callable[[torch.nn.Module], float], str]:
     """The task metric on the eval data (accuracy % or Spearman x100): what the best checkpoint is chosen by."""
     batches = encode_batches(source.tokenizer, eval_texts(source.task, data), max_length=source.max_length)
-    labels = label_ids(data, _label2id(source))
+    labels = classifier_labels(source, data)
 
     def evaluate(model: torch.nn.Module) -> float:
         forward = torch_forward(TaskModule(model, source.task, source.pooling), source.input_names, source.output_names)

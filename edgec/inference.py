@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from edgec.data import Dataset, length_sorted_batches
+from edgec.errors import InputError, first_line
 from edgec.targets import SessionSettings
 
 Feeds = dict[str, np.ndarray]
@@ -94,7 +95,11 @@ def ort_session(model_path: str | Path, settings: SessionSettings):
     options.inter_op_num_threads = settings.inter_op_threads
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[settings.graph_optimization_level])
     options.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises a type per cause; every one means this file is unusable
+        raise InputError(f"ONNX Runtime cannot load {Path(model_path).name} ({first_line(exc)}); the file is damaged or "
+                         "not a model ONNX Runtime runs: rebuild it") from None
 
 
 def ort_forward(session) -> Forward:
@@ -103,7 +108,10 @@ def ort_forward(session) -> Forward:
     output_names = [o.name for o in session.get_outputs()]
 
     def forward(feeds: Feeds) -> dict[str, np.ndarray]:
-        results = session.run(output_names, {k: feeds[k] for k in input_names if k in feeds})
+        try:
+            results = session.run(output_names, {k: feeds[k] for k in input_names if k in feeds})
+        except Exception as exc:  # noqa: BLE001 - as in ort_session
+            raise InputError(f"ONNX Runtime failed to run the model ({first_line(exc)}); the file is damaged: rebuild it") from None
         return {name: np.asarray(r, dtype=np.float32) for name, r in zip(output_names, results)}
 
     return forward

@@ -9,45 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from edgec.data import Dataset
-from edgec.inference import Batch, Outputs
+from edgec.parity.evalset import EvalSet
+from edgec.parity.ledger import ParityRow
+from edgec.parity.runtime import measure_model, measure_module
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.source import Source
 from edgec.targets import TargetProfile
-
-
-@dataclass(frozen=True)
-class ParityRow:
-    """One stage's outputs compared with the fp32 reference on the eval set."""
-
-    stage: str
-    model: str
-    metrics: dict[str, float]
-    failures: tuple[str, ...] = ()
-    seconds: float = 0.0
-    """Wall time of the stage itself (not of this measurement)."""
-    simulated: bool = False
-    """True where the artifact's own runtime was not available and ONNX Runtime CPU stood in."""
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """The eval data, tokenized once, and the fp32 PyTorch reference outputs on it."""
-
-    dataset: Dataset
-    batches: list[Batch]
-    reference: Outputs
-    reference_metric: dict[str, float]
-    """The uncompressed model's own task metric (spearman or accuracy) where the data has scores/labels."""
-    labels: np.ndarray | None
-    """Class ids of the data's labels (names mapped through the model's label2id), if it has labels."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +31,10 @@ class Context:
     workdir: Path
     calib: Dataset
     evaluation: EvalSet
+    """The data the gate judges: --eval (its held-out part where a stage selects), else the calibration sample."""
+    selection: EvalSet | None = None
+    """The part of --eval that selecting stages (fallback, distillation's early stop) choose on; None where no stage
+    selects. Disjoint from `evaluation`, so the gate judges data nothing was chosen on."""
     train: Dataset | None = None
     """Unlabelled (or labelled) training text for distillation."""
     teacher: torch.nn.Module | None = None
@@ -95,12 +69,26 @@ class Stage:
     run: Callable[[Context], Context]
 
 
-def run_stages(
-    ctx: Context,
-    stages: list[Stage],
-    measure: Callable[[Context, str], ParityRow],
-    on_stage: Callable[[str], None] = lambda name: None,
-) -> Context:
+def measure(ctx: Context, stage: str, evaluation: EvalSet | None = None) -> ParityRow:
+    """The ledger row for the model a stage left in the context (ONNX once exported, PyTorch before), on
+    `evaluation` (default: the gate's data)."""
+    evaluation = evaluation or ctx.evaluation
+    if ctx.onnx_path is None:
+        return measure_module(ctx.source, stage, evaluation, ctx.thresholds)
+    if ctx.parity_model is not None:  # the artifact's own file (.ort, .engine) or an ONNX standing in for an engine
+        simulated = ctx.parity_model.suffix == ".onnx"
+        return measure_model(
+            ctx.parity_model, stage, ctx.source.task, evaluation, ctx.thresholds, ctx.target.session, simulated, statistics=True,
+        )
+    return measure_model(ctx.onnx_path, stage, ctx.source.task, evaluation, ctx.thresholds, ctx.target.session)
+
+
+def selection_data(ctx: Context) -> EvalSet:
+    """What a selecting stage chooses on: the selection part of --eval (the gate's data when none was split off)."""
+    return ctx.selection or ctx.evaluation
+
+
+def run_stages(ctx: Context, stages: list[Stage], on_stage: Callable[[str], None] = lambda name: None) -> Context:
     """Run stages in order, appending a ledger row after each one that produced a new model."""
     for stage in stages:
         on_stage(stage.name)
@@ -110,8 +98,3 @@ def run_stages(
             row = dataclasses.replace(measure(ctx, stage.name), seconds=round(time.perf_counter() - started, 2))
             ctx = dataclasses.replace(ctx, ledger=(*ctx.ledger, row))
     return ctx
-
-
-def first_loss(ledger: tuple[ParityRow, ...]) -> ParityRow | None:
-    """The earliest row that failed the thresholds: where accuracy was lost."""
-    return next((row for row in ledger if not row.passed), None)

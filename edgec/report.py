@@ -62,7 +62,7 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         ("target / precision", f"{manifest['target']['name']} / {manifest['precision']}"),
         ("model file", f"{manifest['model_file']}: {sizes['model_bytes'] / 1e6:.1f} MB (source weights {sizes['source_weights_bytes'] / 1e6:.1f} MB)"),
         ("fused ops", ", ".join(f"{k} {v}" for k, v in notes.get("optimize", {}).get("fused_ops", {}).items()) or "none"),
-        ("eval data", f"{parity['eval_data']} ({parity['eval_examples']} examples)"),
+        ("eval data", eval_data_row(parity)),
         ("parity", ("passed" if parity["passed"] else "FAILED") + _simulated_note(parity["ledger"])),
     ]
     if notes.get("target"):
@@ -82,6 +82,15 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     if notes.get("distill"):
         rows.append(distillation_row(notes["distill"]))
     return rows
+
+
+def eval_data_row(parity: dict[str, Any]) -> str:
+    """What the gate judged, and what selecting stages chose on (a disjoint part of --eval)."""
+    selection = parity.get("selection_examples", 0)
+    split = f"; {selection} more chosen on by fallback/distillation, never judged" if selection else ""
+    golden = parity.get("golden")
+    carried = f"; {golden['examples']} carried as the golden sample" if golden else ""
+    return f"{parity['eval_data']}: gate judged {parity['eval_examples']} examples{split}{carried}"
 
 
 def _simulated_note(ledger: list[dict[str, Any]]) -> str:

@@ -1,9 +1,10 @@
 """Budgeted search: the fastest artifact that meets every budget (metric drop, latency, size).
 
 `edgec build --max-latency-ms / --max-size-mb` searches prune fraction x precision. Candidates are built and
-measured on a sample of the eval data; for each precision, fractions are tried in increasing order until
-the metric budget breaks, since a larger fraction only loses more. The fastest candidate within every
-budget is then built again, on the whole eval set and gated by --max-drop, at --out. When no candidate
+measured on a sample of the selection part of the eval data (parity.evalset.selection_split); for each
+precision, fractions are tried in increasing order until the metric budget breaks, since a larger fraction only
+loses more. The fastest candidate within every budget is then built again at --out, gated by --max-drop on the
+held-out rest of the eval data, which no choice was made on. When no candidate
 meets every budget, the one that misses them by least is saved instead and the search says which
 budgets nothing met (exit 1).
 """
@@ -22,6 +23,7 @@ from edgec.artifact import Artifact, check_output_path
 from edgec.bench import BenchConfig
 from edgec.data import Dataset
 from edgec.errors import ConfigError
+from edgec.parity.evalset import selection_split
 from edgec.recipe import ParityThresholds, PruneConfig, Recipe
 from edgec.source import LoadOptions
 from edgec.sweep import MEASURE_ONLY, measure_cell
@@ -88,7 +90,8 @@ def search(
     for fraction in fractions:
         PruneConfig(fraction=fraction)  # every cell valid before the first build
     precisions = [p for p in profile.precisions if recipe.quant.precision in (None, p)]
-    sample = eval.sample(samples, seed=recipe.seed)
+    selection, held_out = selection_split(eval, recipe.seed)
+    sample = selection.sample(samples, seed=recipe.seed)
     tried: list[Candidate] = []
     with tempfile.TemporaryDirectory(prefix="edgec-search-") as work:
         for precision in precisions:
@@ -104,7 +107,7 @@ def search(
     # Within budget: the whole eval set must hold the user's thresholds (--max-drop among them). Over budget:
     # the closest candidate is saved as it measures, and the caller reports what no candidate met.
     parity = recipe.parity if not chosen.over else MEASURE_ONLY
-    artifact = build(model, target, recipe=_recipe(recipe, chosen.fraction, chosen.precision, parity), calib=calib, eval=eval,
+    artifact = build(model, target, recipe=_recipe(recipe, chosen.fraction, chosen.precision, parity), calib=calib, eval=held_out,
                      train=train, out=out, force=force, load=load)
     return artifact, chosen, tried
 

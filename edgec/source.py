@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from edgec.errors import InputError, UnsupportedModelError
+from edgec.errors import InputError, UnsupportedModelError, first_line
 from edgec.recipe import TASKS
 from edgec.surgery import remove_dead_units
 
@@ -237,7 +237,7 @@ def _load_tokenizer(path: Path, trust_remote_code: bool):
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for one cause
-        raise InputError(f"{path}: the tokenizer does not load ({_first_line(exc)}); save it beside the model") from None
+        raise InputError(f"{path}: the tokenizer does not load ({first_line(exc)}); save it beside the model") from None
 
 
 def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: bool, labels: tuple[str, ...] | None) -> torch.nn.Module:
@@ -266,7 +266,7 @@ def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: b
         )
     except Exception as exc:  # noqa: BLE001
         raise InputError(
-            f"{path}: the weights do not load ({_first_line(exc)}); the file may be truncated or corrupt, re-save the model"
+            f"{path}: the weights do not load ({first_line(exc)}); the file may be truncated or corrupt, re-save the model"
         ) from None
     finally:
         transformers.logging.set_verbosity(previous)
@@ -277,10 +277,6 @@ def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: b
         logging.getLogger("edgec").warning("%s: %d head tensors are newly initialized: %s", path, len(missing), missing[:3])
     return module.float().eval()  # the reference is fp32 whatever dtype the checkpoint was saved in
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 # sentence-transformers files that describe pooling and normalization; a saved embedding model keeps them.

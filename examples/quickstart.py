@@ -59,8 +59,9 @@ def main() -> None:
     artifact = edgec.build(model, "ort", recipe=recipe, eval=data, out=args.out, force=True,
                            on_stage=lambda name: console.print(f"   {name} ..."))
 
-    console.print("[bold]2. parity[/] re-checked from the artifact alone")
-    recheck = check_parity(edgec.load_artifact(args.out), data or edgec.read_dataset(edgec.api.default_calibration_file()))
+    console.print("[bold]2. parity[/] re-checked from the artifact alone (its golden sample, no source model)")
+    recheck = check_parity(edgec.load_artifact(args.out), None)
+    recheck_failures = [f for row in recheck for f in row.failures]
 
     console.print("[bold]3. bench[/] batch 1, seq 128, 2 threads, against PyTorch fp32")
     config = BenchConfig(runs=args.runs, warmup=max(1, args.runs // 10))
@@ -90,13 +91,13 @@ def main() -> None:
     if "spearman" in reference:
         table.add_row("STS-B Spearman", f"{final['spearman']:.2f} (fp32 PyTorch {reference['spearman']:.2f}, "
                       f"{len(data)} pairs)")
-    table.add_row("parity (re-check)", "passed" if recheck.passed else "FAILED: " + "; ".join(recheck.failures))
+    table.add_row("parity (re-check)", "passed" if not recheck_failures else "FAILED: " + "; ".join(recheck_failures))
     table.add_row("similarity", f"guitar~instrument {similarity[0, 1]:.3f}, guitar~stocks {similarity[0, 2]:.3f}")
     table.add_row("stages", " -> ".join(f"{r['stage']} ({r['seconds']:.0f}s)" for r in ledger))
     console.print(table)
     if args.summary:
         summary = {"model_mb": sizes["model_bytes"] / 1e6, "p50_ms": onnx_result.p50_ms, "pytorch_p50_ms": torch_result.p50_ms,
-                   "passed": artifact.manifest["parity"]["passed"] and recheck.passed}
+                   "passed": artifact.manifest["parity"]["passed"] and not recheck_failures}
         args.summary.write_text(json.dumps(summary))
 
 

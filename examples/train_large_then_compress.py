@@ -26,14 +26,15 @@ import time
 from pathlib import Path
 
 import edgec
-from edgec.api import compress, reference_outputs
+from edgec.api import compress
 from edgec.bench import BenchConfig, bench_onnx
 from edgec.data import Columns, Dataset
 from edgec.finetune import finetune
 from edgec.ops.macs import encoder_macs, unit_costs
+from edgec.parity.evalset import reference_outputs
+from edgec.parity.runtime import measure_model
 from edgec.recipe import DistillConfig, PruneConfig, QuantConfig, Recipe, TrainConfig
 from edgec.source import load_source
-from edgec.stages.verify import measure_model
 from edgec.surgery import ffn_widths, head_counts, head_dim, hidden_size
 from edgec.sweep import MEASURE_ONLY
 from edgec.targets import load_target

@@ -40,10 +40,10 @@ def _tokenizer(folder: Path):
     return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
 
 
-def _config(model_type: str, vocab_size: int, task: str, num_labels: int):
+def _config(model_type: str, vocab_size: int, task: str, num_labels: int, initializer_range: float = 0.02):
     from transformers import AutoConfig
 
-    common = dict(vocab_size=vocab_size, pad_token_id=0, num_labels=num_labels)
+    common = dict(vocab_size=vocab_size, pad_token_id=0, num_labels=num_labels, initializer_range=initializer_range)
     if model_type == "distilbert":
         sizes = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=72)
     else:
@@ -61,14 +61,21 @@ TASK_CLASSES = {
 }
 
 
-def make_tiny_model(folder: Path, model_type: str = "bert", task: str = "feature-extraction", *, sentence_transformers: bool = True) -> Path:
-    """A random model folder as save_pretrained writes it, with a WordPiece tokenizer."""
+def make_tiny_model(
+    folder: Path, model_type: str = "bert", task: str = "feature-extraction", *, sentence_transformers: bool = True,
+    initializer_range: float = 0.02,
+) -> Path:
+    """A random model folder as save_pretrained writes it, with a WordPiece tokenizer.
+
+    transformers' initializer_range of 0.02 makes every sub-layer's output small beside the residual stream, so a
+    random model barely notices damage to one layer; a larger range makes it as sensitive as a trained one.
+    """
     import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(folder)
     torch.manual_seed(0)
-    config = _config(model_type, len(tokenizer), task, num_labels=2 if task == "question-answering" else 3)
+    config = _config(model_type, len(tokenizer), task, num_labels=2 if task == "question-answering" else 3, initializer_range=initializer_range)
     model = getattr(transformers, TASK_CLASSES[task]).from_config(config)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

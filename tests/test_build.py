@@ -10,6 +10,8 @@ from transformers import AutoTokenizer
 import edgec
 from edgec.errors import InputError, ParityError
 from edgec.recipe import ParityThresholds, QuantConfig, Recipe
+from edgec.parity import metrics
+from edgec.parity.evalset import reference_outputs
 from edgec.source import load_source
 
 from conftest import ARCHITECTURES, SENTENCES
@@ -46,8 +48,8 @@ def test_every_architecture_and_precision_builds_and_passes(tiny_models, data_fi
         assert (tmp_path / "out" / name).is_file(), name
     (embeddings,) = _plain_ort(tmp_path / "out", SENTENCES[:4])
     source = load_source(folder)
-    reference = edgec.api.reference_outputs(source, edgec.Dataset(tuple(edgec.Example(t) for t in SENTENCES[:4]), "x"), 64)
-    cosine = edgec.ops.metrics.cosine_rows(embeddings, reference.reference.values["sentence_embedding"])
+    reference = reference_outputs(source, edgec.Dataset(tuple(edgec.Example(t) for t in SENTENCES[:4]), "x"), 64)
+    cosine = metrics.cosine_rows(embeddings, reference.reference.values["sentence_embedding"])
     assert cosine.min() > 0.98
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-3)  # the Normalize module
 
@@ -79,8 +81,22 @@ def test_builds_are_byte_reproducible(tiny_models, data_files, tmp_path, precisi
 
 def test_default_calibration_corpus_is_used(tiny_models, tmp_path):
     artifact = edgec.build(tiny_models("bert"), "ort", recipe=Recipe(quant=QuantConfig(precision="int8", calib_samples=32)), out=tmp_path / "o")
-    assert artifact.manifest["parity"]["eval_data"].endswith("corpus.txt")
-    assert artifact.manifest["parity"]["eval_examples"] == 32
+    assert artifact.manifest["parity"]["eval_data"] == "calibration sample (no --eval)"
+    assert artifact.manifest["parity"]["eval_examples"] == 32 and artifact.manifest["parity"]["selection_examples"] == 0
+
+
+def test_without_eval_data_the_build_says_what_parity_was_measured_on(tiny_models, data_files, tmp_path, caplog):
+    edgec.build(tiny_models("bert"), "ort", recipe=Recipe(quant=QuantConfig(precision="fp32")),
+                calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "o")
+    assert any("no --eval: parity is measured on the 20 calibration texts" in r.getMessage() for r in caplog.records)
+
+
+def test_a_selecting_stage_chooses_on_part_of_the_eval_data_and_the_gate_judges_the_rest(tiny_models, data_files, tmp_path):
+    artifact = edgec.build(tiny_models("bert"), "ort", recipe=Recipe(quant=QuantConfig(precision="int8")),
+                           calib=edgec.read_dataset(data_files["calib"]), eval=edgec.read_dataset(data_files["pairs"]), out=tmp_path / "o")
+    parity = artifact.manifest["parity"]
+    assert (parity["selection_examples"], parity["eval_examples"]) == (6, 14)  # 30% and 70% of 20 pairs
+    assert "gate judged 14 examples; 6 more chosen on" in (artifact.path / "report.md").read_text()
 
 
 def test_static_int8_quantizes_weight_matmuls_only(tiny_models, data_files, tmp_path):

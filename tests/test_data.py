@@ -80,3 +80,61 @@ def test_sts_benchmark_layout(tmp_path):
     path.write_text("main-news\tfile\t2012\t1\t4.5\tA man runs.\tA person runs.\textra\tcols\n")
     example = read_sts_benchmark(path).examples[0]
     assert (example.text, example.text_pair, example.score) == ("A man runs.", "A person runs.", 4.5)
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"text": "a", "label": 1}, {"text": "b"}], r"a.jsonl:2: no label here, but line 1 has a label"),
+        ([{"text": "a"}, {"text": "b", "score": 2.0}], r"a.jsonl:1: no score here, but line 2 has a score"),
+        ([{"text": "a", "text_pair": "x"}, {"text": "b"}], r"a.jsonl:2: no text_pair"),
+        ([{"text": "a", "label": [1]}], r"a.jsonl:1: label \[1\] is neither a class id"),
+        ([{"text": "a", "label": 1.7}], r"a.jsonl:1: label 1.7 is neither a class id"),
+        ([{"text": "a", "label": True}], r"a.jsonl:1: label True"),
+        ([{"text": "a", "score": [1, 2]}], r"a.jsonl:1: score \[1, 2\] is not a number"),
+        ([{"text": "a", "score": {"v": 1}}], r"a.jsonl:1: score .* is not a number"),
+        ([{"text": "a", "score": "NaN"}], r"a.jsonl:1: score 'NaN' is not a finite number"),
+        ([{"text": "a", "text_pair": 3}], r"a.jsonl:1: \"text_pair\" must be a string"),
+    ],
+)
+def test_bad_values_name_the_file_and_line(tmp_path, rows, message):
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(InputError, match=message):
+        read_dataset(path)
+
+
+def test_labels_are_class_ids_or_names(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": v}) + "\n" for t, v in [("a", 1.0), ("b", "2"), ("c", "positive")]))
+    assert [e.label for e in read_dataset(path).examples] == [1, 2, "positive"]
+    table = tmp_path / "a.csv"
+    table.write_text("text,label\na,1\nb,\n")
+    with pytest.raises(InputError, match=r"a.csv:3: no label here, but line 2 has a label"):
+        read_dataset(table, Columns(label="label"))
+
+
+def test_a_sample_drawn_while_reading_equals_the_sample_of_the_whole_file(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 3}) + "\n" for i in range(500)))
+    whole = read_dataset(path)
+    for n, seed in ((1, 0), (37, 0), (37, 5), (499, 2)):
+        assert read_dataset(path, sample=n, seed=seed) == whole.sample(n, seed)
+    assert read_dataset(path, sample=10_000) == whole
+
+
+def test_sampling_a_large_file_keeps_only_the_sample_in_memory(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as handle:
+        for i in range(60_000):
+            handle.write(json.dumps({"text": f"sentence number {i} with a few more words in it", "score": i % 5}) + "\n")
+    peaks = []
+    for sample in (None, 64):
+        tracemalloc.start()
+        data = read_dataset(path, sample=sample)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        del data
+    assert peaks[1] < peaks[0] / 20, peaks  # the whole file as examples, against 64 of them

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_quickstart_runs(tiny_models, tmp_path):
     command = [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--out", str(tmp_path / "demo"),
-               "--eval-pairs", "60", "--runs", "10", "--summary", str(tmp_path / "summary.json")]
+               "--eval-pairs", "300", "--runs", "10", "--summary", str(tmp_path / "summary.json")]
     if minilm_path() is None:
         command += ["--model", str(tiny_models("bert"))]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)

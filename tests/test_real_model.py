@@ -38,6 +38,31 @@ def test_minilm_static_int8_keeps_sts_parity(minilm, sts_sample, tmp_path):
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) == 24
     recheck = CliRunner().invoke(app, ["parity", str(out), "--data", str(sts_sample), "--json"])
     assert recheck.exit_code == 0 and json.loads(recheck.stdout)["passed"]
+    check_alone_without_the_source_model(out, sts_sample, tmp_path)
+
+
+def check_alone_without_the_source_model(out, data, tmp_path):
+    """A user's CI: the artifact and nothing else (the source model's path leads nowhere, no network)."""
+    import shutil
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    alone = shutil.copytree(out, tmp_path / "alone")
+    manifest = json.loads((alone / "edgec.json").read_text())
+    manifest["source"]["path"] = str(tmp_path / "no-such-model")
+    (alone / "edgec.json").write_text(json.dumps(manifest))
+    intact = CliRunner().invoke(app, ["parity", str(alone), "--json"])
+    assert intact.exit_code == 0, intact.output
+    against_source = CliRunner().invoke(app, ["parity", str(alone), "--data", str(data)])
+    assert against_source.exit_code == 2 and "is not on this machine" in against_source.output  # --data needs the source
+    model = onnx.load(str(alone / "model.onnx"))
+    weight = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2)
+    values = numpy_helper.to_array(weight)
+    weight.CopyFrom(numpy_helper.from_array(values[np.random.default_rng(0).permutation(len(values))], weight.name))
+    onnx.save(model, str(alone / "model.onnx"))
+    damaged = CliRunner().invoke(app, ["parity", str(alone), "--json"])
+    assert damaged.exit_code == 1 and not json.loads(damaged.stdout)["passed"]
 
 
 def test_minilm_tensorrt_int8_simulated_parity(minilm, sts_sample, tmp_path):

@@ -23,10 +23,11 @@ from edgec.backends.tensorrt_engine import INSTALL_HINT, build_engine, engine_un
 from edgec.errors import BackendUnavailable, InputError
 from edgec.ops.trt_preflight import Hazard, preflight
 from edgec.ops.trt_shapes import length_histogram, optimization_profile, trtexec_shapes
-from edgec.pipeline import Context, ParityRow
+from edgec.parity.evalset import eval_texts
+from edgec.parity.ledger import ParityRow
+from edgec.pipeline import Context
 from edgec.stages.mixed_precision import type_for_engine, write_rounding_model
 from edgec.stages.quantize import calibration_feeds
-from edgec.stages.verify import eval_texts
 from edgec.targets import TargetProfile
 
 SPEC_FILE = "trt_build.json"

@@ -16,6 +16,7 @@ from edgec.cli.common import (
     TrustRemoteCode, errors_to_exit_codes, front_end, numbers, read_optional, stage_progress, stdout, table,
 )
 from edgec.errors import BudgetError, ConfigError, ParityError
+from edgec.parity.evalset import selection_split
 from edgec.recipe import ParityThresholds, QuantConfig, Recipe
 from edgec.report import ledger_table, summary_rows
 from edgec.search import Budgets, search, unmet_message
@@ -35,6 +36,7 @@ def build(
     precision: Annotated[str | None, typer.Option(help="fp32, fp16, int8-dynamic or int8 (default: the target's).")] = None,
     calib: Annotated[Path | None, typer.Option(help="Calibration data (.txt/.jsonl/.csv/.tsv); default: edgec's corpus.")] = None,
     eval_data: Annotated[Path | None, typer.Option("--eval", help="Eval data for parity (default: the calibration set).")] = None,
+    eval_samples: Annotated[int | None, typer.Option(help="Use a deterministic sample of this many --eval examples.")] = None,
     task: Annotated[str | None, typer.Option(help="Override the task detected from config.json.")] = None,
     calib_samples: Annotated[int, typer.Option(help="Calibration texts drawn deterministically.")] = 256,
     calibration: Annotated[str, typer.Option(help="Activation ranges: minmax, percentile or entropy.")] = "percentile",
@@ -87,7 +89,9 @@ def build(
     tensorrt = {k: v for k, v in [("max_batch", max_batch), ("max_seq_len", max_seq_len)] if v is not None}
     tensorrt |= {"require_engine": True} if require_engine else {}
     columns = (text_column, text_pair_column, label_column, score_column)
-    calib_set, eval_set = read_optional(calib, *columns), read_optional(eval_data, *columns)
+    # A sample is drawn while reading (one streaming pass), so calibration and eval files may exceed memory.
+    calib_set = read_optional(calib, *columns, sample=calib_samples)
+    eval_set = read_optional(eval_data, *columns, sample=eval_samples)
     train_set = read_optional(distill, *columns)
     load = LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if max_latency_ms is not None or max_size_mb is not None:
@@ -119,8 +123,9 @@ def search_build(model, target, budgets, recipe, calib, eval_set, train, out, be
     rows = [[c.name, f"{c.drop:.2f}", f"{c.latency_ms:.2f}", f"{c.size_mb:.1f}",
              ", ".join(f"{k.removeprefix('max_')} +{v:.0%}" for k, v in c.over.items()) or "all met", "<-" if c is chosen else ""]
             for c in tried]
-    examples = min(samples, len(eval_set or calib))
-    stdout.print(table(f"budgeted search ({examples} eval examples per candidate)", ["candidate", "drop", "latency ms", "size MB",
+    selection, held_out = selection_split(eval_set or calib, recipe.seed)
+    examples = min(samples, len(selection))
+    stdout.print(table(f"budgeted search ({examples} selection examples per candidate; {len(held_out)} held out for the gate)", ["candidate", "drop", "latency ms", "size MB",
                                                                                     "budgets", "chosen"], rows))
     print_summary(out)
     if chosen.over:

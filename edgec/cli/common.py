@@ -15,7 +15,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn as ProgressText, T
 from rich.table import Table
 
 from edgec.data import Dataset, columns_from_options, read_dataset
-from edgec.errors import ConfigError, EdgecError
+from edgec import interrupts
+from edgec.errors import ConfigError, EdgecError, Interrupted
 from edgec.recipe import DistillConfig, PruneConfig
 
 console = Console(stderr=True)
@@ -24,15 +25,23 @@ F = TypeVar("F", bound=Callable)
 
 
 def errors_to_exit_codes(command: F) -> F:
-    """EdgecError -> one line on stderr and its exit code (2 bad input, 1 parity). Others keep their traceback."""
+    """EdgecError -> one line on stderr and its exit code (2 bad input, 1 parity). Others keep their traceback.
+
+    Ctrl-C and SIGTERM unwind the command like an error, so every output is cleaned up (staged_output leaves nothing
+    at --out), then exit 130 and 143 as shells expect.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with interrupts.handled():
+                return command(*args, **kwargs)
         except EdgecError as exc:
             print(f"edgec: error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
+        except (KeyboardInterrupt, Interrupted) as exc:
+            print("edgec: interrupted; nothing was left at the output", file=sys.stderr)
+            raise typer.Exit(exc.exit_code if isinstance(exc, Interrupted) else 130) from None
 
     return wrapper
 
@@ -46,8 +55,11 @@ AllowPickle = Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, wh
 ScoreColumn = Annotated[str | None, typer.Option("--score-column", help="CSV/TSV column holding a similarity score.")]
 
 
-def read_optional(path: Path | None, text: str | None, pair: str | None, label: str | None, score: str | None) -> Dataset | None:
-    return None if path is None else read_dataset(path, columns_from_options(text, pair, label, score))
+def read_optional(
+    path: Path | None, text: str | None, pair: str | None, label: str | None, score: str | None, *, sample: int | None = None,
+) -> Dataset | None:
+    """The data file an option names (or a deterministic sample of it, read in one streaming pass), or None."""
+    return None if path is None else read_dataset(path, columns_from_options(text, pair, label, score), sample=sample)
 
 
 def numbers(text: str, option: str) -> list[float]:

@@ -1,4 +1,4 @@
-"""edgec engine ARTIFACT --data FILE: build a TensorRT artifact's engine on the GPU, gate it on parity, record it."""
+"""edgec engine ARTIFACT [--data FILE]: build a TensorRT artifact's engine on the GPU, gate it on parity, record it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def engine(
     artifact: Annotated[
         Path, typer.Argument(help="Artifact folder written by `edgec build --target trt-int8|trt-fp16`.")
     ],
-    data: Annotated[Path, typer.Option(help="Eval data the engine's parity is checked on (.txt/.jsonl/.csv/.tsv).")],
+    data: Annotated[Path | None, typer.Option(
+        help="Eval data the engine's parity is checked on against the source model; default: the artifact's golden sample.",
+    )] = None,
     reference: Annotated[
         Path | None, typer.Option(help="The uncompressed model, if not at the path the build recorded.")
     ] = None,
@@ -45,4 +47,4 @@ def engine(
     built, row = build_checked_engine(load_artifact(artifact), dataset, reference=reference)
     rows = [[k, str(v)] for k, v in built.items() if k != "parity"]
     rows += [[f"parity: {c}", f"{row.metrics[c]:.6g}"] for c in LEDGER_COLUMNS if c in row.metrics]
-    stdout.print(table(f"TensorRT engine for {artifact} (parity on {data}: PASS)", ["", ""], rows))
+    stdout.print(table(f"TensorRT engine for {artifact} (parity on {data or 'its golden sample'}: PASS)", ["", ""], rows))

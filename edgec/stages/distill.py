@@ -18,11 +18,12 @@ from edgec import surgery
 from edgec.data import Dataset
 from edgec.errors import ConfigError, InputError
 from edgec.ops import distillation
-from edgec.pipeline import Context
+from edgec.parity.ledger import parity_score
+from edgec.parity.runtime import measure_module
+from edgec.pipeline import Context, selection_data
 from edgec.recipe import DistillConfig
 from edgec.source import Pooling
 from edgec.stages.teacher_cache import Encoded, TaskSpec, TeacherCache, build_cache, cache_note, encode
-from edgec.stages.verify import measure_module, parity_score
 from edgec.training import TrainResult, resolve_precision, shuffled_loader, train
 
 # A budget spent before training starts (by the cache or earlier pruning steps) still leaves one step.
@@ -63,8 +64,10 @@ def distill_share(ctx: Context, share: float) -> Context:
         ctx = dataclasses.replace(ctx, deadline=time.perf_counter() + 60 * config.minutes)
     prepared = ctx.distillation or prepare(ctx.teacher, ctx.source, ctx.train, config, ctx.recipe.seed)
 
+    selection = selection_data(ctx)  # the early stop and best checkpoint choose on it, never on the gate's data
+
     def evaluate(model: torch.nn.Module) -> float:
-        row = measure_module(dataclasses.replace(ctx.source, model=model), "distill", ctx.evaluation, ctx.thresholds)
+        row = measure_module(dataclasses.replace(ctx.source, model=model), "distill", selection, ctx.thresholds)
         return parity_score(row.metrics)
 
     remaining = None if ctx.deadline is None else share * (ctx.deadline - time.perf_counter()) / 60

@@ -6,18 +6,20 @@ import json
 from pathlib import Path
 
 from edgec.ops.search import fewest_passing
-from edgec.pipeline import Context, ParityRow
+from edgec.parity.ledger import ParityRow
+from edgec.pipeline import Context, measure, selection_data
 from edgec.stages.quantize import RANGES_FILE, quantize_static_int8
-from edgec.stages.verify import measure
 
 
 def fallback(ctx: Context) -> Context:
     """Find k, the number of top-ranked nodes kept in float, as the smallest k that passes parity.
 
     Nodes are ranked by their own quantization error on the calibration set (see
-    ops.calibration.matmul_quantization_error); ops.search.fewest_passing picks k.
+    ops.calibration.matmul_quantization_error); ops.search.fewest_passing picks k. Every try, and whether to try at
+    all, is judged on the selection part of the eval data: the gate then judges the choice on data it never saw.
     """
-    if ctx.ledger[-1].passed:
+    selection = selection_data(ctx)
+    if measure(ctx, "quantize", selection).passed:
         return ctx.with_note("fallback", {"kept_in_float": [], "reason": "int8 passed parity as quantized"})
     calibration = json.loads((ctx.workdir / "quantize" / RANGES_FILE).read_text())
     ranked = sorted(calibration["sensitivity"], key=lambda n: (-calibration["sensitivity"][n], n))
@@ -31,7 +33,7 @@ def fallback(ctx: Context) -> Context:
     def attempt(k: int) -> bool:
         path = out_dir / f"keep{k}.onnx"
         quantize_static_int8(source, path, calibration["ranges"], ctx.target.quantization, exclude=tuple(ranked[:k]))
-        tried[k] = (path, measure(ctx.with_note("fallback", {}, onnx_path=path), f"fallback k={k}"))
+        tried[k] = (path, measure(ctx.with_note("fallback", {}, onnx_path=path), f"fallback k={k}", selection))
         return tried[k][1].passed
 
     chosen = fewest_passing(len(ranked), attempt) or max(tried)  # none passes: all in float, and the gate fails

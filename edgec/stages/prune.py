@@ -30,8 +30,8 @@ from edgec.ops.width import expand, restrict
 from edgec.pipeline import Context
 from edgec.recipe import PruneConfig
 from edgec.source import Source
+from edgec.parity.evalset import classifier_labels, eval_texts
 from edgec.stages import prune_hidden
-from edgec.stages.verify import eval_texts, label_ids
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def prune_source(source: Source, calib: Dataset, config: PruneConfig, *, max_len
     """Prune a copy of source.model; labels in `calib` (classifiers) make the importance use the task loss."""
     texts = eval_texts(source.task, calib)
     batches = encode_batches(source.tokenizer, texts, max_length=max_length, batch_size=16)
-    labels = label_ids(texts, dict(getattr(source.model.config, "label2id", None) or {})) if source.task == "sequence-classification" else None
+    labels = classifier_labels(source, texts)
     return prune_model(source, batches, labels, config, seed=seed)
 
 

@@ -12,19 +12,19 @@ import numpy as np
 import onnx
 
 from edgec.inference import encode_batches, ort_session
-from edgec.ops.calibration import activation_range, matmul_quantization_error
+from edgec.ops.calibration import RunningStats, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
 from edgec.ops.smoothing import smoothing_scales
 from edgec.pipeline import Context
-from edgec.stages.verify import eval_texts
+from edgec.parity.evalset import eval_texts
 from edgec.targets import QuantSettings, SessionSettings
 
 RANGES_FILE = "ranges.json"
 SMOOTHING_ALPHA = 0.8  # measured on MiniLM/STS-B: 0.7-0.9 best, 0.3 catastrophic, 0.5 mediocre
 _GELU_OPS = ("Gelu", "FastGelu", "BiasGelu", "QuickGelu")
-# Rows (tokens) of each activation kept for calibration statistics: real tokens only, sampled
-# deterministically past this many (256 calibration sentences give about 4,000 for MiniLM).
-_MAX_ROWS = 16384
+# Rows (tokens) of each weight-MatMul input kept to estimate the fallback's per-node error: a uniform sample of all
+# real tokens, bounded so that calibration memory does not grow with the number of texts.
+_SENSITIVITY_ROWS = 1024
 
 
 @contextlib.contextmanager
@@ -168,7 +168,7 @@ def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict]:
     feeds, session = calibration_feeds(ctx), ctx.target.session
     model = with_types(onnx.load(str(ctx.onnx_path)))
     groups = smoothable_groups(model)
-    absmax = {name: np.abs(rows).max(axis=0) for name, rows in capture(model, sorted(groups), feeds, session).items()}
+    absmax = {name: stats.channel_absmax for name, stats in collect_stats(model, sorted(groups), feeds, session).items()}
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     # (in,) per input channel: the largest |weight| over every output of every MatMul sharing this input
     row_absmax = {name: np.max([np.abs(weights[n.input[1]]).max(axis=1) for n in nodes], axis=0) for name, nodes in groups.items()}
@@ -200,13 +200,13 @@ def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: C
     """Activation ranges of every weight-MatMul input, and each MatMul's quantization error (for fallback)."""
     matmuls = weight_matmuls(model)
     weights = {i.name: i for i in model.graph.initializer}
-    activations = capture(model, sorted({n.input[0] for n in matmuls}), feeds, ctx.target.session)
+    stats = collect_stats(model, sorted({n.input[0] for n in matmuls}), feeds, ctx.target.session, keep=_SENSITIVITY_ROWS)
     quant = ctx.recipe.quant
-    ranges = {name: list(activation_range(rows, quant.calibration, quant.percentile)) for name, rows in activations.items()}
+    ranges = {name: list(activation.range(quant.calibration, quant.percentile)) for name, activation in stats.items()}
     settings = ctx.target.quantization
     sensitivity = {
         node.name: matmul_quantization_error(
-            activations[node.input[0]][:2048],
+            stats[node.input[0]].rows,
             onnx.numpy_helper.to_array(weights[node.input[1]]),
             tuple(ranges[node.input[0]]),
             signed=settings.activation_type == "int8",
@@ -236,21 +236,14 @@ def probe_runs(
             yield feed, session.run(names, {k: v for k, v in feed.items() if k in input_names})
 
 
-def capture(
-    model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]], settings: SessionSettings
-) -> dict[str, np.ndarray]:
-    """Run the model with `names` exposed as outputs; (rows, features) of real (unpadded) tokens for each."""
-    collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
+def collect_stats(
+    model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]], settings: SessionSettings, keep: int = 0,
+) -> dict[str, RunningStats]:
+    """Run the model with `names` exposed as outputs and accumulate each one's statistics over the real (unpadded)
+    tokens, batch by batch: memory holds one batch and the statistics, whatever the number of texts."""
+    stats = {name: RunningStats(keep=keep, seed=index) for index, name in enumerate(names)}
     for feed, values in probe_runs(model, names, feeds, settings):
         real = feed["attention_mask"].astype(bool)
         for name, value in zip(names, values):
-            rows = value[real] if value.shape[:2] == real.shape else value.reshape(-1, value.shape[-1])
-            collected[name].append(rows.astype(np.float32))
-    rng = np.random.default_rng(0)
-    result = {}
-    for name, parts in collected.items():
-        rows = np.concatenate(parts)
-        if len(rows) > _MAX_ROWS:
-            rows = rows[np.sort(rng.choice(len(rows), _MAX_ROWS, replace=False))]
-        result[name] = rows
-    return result
+            stats[name].add(value[real] if value.shape[:2] == real.shape else value.reshape(-1, value.shape[-1]))
+    return stats

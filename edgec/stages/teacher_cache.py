@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from edgec.data import Dataset, length_sorted_batches
+from edgec.parity.evalset import label_ids
 from edgec.source import Pooling, task_outputs
-from edgec.stages.verify import label_ids
 
 # Outputs with one row per token are stored per token, the others per example.
 _TOKEN_LEVEL = ("token-classification", "question-answering")
@@ -85,7 +85,7 @@ def encode(tokenizer, data: Dataset, task: str, input_names: tuple[str, ...], ma
     lengths = [len(row) for row in encoded["input_ids"]]
     ids = {name: np.fromiter((t for row in encoded[name] for t in row), dtype=np.int64, count=sum(lengths))
            for name in names}
-    labels = label_ids(data, label2id) if classifier and data.has_labels else None
+    labels = label_ids(data, label2id, len(label2id)) if classifier and data.has_labels else None
     return Encoded(ids, np.concatenate([[0], np.cumsum(lengths)]), labels, tokenizer.pad_token_id or 0)
 
 

@@ -14,7 +14,7 @@ from edgec.cli.main import app
 from edgec.errors import ConfigError
 from edgec.recipe import QuantConfig, Recipe
 
-BUNDLE = {"edgec.json", "model.ort", "required_operators_and_types.config", "mobile_usability.json", "tokenizer.json",
+BUNDLE = {"golden/texts.jsonl", "golden/outputs.npz", "edgec.json", "model.ort", "required_operators_and_types.config", "mobile_usability.json", "tokenizer.json",
           "tokenizer_config.json", "special_tokens_map.json", "report.md", "report.html", "parity.png"}
 
 
@@ -76,7 +76,9 @@ def test_run_parity_and_inspect_take_the_bundle(bundle, data_files):
     ran = runner.invoke(app, ["run", str(out), "the movie was good"])
     assert ran.exit_code == 0 and "1.0000" in ran.stdout
     parity = runner.invoke(app, ["parity", str(out), "--data", str(data_files["pairs"]), "--json"])
-    assert parity.exit_code == 0 and json.loads(parity.stdout)["model"] == "model.ort"
+    assert parity.exit_code == 0 and json.loads(parity.stdout)["rows"][0]["model"] == "model.ort"
+    alone = runner.invoke(app, ["parity", str(out), "--json"])  # the golden sample, run by model.ort itself
+    assert alone.exit_code == 0 and [r["model"] for r in json.loads(alone.stdout)["rows"]] == ["model.ort", "model.ort"]
     inspected = runner.invoke(app, ["inspect", str(out)])
     assert inspected.exit_code == 0 and "every file matches" in inspected.stdout and "QuantizeLinear" in inspected.stdout
 

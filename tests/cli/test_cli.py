@@ -30,7 +30,7 @@ def test_parity_passes_and_prints_json(built, data_files):
     result = invoke("parity", built, "--data", data_files["pairs"], "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["passed"] and report["metrics"]["cosine_mean"] > 0.98 and report["changed_files"] == []
+    assert report["passed"] and report["rows"][0]["metrics"]["cosine_mean"] > 0.98 and report["failures"] == []
 
 
 def test_parity_gate_fails_on_a_damaged_artifact(built, data_files, tmp_path):

@@ -62,6 +62,22 @@ def test_engine_gates_on_parity_exit_0_or_1(built, data_files, tmp_path, monkeyp
     assert (out / "model.engine.rejected").exists() and json.loads((out / "edgec.json").read_text())["engine"]["status"] == "built"
 
 
+def test_engine_without_data_gates_on_the_golden_sample(built, tmp_path, monkeypatch):
+    import shutil
+
+    from edgec.backends import tensorrt_engine
+
+    out = tmp_path / "art"
+    shutil.copytree(built[0], out)
+    fake_engine(monkeypatch)
+    passed = invoke("engine", out)
+    assert passed.exit_code == 0 and "its golden sample: PASS" in " ".join(passed.stdout.split()) and (out / "model.engine").exists()
+    honest = tensorrt_engine.engine_forward
+    monkeypatch.setattr(tensorrt_engine, "engine_forward", lambda path: lambda feeds: {k: -v for k, v in honest(path)(feeds).items()})
+    failed = invoke("engine", out)
+    assert failed.exit_code == 1 and "engine parity failed on the golden sample" in failed.stderr
+
+
 def test_require_engine_fails_clearly_without_a_gpu(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setattr(trt_backend, "engine_unavailable_reason", lambda: "tensorrt not installed")
     result = invoke("build", tiny_models("bert"), "--target", "trt-fp16", "--require-engine", "--out", tmp_path / "o")
@@ -74,8 +90,9 @@ def test_parity_is_simulated_without_an_engine(built, data_files):
     result = invoke("parity", out, "--data", data_files["pairs"], "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["passed"] and report["simulated"] and report["model"] == "tensorrt-fp16-rounding.onnx"
-    assert report["metrics"]["sentence_embedding.max_abs"] >= report["metrics"]["sentence_embedding.median_abs"] >= 0
+    row = report["rows"][0]
+    assert report["passed"] and row["simulated"] and row["model"] == "tensorrt-fp16-rounding.onnx"
+    assert row["metrics"]["sentence_embedding.max_abs"] >= row["metrics"]["sentence_embedding.median_abs"] >= 0
 
 
 def test_inspect_shows_the_deferred_engine(built):

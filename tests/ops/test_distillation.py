@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgec.ops import distillation, metrics
+from edgec.ops import distillation
+from edgec.parity import metrics
 
 
 def _randn(*shape, seed=0):

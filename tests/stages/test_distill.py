@@ -8,15 +8,15 @@ import torch
 from conftest import SENTENCES
 
 from edgec import surgery
-from edgec.api import reference_outputs
+from edgec.parity.evalset import reference_outputs
 from edgec.data import Dataset, Example
 from edgec.errors import ConfigError
 from edgec.ops import distillation
 from edgec.pipeline import Context
 from edgec.recipe import DistillConfig, ParityThresholds, Recipe
 from edgec.source import load_source, pool
+from edgec.parity.runtime import measure_module
 from edgec.stages.distill import distill, distill_student, prepare, student_loss
-from edgec.stages.verify import measure_module
 from edgec.targets import load_target
 
 DATA = Dataset(tuple(Example(t) for t in SENTENCES), "sentences")

@@ -16,6 +16,8 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def pair_spearman(embeddings: np.ndarray, scores: np.ndarray) -> float:
     """Spearman x100 between gold scores and the cosine of interleaved pairs (rows 2i and 2i+1)."""
     similarity = cosine_rows(embeddings[0::2], embeddings[1::2])
+    if np.ptp(similarity) == 0 or np.ptp(scores) == 0:
+        return float("nan")  # a rank correlation with a constant is undefined; the gate fails a NaN
     return float(spearmanr(similarity, scores).statistic * 100.0)
 
 
@@ -71,3 +73,10 @@ def error_statistics(reference: np.ndarray, candidate: np.ndarray, quantile: flo
         "max_rel": float(relative.max()), "mean_rel": float(relative.mean()), "median_rel": float(np.median(relative)),
         "q_abs": float(np.quantile(absolute, quantile)),
     }
+
+
+def non_finite_count(values: np.ndarray, mask: np.ndarray | None = None) -> int:
+    """NaN and inf entries; for token-level outputs (examples, tokens, ...) only real tokens (mask 1) count."""
+    if mask is not None and values.ndim >= 3:
+        values = values[mask.astype(bool)]
+    return int(values.size - np.isfinite(values).sum())

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgec.ops import metrics
+from edgec.parity import metrics
 
 
 def test_cosine_rows_identity_and_opposite():
