@@ -66,9 +66,8 @@ def variants(name: str, model_dir: Path, work: Path, fractions: list[float], min
             continue
         score = lambda m: parity_score(measure_module(dataclasses.replace(source, model=m), "distill", dev, MEASURE_ONLY).metrics)  # noqa: E731
         distilled = distill_student(
-            result.model, source.model, task=source.task, pooling=source.pooling, tokenizer=source.tokenizer,
-            input_names=source.input_names, texts=train, config=DistillConfig(steps=100_000, minutes=minutes, eval_every=100, patience=4),
-            evaluate=score, seed=0,
+            result.model, source.model, source=source, data=Dataset(tuple(Example(t) for t in train), "distill texts"),
+            config=DistillConfig(steps=100_000, minutes=minutes, eval_every=100, patience=4), evaluate=score, seed=0,
         )
         folder = work / f"distilled-{fraction}"
         folder.mkdir(parents=True)

@@ -46,6 +46,7 @@ from edgec.stages.export import export
 from edgec.stages.export_fixed import export_fixed
 from edgec.stages.optimize import optimize
 from edgec.stages.fallback import fallback
+from edgec.stages.iterative import iterative_stages
 from edgec.stages.prune import prune
 from edgec.stages.quantize import quantize
 from edgec.targets import MobileSettings, TargetProfile, choose_target, load_target, package_data
@@ -186,7 +187,10 @@ def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
 
 
 def front_end_stages(recipe: Recipe) -> list[Stage]:
-    """The PyTorch stages before export: pruning, then distillation, where the recipe asks for them."""
+    """The PyTorch stages before export: pruning, then distillation, where the recipe asks for them (the iterative
+    schedule alternates them)."""
+    if recipe.prune is not None and recipe.prune.schedule == "iterative":
+        return iterative_stages(recipe)
     stages = [Stage("prune", prune)] if recipe.prune is not None else []
     return stages + ([Stage("distill", distill)] if recipe.distill is not None else [])
 
@@ -407,10 +411,13 @@ def compress(
     force: bool = False,
     load: LoadOptions = LoadOptions(),
     on_stage: Callable[[str], None] = lambda name: None,
+    deadline: float | None = None,
 ) -> dict:
     """Prune (and distill) `model` and save it as a Hugging Face folder that transformers loads as is.
 
-    Returns the prune summary with the parity ledger of the front-end stages (PyTorch, vs the unpruned model).
+    `deadline` (a time.perf_counter() value) ends distillation then, whatever recipe.distill.minutes says: a caller
+    with one wall-clock budget for several steps gives distillation what is left. Returns the prune summary with
+    the parity ledger of the front-end stages (PyTorch, vs the unpruned model).
     """
     out = Path(out)
     if recipe.prune is None:
@@ -427,7 +434,7 @@ def compress(
         profile = load_target("ort")
         thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)
         ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, selection, prune_calib,
-                      train=train, teacher=source.model)
+                      train=train, teacher=source.model, deadline=deadline)
         ctx = run_stages(ctx, front_end_stages(recipe), on_stage)
         summary = ctx.notes["prune"]
         on_stage("save")
@@ -438,5 +445,6 @@ def compress(
 
 def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:
     """Write a pruned model as a Hugging Face folder: weights (transformers' layout), tokenizer, pooling."""
-    layout = {k: summary[k] for k in ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after", "layers_removed", "seconds")}
+    names = ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after", "layers_removed", "hidden_after", "seconds")
+    layout = {k: summary[k] for k in names if k in summary}
     save_model(pruned, folder, model=surgery.standard_layout(pruned.model, layout))

@@ -41,6 +41,10 @@ class Context:
     """Unlabelled (or labelled) training text for distillation."""
     teacher: torch.nn.Module | None = None
     """The uncompressed model, kept while front-end stages change source.model (pruning, distillation)."""
+    deadline: float | None = None
+    """time.perf_counter() by which the front end's one time budget (distillation, iterative pruning) ends."""
+    distillation: Any = None
+    """The prepared distillation (tokenized data, the teacher's cached targets), built once per build."""
     onnx_path: Path | None = None
     parity_model: Path | None = None
     """What the ledger runs for the artifact when it is not onnx_path: the artifact's own file (a mobile .ort,

@@ -12,7 +12,8 @@ from edgec.errors import ConfigError
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 TASKS = ("feature-extraction", "sequence-classification", "token-classification", "question-answering")
-PRUNE_UNITS = ("heads", "ffn", "layers")
+PRUNE_UNITS = ("heads", "ffn", "layers", "hidden")
+PRUNE_SCHEDULES = ("one-shot", "iterative")
 TUNING_TARGETS = ("schedule", "unpruned")
 TUNING_RIDGES = ("to-one", "relative")
 TUNING_SPACES = ("pre-norm", "post-norm")
@@ -114,7 +115,10 @@ class PruneConfig:
     fraction: float
     """Share of the encoder's multiply-accumulates to remove, counted at the calibration texts' lengths."""
     units: tuple[str, ...] = ("heads", "ffn")
-    """What may be removed: attention heads, FFN neurons, whole layers (any of them)."""
+    """What may be removed: attention heads, FFN neurons, whole layers, hidden channels (the model's width), any of them."""
+    hidden_size: int | None = None
+    """With `hidden` among the units: the width to keep (a multiple of the head size); None picks it from the kept
+    share of MACs (edgec.ops.width.default_width)."""
     rescale: bool = True
     """Mask tuning: re-fit the kept units' scales per layer by least squares (see TuningConfig)."""
     rearrange: bool = True
@@ -124,11 +128,21 @@ class PruneConfig:
     tuning: TuningConfig = field(default_factory=TuningConfig)
     neuron_multiple: int = 1
     """Round each layer's kept FFN neurons to a multiple of this (int8 GEMM kernels work in blocks); 1: no rounding."""
+    schedule: str = "one-shot"
+    """one-shot: prune to the fraction, then distill; iterative: prune in `iterations` steps, distilling after each,
+    all within the distillation's time budget."""
+    iterations: int = 3
+    """Pruning steps of the iterative schedule (kept MACs fall geometrically to 1 - fraction)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(self.units))
         _require(isinstance(self.neuron_multiple, int) and self.neuron_multiple >= 1,
                  f"neuron_multiple must be an integer >= 1, got {self.neuron_multiple!r}")
+        _require(self.schedule in PRUNE_SCHEDULES,
+                 f"unknown prune schedule {self.schedule!r}; use one of {', '.join(PRUNE_SCHEDULES)}")
+        _require(self.iterations >= 1, f"prune iterations must be at least 1, got {self.iterations}")
+        _require(self.hidden_size is None or "hidden" in self.units,
+                 "a hidden size is kept only when hidden channels may go; add hidden to --prune-units")
         _require(
             isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0,
             f"prune fraction must be in [0, 1) (the share of compute removed), got {self.fraction}; e.g. --prune 0.5",
@@ -206,11 +220,25 @@ class DistillConfig:
     max_grad_norm: float = 1.0
     precision: str = "auto"
     """Autocast, as TrainConfig.precision: auto, bf16, fp16 (GPU) or fp32."""
+    hidden_layers: int = 4
+    """Teacher layers (evenly spaced, the last among them) whose hidden states the student's layers at the same
+    depth are fitted to; 0 fits the outputs alone."""
+    label_weight: float = 0.5
+    """On labelled classification data: the share of the loss that is cross-entropy on the labels (the rest is the
+    teacher's)."""
+    teacher_cache: bool = True
+    """Run the teacher once over the training texts and keep its outputs (bounded by cache_mb), rather than at
+    every step."""
+    cache_mb: float = 2048.0
+    """Most memory the teacher's cached outputs may take; past it, fewer texts (drawn deterministically) are used."""
 
     def __post_init__(self) -> None:
         self.training()  # the shared loop's settings validate themselves
         _require(self.hidden_weight >= 0, f"distill hidden_weight must be >= 0, got {self.hidden_weight}")
         _require(self.temperature > 0, f"distill temperature must be > 0, got {self.temperature}")
+        _require(self.hidden_layers >= 0, f"distill hidden_layers must be >= 0, got {self.hidden_layers}")
+        _require(0.0 <= self.label_weight <= 1.0, f"distill label_weight must be in [0, 1], got {self.label_weight}")
+        _require(self.cache_mb > 0, f"distill cache_mb must be > 0, got {self.cache_mb}")
 
     def training(self) -> TrainConfig:
         """The training loop's settings for this distillation."""
@@ -265,6 +293,10 @@ class Recipe:
         _require(self.task is None or self.task in TASKS, f"unknown task {self.task!r}; use one of {', '.join(TASKS)}")
         _require(17 <= self.opset <= 21, f"opset must be within 17..21, got {self.opset}")
         _require(self.max_length >= 8, f"max_length must be at least 8, got {self.max_length}")
+        if self.prune is not None and self.prune.schedule == "iterative":
+            _require(self.distill is not None and self.distill.minutes is not None,
+                     "the iterative schedule distills between pruning steps within one time budget; "
+                     "pass --distill FILE and --distill-minutes M")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

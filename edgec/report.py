@@ -141,12 +141,19 @@ def mobile_rows(emit: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def distillation_row(note: dict[str, Any]) -> tuple[str, str]:
-    """How a distillation run went, from its stage note."""
+    """How distillation went, from its stage note (the last run; an iterative schedule lists every run's steps)."""
+    runs = note.get("runs", [note])
+    steps = " + ".join(str(run["steps"]) for run in runs)
     ranks = note.get("ranks") or []
     each = ", ".join(f"rank {r['rank']}: {r['micro_batches']} micro-batches" for r in ranks)
-    processes = f" on {len(ranks)} processes ({each})"
-    return ("distillation", f"{note['steps']} steps in {note['seconds']:.0f} s, best at step {note['best_step']} "
-                            f"(score {note['best_score']:.4f}), stopped by {note['stopped']}{processes if len(ranks) > 1 else ''}")
+    text = (f"{steps} steps in {sum(run['seconds'] for run in runs):.0f} s, best at step {note['best_step']} "
+            f"(score {note['best_score']:.4f}), stopped by {note['stopped']}")
+    text += f" on {len(ranks)} processes ({each})" if len(ranks) > 1 else ""
+    cache = note.get("teacher_cache")  # absent in artifacts of edgec before the teacher's cache
+    if cache:
+        text += (f"; teacher run once over {cache['examples']} of {cache['given']} texts in {cache['seconds']:.0f} s "
+                 f"({cache['megabytes']:.0f} MB cached)")
+    return ("distillation", text)
 
 
 def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -161,6 +168,8 @@ def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("layers removed", f"{', '.join(map(str, removed))} (of 0-{len(heads) - 1}; '-' below)" if removed else "none"),
         ("heads kept per layer", per_layer(heads, summary["heads_before"])),
         ("FFN neurons kept per layer", per_layer(ffn, summary["ffn_before"])),
+        *([("hidden size", f"{summary['hidden_before']} -> {summary['hidden_after']}")]
+          if summary.get("hidden_after", summary.get("hidden_before")) != summary.get("hidden_before") else []),
         ("pruning time", ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())),
     ]
 

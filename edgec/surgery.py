@@ -128,14 +128,17 @@ def encoder_layers(model: nn.Module) -> list[nn.Module]:
 def keep_layers(model: nn.Module, keep: list[int]) -> None:
     """Keep only layers `keep` (current numbering); the others leave the model and the config's layer count.
 
-    MPNet's relative position bias (and DeBERTa's relative embeddings) are computed once by the encoder and shared
-    by every layer, so they are unaffected; a ModernBERT layer keeps its own local or global attention.
+    The config records each kept layer's original index (layer_origins). MPNet's relative position bias (and
+    DeBERTa's relative embeddings) are computed once by the encoder and shared by every layer, so they are
+    unaffected; a ModernBERT layer keeps its own local or global attention.
     """
     (stack, name), kept = _stack(model), sorted(keep)
     if not kept:
         raise ValueError("an encoder keeps at least one layer")
+    origins = layer_origins(model)
     layers = getattr(stack, name)
     setattr(stack, name, nn.ModuleList([layers[i] for i in kept]))
+    model.config.edgec_layers = [origins[i] for i in kept]  # distillation pairs the kept layers with the teacher's
     setattr(model.config, "n_layers" if model.config.model_type == "distilbert" else "num_hidden_layers", len(kept))
     if hasattr(stack, "n_layers"):  # DistilBERT's Transformer keeps its own count
         stack.n_layers = len(kept)
@@ -171,7 +174,9 @@ def hidden_size(model: nn.Module) -> int:
 
 
 def head_dim(model: nn.Module) -> int:
-    return hidden_size(model) // (getattr(model.config, "num_attention_heads", None) or model.config.n_heads)
+    """Channels per attention head (kept in the config once hidden-size pruning decouples it from the width)."""
+    stored = getattr(model.config, "edgec_head_dim", None)
+    return stored or hidden_size(model) // (getattr(model.config, "num_attention_heads", None) or model.config.n_heads)
 
 
 def head_counts(model: nn.Module) -> list[int]:
@@ -186,6 +191,18 @@ def ffn_widths(model: nn.Module) -> list[int]:
     parts = parts_for(model)
     return [0 if isinstance(get(layer, parts.ffn), ConstantFFN) else get(layer, parts.ffn_out).in_features
             for layer in encoder_layers(model)]
+
+
+def layer_origins(model: nn.Module) -> list[int]:
+    """The original index of each layer the model has now (removed layers leave gaps)."""
+    origins = getattr(model.config, "edgec_layers", None)
+    return list(origins) if origins is not None else list(range(len(encoder_layers(model))))
+
+
+def hidden_channels(model: nn.Module) -> list[int] | None:
+    """The original hidden channels the model kept, in order; None when it has them all."""
+    channels = getattr(model.config, "edgec_channels", None)
+    return list(channels) if channels is not None else None
 
 
 def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
@@ -365,11 +382,15 @@ def standard_layout(model: nn.Module, summary: dict | None = None) -> nn.Module:
         raise UnsupportedModelError("a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers "
                                     "alternate local and global attention by position); prune with --units heads,ffn, or build "
                                     "the artifact directly with `edgec build --prune`")
-    original_heads = getattr(config, "num_attention_heads", None) or config.n_heads
     counts, widths = head_counts(model), ffn_widths(model)
-    slots = [original_heads if config.model_type in _FIXED_HEAD_SLOTS else max(c, 1) for c in counts]
-    if config.model_type not in _FIXED_HEAD_SLOTS:
-        config.pruned_heads = {i: list(range(n, original_heads)) for i, n in enumerate(slots) if n < original_heads}
+    capacity = hidden_size(model) // size  # heads transformers derives from the width (fewer after hidden pruning)
+    if max(counts) > capacity:
+        raise UnsupportedModelError(f"a layer keeps {max(counts)} heads, more than the {capacity} that a hidden "
+                                    f"size of {hidden_size(model)} holds in transformers' layout; prune heads to that")
+    columns = _bias_columns(model, parts, counts, capacity) if config.model_type == "mpnet" else None
+    slots = [capacity if config.model_type in _FIXED_HEAD_SLOTS else max(c, 1) for c in counts]
+    setattr(config, "n_heads" if config.model_type == "distilbert" else "num_attention_heads", capacity)
+    config.pruned_heads = {i: list(range(n, capacity)) for i, n in enumerate(slots) if n < capacity}
     setattr(config, "hidden_dim" if config.model_type == "distilbert" else "intermediate_size", max(max(widths), 1))
     if config.model_type == "modernbert" and any(_sublayer_bias(layer, parts, kind) is not None
                                                  for layer in encoder_layers(model) for kind in ("heads", "ffn")):
@@ -380,9 +401,11 @@ def standard_layout(model: nn.Module, summary: dict | None = None) -> nn.Module:
     own = model.state_dict()
     padded.load_state_dict({k: v for k, v in own.items() if k in padded.state_dict() and padded.state_dict()[k].shape == v.shape}, strict=False)
     with torch.no_grad():
+        if columns is not None:  # the shared position bias keeps the columns of the heads that remain anywhere
+            bias = padded.base_model.encoder.relative_attention_bias.weight
+            bias.copy_(model.base_model.encoder.relative_attention_bias.weight[:, columns])
         for i, (source, target) in enumerate(zip(encoder_layers(model), encoder_layers(padded))):
-            slots = _head_slots(source, parts, counts[i], config.model_type)
-            _copy_heads(source, target, parts, counts[i], size, slots)
+            _copy_heads(source, target, parts, counts[i], size, _head_slots(source, parts, counts[i], columns))
             _copy_neurons(source, target, parts, widths[i])
     return padded.eval()
 
@@ -394,11 +417,34 @@ def _sublayer_bias(layer: nn.Module, parts: Parts, kind: str) -> torch.Tensor | 
     return module.bias if isinstance(module, (ConstantAttention, ConstantFFN)) else get(layer, out).bias
 
 
-def _head_slots(source: nn.Module, parts: Parts, count: int, model_type: str) -> list[int]:
-    """Where the kept heads go: their original index for MPNet (its position bias is per head), else the first slots."""
-    if model_type == "mpnet" and count and hasattr(get(source, parts.attention), "kept_bias_heads"):
-        return get(source, parts.attention).kept_bias_heads.tolist()
-    return list(range(count))
+def _bias_heads(source: nn.Module, parts: Parts, count: int) -> list[int]:
+    """MPNet: the position-bias columns (original head indices) a layer's kept heads read."""
+    attention = get(source, parts.attention)
+    return attention.kept_bias_heads.tolist() if count and hasattr(attention, "kept_bias_heads") else list(range(count))
+
+
+def bias_columns(model: nn.Module) -> list[np.ndarray]:
+    """MPNet: per layer, the position-bias column (original head index) each of its heads reads."""
+    parts = parts_for(model)
+    layers = zip(encoder_layers(model), head_counts(model))
+    return [np.asarray(_bias_heads(layer, parts, count), dtype=int) for layer, count in layers]
+
+
+def _bias_columns(model: nn.Module, parts: Parts, counts: list[int], capacity: int) -> list[int]:
+    """MPNet: the position-bias columns of the saved layout, one per head slot: every column a kept head reads
+    (all layers share the bias), padded with unused ones up to `capacity`, in ascending order."""
+    used = sorted({h for layer, c in zip(encoder_layers(model), counts) for h in _bias_heads(layer, parts, c)})
+    if len(used) > capacity:
+        raise UnsupportedModelError(
+            f"MPNet's layers keep heads reading {len(used)} distinct position-bias columns, more than the {capacity} "
+            f"heads a hidden size of {hidden_size(model)} holds in transformers' layout; prune heads to fewer columns")
+    spare = [h for h in range(model.base_model.encoder.relative_attention_bias.embedding_dim) if h not in used]
+    return sorted(used + spare[: capacity - len(used)])
+
+
+def _head_slots(source: nn.Module, parts: Parts, count: int, columns: list[int] | None) -> list[int]:
+    """Where a layer's kept heads go: for MPNet the slot of the position-bias column each reads, else the first slots."""
+    return list(range(count)) if columns is None else [columns.index(h) for h in _bias_heads(source, parts, count)]
 
 
 def _copy_rows(target: nn.Linear, source: nn.Linear | None, rows: torch.Tensor) -> None:

@@ -78,7 +78,7 @@ def train(
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
-    precision, reason = choose_precision(config.precision, host(), _gpu_bf16())
+    precision, reason = resolve_precision(config.precision)
     log.info("training precision: %s", reason)
     accelerator = _accelerator(precision, config.accumulation)
     keeper = _Keeper(copy.deepcopy(model).float().eval(), evaluate, accelerator)
@@ -126,6 +126,11 @@ def choose_precision(requested: str, cpu: HostCPU, gpu_bf16: bool | None) -> tup
         native = ", ".join(f for f in cpu.flags if "bf16" in f)
         return "bf16", f"auto: bf16, the CPU computes it natively ({native})"
     return "fp32", f"auto: fp32, the CPU ({cpu.instruction_set}) has no native bf16 and would emulate it several times slower"
+
+
+def resolve_precision(requested: str) -> tuple[str, str]:
+    """choose_precision on this host's CPU and GPU."""
+    return choose_precision(requested, host(), _gpu_bf16())
 
 
 def _gpu_bf16() -> bool | None:

@@ -62,14 +62,62 @@ def test_clinc150_classifier_rejects_bad_data(tmp_path):
 
 
 def test_train_large_then_compress_runs(tiny_models, data_files, tmp_path):
-    """The proof's whole path on two tiny models: fine-tune both, sweep both, one chart and a verdict."""
+    """The proof's whole path on two tiny models: both families under one budget, both int8, timed, a verdict."""
     command = [sys.executable, str(ROOT / "examples" / "train_large_then_compress.py"), "--small", str(tiny_models("bert")),
-               "--large", str(tiny_models("roberta")), "--train", str(data_files["labels"]), "--dev", str(data_files["labels"]),
-               "--text-column", "text", "--minutes", "1", "--steps", "6", "--eval-every", "3", "--prune", "0,0.5",
-               "--precision", "fp32", "--runs", "3", "--seq-len", "8", "--out", str(tmp_path / "proof")]
+               "--large", str(tiny_models("mpnet")), "--train", str(data_files["labels"]),
+               "--validation", str(data_files["labels"]), "--dev", str(data_files["labels"]), "--budget-minutes", "0.3",
+               "--steps", "6", "--eval-every", "3", "--prune", "0.5", "--hidden-size", "16", "--runs", "3",
+               "--rounds", "2", "--seq-len", "8", "--out", str(tmp_path / "proof")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     proof = json.loads((tmp_path / "proof" / "proof.json").read_text())
-    assert len(proof["small"]["artifacts"]) == len(proof["large"]["artifacts"]) == 2
-    assert proof["verdict"]["small_best"] in {r["name"] for r in proof["small"]["artifacts"]}
+    names = [r["name"] for r in proof["artifacts"]]
+    assert names == ["small finetuned int8", "large finetuned int8", "large compressed int8"]
+    large = proof["families"]["large"]
+    assert large["compress"]["hidden_after"] == 16 and large["compress"]["distill"]["steps"] >= 1
+    assert large["compress"]["macs_after"] <= 0.5 * large["compress"]["macs_before"] * 1.0001
+    assert proof["verdict"]["small"] == "small finetuned int8"
+    assert proof["verdict"]["outcome"] in ("shown", "not shown", "no artifact fast enough")
+    assert all(len(r["latency_rounds"]) == 2 for r in proof["artifacts"])
     assert (tmp_path / "proof" / "proof.png").read_bytes()[:4] == b"\x89PNG" and "chart:" in result.stdout
+
+
+def _proof_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("proof", ROOT / "examples" / "train_large_then_compress.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(family, name, value, latency):
+    return {"family": family, "name": name, "value": value, "latency_ms": latency}
+
+
+SMALL = [_row("small", "small int8", 88.0, 4.0), _row("small", "small pruned int8", 85.0, 3.0)]
+
+
+def test_proof_verdict_claim_shown():
+    """The small family's most accurate artifact sets the latency; the best large artifact at least as fast wins."""
+    large = [_row("large", "large int8", 92.0, 20.0), _row("large", "large 0.88", 89.0, 3.9),
+             _row("large", "large 0.92", 88.2, 2.5)]
+    v = _proof_module().verdict(SMALL, large)
+    assert (v["small"], v["latency_ms"], v["large"], v["outcome"]) == ("small int8", 4.0, "large 0.88", "shown")
+    assert v["difference"] == pytest.approx(1.0) and v["target_met"]
+
+
+def test_proof_verdict_claim_not_shown():
+    large = [_row("large", "large int8", 92.0, 20.0), _row("large", "large 0.88", 87.9, 4.0)]
+    v = _proof_module().verdict(SMALL, large)
+    assert (v["large"], v["outcome"], v["target_met"]) == ("large 0.88", "not shown", False)
+    assert v["difference"] == pytest.approx(-0.1)
+    shown_but_short = _proof_module().verdict(SMALL, [_row("large", "large 0.88", 88.3, 3.0)])
+    assert shown_but_short["outcome"] == "shown" and not shown_but_short["target_met"]
+
+
+def test_proof_verdict_no_artifact_fast_enough():
+    large = [_row("large", "large int8", 92.0, 20.0), _row("large", "large 0.88", 95.0, 4.01)]
+    v = _proof_module().verdict(SMALL, large)
+    assert (v["outcome"], v["large"], v["target_met"], v["fastest_large"]) == (
+        "no artifact fast enough", None, False, "large 0.88")

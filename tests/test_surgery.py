@@ -108,6 +108,7 @@ def test_layer_removal_equals_skipping_the_layer(tiny_models, model_type):
     assert torch.allclose(_outputs(source, pruned), expected, atol=1e-5)
     assert len(surgery.encoder_layers(pruned)) == 1 and surgery.head_counts(pruned) == [2]
     assert (pruned.config.n_layers if model_type == "distilbert" else pruned.config.num_hidden_layers) == 1
+    assert surgery.layer_origins(pruned) == [1]  # distillation pairs the kept layer with the teacher's layer 1
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "mpnet"])

@@ -12,8 +12,8 @@ from edgec.api import build as build_artifact
 from edgec.bench import BenchConfig
 from edgec.cli.common import (
     AllowPickle, Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, Force, LabelColumn, Prune,
-    PruneRescale, PruneUnits, RayAddress, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, UseRay, errors_to_exit_codes,
-    front_end, numbers, ray_cluster, read_optional, stage_progress, stdout, table,
+    PruneHiddenSize, PruneRescale, PruneSchedule, PruneUnits, RayAddress, ScoreColumn, TextColumn, TextPairColumn,
+    TrustRemoteCode, UseRay, errors_to_exit_codes, front_end, numbers, ray_cluster, read_optional, stage_progress, stdout, table,
 )
 from edgec.errors import BudgetError, ConfigError, ParityError
 from edgec.parity.evalset import selection_split
@@ -48,7 +48,9 @@ def build(
     max_length: Annotated[int, typer.Option(help="Longest tokenized input; longer texts are truncated.")] = 512,
     prune: Prune = None,
     prune_units: PruneUnits = "heads,ffn",
+    prune_hidden_size: PruneHiddenSize = None,
     prune_rescale: PruneRescale = True,
+    schedule: PruneSchedule = "one-shot",
     distill: Distill = None,
     distill_steps: DistillSteps = 1000,
     distill_minutes: DistillMinutes = None,
@@ -80,7 +82,8 @@ def build(
 ) -> None:
     """Compile a model for a target and verify it against the uncompressed model."""
     prune_config, distill_config = front_end(
-        prune, prune_units, prune_rescale, distill, distill_steps, distill_minutes, distill_batch_size, distill_lr,
+        prune, prune_units, prune_hidden_size, prune_rescale, schedule, distill, distill_steps, distill_minutes,
+        distill_batch_size, distill_lr,
     )
     recipe = Recipe(
         task=task,

@@ -86,8 +86,13 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 
 
 Prune = Annotated[float | None, typer.Option("--prune", help="Share of the encoder's compute (MACs) to remove, e.g. 0.5.")]
-PruneUnits = Annotated[str, typer.Option("--prune-units", help="What may be removed, comma-separated: heads, ffn, layers.")]
+PruneUnits = Annotated[str, typer.Option("--prune-units", help="What may be removed, comma-separated: heads, ffn, layers, hidden.")]
+PruneHiddenSize = Annotated[int | None, typer.Option(
+    "--prune-hidden-size", help="With hidden in --prune-units: the width to keep (default: from the kept share).")]
 PruneRescale = Annotated[bool, typer.Option(help="Least-squares rescaling of the kept units, layer by layer.")]
+PruneSchedule = Annotated[str, typer.Option(
+    "--schedule", help="one-shot (prune, then distill) or iterative (prune in steps, distilling after each, "
+    "within --distill-minutes).")]
 Distill = Annotated[Path | None, typer.Option("--distill", help="Training text for distillation from the unpruned model.")]
 DistillSteps = Annotated[int, typer.Option(help="Most distillation steps.")]
 DistillMinutes = Annotated[float | None, typer.Option(help="Distillation time budget in minutes.")]
@@ -96,8 +101,8 @@ DistillLr = Annotated[float, typer.Option("--distill-lr", help="Peak learning ra
 
 
 def front_end(
-    prune: float | None, units: str, rescale: bool, distill: Path | None, steps: int, minutes: float | None, batch_size: int, lr: float,
-    *, prune_samples: int | None = None,
+    prune: float | None, units: str, hidden_size: int | None, rescale: bool, schedule: str, distill: Path | None,
+    steps: int, minutes: float | None, batch_size: int, lr: float, *, prune_samples: int | None = None,
 ) -> tuple[PruneConfig | None, DistillConfig | None]:
     """The prune and distill configs the command-line options ask for (None where not asked); `prune_samples`
     changes pruning's calibration count from its default."""
@@ -105,8 +110,9 @@ def front_end(
         # PruneConfig takes 0 (the identity, for sweeps); typed on a command line it is a mistake.
         raise ConfigError(f"--prune must be in (0, 1), the share of compute to remove, got {prune}; omit --prune to keep the model whole")
     samples = {} if prune_samples is None else {"calib_samples": prune_samples}
-    prune_config = None if prune is None else PruneConfig(
-        fraction=prune, units=tuple(u.strip() for u in units.split(",") if u.strip()), rescale=rescale, **samples)
+    unit_names = tuple(u.strip() for u in units.split(",") if u.strip())
+    prune_config = None if prune is None else PruneConfig(fraction=prune, units=unit_names, hidden_size=hidden_size,
+                                                          rescale=rescale, schedule=schedule, **samples)
     distill_config = None if distill is None else DistillConfig(steps=steps, minutes=minutes, batch_size=batch_size, learning_rate=lr)
     return prune_config, distill_config
 

@@ -10,8 +10,8 @@ import typer
 from edgec.api import compress
 from edgec.cli.common import (
     AllowPickle, Distill, DistillBatchSize, DistillLr, DistillMinutes, DistillSteps, Force, LabelColumn, Prune,
-    PruneRescale, PruneUnits, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
-    front_end, read_optional, stage_progress, stdout, table,
+    PruneHiddenSize, PruneRescale, PruneSchedule, PruneUnits, ScoreColumn, TextColumn, TextPairColumn,
+    TrustRemoteCode, errors_to_exit_codes, front_end, read_optional, stage_progress, stdout, table,
 )
 from edgec.processes import state as process_state
 from edgec.recipe import PruneConfig, Recipe
@@ -28,7 +28,9 @@ def prune(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pruned model (save_pretrained layout).")],
     prune: Prune = None,
     prune_units: PruneUnits = "heads,ffn",
+    prune_hidden_size: PruneHiddenSize = None,
     prune_rescale: PruneRescale = True,
+    schedule: PruneSchedule = "one-shot",
     calib: Annotated[Path | None, typer.Option(help="Calibration text for importance and rescaling; default: edgec's corpus.")] = None,
     calib_samples: Annotated[int | None, typer.Option(help=f"Calibration texts drawn deterministically [default: {PruneConfig.__dataclass_fields__['calib_samples'].default}].", show_default=False)] = None,
     eval_data: Annotated[Path | None, typer.Option("--eval", help="Eval data for the ledger and distillation's early stop.")] = None,
@@ -49,7 +51,8 @@ def prune(
 ) -> None:
     """Remove heads, FFN neurons and whole layers (and distill), writing a folder transformers' AutoModel loads."""
     prune_config, distill_config = front_end(
-        prune, prune_units, prune_rescale, distill, distill_steps, distill_minutes, distill_batch_size, distill_lr, prune_samples=calib_samples,
+        prune, prune_units, prune_hidden_size, prune_rescale, schedule, distill, distill_steps, distill_minutes,
+        distill_batch_size, distill_lr, prune_samples=calib_samples,
     )
     recipe = Recipe(task=task, prune=prune_config, distill=distill_config, max_length=max_length)
     columns = (text_column, text_pair_column, label_column, score_column)

@@ -52,20 +52,35 @@ def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return (1.0 - cosine).mean() + F.mse_loss(student, teacher)
 
 
+def similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """MSE between the in-batch cosine similarity matrices, (batch, batch), of two sets of embeddings.
+
+    It needs no common width: a student whose hidden size was pruned still learns the teacher's similarity
+    structure, which is what STS and retrieval measure.
+    """
+    student, teacher = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
+    return F.mse_loss(student @ student.T, teacher @ teacher.T)
+
+
 def output_loss(
     task: str,
     student: Sequence[torch.Tensor],
     teacher: Sequence[torch.Tensor],
     attention_mask: torch.Tensor,
     temperature: float,
+    channels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The loss on a task's outputs, as TaskModule returns them.
 
     feature-extraction: (embedding,); sequence- and token-classification: (logits,);
-    question-answering: (start_logits, end_logits). attention_mask is (batch, seq).
+    question-answering: (start_logits, end_logits). attention_mask is (batch, seq). `channels` (the teacher
+    channels a hidden-pruned student kept) compares an embedding on those channels, plus the similarity
+    structure of the full teacher's.
     """
     if task == "feature-extraction":
-        return embedding_loss(student[0], teacher[0])
+        if channels is None:
+            return embedding_loss(student[0], teacher[0])
+        return embedding_loss(student[0], teacher[0][:, channels]) + similarity_loss(student[0], teacher[0])
     if task == "question-answering":
         start = span_kl(student[0], teacher[0], attention_mask, temperature)
         end = span_kl(student[1], teacher[1], attention_mask, temperature)
@@ -77,29 +92,56 @@ def output_loss(
     raise ValueError(f"no distillation loss for task {task!r}")
 
 
+def with_labels(teacher_loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, weight: float) -> torch.Tensor:
+    """(1 - weight) x the teacher's loss + weight x cross-entropy on the true classes, logits (batch, classes)."""
+    return (1.0 - weight) * teacher_loss + weight * F.cross_entropy(logits.float(), labels)
+
+
 def hidden_state_loss(
     student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], attention_mask: torch.Tensor
 ) -> torch.Tensor:
-    """Mean over layers of MSE(student, teacher) / mean(teacher^2), over real tokens only.
+    """Mean over paired states of MSE(student, teacher) / mean(teacher^2), over real tokens only.
 
-    student, teacher: hidden states as `output_hidden_states=True` returns them, (layers + 1) tensors
-    of (batch, seq, hidden). Dividing by the teacher's energy makes every layer count the same
-    whatever its activation scale, and the loss independent of the model's.
-
-    Entry 0, the embedding output, is left out: pruning removes heads and neurons inside the layers
-    and leaves the embeddings as the teacher's, so its term would start at zero and only dilute the
-    average over the layers that did change (their terms already keep the embeddings in place).
+    student[i] and teacher[i] are (batch, seq, hidden) states at the same depth (see `layer_pairs`). Dividing by the
+    teacher's energy makes every layer count the same whatever its activation scale, and the loss independent of
+    the model's.
     """
-    if len(student) != len(teacher):
-        raise ValueError(f"student has {len(student)} hidden states, teacher {len(teacher)}; layers must pair up")
+    if len(student) != len(teacher) or not student:
+        raise ValueError(f"got {len(student)} student and {len(teacher)} teacher hidden states; pass them in pairs")
     mask = attention_mask.unsqueeze(-1).float()  # (batch, seq, 1): padding contributes nothing
     ratios = []
-    for student_layer, teacher_layer in zip(student[1:], teacher[1:]):
+    for student_layer, teacher_layer in zip(student, teacher):
         teacher_layer = teacher_layer.float()
         error = ((student_layer.float() - teacher_layer) ** 2 * mask).sum()
         energy = (teacher_layer**2 * mask).sum()
         ratios.append(error / energy.clamp_min(1e-12))  # the token and hidden counts cancel
     return torch.stack(ratios).mean()
+
+
+def teacher_layers(layers: int, count: int) -> tuple[int, ...]:
+    """Hidden-state indices (1..layers: the output of layer i - 1) of `count` evenly spaced teacher layers, the last
+    always among them. Index 0, the embedding output, is never one: it starts equal to the teacher's."""
+    count = max(1, min(count, layers))
+    return tuple(sorted({round(k * layers / count) for k in range(1, count + 1)}))
+
+
+def layer_pairs(origins: Sequence[int], targets: Sequence[int]) -> list[tuple[int, int]]:
+    """(student hidden-state index, teacher hidden-state index) pairs at the same depth.
+
+    origins[j] is the teacher layer (0-based) that student layer j was, so a student with removed layers still
+    pairs up: teacher state t (the output of teacher layer t - 1) is matched by the output of the last kept layer at
+    or before t - 1, where a removed layer passes its input on unchanged. Each student state keeps only the
+    closest teacher state, and a target before the first kept layer (nothing but embeddings) is dropped.
+    """
+    best: dict[int, int] = {}
+    for target in targets:
+        below = [j for j, origin in enumerate(origins) if origin <= target - 1]
+        if not below:
+            continue
+        student = below[-1] + 1
+        if student not in best or target - origins[student - 1] < best[student] - origins[student - 1]:
+            best[student] = target
+    return sorted(best.items())
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,38 +1,58 @@
-"""Distill stage: train the pruned student against the uncompressed teacher on unlabelled text.
+"""Distill stage: train the pruned student against the uncompressed teacher, within a CPU time budget.
 
-The optimizer loop is edgec.training.train, shared with fine-tuning; this file holds what is
-distillation's own: the teacher's targets and the loss against them.
+The optimizer loop is edgec.training.train, shared with fine-tuning; this file holds what is distillation's own:
+the teacher's targets (computed once, stages.teacher_cache), the losses against them (ops.distillation), the
+labels where the data has them, and the pairing of the student's kept layers with the teacher's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from edgec import surgery
+from edgec.data import Dataset
 from edgec.errors import ConfigError, InputError
 from edgec.ops import distillation
 from edgec.parity.ledger import parity_score
 from edgec.parity.runtime import measure_module
 from edgec.pipeline import Context, selection_data
 from edgec.recipe import DistillConfig
-from edgec.source import Pooling, task_outputs
-from edgec.training import TrainResult, shuffled_loader, train
+from edgec.source import Pooling
+from edgec.stages.teacher_cache import Encoded, TaskSpec, TeacherCache, build_cache, cache_note, encode
+from edgec.training import TrainResult, resolve_precision, shuffled_loader, train
+
+# A budget spent before training starts (by the cache or earlier pruning steps) still leaves one step.
+_LEAST_MINUTES = 1e-6
 
 
 @dataclass(frozen=True)
-class _Task:
-    """How to turn a model's forward pass into the task's outputs."""
+class Distillation:
+    """What every distillation run of one build shares: the teacher, the tokenized data and the teacher's targets."""
 
-    task: str
-    pooling: Pooling | None
-    input_names: tuple[str, ...]
+    teacher: torch.nn.Module
+    spec: TaskSpec
+    encoded: Encoded
+    cache: TeacherCache | None
+    """None: the teacher runs at every step (config.teacher_cache off)."""
+    layers: tuple[int, ...]
+    """Teacher hidden-state indices the student's layers are fitted to."""
+    config: DistillConfig
 
 
 def distill(ctx: Context) -> Context:
-    """Stage: train ctx.source.model against ctx.teacher on ctx.train; keep the best-scoring weights."""
+    """Stage: train ctx.source.model against ctx.teacher on ctx.train until the budget's deadline; keep the best
+    weights. The teacher's targets are computed once per build and kept in the context for later runs."""
+    return distill_share(ctx, 1.0)
+
+
+def distill_share(ctx: Context, share: float) -> Context:
+    """The distill stage using `share` of the time left before the build's deadline (an iterative schedule leaves
+    the rest to later steps). The deadline starts here, config.minutes ahead, unless an earlier stage set it."""
     if ctx.train is None:
         raise ConfigError("distillation needs training text; pass --distill FILE")
     if ctx.teacher is None:
@@ -40,6 +60,9 @@ def distill(ctx: Context) -> Context:
     config = ctx.recipe.distill or DistillConfig()
     # Never tokenize past what the model's position table (and the build's recipe) allows.
     config = dataclasses.replace(config, max_length=min(config.max_length, ctx.recipe.max_length))
+    if ctx.deadline is None and config.minutes is not None:
+        ctx = dataclasses.replace(ctx, deadline=time.perf_counter() + 60 * config.minutes)
+    prepared = ctx.distillation or prepare(ctx.teacher, ctx.source, ctx.train, config, ctx.recipe.seed)
 
     selection = selection_data(ctx)  # the early stop and best checkpoint choose on it, never on the gate's data
 
@@ -47,74 +70,120 @@ def distill(ctx: Context) -> Context:
         row = measure_module(dataclasses.replace(ctx.source, model=model), "distill", selection, ctx.thresholds)
         return parity_score(row.metrics)
 
-    texts = ctx.train.single_texts().texts
-    result = distill_student(
-        ctx.source.model, ctx.teacher, task=ctx.source.task, pooling=ctx.source.pooling, tokenizer=ctx.source.tokenizer,
-        input_names=ctx.source.input_names, texts=texts, config=config, evaluate=evaluate, seed=ctx.recipe.seed,
-    )
-    note = {
-        "texts": len(texts),
+    remaining = None if ctx.deadline is None else share * (ctx.deadline - time.perf_counter()) / 60
+    result = run(prepared, ctx.source.model, evaluate, seed=ctx.recipe.seed, minutes=remaining)
+    previous = ctx.notes.get("distill")
+    runs = [*(previous.get("runs", [previous]) if previous else []), result_note(prepared, result)]
+    note = {**runs[-1], "runs": runs} if len(runs) > 1 else runs[-1]
+    return ctx.with_note("distill", note, source=dataclasses.replace(ctx.source, model=result.model),
+                         distillation=prepared)
+
+
+def prepare(teacher: torch.nn.Module, source, data: Dataset, config: DistillConfig, seed: int) -> Distillation:
+    """Tokenize `data` once and, unless config.teacher_cache is off, run the teacher once over it (within
+    config.cache_mb). `source` gives the tokenizer, task, pooling and input names."""
+    if not len(data):
+        raise InputError("distillation needs at least one training text; the training file is empty")
+    spec = TaskSpec(source.task, source.pooling or Pooling(), source.input_names)
+    label2id = {str(name): i for i, name in (teacher.config.id2label or {}).items()}
+    encoded = encode(source.tokenizer, data, source.task, source.input_names, config.max_length, label2id)
+    layers = distillation.teacher_layers(len(surgery.encoder_layers(teacher)), config.hidden_layers) \
+        if config.hidden_weight > 0 and config.hidden_layers > 0 else ()
+    cache = None
+    if config.teacher_cache:
+        precision, _ = resolve_precision(config.precision)
+        teacher.eval()
+        cache = build_cache(teacher, encoded, spec, layers, budget_mb=config.cache_mb, precision=precision, seed=seed)
+    return Distillation(teacher, spec, encoded, cache, layers, config)
+
+
+def distill_student(
+    student: torch.nn.Module, teacher: torch.nn.Module, *, source, data: Dataset, config: DistillConfig,
+    evaluate: Callable[[torch.nn.Module], float], seed: int,
+) -> TrainResult:
+    """Train a copy of `student` to reproduce `teacher` on `data`; return the copy with its best weights.
+
+    config.minutes bounds the whole distillation, the teacher's cache included. `evaluate` scores a CPU fp32 model
+    in eval mode (higher is better); see edgec.training.train for when it runs and when training stops.
+    """
+    started = time.perf_counter()
+    prepared = prepare(teacher, source, data, config, seed)
+    minutes = None if config.minutes is None else config.minutes - (time.perf_counter() - started) / 60
+    return run(prepared, student, evaluate, seed=seed, minutes=minutes)
+
+
+def run(prepared: Distillation, student: torch.nn.Module, evaluate: Callable[[torch.nn.Module], float], *, seed: int,
+        minutes: float | None) -> TrainResult:
+    """One training run of a copy of `student` against the prepared targets, for at most `minutes`."""
+    config = prepared.config
+    training = config.training()
+    if minutes is not None:
+        training = dataclasses.replace(training, minutes=max(minutes, _LEAST_MINUTES))
+    examples = prepared.cache.encoded if prepared.cache is not None else prepared.encoded
+    collate = prepared.cache.batch if prepared.cache is not None else examples.inputs
+    loader = shuffled_loader(list(range(len(examples))), collate, training.batch_size, seed, examples.lengths.tolist())
+    loss = student_loss(prepared, student)
+    home = next(prepared.teacher.parameters()).device
+    try:
+        return train(student, loss, loader, training, evaluate, seed=seed, dropout=False, description="distillation")
+    finally:
+        prepared.teacher.to(home)  # the teacher is the build's reference; later stages expect it where it was
+
+
+def student_loss(prepared: Distillation, student: torch.nn.Module):
+    """The loss of a batch: the teacher's outputs, its hidden states at the paired layers and, on labelled
+    classification data, the labels. Student layers and channels are read off `student` (its origins in the
+    teacher), so a student with fewer layers or a narrower hidden size pairs up with the same targets."""
+    config, spec = prepared.config, prepared.spec
+    pairs = distillation.layer_pairs(surgery.layer_origins(student), prepared.layers)
+    stored = {t: k for k, t in enumerate(prepared.layers)}
+    channels = surgery.hidden_channels(student)
+    channels = None if channels is None else torch.tensor(channels)
+
+    def loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        teacher_out, teacher_hidden = _targets(prepared, batch)
+        student_out, student_hidden = spec.forward(model, batch)
+        mask = batch["attention_mask"]
+        value = distillation.output_loss(spec.task, student_out, teacher_out, mask, config.temperature, channels)
+        if "labels" in batch and config.label_weight > 0:
+            value = distillation.with_labels(value, student_out[0], batch["labels"], config.label_weight)
+        if pairs:
+            mine = [student_hidden[s] for s, _ in pairs]
+            theirs = [teacher_hidden[..., stored[t], :] for _, t in pairs]
+            theirs = theirs if channels is None else [h.index_select(-1, channels.to(h.device)) for h in theirs]
+            value = value + config.hidden_weight * distillation.hidden_state_loss(mine, theirs, mask)
+        return value
+
+    return loss
+
+
+def _targets(prepared: Distillation, batch: dict[str, torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """The teacher's outputs and its stored-layer states (batch, seq, layers, hidden): cached, or computed now."""
+    if prepared.cache is not None:
+        outputs = tuple(batch[f"teacher_out_{k}"] for k in range(len(prepared.cache.outputs)))
+        return outputs, batch.get("teacher_hidden")
+    teacher = prepared.teacher.to(batch["attention_mask"].device)  # where the loop put the batch
+    with torch.no_grad():
+        outputs, states = prepared.spec.forward(teacher, batch)
+    hidden = torch.stack([states[t] for t in prepared.layers], dim=2) if prepared.layers else None
+    return outputs, hidden
+
+
+def result_note(prepared: Distillation, result: TrainResult) -> dict:
+    """The report's record of one distillation run."""
+    examples = len(prepared.cache.encoded if prepared.cache is not None else prepared.encoded)
+    return {
+        "texts": examples,
         "steps": result.steps,
+        "examples_per_second": round(result.steps * prepared.config.batch_size / max(result.seconds, 1e-9), 2),
         "best_step": result.best_step,
         "best_score": result.best_score,
         "stopped": result.stopped,
         "seconds": round(result.seconds, 2),
         "precision": result.precision_reason,
         "ranks": list(result.ranks),
+        "teacher_cache": cache_note(prepared.cache) if prepared.cache is not None else None,
+        "layers": [list(p) for p in distillation.layer_pairs(surgery.layer_origins(result.model), prepared.layers)],
         "history": [list(entry) for entry in result.history],
     }
-    return ctx.with_note("distill", note, source=dataclasses.replace(ctx.source, model=result.model))
 
-
-def distill_student(
-    student: torch.nn.Module,
-    teacher: torch.nn.Module,
-    *,
-    task: str,
-    pooling: Pooling | None,
-    tokenizer,
-    input_names: tuple[str, ...],
-    texts: list[str],
-    config: DistillConfig,
-    evaluate: Callable[[torch.nn.Module], float],
-    seed: int,
-) -> TrainResult:
-    """Train a copy of `student` to reproduce `teacher` on `texts`; return the copy with its best weights.
-
-    `evaluate` scores a CPU fp32 model in eval mode (higher is better); see edgec.training.train for when
-    it runs and when training stops.
-    """
-    if not texts:
-        raise InputError("distillation needs at least one training text; the training file is empty")
-    spec = _Task(task, pooling or Pooling(), input_names)
-    home = next(teacher.parameters()).device
-    teacher.eval()
-
-    def loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        teacher.to(batch["attention_mask"].device)  # where the loop put the batch (a no-op after the first)
-        with torch.no_grad():
-            teacher_out, teacher_hidden = _forward(teacher, batch, spec)
-        student_out, student_hidden = _forward(model, batch, spec)
-        mask = batch["attention_mask"]
-        value = distillation.output_loss(task, student_out, teacher_out, mask, config.temperature)
-        if config.hidden_weight > 0:
-            value = value + config.hidden_weight * distillation.hidden_state_loss(student_hidden, teacher_hidden, mask)
-        return value
-
-    training = config.training()
-
-    def collate(batch: list[str]) -> dict[str, torch.Tensor]:  # padded per batch to its longest text
-        encoded = tokenizer(batch, padding=True, truncation=True, max_length=training.max_length, return_tensors="pt")
-        return {name: encoded[name] for name in input_names}
-
-    loader = shuffled_loader(texts, collate, training.batch_size, seed, [len(t) for t in texts])
-    try:
-        return train(student, loss, loader, training, evaluate, seed=seed, dropout=False, description="distillation")
-    finally:
-        teacher.to(home)  # the teacher is the build's reference; later stages expect it where it was
-
-
-def _forward(model, batch, spec: _Task) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-    """(task outputs as TaskModule returns them, hidden states (layers + 1) x (batch, seq, hidden))."""
-    out = model(**{name: batch[name] for name in spec.input_names}, output_hidden_states=True)
-    return task_outputs(out, spec.task, spec.pooling, batch["attention_mask"]), out.hidden_states

@@ -6,6 +6,8 @@ After Kwon et al. 2022, "A Fast Post-Training Pruning Framework for Transformers
 3. mask rearrangement: each layer's kept units refined with its Fisher block (ops.rearrange);
 4. physical removal of the rest (edgec.surgery);
 5. mask tuning, layer by layer: least-squares scales of the kept units (prune_tuning).
+With `hidden` among the units (Minitron), the width is fixed before the search, which fills the budget at the units'
+costs at that width among the heads it holds (Narrowing); the channels go after the tuning (prune_hidden).
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from edgec.ops.layer_search import Plan, search_plan
 from edgec.ops.macs import UnitCosts, encoder_macs, unit_costs
 from edgec.ops.mask_search import round_neurons
 from edgec.ops.rearrange import rearrange, removal_loss
+from edgec.ops.width import expand, restrict
 from edgec.pipeline import Context
 from edgec.recipe import PruneConfig
 from edgec.source import Source
 from edgec.parity.evalset import classifier_labels, eval_texts
+from edgec.stages import prune_hidden
 from edgec.stages.prune_fisher import Fisher, fisher_information
 from edgec.stages.prune_tuning import tune_masks
 
@@ -74,52 +78,87 @@ def prune_model(
     teacher, timings = source.model, {}
     lengths = [int(n) for b in batches for n in b.feeds["attention_mask"].sum(axis=1)]
     costs = unit_costs(lengths, surgery.hidden_size(teacher), surgery.head_dim(teacher), surgery.ffn_matrices(teacher))
+    width = prune_hidden.planned_width(teacher, config, 1 - config.fraction)
     started = time.perf_counter()
     fisher = fisher or fisher_information(source, batches, labels, seed, blocks=config.rearrange)
     timings["importance"] = time.perf_counter() - started
+    narrowing = None if width == surgery.hidden_size(teacher) else Narrowing(
+        unit_costs(lengths, width, surgery.head_dim(teacher), surgery.ffn_matrices(teacher)), prune_hidden.allowed_heads(teacher, fisher.head_scores, width))
     started = time.perf_counter()
-    plan, searched = plan_pruning(fisher, costs, 1 - config.fraction, config)
+    plan, searched = plan_pruning(fisher, costs, 1 - config.fraction, config, narrowing=narrowing)
     timings["search"] = time.perf_counter() - started
     student = copy.deepcopy(teacher)
     surgery.apply_plan(student, plan)
     estimated = {"searched": round(searched, 6), "rearranged": round(_loss(plan, fisher), 6)}
     started = time.perf_counter()
     tune = config.rescale and config.fraction > 0
-    target = scheduled_target(teacher, fisher, costs, config) if tune and config.tuning.target == "schedule" else teacher
+    target = scheduled_target(teacher, fisher, costs, config, narrowing) if tune and config.tuning.target == "schedule" else teacher
     del fisher  # its blocks (mpnet: ~0.5 GB) are not needed while tuning
     fits = tune_masks(student, target, np.flatnonzero(plan.layers).tolist(), batches, source.input_names, config.tuning,
                       cls_only=config.tuning.cls_only and source.task == "sequence-classification") if tune else []
     timings["tuning"] = time.perf_counter() - started
+    if narrowing is not None:  # after the tuning, which fits the kept units at the full width
+        started = time.perf_counter()
+        prune_hidden.keep_top_channels(student, teacher, batches, source.input_names, width)
+        timings["hidden"] = time.perf_counter() - started
     summary = _summary(teacher, student, plan, costs, config, lengths)
     summary.update(estimated_loss=estimated, least_squares=fits, seconds={k: round(v, 2) for k, v in timings.items()})
     return PruneResult(student.eval(), summary)
 
 
-def plan_pruning(fisher: Fisher, costs: UnitCosts, kept_share: float, config: PruneConfig, *, layers: bool = True) -> tuple[Plan, float]:
-    """The search's plan at `kept_share` of the MACs, rearranged where asked; and its estimated loss before rearranging."""
+@dataclass(frozen=True)
+class Narrowing:
+    """Hidden-size pruning's terms for the search: the width is fixed first (prune_hidden), then heads and neurons
+    fill the budget at what they cost at that width, among the heads transformers' layout can hold there."""
+
+    costs: UnitCosts
+    """What each head and neuron costs at the kept width."""
+    heads: list[np.ndarray]
+    """Per layer, the indices of the heads that may stay (prune_hidden.allowed_heads)."""
+
+
+def plan_pruning(
+    fisher: Fisher, costs: UnitCosts, kept_share: float, config: PruneConfig, *, layers: bool = True, narrowing: Narrowing | None = None,
+) -> tuple[Plan, float]:
+    """The search's plan at `kept_share` of the MACs (`costs`: at the model's width), rearranged where asked; and
+    its estimated loss before rearranging. `narrowing`: hidden channels go too (see Narrowing)."""
     head_scores, neuron_scores = fisher.head_scores, fisher.neuron_scores
     total = sum(map(len, head_scores)) * costs.head + sum(map(len, neuron_scores)) * costs.neuron
+    allowed = None if narrowing is None else narrowing.heads
     plan = search_plan(
-        head_scores, neuron_scores, fisher.layers if layers and "layers" in config.units else None, costs, kept_share * total,
+        head_scores if allowed is None else restrict(head_scores, allowed), neuron_scores,
+        fisher.layers if layers and "layers" in config.units else None, costs if narrowing is None else narrowing.costs, kept_share * total,
         prune_heads="heads" in config.units, prune_neurons="ffn" in config.units,
     )
-    plan = Plan(plan.heads, round_neurons(neuron_scores, plan.neurons, config.neuron_multiple), plan.layers)
+    heads = plan.heads if allowed is None else expand(plan.heads, allowed, list(map(len, head_scores)))
+    plan = Plan(heads, round_neurons(neuron_scores, plan.neurons, config.neuron_multiple), plan.layers)
     searched = _loss(plan, fisher)
     if config.rearrange:
-        heads = [rearrange(keep, block) if kept else keep for keep, block, kept in zip(plan.heads, fisher.heads, plan.layers)]
+        within = allowed or [None] * len(plan.heads)
+        heads = [_rearrange_heads(keep, block, a) if kept else keep for keep, block, a, kept in zip(plan.heads, fisher.heads, within, plan.layers)]
         neurons = [rearrange(keep, block) if kept and block.ndim == 2 else keep for keep, block, kept in zip(plan.neurons, fisher.neurons, plan.layers)]
         plan = Plan(heads, neurons, plan.layers)
     return plan, searched
 
 
-def scheduled_target(teacher: nn.Module, fisher: Fisher, costs: UnitCosts, config: PruneConfig) -> nn.Module:
+def _rearrange_heads(keep: np.ndarray, block: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    """A layer's heads rearranged; under hidden-size pruning, only among the heads allowed to stay."""
+    if allowed is None:
+        return rearrange(keep, block)
+    inner = rearrange(keep[allowed], block[np.ix_(allowed, allowed)])
+    return expand([inner], [allowed], [len(keep)])[0]
+
+
+def scheduled_target(teacher: nn.Module, fisher: Fisher, costs: UnitCosts, config: PruneConfig, narrowing: Narrowing | None = None) -> nn.Module:
     """The model pruned to √(kept share) of the MACs by the same method (whole layers stay): the nearer target
     of Kwon et al.'s two-step schedule, against which the pruned layers are fitted.
 
     Where heads and neurons alone cannot reach that share (units "layers" only, or a budget only whole layers
-    meet), there is no intermediate point of the schedule and the unpruned model is the target."""
+    meet), there is no intermediate point of the schedule and the unpruned model is the target. Under hidden-size
+    pruning (`narrowing`) the target keeps the full width (the layers are tuned before the channels go) and its heads
+    and neurons come from the same narrowed search."""
     try:
-        plan, _ = plan_pruning(fisher, costs, math.sqrt(1 - config.fraction), config, layers=False)
+        plan, _ = plan_pruning(fisher, costs, math.sqrt(1 - config.fraction), config, layers=False, narrowing=narrowing)
     except ConfigError:
         return teacher
     target = copy.deepcopy(teacher)
@@ -143,20 +182,24 @@ def _loss(plan: Plan, fisher: Fisher) -> float:
 def _summary(teacher: nn.Module, student: nn.Module, plan: Plan, costs: UnitCosts, config: PruneConfig, lengths: list[int]) -> dict:
     heads_before, ffn_before = surgery.head_counts(teacher), surgery.ffn_widths(teacher)
     heads_after, ffn_after = surgery.head_counts(student), surgery.ffn_widths(student)
+    after = unit_costs(lengths, surgery.hidden_size(student), surgery.head_dim(student), surgery.ffn_matrices(student))  # at the width kept
+    origins = surgery.layer_origins(teacher)  # layers in the unpruned model's numbering (iterative steps prune pruned models)
     return {
         "fraction": config.fraction,
         "units": list(config.units),
         "calibration_texts": costs.texts,
         "mean_tokens": round(sum(lengths) / len(lengths), 1),
         "macs_before": encoder_macs(heads_before, ffn_before, costs),
-        "macs_after": encoder_macs(heads_after, ffn_after, costs),
+        "macs_after": encoder_macs(heads_after, ffn_after, after),
         "params_before": sum(p.numel() for p in teacher.parameters()),
         "params_after": sum(p.numel() for p in student.parameters()),
         "heads_before": heads_before,
         "heads_after": heads_after,
         "ffn_before": ffn_before,
         "ffn_after": ffn_after,
-        "layers_kept": np.flatnonzero(plan.layers).tolist(),
-        "layers_removed": np.flatnonzero(~plan.layers).tolist(),
+        "hidden_before": surgery.hidden_size(teacher),
+        "hidden_after": surgery.hidden_size(student),
+        "layers_kept": [origins[i] for i in np.flatnonzero(plan.layers)],
+        "layers_removed": [origins[i] for i in np.flatnonzero(~plan.layers)],
         "tuning": dataclasses.asdict(config.tuning) if config.rescale else None,
     }

@@ -51,20 +51,49 @@ def test_embedding_loss():
     assert distillation.embedding_loss(-teacher, teacher).item() > 2.0  # 1 - cos = 2, plus MSE
 
 
-def test_hidden_state_loss_scale_free_masked_and_skips_embeddings():
-    teacher = [_randn(2, 5, 6, seed=s) for s in range(3)]  # embeddings + 2 layers
+def test_hidden_state_loss_scale_free_and_masked():
+    teacher = [_randn(2, 5, 6, seed=s) for s in range(2)]  # two paired layers
     assert distillation.hidden_state_loss(teacher, teacher, MASK).item() == pytest.approx(0.0, abs=1e-7)
     student = [t.clone() for t in teacher]
-    student[0] = _randn(2, 5, 6, seed=9)  # the embedding output is not compared
-    student[2][1, 3:] = 1e3  # padding tokens are not compared
+    student[1][1, 3:] = 1e3  # padding tokens are not compared
     assert distillation.hidden_state_loss(student, teacher, MASK).item() == pytest.approx(0.0, abs=1e-7)
-    student[1] = 0.5 * teacher[1]
+    student[0] = 0.5 * teacher[0]
     loss = distillation.hidden_state_loss(student, teacher, MASK).item()
-    assert loss == pytest.approx(0.25 / 2, rel=1e-5)  # layer 1: 0.25 of its energy, layer 2: 0; mean of two
+    assert loss == pytest.approx(0.25 / 2, rel=1e-5)  # layer 0: 0.25 of its energy, layer 1: 0; mean of two
     scaled = distillation.hidden_state_loss([10 * s for s in student], [10 * t for t in teacher], MASK).item()
     assert scaled == pytest.approx(loss, rel=1e-5)
-    with pytest.raises(ValueError, match="hidden states"):
-        distillation.hidden_state_loss(student[:2], teacher, MASK)
+    with pytest.raises(ValueError, match="in pairs"):
+        distillation.hidden_state_loss(student[:1], teacher, MASK)
+
+
+def test_teacher_layers_evenly_spaced_and_end_at_the_last():
+    assert distillation.teacher_layers(12, 4) == (3, 6, 9, 12)
+    assert distillation.teacher_layers(12, 1) == (12,)
+    assert distillation.teacher_layers(6, 4) == (2, 3, 4, 6)
+    assert distillation.teacher_layers(2, 4) == (1, 2)
+
+
+def test_layer_pairs_follow_the_kept_layers_origins():
+    assert distillation.layer_pairs(range(12), (3, 6, 9, 12)) == [(3, 3), (6, 6), (9, 9), (12, 12)]
+    # kept teacher layers 0, 5, 11: teacher state 6 (after layer 5) is student state 2 (after its layer 1 = teacher 5);
+    # teacher 9 would pair with the same student state but is farther from it, teacher 3 pairs with student 1
+    assert distillation.layer_pairs([0, 5, 11], (3, 6, 9, 12)) == [(1, 3), (2, 6), (3, 12)]
+    assert distillation.layer_pairs([4, 5], (3, 6)) == [(2, 6)]  # nothing kept before teacher state 3
+
+
+def test_similarity_loss_needs_no_common_width():
+    teacher = _randn(4, 8)
+    assert distillation.similarity_loss(teacher[:, :8], teacher).item() == pytest.approx(0.0, abs=1e-7)
+    assert distillation.similarity_loss(2 * teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)  # scale-free
+    assert distillation.similarity_loss(_randn(4, 3, seed=5), teacher).item() > 0.01
+
+
+def test_labels_mix_with_the_teacher_loss():
+    logits, labels = torch.tensor([[4.0, 0.0], [0.0, 4.0]]), torch.tensor([0, 0])
+    teacher_loss = torch.tensor(0.3)
+    ce = torch.nn.functional.cross_entropy(logits, labels).item()
+    assert distillation.with_labels(teacher_loss, logits, labels, 0.0).item() == pytest.approx(0.3)
+    assert distillation.with_labels(teacher_loss, logits, labels, 0.25).item() == pytest.approx(0.75 * 0.3 + 0.25 * ce)
 
 
 @pytest.mark.parametrize(
@@ -89,13 +118,12 @@ def test_output_loss_gradients_flow_and_stay_finite(task, shapes):
     assert distillation.output_loss(task, teacher, teacher, MASK, 2.0).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_hidden_state_loss_gradient_flows_to_layers_not_embeddings():
-    teacher = [_randn(2, 5, 6, seed=s) for s in range(3)]
-    student = [_randn(2, 5, 6, seed=10 + s).requires_grad_() for s in range(3)]
+def test_hidden_state_loss_gradient_flows_but_not_from_padding():
+    teacher = [_randn(2, 5, 6, seed=s) for s in range(2)]
+    student = [_randn(2, 5, 6, seed=10 + s).requires_grad_() for s in range(2)]
     distillation.hidden_state_loss(student, teacher, MASK).backward()
-    assert student[0].grad is None
-    assert student[1].grad.abs().sum() > 0 and torch.isfinite(student[2].grad).all()
-    assert student[2].grad[1, 3:].abs().sum() == 0
+    assert student[0].grad.abs().sum() > 0 and torch.isfinite(student[1].grad).all()
+    assert student[1].grad[1, 3:].abs().sum() == 0
 
 
 def test_output_loss_unknown_task():

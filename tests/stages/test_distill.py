@@ -2,10 +2,12 @@ import copy
 import dataclasses
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from conftest import SENTENCES
 
+from edgec import surgery
 from edgec.parity.evalset import reference_outputs
 from edgec.data import Dataset, Example
 from edgec.errors import ConfigError
@@ -13,8 +15,8 @@ from edgec.ops import distillation
 from edgec.pipeline import Context
 from edgec.recipe import DistillConfig, ParityThresholds, Recipe
 from edgec.source import load_source, pool
-from edgec.stages.distill import distill, distill_student
 from edgec.parity.runtime import measure_module
+from edgec.stages.distill import distill, distill_student, prepare, student_loss
 from edgec.targets import load_target
 
 DATA = Dataset(tuple(Example(t) for t in SENTENCES), "sentences")
@@ -50,8 +52,7 @@ def metric(source, name: str):
 
 def run(source, student, config=FAST, evaluate=None, seed=0):
     return distill_student(
-        student, source.model, task=source.task, pooling=source.pooling, tokenizer=source.tokenizer,
-        input_names=source.input_names, texts=SENTENCES, config=config,
+        student, source.model, source=source, data=DATA, config=config,
         evaluate=evaluate or metric(source, "cosine_mean"), seed=seed,
     )
 
@@ -67,7 +68,7 @@ def batch_loss(source, student) -> float:
     else:
         heads = [(out.logits,) for out in (out_s, out_t)]
     output = distillation.output_loss(source.task, *heads, mask, 2.0)
-    return (output + distillation.hidden_state_loss(out_s.hidden_states, out_t.hidden_states, mask)).item()
+    return (output + distillation.hidden_state_loss(out_s.hidden_states[1:], out_t.hidden_states[1:], mask)).item()
 
 
 def weights(model) -> dict[str, torch.Tensor]:
@@ -187,3 +188,79 @@ def test_distill_stage_needs_training_text(sources, tmp_path):
     source = sources["feature-extraction"]
     with pytest.raises(ConfigError, match="--distill FILE"):
         distill(_context(source, damaged(source.model), None, tmp_path))
+
+
+LABELLED = Dataset(tuple(Example(t, label=i % 3) for i, t in enumerate(SENTENCES)), "labelled sentences")
+
+
+@pytest.mark.parametrize("task, data", [("feature-extraction", DATA), ("sequence-classification", LABELLED)])
+def test_cached_teacher_equals_the_live_teacher(sources, task, data):
+    """The teacher run once and kept (hidden states as float16) gives the same losses, gradients and training as
+    the teacher run at every step."""
+    source = sources[task]
+    student = damaged(source.model)
+    prepared = {cached: prepare(source.model, source, data, dataclasses.replace(FAST, teacher_cache=cached), 0)
+                for cached in (True, False)}
+    assert prepared[True].cache is not None and prepared[False].cache is None
+    indices = [3, 0, 17, 8, 11]
+    values, grads = {}, {}
+    for cached, ready in prepared.items():
+        batch = (ready.cache.batch if cached else ready.encoded.inputs)(indices)
+        model = copy.deepcopy(student)
+        value = student_loss(ready, model)(model, batch)
+        value.backward()
+        values[cached], grads[cached] = value.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert values[True] == pytest.approx(values[False], rel=1e-4) and values[True] > 0.01
+    difference = torch.cat([(a - b).flatten() for a, b in zip(grads[True], grads[False])]).norm()
+    ratio = difference / torch.cat([b.flatten() for b in grads[False]]).norm()
+    assert ratio < 2e-3  # float16 hidden-state targets: 1e-4 to 2e-4 seen
+
+    rising = lambda c: lambda model: float(next(c))  # noqa: E731 - every evaluation improves: the last weights are kept
+    runs = {cached: run(source, student, dataclasses.replace(FAST, teacher_cache=cached), rising(itertools.count()))
+            for cached in (True, False)}
+    for (_, a), (_, b) in zip(runs[True].losses, runs[False].losses):
+        assert a == pytest.approx(b, rel=1e-3)
+    # Adam turns tiny gradient differences into step-sized ones where a gradient is near zero, so compare how far
+    # the two runs moved apart with how far they moved.
+    start, cached_weights, live_weights = (torch.cat([p.flatten() for p in m.state_dict().values()])
+                                           for m in (student, runs[True].model, runs[False].model))
+    assert (cached_weights - live_weights).norm() < 0.05 * (live_weights - start).norm()  # 0.0003 and 0.005 seen
+
+
+def test_cache_holds_what_fits_its_bound(sources):
+    source = sources["feature-extraction"]
+    whole = prepare(source.model, source, DATA, FAST, 0).cache
+    assert len(whole.encoded) == whole.given == len(SENTENCES) and whole.layers == (1, 2)
+    per_token = whole.nbytes / whole.encoded.offsets[-1]
+    small = prepare(source.model, source, DATA, dataclasses.replace(FAST, cache_mb=40 * per_token / 2**20), 0).cache
+    assert 1 <= len(small.encoded) < len(SENTENCES) and small.given == len(SENTENCES)
+    assert small.nbytes <= 40 * per_token
+    again = prepare(source.model, source, DATA, dataclasses.replace(FAST, cache_mb=40 * per_token / 2**20), 0).cache
+    assert np.array_equal(small.encoded.ids["input_ids"], again.encoded.ids["input_ids"])  # the same texts each time
+
+
+def test_labels_enter_the_loss(sources):
+    """label_weight 1 on labelled data: the loss is the cross-entropy on the labels alone."""
+    source = sources["sequence-classification"]
+    config = dataclasses.replace(FAST, label_weight=1.0, hidden_weight=0.0)
+    ready = prepare(source.model, source, LABELLED, config, 0)
+    batch = ready.cache.batch([0, 1, 2, 3])
+    assert batch["labels"].tolist() == [0, 1, 2, 0]
+    inputs = {k: batch[k] for k in source.input_names}
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(source.model(**inputs).logits, batch["labels"]).item()
+        assert student_loss(ready, source.model)(source.model, batch).item() == pytest.approx(expected, rel=1e-5)
+        unlabelled = prepare(source.model, source, DATA, config, 0)
+        assert "labels" not in unlabelled.cache.batch([0, 1])
+
+
+def test_a_student_with_fewer_layers_pairs_with_the_teacher_layers_at_its_depth(sources):
+    source = sources["feature-extraction"]
+    student = damaged(source.model)
+    student.base_model.encoder.layer = torch.nn.ModuleList([student.base_model.encoder.layer[1]])
+    student.config.num_hidden_layers, student.config.edgec_layers = 1, [1]
+    ready = prepare(source.model, source, DATA, FAST, 0)
+    assert distillation.layer_pairs(surgery.layer_origins(student), ready.layers) == [(1, 2)]
+    result = run(source, student)
+    assert result.best_score > result.history[0][1]
+    assert len(result.model.base_model.encoder.layer) == 1

@@ -1,0 +1,157 @@
+"""Distillation throughput on mpnet at --prune 0.85: the teacher at every step (edgec before issue 14) against the
+teacher's cache, same student, batch, length and texts, rounds interleaved in one run.
+
+    python benchmarks/distill_throughput.py               # measures, writes results-distill-throughput.json
+    python benchmarks/distill_throughput.py --render      # RESULTS.md section from the committed JSON
+
+"before" is DistillConfig(teacher_cache=False, hidden_layers=12): the teacher's forward pass inside every step and
+the hidden-state loss on all 12 layers, which is what edgec's distillation computed before (same loss, same loop).
+"after" is the default DistillConfig. Examples per second count steady-state optimizer steps (from the second
+step on): the time between consecutive loss calls covers loading, forward, backward and the optimizer step. The
+teacher's one pass over the texts (the cache) is timed on its own and reported with the end-to-end rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import models  # noqa: E402
+from run import STS, machine, write_section  # noqa: E402
+
+from edgec.api import save_pruned  # noqa: E402
+from edgec.artifact import package_versions  # noqa: E402
+from edgec.data import Dataset, Example, read_sts_benchmark  # noqa: E402
+from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402
+from edgec.source import load_source  # noqa: E402
+from edgec.stages import distill  # noqa: E402
+from edgec.stages.prune import prune_source  # noqa: E402
+from edgec.training import resolve_precision  # noqa: E402
+
+RESULTS = HERE / "results-distill-throughput.json"
+SECTION = "distill-throughput"
+
+
+def sentences(count: int) -> Dataset:
+    """STS-B train sentences (both sides of each pair), the first `count` distinct ones."""
+    pairs = read_sts_benchmark(STS / "sts-train.csv")
+    texts = list(dict.fromkeys(t for e in pairs.examples for t in (e.text, e.text_pair)))
+    return Dataset(tuple(Example(t) for t in texts[:count]), "STS-B train sentences")
+
+
+def pruned_student(source, fraction: float):
+    """mpnet pruned at `fraction` (calibrated on 256 STS-B train sentences), saved once under benchmarks/work."""
+    folder = models.WORK / "distill-throughput" / f"mpnet-prune{fraction}"
+    if not (folder / "config.json").exists():
+        calib = sentences(256)
+        result = prune_source(source, calib, PruneConfig(fraction=fraction), max_length=128, seed=0)
+        save_pruned(dataclasses.replace(source, model=result.model), result.summary, folder)
+    return load_source(folder).model
+
+
+def timed_steps(prepared, student, steps: int) -> list[float]:
+    """Seconds between consecutive loss calls over `steps` optimizer steps of the real loop (edgec.training)."""
+    stamps, real = [], distill.student_loss
+
+    def stamped(ready, model):
+        loss = real(ready, model)
+        return lambda m, batch: (stamps.append(time.perf_counter()), loss(m, batch))[1]
+
+    distill.student_loss = stamped
+    try:
+        distill.run(dataclasses.replace(prepared, config=dataclasses.replace(prepared.config, steps=steps,
+                                                                             eval_every=steps)),
+                    student, lambda model: 0.0, seed=0, minutes=None)
+    finally:
+        distill.student_loss = real
+    return [b - a for a, b in zip(stamps[1:], stamps[2:])]  # from the second step on
+
+
+def measure(args: argparse.Namespace) -> dict:
+    source = load_source(models.mpnet())
+    student = pruned_student(source, args.prune)
+    data = sentences(args.texts)
+    common = dict(batch_size=args.batch, max_length=args.max_length, precision="auto")
+    configs = {"before": DistillConfig(**common, teacher_cache=False, hidden_layers=12),
+               "after": DistillConfig(**common)}
+    prepared = {name: distill.prepare(source.model, source, data, config, 0) for name, config in configs.items()}
+    cache = prepared["after"].cache
+    assert len(cache.encoded) == len(data), "the cache must hold every text for the same batches"
+    per_round: dict[str, list[float]] = {name: [] for name in configs}
+    for r in range(args.rounds):
+        for name in (list(configs) if r % 2 == 0 else list(reversed(configs))):
+            seconds = timed_steps(prepared[name], student, args.steps)
+            per_round[name].append(args.batch / statistics.median(seconds))
+            print(f"round {r}: {name} {per_round[name][-1]:.1f} examples/s", flush=True)
+    rate = {name: statistics.median(values) for name, values in per_round.items()}
+    return {
+        "machine": machine(), "versions": package_versions(), "precision": resolve_precision("auto")[1],
+        "command": "python benchmarks/distill_throughput.py " + " ".join(sys.argv[1:]),
+        "settings": vars(args), "texts": len(data), "mean_tokens": float(cache.encoded.lengths.mean()),
+        "student_params": sum(p.numel() for p in student.parameters()),
+        "examples_per_second": per_round, "median": rate, "speedup": rate["after"] / rate["before"],
+        "cache": {"seconds": cache.seconds, "megabytes": cache.nbytes / 2**20, "layers": list(cache.layers),
+                  "teacher_examples_per_second": len(data) / cache.seconds},
+    }
+
+
+def end_to_end(result: dict, epochs: int) -> float:
+    """Examples per second of "after" with the teacher's one pass charged to it, over `epochs` passes of the texts:
+    1 / (1 / training rate + 1 / (epochs x teacher rate))."""
+    return 1.0 / (1.0 / result["median"]["after"] + 1.0 / (epochs * result["cache"]["teacher_examples_per_second"]))
+
+
+def markdown(result: dict) -> str:
+    s, rate, cache = result["settings"], result["median"], result["cache"]
+    rounds = lambda name: ", ".join(f"{v:.1f}" for v in result["examples_per_second"][name])  # noqa: E731
+    once, thrice = end_to_end(result, 1), end_to_end(result, 3)
+    return "\n".join([
+        f"## Distillation throughput: mpnet at --prune {s['prune']}, teacher at every step vs cached", "",
+        f"Machine: {result['machine']}. Training precision: {result['precision']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".",
+        f"Command: `{result['command']}`. {result['texts']} STS-B train sentences ({result['mean_tokens']:.1f} "
+        f"tokens on average), batch {s['batch']}, max length {s['max_length']}, {s['steps']} optimizer steps per run, "
+        f"{s['rounds']} rounds interleaved; student {result['student_params'] / 1e6:.1f} M parameters.", "",
+        "| distillation | examples/s (median of rounds) | per round | vs before |",
+        "|---|---|---|---|",
+        f"| before: teacher forward in every step, hidden loss on 12 layers | {rate['before']:.1f} | "
+        f"{rounds('before')} | 1.00 |",
+        f"| after: teacher cached, hidden loss on layers {', '.join(map(str, cache['layers']))} | "
+        f"{rate['after']:.1f} | {rounds('after')} | **{result['speedup']:.2f}** |",
+        "",
+        f"The teacher's one pass (PyTorch fp32, length-sorted batches of 64) took {cache['seconds']:.1f} s for "
+        f"{result['texts']} texts ({cache['teacher_examples_per_second']:.0f} texts/s) and holds "
+        f"{cache['megabytes']:.0f} MB. With that pass charged to training, the end-to-end rate is {once:.1f} "
+        f"examples/s ({once / rate['before']:.2f}x before) when each text is seen once, {thrice:.1f} "
+        f"({thrice / rate['before']:.2f}x) over three passes.",
+    ]) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prune", type=float, default=0.85)
+    parser.add_argument("--texts", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--render", action="store_true", help="Write the RESULTS.md section from the committed JSON.")
+    args = parser.parse_args()
+    if not args.render:
+        result = measure(args)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    result = json.loads(RESULTS.read_text())
+    write_section(HERE / "RESULTS.md", SECTION, markdown(result), "benchmarks/distill_throughput.py")
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

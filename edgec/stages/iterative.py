@@ -1,0 +1,56 @@
+"""Iterative compression under one time budget: prune toward the target in steps, distilling after each.
+
+Step k of n keeps (1 - fraction)^(k/n) of the original encoder MACs, so each step removes the same share of what
+is left. The time budget (the distillation's minutes) starts with the first distillation, as in the one-shot
+schedule, and covers everything after it: the teacher's cache, the later pruning steps and every distillation.
+Distillation k takes 1 / (n - k + 1) of the time left when it starts, so the last one ends at the deadline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from edgec.pipeline import Context, Stage
+from edgec.recipe import Recipe
+from edgec.stages.distill import distill_share
+from edgec.stages.prune import prune_source
+
+
+def kept_shares(fraction: float, iterations: int) -> list[float]:
+    """The share of the original MACs kept after each step: geometric, ending at 1 - fraction."""
+    return [(1.0 - fraction) ** (k / iterations) for k in range(1, iterations + 1)]
+
+
+def iterative_stages(recipe: Recipe) -> list[Stage]:
+    """prune, distill, prune, distill, ... : one ledger row per step."""
+    n = recipe.prune.iterations
+    stages = []
+    for k in range(1, n + 1):
+        stages.append(Stage("prune", functools.partial(prune_step, step=k)))
+        stages.append(Stage("distill", functools.partial(distill_share, share=1.0 / (n - k + 1))))
+    return stages
+
+
+def prune_step(ctx: Context, step: int) -> Context:
+    """Prune the current model to step `step`'s share of the original MACs (importance and least squares on the
+    current, distilled model); the note keeps the original's figures and one row per step."""
+    config = ctx.recipe.prune
+    previous = ctx.notes.get("prune")
+    target = kept_shares(config.fraction, config.iterations)[step - 1]
+    original = previous["macs_before"] if previous else None
+    current = previous["macs_after"] if previous else None
+    # The share of the current model's MACs to remove so that `target` of the original's is left.
+    fraction = 1.0 - target if previous is None else max(0.0, 1.0 - target * original / current)
+    result = prune_source(ctx.source, ctx.prune_calib or ctx.calib, dataclasses.replace(config, fraction=fraction),
+                          max_length=ctx.recipe.max_length, seed=ctx.recipe.seed)
+    summary = result.summary
+    row = {"step": step, "fraction": round(fraction, 4), "macs_after": summary["macs_after"],
+           "seconds": summary["seconds"]}
+    steps = [*(previous["steps"] if previous else []), row]
+    if previous:  # layers are numbered as in the original model (layer origins), so the removals add up
+        keep = ("macs_before", "params_before", "heads_before", "ffn_before", "hidden_before")
+        removed = sorted({*previous["layers_removed"], *summary["layers_removed"]})
+        summary = {**summary, **{k: previous[k] for k in keep}, "layers_removed": removed}
+    summary = {**summary, "fraction": config.fraction, "schedule": "iterative", "steps": steps}
+    return ctx.with_note("prune", summary, source=dataclasses.replace(ctx.source, model=result.model))
