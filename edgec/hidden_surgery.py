@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgec.errors import UnsupportedModelError
 from edgec.surgery import (
     ConstantAttention,
     ConstantFFN,
@@ -31,6 +32,17 @@ from edgec.surgery import (
 # inputs and outputs, the others only inputs.
 _SQUARE_HEADS = ("pooler.dense", "classifier.dense", "pre_classifier")
 _READING_HEADS = ("classifier", "classifier.out_proj", "qa_outputs")
+
+# ModernBERT's and DeBERTa's streams have readers this module does not slice (ModernBERT's final norm and gated FFN,
+# DeBERTa's relative-position projections), so their width is not prunable here.
+HIDDEN_PRUNABLE = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
+
+
+def check_prunable(model: nn.Module) -> None:
+    """UnsupportedModelError unless the model's hidden size can be pruned."""
+    if model.config.model_type not in HIDDEN_PRUNABLE:
+        raise UnsupportedModelError(f"hidden-size pruning supports {', '.join(HIDDEN_PRUNABLE)}, not {model.config.model_type}; "
+                                    "prune heads, FFN neurons or layers (--prune-units heads,ffn,layers)")
 
 
 def stream_norms(model: nn.Module) -> list[nn.LayerNorm]:
@@ -61,6 +73,7 @@ def head_linears(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Linear]]:
 def keep_channels(model: nn.Module, keep: list[int]) -> None:
     """Keep only hidden channels `keep` (current numbering) everywhere; the config records the new width, the head
     size (which transformers derives from the width) and the kept channels' original indices."""
+    check_prunable(model)
     index = torch.tensor(sorted(keep))
     if not len(index):
         raise ValueError("an encoder keeps at least one hidden channel")

@@ -58,7 +58,7 @@ def pruned_units(model):
     return model
 
 
-@pytest.mark.parametrize("model_type", ARCHITECTURES)
+@pytest.mark.parametrize("model_type", hidden_surgery.HIDDEN_PRUNABLE)
 @pytest.mark.parametrize("task", TASKS)
 def test_channel_removal_equals_the_kept_channel_mask(tiny_models, model_type, task):
     source = load_source(tiny_models(model_type, task))
@@ -123,7 +123,14 @@ def layout_ready(model):
     return model
 
 
-@pytest.mark.parametrize("model_type", ARCHITECTURES)
+@pytest.mark.parametrize("model_type", sorted(set(ARCHITECTURES) - set(hidden_surgery.HIDDEN_PRUNABLE)))
+def test_architectures_whose_width_is_not_prunable_are_refused(tiny_models, model_type):
+    source = load_source(tiny_models(model_type, "sequence-classification"))
+    with pytest.raises(edgec.errors.UnsupportedModelError, match=f"not {model_type}; prune heads"):
+        hidden_surgery.keep_channels(source.model, KEEP)
+
+
+@pytest.mark.parametrize("model_type", hidden_surgery.HIDDEN_PRUNABLE)
 def test_hidden_pruned_folder_reloads(tiny_models, model_type, tmp_path):
     import transformers
 

@@ -48,6 +48,7 @@ def planned_width(model: nn.Module, config: PruneConfig, kept_share: float) -> i
     hidden, size = surgery.hidden_size(model), surgery.head_dim(model)
     if "hidden" not in config.units:
         return hidden
+    hidden_surgery.check_prunable(model)
     width = config.hidden_size or widths.default_width(hidden, size, kept_share)
     widths.check_width(width, hidden, size)
     return width
