@@ -105,14 +105,42 @@ def test_neuron_equations_equal_the_explicit_head_form():
     assert torch.allclose(factored.unit_sums, explicit.unit_sums, rtol=1e-4, atol=1e-4)
 
 
+def _direct_error(contributions: torch.Tensor, target: torch.Tensor, scales: torch.Tensor, shift: torch.Tensor | None) -> float:
+    """‖Σ_j m_j u_j + Δb − t‖² computed from the data itself, not from the accumulated statistics."""
+    fitted = torch.einsum("thd,h->td", contributions.double(), scales.double())
+    if shift is not None:
+        fitted = fitted + shift.double()
+    return float(((fitted - target.double()) ** 2).sum())
+
+
 @pytest.mark.parametrize("ridge", ["to-one", "relative"])
-def test_least_squares_never_makes_the_fit_worse(ridge):
+@pytest.mark.parametrize("tokens", [2, 200], ids=["ill-posed", "well-posed"])
+def test_least_squares_judges_its_fit_by_the_true_residual(ridge, tokens):
+    """The accept rule compares errors computed from running sums; they must be the real residuals (over two
+    batches, with and without the bias shift), and a solution it accepts is no worse than no change."""
     torch.manual_seed(2)
+    contributions, target = torch.randn(tokens, 3, 4), torch.randn(tokens, 4)
     equations = NormalEquations.empty(3, 4)
-    equations.add_heads(torch.randn(2, 3, 4), torch.randn(2, 4))  # fewer tokens than unknowns: ill-posed
+    equations.add_heads(contributions[: tokens // 2], target[: tokens // 2])
+    equations.add_heads(contributions[tokens // 2:], target[tokens // 2:])
     solution = equations.solve(ridge=ridge, fit_bias=True)
     ones = torch.ones(3, dtype=torch.float64)
-    assert not solution.ok or equations.error(solution.scales, solution.shift) <= equations.error(ones) + 1e-9
+    for scales, shift in ((ones, None), (solution.scales, None), (solution.scales, solution.shift)):
+        assert equations.error(scales, shift) == pytest.approx(_direct_error(contributions, target, scales, shift), rel=1e-6)
+    if solution.ok:
+        assert _direct_error(contributions, target, solution.scales, solution.shift) <= _direct_error(contributions, target, ones, None) + 1e-6
+
+
+def test_a_well_posed_fit_recovers_the_scales_and_an_out_of_range_one_is_refused():
+    torch.manual_seed(3)
+    contributions = torch.randn(500, 3, 4)
+    true_scales = torch.tensor([0.5, 1.5, 2.0])
+    equations = NormalEquations.empty(3, 4)
+    equations.add_heads(contributions, torch.einsum("thd,h->td", contributions, true_scales))
+    solution = equations.solve(ridge="relative")
+    assert solution.ok and torch.allclose(solution.scales.float(), true_scales, atol=1e-2)
+    assert equations.error(solution.scales) < 1e-3 * equations.error(torch.ones(3, dtype=torch.float64))
+    assert not equations.solve(ridge="relative", max_scale=1.8).ok  # 2.0 is beyond the bound: refused, not clipped
 
 
 def test_masks_scale_the_right_slices():
