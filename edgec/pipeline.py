@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,4 +102,28 @@ def run_stages(ctx: Context, stages: list[Stage], on_stage: Callable[[str], None
         if (ctx.onnx_path, ctx.parity_model) != before[:2] or ctx.source.model is not before[2]:
             row = dataclasses.replace(measure(ctx, stage.name), seconds=round(time.perf_counter() - started, 2))
             ctx = dataclasses.replace(ctx, ledger=(*ctx.ledger, row))
+        release_freed_memory()
     return ctx
+
+
+def _trim_function() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+_malloc_trim = _trim_function()  # glibc only; elsewhere there is nothing to call
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand the heap's free pages back to the operating system.
+
+    A stage's large transient buffers (ONNX protos and their serialized bytes, ONNX Runtime sessions, numpy copies
+    of weights) are freed when it ends, but glibc's allocator keeps most of them mapped, so each stage's peak
+    stacked on the last one's: an mpnet int8 build entered quantization at 2.9 GiB RSS without this, 1.0 with it.
+    """
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)

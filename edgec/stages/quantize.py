@@ -16,7 +16,7 @@ from edgec.ops.calibration import RunningStats, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
 from edgec.ops import outliers
 from edgec.ops.smoothing import smoothing_scales
-from edgec.pipeline import Context
+from edgec.pipeline import Context, release_freed_memory
 from edgec.parity.evalset import eval_texts
 from edgec.progress import track
 from edgec.targets import QuantSettings, SessionSettings
@@ -58,6 +58,7 @@ def quantize(ctx: Context) -> Context:
         prepared, ranges, sensitivity, split = prepare_static(ctx, out_dir)
         (out_dir / RANGES_FILE).write_text(json.dumps({"source": str(prepared), "ranges": ranges, "sensitivity": sensitivity,
                                                        "outlier_channels": {k: v.tolist() for k, v in split.items()}}))
+        release_freed_memory()  # calibration's sessions and copies, before quantization loads the model again
         note = quantize_static_int8(prepared, path, ranges, ctx.target.quantization, exclude=())
         note |= {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA,
                  "outlier_channels_in_float": sum(len(v) for v in split.values()), "inputs_with_outliers": len(split)}
@@ -180,9 +181,10 @@ def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict, dict[
     model = with_types(onnx.load(str(ctx.onnx_path)))
     groups = smoothable_groups(model)
     absmax = {name: stats.channel_absmax for name, stats in collect_stats(model, sorted(groups), feeds, session).items()}
-    weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = {i.name: i for i in model.graph.initializer}
     # (in,) per input channel: the largest |weight| over every output of every MatMul sharing this input
-    row_absmax = {name: np.max([np.abs(weights[n.input[1]]).max(axis=1) for n in nodes], axis=0) for name, nodes in groups.items()}
+    row_absmax = {name: np.max([np.abs(onnx.numpy_helper.to_array(weights[n.input[1]])).max(axis=1) for n in nodes], axis=0)
+                  for name, nodes in groups.items()}  # one weight's numpy copy at a time, not all of them at once
     scales = {name: smoothing_scales(absmax[name], row_absmax[name], SMOOTHING_ALPHA) for name in groups}
     scale_matmul_inputs(model, groups, scales)
     model = with_types(model)
@@ -246,13 +248,15 @@ def probe_runs(
     """Run the model with `names` exposed as outputs, one feed at a time: (feed, the named values) per run."""
     import tempfile
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in existing)
+    existing = {o.name for o in model.graph.output}
+    added = [onnx.ValueInfoProto(name=n) for n in names if n not in existing]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.onnx"
-        onnx.save(probe, str(path))
+        model.graph.output.extend(added)  # saved with the extra outputs, then restored: no copy of the whole model
+        try:
+            onnx.save(model, str(path))
+        finally:
+            del model.graph.output[len(model.graph.output) - len(added):]
         session = ort_session(path, settings)
         input_names = {i.name for i in session.get_inputs()}
         for feed in feeds:
