@@ -3,7 +3,8 @@
     python benchmarks/interrupt_trials.py --trials 20      # writes results-interrupt-trials.json and its RESULTS.md section
     python benchmarks/interrupt_trials.py --render          # RESULTS.md section from the committed JSON
 
-Each trial starts `edgec build` into the same --out, waits a random time within the build's measured duration, sends
+Each trial starts `edgec build` into the same --out, waits a random time within the build's measured duration (that of
+the last uninterrupted build, so a change in the machine's load does not make every signal come too late), sends
 a random signal, and then checks what is at --out: nothing, or a complete artifact (its manifest present and every file's
 sha256 matching it; a signal that lands after the final rename but before the process exits leaves the finished
 artifact, which is correct). Anything else is a partial output. The trial after it builds into the same --out and must
@@ -73,12 +74,12 @@ def run_trials(trials: int, seed: int) -> dict:
                    "--eval", str(eval_file(tmp)), "--out", str(out), "--force"]
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
-        full = time.perf_counter() - started
+        full = first = time.perf_counter() - started
         subprocess.run(["rm", "-rf", str(out)], check=True)  # every trial starts from an empty --out
         rows = []
         for trial in range(trials):
             name = rng.choice(sorted(SIGNALS))
-            delay = rng.uniform(0.5, full)
+            window, delay = full, rng.uniform(0.5, full)
             build = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_enabled)
             time.sleep(delay)
             build.send_signal(SIGNALS[name])
@@ -87,14 +88,17 @@ def run_trials(trials: int, seed: int) -> dict:
             at_out = state_of(out)
             left = leftovers(out)
             subprocess.run(["rm", "-rf", str(out)], check=True)
+            started = time.perf_counter()
             after = subprocess.run(command, capture_output=True, text=True)  # the next build into the same --out
+            if after.returncode == 0:  # the machine's load changes: the next delay is drawn within this build's time
+                full = time.perf_counter() - started
             next_ok = after.returncode == 0 and load_artifact(out).manifest["parity"]["passed"] and leftovers(out) == []
             subprocess.run(["rm", "-rf", str(out)], check=True)
-            rows.append({"trial": trial + 1, "signal": name, "after_s": round(delay, 1), "exit_code": build.returncode,
+            rows.append({"trial": trial + 1, "signal": name, "after_s": round(delay, 1), "window_s": round(window, 1), "exit_code": build.returncode,
                          "finished_first": finished, "at_out": at_out, "left_beside_out": left,
                          "message": stderr.strip().splitlines()[-1] if stderr.strip() else "", "next_build_ok": next_ok})
     return {"machine": machine(), "versions": package_versions(), "command": f"python benchmarks/interrupt_trials.py --trials {trials}",
-            "full_build_s": round(full, 1), "trials": rows}
+            "full_build_s": round(first, 1), "trials": rows}
 
 
 def markdown(result: dict) -> str:
@@ -107,15 +111,15 @@ def markdown(result: dict) -> str:
     return "\n".join([
         "## Interrupted builds: a real MiniLM int8 build stopped at random points", "",
         f"Machine: {result['machine']}. Command: `{result['command']}`. One uninterrupted build took "
-        f"{result['full_build_s']:.0f} s; each trial sends its signal after a random delay within that time, then builds "
-        "again into the same `--out` (what the killed build left beside it still there).", "",
+        f"{result['full_build_s']:.0f} s; each trial sends its signal after a random delay within the last uninterrupted build's "
+        "time (column 'within s'), then builds again into the same `--out` (what the killed build left beside it still there).", "",
         f"- {len(interrupted)} of {len(rows)} trials were interrupted mid-build ({by_signal}); {len(rows) - len(interrupted)} "
         "had finished before the signal.",
         f"- A partial output at `--out` after **{partial} of {len(interrupted)}** interruptions; {complete} left the finished "
         "artifact (the signal came after the final rename), the rest left nothing.",
         f"- The next build succeeded, passed parity and left nothing beside `--out` after **{recovered} of {len(rows)}** trials.", "",
-        "| trial | signal | after s | exit code | at --out | left beside --out | next build |", "|---|---|---|---|---|---|---|",
-        *(f"| {r['trial']} | {r['signal']} | {r['after_s']} | {r['exit_code']} | {r['at_out']} | "
+        "| trial | signal | after s | within s | exit code | at --out | left beside --out | next build |", "|---|---|---|---|---|---|---|---|",
+        *(f"| {r['trial']} | {r['signal']} | {r['after_s']} | {r['window_s']} | {r['exit_code']} | {r['at_out']} | "
           f"{', '.join(r['left_beside_out']) or '-'} | {'ok' if r['next_build_ok'] else 'FAILED'} |" for r in rows), "",
     ])
 
