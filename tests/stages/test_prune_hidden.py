@@ -66,12 +66,7 @@ def test_prune_with_hidden_meets_the_budget_and_saves(tiny_models, model_type, t
     lengths = [len(source.tokenizer(t)["input_ids"]) for t in SENTENCES]
     costs = unit_costs(lengths, 16, 8)
     assert summary["macs_after"] == pytest.approx(encoder_macs(summary["heads_after"], summary["ffn_after"], costs))
-    save_pruned(dataclasses.replace(source, model=model), summary, tmp_path)
-    reloaded = load_source(tmp_path).model
-    encoded = source.tokenizer(SENTENCES[:5], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        a, b = (m(**{k: encoded[k] for k in source.input_names})[0] for m in (model, reloaded))
-    assert torch.allclose(a, b, atol=1e-5)
+    assert_saved_folder_computes_the_same(source, model, summary, tmp_path)
 
 
 def test_hidden_with_layers_in_the_kwon_flow(tiny_models, tmp_path):
@@ -85,14 +80,19 @@ def test_hidden_with_layers_in_the_kwon_flow(tiny_models, tmp_path):
     assert summary["macs_after"] <= 0.3 * summary["macs_before"] * 1.0001
     assert sorted(summary["layers_kept"] + summary["layers_removed"]) == [0, 1]
     assert surgery.layer_origins(model) == summary["layers_kept"] and "hidden" in summary["seconds"]
-    save_pruned(dataclasses.replace(source, model=model), summary, tmp_path)
-    reloaded = load_source(tmp_path).model
-    encoded = source.tokenizer(SENTENCES[:5], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        a, b = (m(**{k: encoded[k] for k in source.input_names})[0] for m in (model, reloaded))
-    assert torch.allclose(a, b, atol=1e-5)
+    assert_saved_folder_computes_the_same(source, model, summary, tmp_path)
 
 
 def test_hidden_size_needs_the_hidden_unit():
     with pytest.raises(ConfigError, match="add hidden to --prune-units"):
         PruneConfig(fraction=0.5, hidden_size=16)
+
+
+def assert_saved_folder_computes_the_same(source, model, summary, folder) -> None:
+    """The pruned model saved with save_pruned and loaded back gives the same outputs."""
+    save_pruned(dataclasses.replace(source, model=model), summary, folder)
+    reloaded = load_source(folder).model
+    encoded = source.tokenizer(SENTENCES[:5], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a, b = (m(**{k: encoded[k] for k in source.input_names})[0] for m in (model, reloaded))
+    assert torch.allclose(a, b, atol=1e-5)
