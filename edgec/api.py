@@ -37,6 +37,7 @@ from edgec.parity.evalset import EvalSet, reference_outputs, selection_split
 from edgec.parity.ledger import ParityRow, first_loss, parity_row
 from edgec.parity.runtime import measure_model, model_forward
 from edgec.pipeline import Context, Stage, run_stages
+from edgec.precision import Precision
 from edgec.profiling import Profile, profile_session
 from edgec.processes import check_single_process, main_process_output
 from edgec.recipe import ParityThresholds, Recipe
@@ -142,7 +143,7 @@ def _prepare(
 
 def selects(recipe: Recipe) -> bool:
     """Whether a stage of the recipe chooses by the eval data: distillation's early stop, int8's float fallback."""
-    return recipe.distill is not None or (recipe.quant.precision == "int8" and recipe.quant.fallback)
+    return recipe.distill is not None or ("fallback" in recipe.quant.precision.needs.stages and recipe.quant.fallback)
 
 
 def resolve_target(
@@ -176,10 +177,10 @@ def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
     """Fill the precision from the profile's default and check the profile supports it; an engine's longest
     sequence also caps the inputs' truncation length, so the artifact never feeds the engine a longer one."""
     accelerator = profile.mobile.accelerator if profile.mobile else None
-    precision = recipe.quant.precision or ("fp32" if accelerator else profile.default_precision)
+    precision = recipe.quant.precision or (Precision.FP32 if accelerator else profile.default_precision)
     if precision not in profile.precisions:
         raise ConfigError(f"target {profile.name} does not support precision {precision}; use one of {', '.join(profile.precisions)}")
-    if accelerator and precision != "fp32":  # issue 18: static int8 calibrates on batches of any shape, this graph takes one
+    if accelerator and precision is not Precision.FP32:  # issue 18: static int8 calibrates on batches of any shape, this graph takes one
         raise ConfigError(f"--accelerator {accelerator} graphs are float (fp32); drop --precision {precision} or --accelerator")
     max_seq_len = profile.tensorrt.max_seq_len if profile.tensorrt else (profile.mobile.fixed_seq if profile.mobile else None)
     max_length = min(recipe.max_length, max_seq_len) if max_seq_len else recipe.max_length
@@ -204,11 +205,11 @@ def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[St
     stages = [*front_end_stages(recipe), Stage("export", export_fixed if accelerated else export)]
     if profile.fuse:
         stages.append(Stage("optimize", optimize))
+    needs = recipe.quant.precision.needs
     # A TensorRT back end types the fp16 parts itself, from the calibration data's ranges (backends.tensorrt.emit).
-    tensorrt_fp16 = profile.tensorrt is not None and recipe.quant.precision == "fp16"
-    if recipe.quant.precision != "fp32" and not tensorrt_fp16:
+    if "quantize" in needs.stages and not (profile.tensorrt is not None and needs.quantizer == "fp16"):
         stages.append(Stage("quantize", quantize))
-    if recipe.quant.precision == "int8" and recipe.quant.fallback:
+    if "fallback" in needs.stages and recipe.quant.fallback:
         stages.append(Stage("fallback", fallback))
     stages.append(Stage("artifact", lambda ctx: emit(ctx, staging)))
     if profile.tensorrt is not None:
@@ -432,7 +433,7 @@ def compress(
                               "local and global attention by position); prune with --units heads,ffn, or prune while building "
                               "(`edgec build --prune`)")
         profile = load_target("ort")
-        thresholds = profile.thresholds("fp32", recipe.parity, pruned=True)
+        thresholds = profile.thresholds(Precision.FP32, recipe.parity, pruned=True)
         ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, selection, prune_calib,
                       train=train, teacher=source.model, deadline=deadline)
         ctx = run_stages(ctx, front_end_stages(recipe), on_stage)

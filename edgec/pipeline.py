@@ -18,6 +18,7 @@ from edgec.data import Dataset
 from edgec.parity.evalset import EvalSet
 from edgec.parity.ledger import ParityRow
 from edgec.parity.runtime import measure_model, measure_module
+from edgec.precision import Precision
 from edgec.recipe import ParityThresholds, Recipe
 from edgec.source import Source
 from edgec.targets import TargetProfile
@@ -59,7 +60,7 @@ class Context:
     ledger: tuple[ParityRow, ...] = ()
 
     @property
-    def precision(self) -> str:
+    def precision(self) -> Precision:
         return self.recipe.quant.precision
 
     def with_note(self, stage: str, note: Any, **changes: Any) -> Context:

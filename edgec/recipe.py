@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from edgec.errors import ConfigError
+from edgec.precision import Precision
 
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 TASKS = ("feature-extraction", "sequence-classification", "token-classification", "question-answering")
 PRUNE_UNITS = ("heads", "ffn", "layers", "hidden")
@@ -54,7 +54,7 @@ def _require(ok: bool, message: str) -> None:
 class QuantConfig:
     """How weights and activations are reduced in precision."""
 
-    precision: str | None = None
+    precision: Precision | None = None
     """One of fp32, fp16, int8-dynamic, int8 (static, calibrated Q/DQ); None takes the target's default."""
     calibration: str = "percentile"
     """Activation range estimator for static int8: minmax, percentile or entropy."""
@@ -66,7 +66,8 @@ class QuantConfig:
     """When int8 breaks parity, keep the fewest most sensitive nodes in float until it holds."""
 
     def __post_init__(self) -> None:
-        _require(self.precision is None or self.precision in PRECISIONS, f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.precision is not None:  # config files and the command line give the word
+            object.__setattr__(self, "precision", Precision.parse(self.precision))
         _require(
             self.calibration in CALIBRATION_METHODS,
             f"unknown calibration method {self.calibration!r}; use one of {', '.join(CALIBRATION_METHODS)}",

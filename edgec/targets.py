@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import ConfigError
-from edgec.recipe import PRECISIONS, ParityThresholds, config_from_dict
+from edgec.precision import Precision
+from edgec.recipe import ParityThresholds, config_from_dict
 
 GRAPH_OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
 EXECUTION_ORDERS = ("default", "priority_based", "memory_efficient")
@@ -126,13 +127,13 @@ class TargetProfile:
     name: str
     description: str
     backend: str
-    default_precision: str
-    precisions: tuple[str, ...]
+    default_precision: Precision
+    precisions: tuple[Precision, ...]
     fuse: bool = True
     """Apply ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, Gelu ...)."""
     quantization: QuantSettings = field(default_factory=QuantSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
-    parity: dict[str, ParityThresholds] = field(default_factory=dict)
+    parity: dict[Precision, ParityThresholds] = field(default_factory=dict)
     """Default thresholds per precision."""
     tensorrt: TensorRTSettings | None = None
     """Engine build settings; set for the tensorrt back end (and only there)."""
@@ -150,12 +151,15 @@ class TargetProfile:
     """The instruction set those changes were applied for (set by for_instruction_set; None: not yet resolved)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "precisions", tuple(self.precisions))
-        bad = [p for p in (*self.precisions, *self.parity) if p not in PRECISIONS]
+        bad = [p for p in (*self.precisions, *self.parity) if p not in set(Precision)]
         if bad:
-            raise ConfigError(f"target {self.name}: unknown precision(s) {', '.join(bad)}; use {', '.join(PRECISIONS)}")
+            raise ConfigError(f"target {self.name}: unknown precision(s) {', '.join(bad)}; use {', '.join(Precision)}")
         if self.default_precision not in self.precisions:
             raise ConfigError(f"target {self.name}: default_precision {self.default_precision!r} is not in precisions")
+        # the profile's words become members here, so nothing past the edge compares strings
+        object.__setattr__(self, "precisions", tuple(Precision(p) for p in self.precisions))
+        object.__setattr__(self, "default_precision", Precision(self.default_precision))
+        object.__setattr__(self, "parity", {Precision(p): t for p, t in self.parity.items()})
         if (self.backend == "tensorrt") != (self.tensorrt is not None):
             raise ConfigError(f"target {self.name}: a [tensorrt] section belongs to (and is required by) backend = \"tensorrt\"")
         if self.mobile is not None and self.backend != "mobile":
@@ -181,7 +185,7 @@ class TargetProfile:
         merged = lambda cls, base, key: config_from_dict(cls, {**dataclasses.asdict(base), **changes.get(key, {})}, f"{where}.{key}")  # noqa: E731
         return merged(QuantSettings, self.quantization, "quantization"), merged(SessionSettings, self.session, "session")
 
-    def thresholds(self, precision: str, overrides: ParityThresholds, *, pruned: bool = False) -> ParityThresholds:
+    def thresholds(self, precision: Precision, overrides: ParityThresholds, *, pruned: bool = False) -> ParityThresholds:
         """The profile's thresholds for a precision (and pruning) with the user's overrides applied."""
         base = self.parity.get(precision, ParityThresholds())
         return (base.overridden_by(self.pruned) if pruned else base).overridden_by(overrides)

@@ -123,7 +123,7 @@ def lower(ctx: Context, out: Path) -> dict:
     example = _encode(ctx, [e.text for e in sample], [e.text_pair for e in sample] if texts.has_pairs else None)
     with quiet("torch", "torch._dynamo", "torch.export", "executorch", "torchao"):
         exported = _export(module, ctx, example)
-        if ctx.precision == "int8":
+        if ctx.precision.needs.integer:
             exported = _quantize(exported, module, ctx, example)
         program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     out.write_bytes(program.buffer)
@@ -132,7 +132,7 @@ def lower(ctx: Context, out: Path) -> dict:
         "delegate": "XnnpackBackend",
         "delegated_partitions": delegated,
         "quantization": "PT2E XNNPACKQuantizer on the Linear layers: int8 symmetric per-channel weights; int8 per-tensor "
-        "activations, static (calibrated) except the FFN output projections' (dynamic, per run)" if ctx.precision == "int8" else "none (fp32)",
+        "activations, static (calibrated) except the FFN output projections' (dynamic, per run)" if ctx.precision.needs.integer else "none (fp32)",
         "inputs": {name: {"dtype": "int64", "batch": [1, MAX_BATCH], "sequence": [2, ctx.recipe.max_length]} for name in ctx.source.input_names},
     }
 

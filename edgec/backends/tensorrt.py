@@ -26,6 +26,7 @@ from edgec.ops.trt_shapes import length_histogram, optimization_profile, trtexec
 from edgec.parity.evalset import eval_texts
 from edgec.parity.ledger import ParityRow
 from edgec.pipeline import Context
+from edgec.precision import Precision
 from edgec.stages.mixed_precision import type_for_engine, write_rounding_model
 from edgec.stages.quantize import calibration_feeds
 from edgec.targets import TargetProfile
@@ -60,7 +61,7 @@ def emit(ctx: Context, staging: Path) -> Context:
     build_engine.sh; no engine yet."""
     model, files = copy_model_and_tokenizer(ctx, staging)
     typing = None
-    if ctx.precision != "fp32":
+    if ctx.precision.needs.fp16_parts:
         typing = type_for_engine(ctx.onnx_path, model, calibration_feeds(ctx), ctx.target.session)
     graph = onnx.load(str(model), load_external_data=False)
     hazards = preflight(graph, {i.name: (0, 1) for i in graph.graph.input})
@@ -95,10 +96,10 @@ def deferred_engine(reason: str) -> dict:
     return {"status": f"deferred ({reason})", "file": None, "build_with": BUILD_WITH}
 
 
-def simulation_model(model: Path, precision: str, workdir: Path) -> Path:
+def simulation_model(model: Path, precision: Precision, workdir: Path) -> Path:
     """What ONNX Runtime CPU runs in the engine's place: the fp32 ONNX itself, or for an fp16-typed one (fp16 and
     int8 builds) a copy that rounds every fp16 tensor through an explicit Cast pair, as the engine stores it."""
-    if precision == "fp32":
+    if not precision.needs.fp16_parts:
         return model
     stand_in = workdir / "tensorrt-fp16-rounding.onnx"
     if not stand_in.exists():
@@ -146,11 +147,11 @@ def build_spec(ctx: Context, graph: onnx.ModelProto, model: Path, hazards: list[
     }
 
 
-_QUANTIZATION = {
-    "int8": "explicit int8 Q/DQ (symmetric int8 activations, per-channel symmetric int8 weights); float parts typed "
+_QUANTIZATION = {  # what the spec says of each precision a TensorRT profile may list
+    Precision.INT8: "explicit int8 Q/DQ (symmetric int8 activations, per-channel symmetric int8 weights); float parts typed "
             "fp16 where the calibration data allows, fp32 elsewhere",
-    "fp16": "none; float parts typed fp16 where the calibration data allows, fp32 elsewhere",
-    "fp32": "none (fp32 ONNX)",
+    Precision.FP16: "none; float parts typed fp16 where the calibration data allows, fp32 elsewhere",
+    Precision.FP32: "none (fp32 ONNX)",
 }
 
 
@@ -224,4 +225,4 @@ def parity_runtime(artifact: Artifact, workdir: Path) -> tuple[Path, bool]:
     engine = manifest.get("engine") or {}
     if engine.get("file") and (artifact.path / engine["file"]).is_file() and engine_unavailable_reason() is None:
         return artifact.path / engine["file"], False
-    return simulation_model(artifact.model_path, manifest["precision"], workdir), True
+    return simulation_model(artifact.model_path, Precision.parse(manifest["precision"]), workdir), True

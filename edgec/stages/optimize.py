@@ -37,7 +37,7 @@ def optimize(ctx: Context) -> Context:
     options.enable_skip_layer_norm = False
     options.enable_bias_skip_layer_norm = False
     options.enable_embed_layer_norm = False
-    options.enable_gelu_approximation = ctx.precision.startswith("int8")
+    options.enable_gelu_approximation = ctx.precision.needs.integer
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     # opt_level 0: Python fusions only; ONNX Runtime's own graph optimizations run at session load,
     # so the file stays portable across CPUs and runtime versions.

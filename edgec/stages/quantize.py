@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,20 +49,17 @@ def quantize(ctx: Context) -> Context:
     out_dir = ctx.workdir / "quantize"
     out_dir.mkdir(parents=True)
     path = out_dir / "model.onnx"
-    precision = ctx.precision
-    if precision == "fp16":
-        note = to_fp16(ctx.onnx_path, path)
-    elif precision == "int8-dynamic":
-        note = quantize_dynamic_int8(ctx.onnx_path, path, ctx.target.quantization)
-    else:
-        prepared, ranges, sensitivity, split = prepare_static(ctx, out_dir)
-        (out_dir / RANGES_FILE).write_text(json.dumps({"source": str(prepared), "ranges": ranges, "sensitivity": sensitivity,
+    return ctx.with_note("quantize", QUANTIZERS[ctx.precision.needs.quantizer](ctx, path), onnx_path=path)
+
+
+def _static_int8(ctx: Context, path: Path) -> dict:
+    prepared, ranges, sensitivity, split = prepare_static(ctx, path.parent)
+    (path.parent / RANGES_FILE).write_text(json.dumps({"source": str(prepared), "ranges": ranges, "sensitivity": sensitivity,
                                                        "outlier_channels": {k: v.tolist() for k, v in split.items()}}))
-        release_freed_memory()  # calibration's sessions and copies, before quantization loads the model again
-        note = quantize_static_int8(prepared, path, ranges, ctx.target.quantization, exclude=())
-        note |= {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA,
-                 "outlier_channels_in_float": sum(len(v) for v in split.values()), "inputs_with_outliers": len(split)}
-    return ctx.with_note("quantize", note, onnx_path=path)
+    release_freed_memory()  # calibration's sessions and copies, before quantization loads the model again
+    note = quantize_static_int8(prepared, path, ranges, ctx.target.quantization, exclude=())
+    return note | {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA,
+                   "outlier_channels_in_float": sum(len(v) for v in split.values()), "inputs_with_outliers": len(split)}
 
 
 def to_fp16(source: Path, out: Path) -> dict:
@@ -278,3 +275,11 @@ def collect_stats(
             rows = value[real] if value.shape[:2] == real.shape else value.reshape(-1, value.shape[-1])
             stats[name].add(np.delete(rows, drop[name], axis=-1) if name in drop else rows)
     return stats
+
+
+QUANTIZERS: dict[str, Callable[[Context, Path], dict]] = {
+    "fp16": lambda ctx, path: to_fp16(ctx.onnx_path, path),
+    "dynamic-int8": lambda ctx, path: quantize_dynamic_int8(ctx.onnx_path, path, ctx.target.quantization),
+    "static-int8": _static_int8,
+}
+"""The quantize stage's method for each precision.Needs.quantizer: writes the model at the path, returns the note."""
