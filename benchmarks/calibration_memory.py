@@ -46,10 +46,10 @@ def measure(model: Path, samples: int, calib: Path, evaluation: Path, out: Path)
     peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", run.stderr).group(1)
     manifest = load_artifact(out).manifest if run.returncode in (0, 1) and out.exists() else None
-    final = manifest["parity"]["ledger"][-1]["metrics"] if manifest else {}
+    final = manifest.parity.ledger[-1].metrics if manifest else {}
     return {"calib_samples": samples, "exit_code": run.returncode, "peak_rss_gib": round(peak_kib / 2**20, 2), "wall": wall,
-            "spearman": final.get("spearman"), "reference_spearman": (manifest or {}).get("parity", {}).get("reference_metric", {}).get("spearman"),
-            "eval_examples": (manifest or {}).get("parity", {}).get("eval_examples")}
+            "spearman": final.get("spearman"), "reference_spearman": manifest.parity.reference_metric.get("spearman") if manifest else None,
+            "eval_examples": manifest.parity.eval_examples if manifest else None}
 
 
 def markdown(result: dict) -> str:

@@ -33,11 +33,11 @@ def build(model_dir: Path, out: Path, mobile: dict | None) -> dict:
     artifact = edgec.build(model_dir, "mobile", calib=calib, eval=test, out=out, force=True, mobile=mobile)
     seconds = time.perf_counter() - started
     usability = json.loads((artifact.path / "mobile_usability.json").read_text())
-    final = artifact.manifest["parity"]["ledger"][-1]["metrics"]
-    return {"precision": artifact.manifest["precision"], "usability": usability, "spearman": final["spearman"],
-            "cosine": final["cosine_mean"], "reference": artifact.manifest["parity"]["reference_metric"]["spearman"],
-            "passed": artifact.manifest["parity"]["passed"], "ort_mb": artifact.manifest["sizes"]["model_bytes"] / 1e6, "build_s": seconds,
-            "operators": artifact.manifest["stages"]["emit"]["operator_counts"]}
+    final = artifact.manifest.parity.ledger[-1].metrics
+    return {"precision": artifact.manifest.precision, "usability": usability, "spearman": final["spearman"],
+            "cosine": final["cosine_mean"], "reference": artifact.manifest.parity.reference_metric["spearman"],
+            "passed": artifact.manifest.parity.passed, "ort_mb": artifact.manifest.sizes.model_bytes / 1e6, "build_s": seconds,
+            "operators": artifact.manifest.stages["emit"]["operator_counts"]}
 
 
 def markdown(r: dict, command: str) -> str:

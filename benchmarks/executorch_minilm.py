@@ -54,16 +54,16 @@ def measure(name: str, rounds: int, runs: int, work: Path) -> dict:
     for _ in range(rounds):  # interleaved: slow drifts of a shared machine hit every row alike
         for key, (artifact, _) in built.items():
             p50s[key].append(bench_model(str(artifact.model_path), vocab, config, artifact.session).p50_ms)
-    reference = built["executorch int8"][0].manifest["parity"]["reference_metric"]["spearman"]
+    reference = built["executorch int8"][0].manifest.parity.reference_metric["spearman"]
     rows = []
     for key, (artifact, seconds) in built.items():
-        final = artifact.manifest["parity"]["ledger"][-1]
+        final = artifact.manifest.parity.ledger[-1]
         rows.append({
-            "artifact": key, "file": artifact.manifest["model_file"], "measured_by": "ExecuTorch runtime (XNNPACK)" if key.startswith("executorch")
-            else "ONNX Runtime CPU", "spearman": final["metrics"]["spearman"], "drop": reference - final["metrics"]["spearman"],
-            "cosine": final["metrics"]["cosine_mean"], "model_mb": artifact.manifest["sizes"]["model_bytes"] / 1e6,
-            "latency_ms": statistics.median(p50s[key]), "round_p50s": p50s[key], "build_s": seconds, "passed": artifact.manifest["parity"]["passed"],
-            "delegated_partitions": artifact.manifest["stages"]["emit"].get("delegated_partitions"),
+            "artifact": key, "file": artifact.manifest.model_file, "measured_by": "ExecuTorch runtime (XNNPACK)" if key.startswith("executorch")
+            else "ONNX Runtime CPU", "spearman": final.metrics["spearman"], "drop": reference - final.metrics["spearman"],
+            "cosine": final.metrics["cosine_mean"], "model_mb": artifact.manifest.sizes.model_bytes / 1e6,
+            "latency_ms": statistics.median(p50s[key]), "round_p50s": p50s[key], "build_s": seconds, "passed": artifact.manifest.parity.passed,
+            "delegated_partitions": artifact.manifest.stages["emit"].get("delegated_partitions"),
         })
     return {"model": name, "reference_spearman": reference, "rows": rows, "rounds": rounds, "runs": runs, "threads": THREADS,
             "machine": machine(), "versions": {**package_versions(), "executorch": _version("executorch"), "torchao": _version("torchao")}}

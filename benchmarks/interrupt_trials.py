@@ -92,7 +92,7 @@ def run_trials(trials: int, seed: int) -> dict:
             after = subprocess.run(command, capture_output=True, text=True)  # the next build into the same --out
             if after.returncode == 0:  # the machine's load changes: the next delay is drawn within this build's time
                 full = time.perf_counter() - started
-            next_ok = after.returncode == 0 and load_artifact(out).manifest["parity"]["passed"] and leftovers(out) == []
+            next_ok = after.returncode == 0 and load_artifact(out).manifest.parity.passed and leftovers(out) == []
             subprocess.run(["rm", "-rf", str(out)], check=True)
             rows.append({"trial": trial + 1, "signal": name, "after_s": round(delay, 1), "window_s": round(window, 1), "exit_code": build.returncode,
                          "finished_first": finished, "at_out": at_out, "left_beside_out": left,

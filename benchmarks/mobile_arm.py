@@ -43,12 +43,12 @@ def measure(name: str, samples: int, work: Path) -> dict:
     started = time.perf_counter()
     row, run = verify_emulated(arm, test, samples=samples)
     emulated_s = time.perf_counter() - started
-    final = lambda a: a.manifest["parity"]["ledger"][-1]["metrics"]  # noqa: E731
+    final = lambda a: a.manifest.parity.ledger[-1].metrics  # noqa: E731
     return {
-        "model": name, "reference": mobile.manifest["parity"]["reference_metric"]["spearman"],
-        "mobile_zip_mb": (work / f"{name}-mobile.zip").stat().st_size / 1e6, "mobile_ort_mb": mobile.manifest["sizes"]["model_bytes"] / 1e6,
+        "model": name, "reference": mobile.manifest.parity.reference_metric["spearman"],
+        "mobile_zip_mb": (work / f"{name}-mobile.zip").stat().st_size / 1e6, "mobile_ort_mb": mobile.manifest.sizes.model_bytes / 1e6,
         "mobile_spearman": final(mobile)["spearman"], "mobile_cosine": final(mobile)["cosine_mean"], "mobile_build_s": mobile_s,
-        "mobile_usability": mobile.manifest["stages"]["emit"]["usability"],
+        "mobile_usability": mobile.manifest.stages["emit"]["usability"],
         "arm_host_spearman": final(arm)["spearman"], "arm_host_cosine": final(arm)["cosine_mean"], "arm_build_s": arm_s,
         "emulated_spearman": row.metrics["spearman"], "emulated_cosine": row.metrics["cosine_mean"], "emulated_passed": row.passed,
         "emulated_pairs": min(samples, len(test)), "emulated_runtime": run.runtime, "emulated_s": emulated_s,

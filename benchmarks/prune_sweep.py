@@ -138,10 +138,10 @@ def classifier(work: Path, fraction: float, minutes: float, runs: int) -> list[d
                                out=work / f"clinc-{distill}", force=True)
         manifest = artifact.manifest
         latency = bench_onnx(str(artifact.model_path), 30522, BenchConfig(batch=1, seq_len=128, threads=2, warmup=20, runs=runs), artifact.session)
-        for row in manifest["parity"]["ledger"]:
-            rows.append({"prune": fraction, "distill": "yes" if distill else "no", "stage": row["stage"], "accuracy": row["metrics"]["accuracy"],
-                         "agreement": row["metrics"]["agreement"], "reference": manifest["parity"]["reference_metric"]["accuracy"],
-                         "latency_ms": latency.p50_ms if row is manifest["parity"]["ledger"][-1] else None,
+        for row in manifest.parity.ledger:
+            rows.append({"prune": fraction, "distill": "yes" if distill else "no", "stage": row.stage, "accuracy": row.metrics["accuracy"],
+                         "agreement": row.metrics["agreement"], "reference": manifest.parity.reference_metric["accuracy"],
+                         "latency_ms": latency.p50_ms if row is manifest.parity.ledger[-1] else None,
                          "build_s": time.perf_counter() - started})
             print(json.dumps(rows[-1]), flush=True)
     return rows

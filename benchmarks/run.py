@@ -106,8 +106,8 @@ def edgec_row(model_dir: Path, folder: Path, profile, precision: str, calib, tes
     manifest = artifact.manifest
     scored = measure_model(artifact.model_path, "test", "feature-extraction", evaluation, MEASURE_ONLY, artifact.session)
     return {**_accuracy(scored.metrics), "path": str(artifact.model_path),
-            "size_mb": artifact.model_path.stat().st_size / 1e6, "biased_attention": manifest["stages"].get("optimize", {}).get("biased_attention", 0),
-            "quantization": manifest["stages"].get("quantize", {}).get("weights")}
+            "size_mb": artifact.model_path.stat().st_size / 1e6, "biased_attention": manifest.stages.get("optimize", {}).get("biased_attention", 0),
+            "quantization": manifest.stages.get("quantize", {}).get("weights")}
 
 
 def pruned_folder(model_dir: Path, folder: Path, fraction: float, multiple: int, calib) -> Path:

@@ -32,19 +32,19 @@ def build_row(name: str, model_dir: Path, target: str, work: Path) -> dict:
     started = time.perf_counter()
     artifact = edgec.build(model_dir, target, calib=calib, eval=test, out=work / f"{name}-{target}", force=True)
     manifest = artifact.manifest
-    final, reference = manifest["parity"]["ledger"][-1], manifest["parity"]["reference_metric"]["spearman"]
+    final, reference = manifest.parity.ledger[-1], manifest.parity.reference_metric["spearman"]
     spec = json.loads((artifact.path / "trt_build.json").read_text())
     profile = next(iter(spec["profiles"][0].values()))
-    typing = manifest["stages"]["emit"]["typing"]
+    typing = manifest.stages["emit"]["typing"]
     return {
-        "model": name, "target": target, "reference": reference, "spearman": final["metrics"]["spearman"],
-        "drop": reference - final["metrics"]["spearman"], "cosine_mean": final["metrics"]["cosine_mean"],
-        "simulated": final["simulated"], "simulation_model": final["model"], "passed": manifest["parity"]["passed"],
-        "engine": manifest["engine"]["status"], "strongly_typed": spec["strongly_typed"], "tensorrt_majors": spec["tensorrt_majors"],
+        "model": name, "target": target, "reference": reference, "spearman": final.metrics["spearman"],
+        "drop": reference - final.metrics["spearman"], "cosine_mean": final.metrics["cosine_mean"],
+        "simulated": final.simulated, "simulation_model": final.model, "passed": manifest.parity.passed,
+        "engine": manifest.engine["status"], "strongly_typed": spec["strongly_typed"], "tensorrt_majors": spec["tensorrt_majors"],
         "fp16_nodes": typing["fp16_nodes"], "fp32_nodes": typing["fp32_nodes"], "fp32_by_data": sorted(typing["fp32_by_data"]),
-        "kept_in_float": len(manifest["stages"].get("fallback", {}).get("kept_in_float", [])),
+        "kept_in_float": len(manifest.stages.get("fallback", {}).get("kept_in_float", [])),
         "profile": "/".join("x".join(map(str, profile[k])) for k in ("min", "opt", "max")),
-        "files_mb": {k: round(v["bytes"] / 1e6, 1) for k, v in manifest["files"].items() if v["bytes"] > 1e6},
+        "files_mb": {k: round(v["bytes"] / 1e6, 1) for k, v in manifest.files.items() if v["bytes"] > 1e6},
         "build_s": time.perf_counter() - started,
     }
 

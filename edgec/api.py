@@ -16,9 +16,7 @@ import numpy as np
 import onnx
 
 from edgec import surgery
-from edgec.artifact import (
-    FORMAT_VERSION, Artifact, load_artifact, package_versions, sha256_file, staged_output,
-)
+from edgec.artifact import Artifact, load_artifact, package_versions, sha256_file, staged_output
 from edgec.backends import get_backend
 from edgec.backends.executorch import require_executorch
 from edgec.backends.tensorrt import (
@@ -30,6 +28,7 @@ from edgec.data import Dataset, read_dataset
 from edgec.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError, InputError, ParityError
 from edgec.hardware import host
+from edgec.manifest import Manifest, ParityRecord, SessionRecord, Sizes, SourceRecord
 from edgec.inference import collect_outputs, replay_forward
 from edgec.package import package
 from edgec.parity import golden
@@ -106,7 +105,7 @@ def build(
         on_stage("golden sample")
         sample = write_golden(ctx, staging)
         manifest = package(staging, manifest_for(ctx, time.perf_counter() - started, sample), build_profile(ctx))
-        if not manifest["parity"]["passed"]:
+        if not manifest.parity.passed:
             rejected = out.with_name(out.name + ".rejected")
             shutil.rmtree(rejected, ignore_errors=True)
             os.replace(staging, rejected)
@@ -226,7 +225,7 @@ def write_golden(ctx: Context, staging: Path) -> dict:
     return golden.write(staging, texts, reference, outputs, counts, golden.runtime_name(model, ctx.ledger[-1].simulated))
 
 
-def manifest_for(ctx: Context, seconds: float, sample: dict) -> dict:
+def manifest_for(ctx: Context, seconds: float, sample: dict) -> Manifest:
     """Everything needed to trust, reproduce and run the artifact, except the file table."""
     model_file = ctx.files[0]
     signature = lambda values: [  # noqa: E731
@@ -239,43 +238,37 @@ def manifest_for(ctx: Context, seconds: float, sample: dict) -> dict:
     else:  # the artifact's file, or the ONNX it was converted from
         model = onnx.load(str(ctx.onnx_path), load_external_data=False)
         io = {"inputs": signature(model.graph.input), "outputs": signature(model.graph.output)}
-    final = ctx.ledger[-1]
     config = ctx.source.model.config
-    weights = {p.name: sha256_file(p) for p in ctx.source.weight_files}
-    return {
-        "format": FORMAT_VERSION,
-        "versions": package_versions(),
-        "host": host().to_dict(),
-        "source": {"path": str(ctx.source.path.resolve()), "model_type": ctx.source.model_type, "weights_sha256": weights},
-        "task": ctx.source.task,
-        "pooling": dataclasses.asdict(ctx.source.pooling) if ctx.source.pooling else None,
-        "labels": {str(k): v for k, v in (config.id2label or {}).items()} if ctx.source.task != "feature-extraction" else None,
-        "target": ctx.target.to_dict(),
-        "instruction_set": ctx.target.instruction_set,
-        "session": {"settings": dataclasses.asdict(ctx.target.session),
-                    "chosen_by": f"target {ctx.target.name} for {ctx.target.instruction_set}"},
-        "precision": ctx.precision,
-        "recipe": ctx.recipe.to_dict(),
-        "model_file": model_file.name,
-        "io": io,
-        "sizes": {
-            "model_bytes": model_file.stat().st_size,
-            "source_weights_bytes": sum(p.stat().st_size for p in ctx.source.weight_files),
-        },
-        "stages": ctx.notes,
-        "engine": ctx.notes.get("engine"),
-        "build_seconds": round(seconds, 1),
-        "parity": {
-            "passed": final.passed,
-            "thresholds": dataclasses.asdict(ctx.thresholds),
-            "reference_metric": ctx.evaluation.reference_metric,
-            "eval_data": ctx.evaluation.dataset.source if ctx.evaluation.dataset is not ctx.calib else "calibration sample (no --eval)",
-            "eval_examples": len(ctx.evaluation.dataset),
-            "selection_examples": len(ctx.selection.dataset) if ctx.selection else 0,
-            "golden": sample,
-            "ledger": [dataclasses.asdict(row) for row in ctx.ledger],
-        },
-    }
+    return Manifest(
+        versions=package_versions(),
+        host=host().to_dict(),
+        source=SourceRecord(path=str(ctx.source.path.resolve()), model_type=ctx.source.model_type,
+                            weights_sha256={p.name: sha256_file(p) for p in ctx.source.weight_files}),
+        task=ctx.source.task,
+        pooling=dataclasses.asdict(ctx.source.pooling) if ctx.source.pooling else None,
+        labels={str(k): v for k, v in (config.id2label or {}).items()} if ctx.source.task != "feature-extraction" else None,
+        target=ctx.target,
+        instruction_set=ctx.target.instruction_set,
+        session=SessionRecord(settings=ctx.target.session, chosen_by=f"target {ctx.target.name} for {ctx.target.instruction_set}"),
+        precision=ctx.precision,
+        recipe=ctx.recipe,
+        model_file=model_file.name,
+        io=io,
+        sizes=Sizes(model_bytes=model_file.stat().st_size, source_weights_bytes=sum(p.stat().st_size for p in ctx.source.weight_files)),
+        stages=ctx.notes,
+        engine=ctx.notes.get("engine"),
+        build_seconds=round(seconds, 1),
+        parity=ParityRecord(
+            passed=ctx.ledger[-1].passed,
+            thresholds=ctx.thresholds,
+            reference_metric=ctx.evaluation.reference_metric,
+            eval_data=ctx.evaluation.dataset.source if ctx.evaluation.dataset is not ctx.calib else "calibration sample (no --eval)",
+            eval_examples=len(ctx.evaluation.dataset),
+            selection_examples=len(ctx.selection.dataset) if ctx.selection else 0,
+            golden=sample,
+            ledger=ctx.ledger,
+        ),
+    )
 
 
 def build_profile(ctx: Context) -> tuple[Profile, dict[str, Any]] | None:
@@ -301,16 +294,16 @@ def check_parity(
     """Re-run the artifact: on `data` against its uncompressed source model (or `reference`), or, without data, on
     its golden sample (no source model needed): one row against the fp32 reference, one against its own build."""
     manifest = artifact.manifest
-    profile = TargetProfile.from_dict(manifest["target"])
-    thresholds = ParityThresholds(**manifest["parity"]["thresholds"]).overridden_by(overrides)
+    profile = manifest.target
+    thresholds = manifest.parity.thresholds.overridden_by(overrides)
     with tempfile.TemporaryDirectory(prefix="edgec-") as work:
         model, simulated = artifact_runtime(artifact, profile, Path(work))
         if data is None:
             sample = golden.read(artifact.path)
-            built_on = (manifest["parity"].get("golden") or {}).get("artifact_runtime")
+            built_on = (manifest.parity.golden or {}).get("artifact_runtime")
             same_runtime = built_on == golden.runtime_name(model, simulated)
-            return golden.check(sample, model_forward(model, artifact.session, manifest["task"]), artifact.tokenizer(), manifest["recipe"]["max_length"],
-                                manifest["task"], model.name, thresholds, simulated, reproduce=same_runtime)
+            return golden.check(sample, model_forward(model, artifact.session, manifest.task), artifact.tokenizer(), manifest.recipe.max_length,
+                                manifest.task, model.name, thresholds, simulated, reproduce=same_runtime)
         task, evaluation = reference_for(artifact, data, reference)
         statistics = profile.tensorrt is not None
         return [measure_model(model, "artifact", task, evaluation, thresholds, artifact.session, simulated, statistics)]
@@ -332,14 +325,13 @@ def build_checked_engine(
     artifact_spec(artifact)  # a non-TensorRT or stale artifact fails before the reference model loads
     require_engine_here()
     manifest = artifact.manifest
-    thresholds = ParityThresholds(**manifest["parity"]["thresholds"])
-    session = TargetProfile.from_dict(manifest["target"]).session
+    thresholds, session = manifest.parity.thresholds, manifest.target.session
     if data is None:
         sample, tokenizer, checked_on = golden.read(artifact.path), artifact.tokenizer(), "the golden sample"
 
         def gate(engine: Path) -> ParityRow:  # the stored artifact outputs came from the CPU simulation: not comparable
-            return golden.check(sample, model_forward(engine, session, manifest["task"]), tokenizer, manifest["recipe"]["max_length"],
-                                manifest["task"], engine.name, thresholds, reproduce=False)[0]
+            return golden.check(sample, model_forward(engine, session, manifest.task), tokenizer, manifest.recipe.max_length,
+                                manifest.task, engine.name, thresholds, reproduce=False)[0]
     else:
         task, evaluation = reference_for(artifact, data, reference)
         checked_on = data.source
@@ -357,14 +349,14 @@ def build_checked_engine(
 def reference_for(artifact: Artifact, data: Dataset, reference: str | Path | None) -> tuple[str, EvalSet]:
     """The artifact's task and the uncompressed source model's outputs on `data`."""
     manifest = artifact.manifest
-    source_path = Path(reference or manifest["source"]["path"])
+    source_path = Path(reference or manifest.source.path)
     if not source_path.is_dir():
         raise InputError(f"the reference model {source_path} is not on this machine; pass --reference MODEL_DIR, "
                          "or leave out --data to check the artifact against its own golden sample")
-    source = load_source(source_path, task=manifest["task"])
-    if reference is None and {p.name: sha256_file(p) for p in source.weight_files} != manifest["source"]["weights_sha256"]:
+    source = load_source(source_path, task=manifest.task)
+    if reference is None and {p.name: sha256_file(p) for p in source.weight_files} != manifest.source.weights_sha256:
         raise InputError(f"{source_path} changed since the build (weights sha256 differ); pass --reference with the original model")
-    return source.task, reference_outputs(source, data, manifest["recipe"]["max_length"])
+    return source.task, reference_outputs(source, data, manifest.recipe.max_length)
 
 
 def verify_emulated(
@@ -375,12 +367,12 @@ def verify_emulated(
 
     The sample is `samples` examples drawn deterministically (emulation runs 100-500x slower than a device).
     """
-    if artifact.manifest["target"]["backend"] not in ("ort", "mobile"):
-        raise ConfigError(f"{artifact.path} is a {artifact.manifest['target']['backend']} artifact; only ONNX Runtime artifacts run on emulated aarch64")
+    if artifact.manifest.backend not in ("ort", "mobile"):
+        raise ConfigError(f"{artifact.path} is a {artifact.manifest.backend} artifact; only ONNX Runtime artifacts run on emulated aarch64")
     sample = data.sample(samples, seed=0)
     task, evaluation = reference_for(artifact, sample, reference)
-    thresholds = ParityThresholds(**artifact.manifest["parity"]["thresholds"]).overridden_by(overrides)
-    inputs = {i["name"] for i in artifact.manifest["io"]["inputs"]}
+    thresholds = artifact.manifest.parity.thresholds.overridden_by(overrides)
+    inputs = {i["name"] for i in artifact.manifest.io["inputs"]}
     run = run_emulated(artifact.model_path, [{k: v for k, v in b.feeds.items() if k in inputs} for b in evaluation.batches], threads=threads)
     compared = {name: run.outputs[name] for name in OUTPUT_NAMES[task]}
     outputs = collect_outputs(replay_forward(evaluation.batches, compared), evaluation.batches,
@@ -394,7 +386,7 @@ def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None = None
     if artifact.model_path.suffix == ".pte":  # issue 18: ExecuTorch runs where the ONNX Runtime runner cannot
         from edgec.backends.executorch import pte_forward
 
-        encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=artifact.manifest["recipe"]["max_length"], return_tensors="np")
+        encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=artifact.manifest.recipe.max_length, return_tensors="np")
         return pte_forward(artifact.model_path)({k: v.astype(np.int64) for k, v in encoded.items()})
     from edgec.device_predict import Predictor  # issue 18: `edgec run` is the device's own logic
 
@@ -440,8 +432,7 @@ def compress(
         summary = ctx.notes["prune"]
         on_stage("save")
         save_pruned(ctx.source, summary, staging)
-    ledger = [dataclasses.asdict(row) for row in ctx.ledger]
-    return {**summary, "distill": ctx.notes.get("distill"), "ledger": ledger, "reference_metric": evaluation.reference_metric}
+    return {**summary, "distill": ctx.notes.get("distill"), "ledger": ctx.ledger, "reference_metric": evaluation.reference_metric}
 
 
 def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:

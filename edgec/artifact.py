@@ -1,4 +1,4 @@
-"""The artifact folder: manifest (edgec.json), hashes, atomic placement and loading."""
+"""The artifact folder: its files' hashes, atomic placement and loading (the manifest itself is edgec.manifest)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import atexit
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -19,11 +18,9 @@ from typing import Any
 
 from edgec.errors import InputError, first_line
 from edgec.interrupts import raise_if_interrupted
-from edgec.recipe import config_from_dict
+from edgec.manifest import MANIFEST, Manifest
 from edgec.targets import SessionSettings
 
-MANIFEST = "edgec.json"
-FORMAT_VERSION = 1
 MAX_BUNDLE_BYTES = 8 << 30
 """Most bytes a .zip bundle may unpack to (mpnet's largest bundle is ~0.5 GB): a zip bomb is refused, not unpacked."""
 MAX_BUNDLE_FILES = 10_000
@@ -55,13 +52,6 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
-
-
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write edgec.json whole or not at all (a rewrite, as `edgec engine` does, never leaves half a manifest)."""
-    partial = folder / f".{MANIFEST}.partial"
-    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, folder / MANIFEST)
 
 
 @contextlib.contextmanager
@@ -175,18 +165,17 @@ class Artifact:
     """A built artifact on disk."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def model_path(self) -> Path:
-        return self.path / self.manifest["model_file"]
+        return self.path / self.manifest.model_file
 
     @property
     def session(self) -> SessionSettings:
         """The ONNX Runtime settings chosen for this artifact (by its profile for its instruction set, or by
         `edgec bench --tune`); manifests written before edgec recorded them fall back to the profile's."""
-        values = self.manifest.get("session", {}).get("settings") or self.manifest["target"]["session"]
-        return config_from_dict(SessionSettings, values, f"{self.path / MANIFEST}: session")
+        return self.manifest.session.settings if self.manifest.session else self.manifest.target.session
 
     def tokenizer(self):
         from transformers import AutoTokenizer
@@ -202,18 +191,9 @@ def load_artifact(path: str | Path) -> Artifact:
     path = Path(path)
     if path.suffix == ".zip" and path.is_file():
         path = _unpack(path)
-    manifest_file = path / MANIFEST
-    if not manifest_file.is_file():
-        raise InputError(f"{path} is not an edgec artifact (no {MANIFEST}); pass the --out folder of `edgec build`")
-    try:
-        manifest = json.loads(manifest_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{manifest_file} is corrupt ({exc.msg}); rebuild the artifact") from None
-    if manifest.get("format") != FORMAT_VERSION:
-        raise InputError(f"{path} was written by an incompatible edgec (format {manifest.get('format')}); rebuild it")
-    artifact = Artifact(path, manifest)
+    artifact = Artifact(path, Manifest.read(path))
     if not artifact.model_path.is_file():
-        raise InputError(f"{path} lacks {manifest['model_file']}; the artifact is incomplete, rebuild it")
+        raise InputError(f"{path} lacks {artifact.manifest.model_file}; the artifact is incomplete, rebuild it")
     return artifact
 
 
@@ -244,7 +224,7 @@ def _unpack(bundle: Path) -> Path:
 
 def verify_hashes(artifact: Artifact) -> list[str]:
     """Files whose sha256 no longer matches the manifest (changed, missing or added)."""
-    recorded = artifact.manifest["files"]
+    recorded = artifact.manifest.files
     current = file_table(artifact.path)
     names = sorted(set(recorded) | set(current))
     return [n for n in names if recorded.get(n, {}).get("sha256") != current.get(n, {}).get("sha256")]

@@ -22,7 +22,6 @@ from edgec.parity import metrics as parity_metrics
 from edgec.parity.evalset import eval_texts
 from edgec.parity.gate import failures
 from edgec.parity.ledger import ParityRow, compare
-from edgec.recipe import ParityThresholds
 
 
 def runner_inputs(task: str, data: Dataset) -> tuple[list[str], list[str] | None]:
@@ -38,7 +37,7 @@ def check_runner_emulated(artifact: Artifact, data: Dataset, *, samples: int) ->
     runner = artifact.path / RUNNER_FILE
     if not runner.is_file():
         raise InputError(f"{artifact.path} has no {RUNNER_FILE}; rebuild it with this edgec (ONNX Runtime targets ship one)")
-    task = artifact.manifest["task"]
+    task = artifact.manifest.task
     texts, pairs = runner_inputs(task, data.sample(samples, seed=0))
     host = Predictor(artifact.path).run(texts, pairs)
     lines = [f"{t}\t{p}" for t, p in zip(texts, pairs)] if pairs else texts
@@ -47,6 +46,6 @@ def check_runner_emulated(artifact: Artifact, data: Dataset, *, samples: int) ->
     rows = len(texts)
     mask = np.ones((rows, max((v.shape[1] for v in host.values() if v.ndim >= 3), default=1)), dtype=np.int64)
     metrics = compare(task, Outputs(host, mask), Outputs(device, mask))
-    thresholds = ParityThresholds(**artifact.manifest["parity"]["thresholds"])
+    thresholds = artifact.manifest.parity.thresholds
     non_finite = {name: parity_metrics.non_finite_count(values) for name, values in device.items()}
     return ParityRow("predict.py: aarch64 (emulated) vs this host", RUNNER_FILE, metrics, failures(metrics, thresholds, {}, non_finite))

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgec.report import format_ledger, markdown_table, pruning_rows
 from edgec.report_sections import bench_note, gate_rows, speed_size_table
+
+if TYPE_CHECKING:
+    from edgec.manifest import Manifest
 
 CARD_FILE = "README.md"
 _PIPELINE_TAGS = {
@@ -26,14 +29,14 @@ _OPTIMUM_CLASSES = {
 _HF_CACHE_FOLDER = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/")
 
 
-def write_model_card(folder: Path, manifest: dict[str, Any]) -> Path:
+def write_model_card(folder: Path, manifest: Manifest) -> Path:
     """Write README.md (front matter + body) into the artifact folder."""
     from huggingface_hub import ModelCardData
 
-    task = manifest["task"]
-    loads_in_sentence_transformers = task == "feature-extraction" and manifest["target"]["backend"] == "ort"
+    task = manifest.task
+    loads_in_sentence_transformers = task == "feature-extraction" and manifest.target.backend == "ort"
     data = ModelCardData(
-        base_model=base_model_id(manifest["source"]["path"]), pipeline_tag=_PIPELINE_TAGS[task],
+        base_model=base_model_id(manifest.source.path), pipeline_tag=_PIPELINE_TAGS[task],
         library_name="sentence-transformers" if loads_in_sentence_transformers else "transformers", tags=tags(manifest),
     )
     path = folder / CARD_FILE
@@ -47,32 +50,32 @@ def base_model_id(source_path: str) -> str | None:
     return f"{found.group(1)}/{found.group(2)}" if found else None
 
 
-def tags(manifest: dict[str, Any]) -> list[str]:
+def tags(manifest: Manifest) -> list[str]:
     """edgec, the format, the precision, the target, the source architecture, and pruned where it was."""
-    backend = manifest["target"]["backend"]
-    found = ["edgec", "onnx" if backend != "mobile" else "ort", manifest["precision"], manifest["target"]["name"],
-             manifest["source"]["model_type"]]
-    if manifest["task"] == "feature-extraction" and backend == "ort":
+    backend = manifest.target.backend
+    found = ["edgec", "onnx" if backend != "mobile" else "ort", manifest.precision.value, manifest.target.name,
+             manifest.source.model_type]
+    if manifest.task == "feature-extraction" and backend == "ort":
         found.append("sentence-transformers")
-    if "prune" in manifest.get("stages", {}):
+    if "prune" in manifest.stages:
         found.append("pruned")
     return list(dict.fromkeys(found))
 
 
-def body(manifest: dict[str, Any]) -> list[str]:
+def body(manifest: Manifest) -> list[str]:
     """The card's Markdown: what was done, parity, size and latency, how to load it. Nothing in it depends on where
     or when the build ran (the folder is a temporary one then; stage times differ run to run), so the same inputs give
     the same card."""
-    parity, source, target = manifest["parity"], manifest["source"], manifest["target"]
-    verdict = "passed" if parity["passed"] else "FAILED"
-    origin = base_model_id(source["path"]) or source["path"]
-    title = f"{origin.rstrip('/').rsplit('/', 1)[-1]}: edgec {target['name']} {manifest['precision']}"
-    intro = (f"{source['model_type']} ({manifest['task']}) compiled by edgec for **{target['name']}** "
-             f"({target['description']}) in **{manifest['precision']}**, from `{origin}`. Every stage was "
-             f"checked against the uncompressed fp32 model on {parity['eval_examples']} examples of "
-             f"`{Path(parity['eval_data']).name}`; the final artifact {verdict} its parity gate.")
+    parity, source, target = manifest.parity, manifest.source, manifest.target
+    verdict = "passed" if parity.passed else "FAILED"
+    origin = base_model_id(source.path) or source.path
+    title = f"{origin.rstrip('/').rsplit('/', 1)[-1]}: edgec {target.name} {manifest.precision}"
+    intro = (f"{source.model_type} ({manifest.task}) compiled by edgec for **{target.name}** "
+             f"({target.description}) in **{manifest.precision}**, from `{origin}`. Every stage was "
+             f"checked against the uncompressed fp32 model on {parity.eval_examples} examples of "
+             f"`{Path(parity.eval_data).name}`; the final artifact {verdict} its parity gate.")
     gates = markdown_table(["gate", "final artifact", "threshold", "verdict"], gate_rows(manifest))
-    header, rows = format_ledger(parity["ledger"], parity["reference_metric"])
+    header, rows = format_ledger(parity.ledger, parity.reference_metric)
     timed = header.index("stage time")  # the reports keep the stage times
     ledger = markdown_table(header[:timed] + header[timed + 1 :], [row[:timed] + row[timed + 1 :] for row in rows])
     return [f"# {title}", "", intro, "", "## What edgec did", "", *recipe_lines(manifest), "",
@@ -81,29 +84,29 @@ def body(manifest: dict[str, Any]) -> list[str]:
             *usage_lines(manifest)]
 
 
-def recipe_lines(manifest: dict[str, Any]) -> list[str]:
+def recipe_lines(manifest: Manifest) -> list[str]:
     """The recipe as bullets: front-end stages, export, fusions, quantization, what pruning left."""
-    recipe, notes = manifest["recipe"], manifest.get("stages", {})
+    recipe, notes = manifest.recipe, manifest.stages
     lines = []
     if "prune" in notes:
-        prune = recipe["prune"]
-        lines.append(f"- Pruned {prune['fraction']:.0%} of the encoder's compute ({', '.join(prune['units'])}), "
+        prune = recipe.prune
+        lines.append(f"- Pruned {prune.fraction:.0%} of the encoder's compute ({', '.join(prune.units)}), "
                      "post-training (Fisher importance, least-squares rescaling):")
         lines += [f"  - {label}: {value}" for label, value in pruning_rows(notes["prune"])]
     if notes.get("distill"):
         lines.append(f"- Distilled from the unpruned model: {notes['distill']['steps']} steps")
-    inputs = ", ".join(i["name"] for i in manifest["io"]["inputs"])
-    lines.append(f"- Exported to ONNX (opset {recipe['opset']}), inputs {inputs}; "
-                 f"truncation at {recipe['max_length']} tokens")
+    inputs = ", ".join(i["name"] for i in manifest.io["inputs"])
+    lines.append(f"- Exported to ONNX (opset {recipe.opset}), inputs {inputs}; "
+                 f"truncation at {recipe.max_length} tokens")
     fused = notes.get("optimize", {}).get("fused_ops", {})
     if fused:
         lines.append("- ONNX Runtime fusions: " + ", ".join(f"{op} x{n}" for op, n in fused.items()))
     if notes.get("quantize"):
-        lines.append(f"- Quantized: {notes['quantize'].get('method', manifest['precision'])}")
+        lines.append(f"- Quantized: {notes['quantize'].get('method', manifest.precision)}")
     if notes.get("fallback", {}).get("kept_in_float"):
         lines.append(f"- Kept in float after int8 broke parity: {', '.join(notes['fallback']['kept_in_float'])}")
-    if manifest.get("pooling"):
-        pooling = manifest["pooling"]
+    if manifest.pooling:
+        pooling = manifest.pooling
         normalized = ", then L2-normalized" if pooling["normalize"] else ""
         lines.append(f"- Pooling in the graph (output `sentence_embedding`): {pooling['mode']}{normalized}")
     return lines
@@ -160,15 +163,15 @@ print(classifier({example}))
 """
 
 
-def usage_lines(manifest: dict[str, Any]) -> list[str]:
+def usage_lines(manifest: Manifest) -> list[str]:
     """How to load the artifact: edgec, onnxruntime and, for ONNX Runtime targets, sentence-transformers, Optimum and
     a transformers pipeline."""
-    task = manifest["task"]
+    task = manifest.task
     snippets = [_EDGEC, _ONNXRUNTIME.format(
-        model_file=manifest["model_file"], max_length=manifest["recipe"]["max_length"],
-        outputs=[o["name"] for o in manifest["io"]["outputs"]], inputs=[i["name"] for i in manifest["io"]["inputs"]],
+        model_file=manifest.model_file, max_length=manifest.recipe.max_length,
+        outputs=[o["name"] for o in manifest.io["outputs"]], inputs=[i["name"] for i in manifest.io["inputs"]],
     )]
-    if manifest["target"]["backend"] == "ort":
+    if manifest.target.backend == "ort":
         snippets += [_SENTENCE_TRANSFORMERS] if task == "feature-extraction" else []
         snippets.append(_OPTIMUM.format(cls=_OPTIMUM_CLASSES[task]))
         example = 'question="what?", context="a first text"' if task == "question-answering" else '"a first text"'

@@ -25,6 +25,18 @@ from edgec.targets import TargetProfile
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """What static int8's calibration found, kept for the fallback stage to quantize again with some nodes in float."""
+
+    prepared: Path
+    """The float model that was quantized (smoothed, outlier channels split off)."""
+    ranges: dict[str, list[float]]
+    """Activation range of each weight-MatMul input."""
+    sensitivity: dict[str, float]
+    """Each weight MatMul's own int8 error on the calibration data (ops.calibration.matmul_quantization_error)."""
+
+
+@dataclass(frozen=True)
 class Context:
     """Everything a build knows; each stage returns a new one (dataclasses.replace)."""
 
@@ -49,6 +61,8 @@ class Context:
     """time.perf_counter() by which the front end's one time budget (distillation, iterative pruning) ends."""
     distillation: Any = None
     """The prepared distillation (tokenized data, the teacher's cached targets), built once per build."""
+    calibration: Calibration | None = None
+    """Set by the quantize stage for static int8."""
     onnx_path: Path | None = None
     parity_model: Path | None = None
     """What the ledger runs for the artifact when it is not onnx_path: the artifact's own file (a mobile .ort,

@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgec.profiling import NODE_HEADER, OPERATOR_HEADER, Profile, node_rows, operator_rows
+
+if TYPE_CHECKING:
+    from edgec.manifest import Manifest, ParityRecord
+    from edgec.parity.ledger import ParityRow
 
 # Metrics shown per ledger row, in this order, where the task produces them.
 LEDGER_COLUMNS = ("cosine_mean", "cosine_min", "spearman", "agreement", "kl", "accuracy", "max_abs_error", "mean_abs_error")
 
 
-def ledger_table(manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def ledger_table(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
     """Header and rows of an artifact's parity ledger, formatted for humans."""
-    return format_ledger(manifest["parity"]["ledger"], manifest["parity"]["reference_metric"])
+    return format_ledger(manifest.parity.ledger, manifest.parity.reference_metric)
 
 
-def format_ledger(rows: list[dict[str, Any]], reference: dict[str, float]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of ledger rows (ParityRow dicts), the reference's own metric first."""
-    columns = [c for c in LEDGER_COLUMNS if any(c in r["metrics"] for r in rows)]
+def format_ledger(rows: Sequence[ParityRow], reference: dict[str, float]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of ledger rows, the reference's own metric first."""
+    columns = [c for c in LEDGER_COLUMNS if any(c in r.metrics for r in rows)]
     header = ["stage", *columns, "stage time", "verdict"]
     body = []
     if reference:
         body.append(["reference (PyTorch fp32)", *[format_value(reference.get(c)) for c in columns], "", ""])
     for row in rows:
-        verdict = "pass" if not row["failures"] else "FAIL: " + "; ".join(row["failures"])
-        stage = row["stage"] + (" (simulated)" if row.get("simulated") else "")
-        values = [format_value(row["metrics"].get(c)) for c in columns]
-        body.append([stage, *values, f"{row.get('seconds', 0):.1f} s", verdict])
+        verdict = "pass" if not row.failures else "FAIL: " + "; ".join(row.failures)
+        stage = row.stage + (" (simulated)" if row.simulated else "")
+        values = [format_value(row.metrics.get(c)) for c in columns]
+        body.append([stage, *values, f"{row.seconds:.1f} s", verdict])
     return header, body
 
 
@@ -53,25 +59,25 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+def summary_rows(manifest: Manifest) -> list[tuple[str, str]]:
     """Key facts of a build, as (label, value) pairs."""
-    sizes = manifest["sizes"]
-    parity = manifest["parity"]
-    notes = manifest.get("stages", {})
+    sizes = manifest.sizes
+    parity = manifest.parity
+    notes = manifest.stages
     rows = [
-        ("source", f"{manifest['source']['path']} ({manifest['source']['model_type']}, {manifest['task']})"),
-        ("target / precision", f"{manifest['target']['name']} / {manifest['precision']}"),
-        ("model file", f"{manifest['model_file']}: {sizes['model_bytes'] / 1e6:.1f} MB (source weights {sizes['source_weights_bytes'] / 1e6:.1f} MB)"),
+        ("source", f"{manifest.source.path} ({manifest.source.model_type}, {manifest.task})"),
+        ("target / precision", f"{manifest.target.name} / {manifest.precision}"),
+        ("model file", f"{manifest.model_file}: {sizes.model_bytes / 1e6:.1f} MB (source weights {sizes.source_weights_bytes / 1e6:.1f} MB)"),
         ("fused ops", ", ".join(f"{k} {v}" for k, v in notes.get("optimize", {}).get("fused_ops", {}).items()) or "none"),
         ("eval data", eval_data_row(parity)),
-        ("parity", ("passed" if parity["passed"] else "FAILED") + _simulated_note(parity["ledger"])),
+        ("parity", ("passed" if parity.passed else "FAILED") + _simulated_note(parity.ledger)),
     ]
     if notes.get("target"):
         rows.insert(1, ("target choice", notes["target"]))
-    if manifest.get("session"):
+    if manifest.session:
         rows.insert(2, ("instruction set / session", session_summary(manifest)))
-    if manifest.get("engine"):
-        rows += tensorrt_rows(notes["emit"], manifest["engine"])
+    if manifest.engine:
+        rows += tensorrt_rows(notes["emit"], manifest.engine)
     if notes.get("emit", {}).get("backend") == "mobile":
         rows += mobile_rows(notes["emit"])
     quantize = notes.get("quantize", {})
@@ -87,25 +93,24 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def session_summary(manifest: dict[str, Any]) -> str:
+def session_summary(manifest: Manifest) -> str:
     """The instruction set the artifact is for, the build host's, and the ONNX Runtime settings chosen."""
-    settings, built_on = manifest["session"]["settings"], manifest.get("host", {})
-    knobs = ", ".join(f"{k}={v}" for k, v in settings.items())
-    return (f"{manifest.get('instruction_set')} (built on {built_on.get('model')}, {built_on.get('instruction_set')}); "
-            f"{knobs}; chosen by {manifest['session']['chosen_by']}")
+    settings, built_on = manifest.session.settings, manifest.host
+    knobs = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(settings).items())
+    return (f"{manifest.instruction_set} (built on {built_on.get('model')}, {built_on.get('instruction_set')}); "
+            f"{knobs}; chosen by {manifest.session.chosen_by}")
 
 
-def eval_data_row(parity: dict[str, Any]) -> str:
+def eval_data_row(parity: ParityRecord) -> str:
     """What the gate judged, and what selecting stages chose on (a disjoint part of --eval)."""
-    selection = parity.get("selection_examples", 0)
+    selection = parity.selection_examples
     split = f"; {selection} more chosen on by fallback/distillation, never judged" if selection else ""
-    golden = parity.get("golden")
-    carried = f"; {golden['examples']} carried as the golden sample" if golden else ""
-    return f"{parity['eval_data']}: gate judged {parity['eval_examples']} examples{split}{carried}"
+    carried = f"; {parity.golden['examples']} carried as the golden sample" if parity.golden else ""
+    return f"{parity.eval_data}: gate judged {parity.eval_examples} examples{split}{carried}"
 
 
-def _simulated_note(ledger: list[dict[str, Any]]) -> str:
-    if ledger and ledger[-1].get("simulated"):
+def _simulated_note(ledger: Sequence[ParityRow]) -> str:
+    if ledger and ledger[-1].simulated:
         return " (simulated: ONNX Runtime CPU ran the model the engine is built from; no engine ran)"
     return ""
 
@@ -218,7 +223,7 @@ def figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def parity_plot_png(manifest: dict[str, Any]) -> bytes:
+def parity_plot_png(manifest: Manifest) -> bytes:
     """The ledger per stage: closeness to the reference (mean cosine or top-1 agreement) against its threshold and,
     where the data has scores or labels, the task metric's drop against max_drop."""
     import matplotlib
@@ -226,14 +231,14 @@ def parity_plot_png(manifest: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parity = manifest["parity"]
-    rows, thresholds, reference = parity["ledger"], parity["thresholds"], parity["reference_metric"]
-    stages = [r["stage"] for r in rows]
-    colors = ["#2a9d8f" if not r["failures"] else "#e76f51" for r in rows]
+    parity = manifest.parity
+    rows, thresholds, reference = parity.ledger, parity.thresholds, parity.reference_metric
+    stages = [r.stage for r in rows]
+    colors = ["#2a9d8f" if not r.failures else "#e76f51" for r in rows]
     fig, axes = plt.subplots(1, 2 if reference else 1, figsize=(11 if reference else 6, 3.2), dpi=100, squeeze=False)
-    metric = "cosine_mean" if "cosine_mean" in rows[0]["metrics"] else "agreement"
-    values = [r["metrics"][metric] for r in rows]
-    threshold = thresholds.get("min_cosine" if metric == "cosine_mean" else "min_agreement")
+    metric = "cosine_mean" if "cosine_mean" in rows[0].metrics else "agreement"
+    values = [r.metrics[metric] for r in rows]
+    threshold = thresholds.min_cosine if metric == "cosine_mean" else thresholds.min_agreement
     ax = axes[0][0]
     ax.bar_label(ax.bar(stages, values, color=colors), labels=[f"{v:.5f}" for v in values], fontsize=7)
     if threshold is not None:
@@ -241,14 +246,14 @@ def parity_plot_png(manifest: dict[str, Any]) -> bytes:
         ax.legend(loc="lower left")
     ax.set_ylabel(f"{metric} vs fp32 reference")
     ax.set_ylim(min(min(values) - 0.01, threshold - 0.01 if threshold is not None else 1, 0.95), 1.004)
-    ax.set_title(f"Closeness per stage ({manifest['precision']})")
+    ax.set_title(f"Closeness per stage ({manifest.precision})")
     if reference:
         name, before = next(iter(reference.items()))
-        drops = [before - r["metrics"][name] for r in rows]
+        drops = [before - r.metrics[name] for r in rows]
         ax = axes[0][1]
         ax.bar_label(ax.bar(stages, drops, color=colors), labels=[f"{d:+.2f}" for d in drops], fontsize=7)
-        if thresholds.get("max_drop") is not None:
-            limit = thresholds["max_drop"]
+        if thresholds.max_drop is not None:
+            limit = thresholds.max_drop
             ax.axhline(limit, color="#444", linestyle="--", linewidth=1, label=f"max_drop {limit}")
             ax.legend(loc="upper left")
         ax.axhline(0, color="#999", linewidth=0.8)
@@ -290,7 +295,7 @@ def profile_caption(profile: Profile, config: dict[str, Any]) -> str:
             "measures it again wherever the artifact runs.")
 
 
-def write_reports(folder: Path, manifest: dict[str, Any], profile: tuple[Profile, dict[str, Any]] | None = None) -> None:
+def write_reports(folder: Path, manifest: Manifest, profile: tuple[Profile, dict[str, Any]] | None = None) -> None:
     """Write report.md, report.html and the charts: parity.png, and pruning.png, sensitivity.png and speed.png where
     they apply; `profile` (with its bench config) adds where the time goes."""
     from edgec import report_html as page
@@ -304,20 +309,20 @@ def write_reports(folder: Path, manifest: dict[str, Any], profile: tuple[Profile
         speed_size_table,
     )
 
-    notes = manifest.get("stages", {})
+    notes = manifest.stages
     charts = {"parity.png": ("parity per stage", parity_plot_png(manifest))}
     if notes.get("prune"):
         charts["pruning.png"] = ("kept per layer", pruning_plot_png(notes["prune"]))
     if notes.get("fallback", {}).get("sensitivity"):
         charts["sensitivity.png"] = ("int8 sensitivity per node", sensitivity_plot_png(notes["fallback"]))
-    if manifest.get("bench"):
+    if manifest.bench:
         charts["speed.png"] = ("latency and size against the source", speed_size_plot_png(speed_size_rows(manifest)))
     for name, (_, png) in charts.items():
         (folder / name).write_bytes(png)
-    title = f"edgec artifact: {manifest['target']['name']} / {manifest['precision']}"
+    title = f"edgec artifact: {manifest.target.name} / {manifest.precision}"
     summary, gates = summary_rows(manifest), (["gate", "final artifact", "threshold", "verdict"], gate_rows(manifest))
     ledger = ledger_table(manifest)
-    statistics = statistics_table(manifest["parity"]["ledger"][-1]["metrics"])
+    statistics = statistics_table(manifest.parity.ledger[-1].metrics)
     speed, speed_note = speed_size_table(manifest), bench_note(manifest)
     sensitivity = None
     if "sensitivity.png" in charts:

@@ -3,30 +3,33 @@ fallback's per-node sensitivity. Each is rows (for report.md, report.html and th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgec.report import figure_png, format_value
+
+if TYPE_CHECKING:
+    from edgec.manifest import Manifest
 
 _ARTIFACT_COLOR, _SOURCE_COLOR, _KEPT_COLOR, _QUANTIZED_COLOR = "#2a9d8f", "#8d99ae", "#e76f51", "#8ab17d"
 
 
-def gate_rows(manifest: dict[str, Any]) -> list[list[str]]:
+def gate_rows(manifest: Manifest) -> list[list[str]]:
     """Each gate the final artifact is held to, as parity.gate.failures applies it: metric, value, threshold, verdict."""
-    parity = manifest["parity"]
-    final, thresholds = parity["ledger"][-1]["metrics"], parity["thresholds"]
+    parity = manifest.parity
+    final, thresholds = parity.ledger[-1].metrics, parity.thresholds
     verdict = lambda ok: "pass" if ok else "FAIL"  # noqa: E731
     rows = []
-    if thresholds.get("min_cosine") is not None and "cosine_mean" in final:
-        limit = thresholds["min_cosine"]
+    if thresholds.min_cosine is not None and "cosine_mean" in final:
+        limit = thresholds.min_cosine
         rows.append(["mean cosine to the reference", f"{final['cosine_mean']:.6f}", f">= {limit}",
                      verdict(final["cosine_mean"] >= limit)])
-    if thresholds.get("min_agreement") is not None and "agreement" in final:
-        limit = thresholds["min_agreement"]
+    if thresholds.min_agreement is not None and "agreement" in final:
+        limit = thresholds.min_agreement
         rows.append(["top-1 agreement with the reference", f"{final['agreement']:.4f}", f">= {limit}",
                      verdict(final["agreement"] >= limit)])
-    for name, before in parity["reference_metric"].items():
-        if thresholds.get("max_drop") is not None:
-            drop, limit = before - final[name], thresholds["max_drop"]
+    for name, before in parity.reference_metric.items():
+        if thresholds.max_drop is not None:
+            drop, limit = before - final[name], thresholds.max_drop
             rows.append([f"{name} drop (points)", f"{drop:.2f} ({before:.2f} -> {final[name]:.2f})", f"<= {limit}",
                          verdict(drop <= limit)])
     return rows
@@ -60,9 +63,9 @@ def _ranked(fallback: dict[str, Any], top: int) -> list[tuple[str, float]]:
     return sorted(fallback["sensitivity"].items(), key=lambda item: (-item[1], item[0]))[:top]
 
 
-def speed_size_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def speed_size_rows(manifest: Manifest) -> list[dict[str, Any]]:
     """The artifact and its source model: size, and latency where `edgec bench` ran (--baseline for the source)."""
-    sizes, bench = manifest["sizes"], manifest.get("bench") or {}
+    sizes, bench = manifest.sizes, manifest.bench or {}
     timed = {r["runtime"]: r for r in bench.get("results", [])}
 
     def row(name: str, artifact: bool, size_bytes: int, result: dict[str, Any]) -> dict[str, Any]:
@@ -70,14 +73,14 @@ def speed_size_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
                 "p90_ms": result.get("p90_ms"), "throughput": result.get("throughput_per_s")}
 
     return [
-        row(f"artifact ({manifest['precision']}, ONNX Runtime)", True, sizes["model_bytes"],
+        row(f"artifact ({manifest.precision}, ONNX Runtime)", True, sizes.model_bytes,
             timed.get("onnxruntime", {})),
-        row(f"source ({manifest['source']['model_type']}, PyTorch fp32)", False, sizes["source_weights_bytes"],
+        row(f"source ({manifest.source.model_type}, PyTorch fp32)", False, sizes.source_weights_bytes,
             timed.get("pytorch fp32", {})),
     ]
 
 
-def speed_size_table(manifest: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def speed_size_table(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the artifact against its source: latency, throughput, size, and the ratios."""
     rows = speed_size_rows(manifest)
     mine = rows[0]
@@ -118,9 +121,9 @@ def speed_size_plot_png(rows: list[dict[str, Any]]) -> bytes:
     return figure_png(fig)
 
 
-def bench_note(manifest: dict[str, Any]) -> str:
+def bench_note(manifest: Manifest) -> str:
     """How the latencies were measured, or how to measure them."""
-    bench = manifest.get("bench")
+    bench = manifest.bench
     if not bench:
         return "Latency not measured yet: `edgec bench ARTIFACT --baseline pytorch` measures it and adds it here."
     c = bench["config"]

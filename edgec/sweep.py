@@ -129,12 +129,12 @@ def build_cell(job: CellJob, out: Path) -> dict:
     artifact = build(job.model, job.target, recipe=dataclasses.replace(job.recipe, parity=MEASURE_ONLY), calib=job.calib,
                      eval=job.eval, train=job.train, out=out, force=True, load=job.load)
     manifest = artifact.manifest
-    final, reference = manifest["parity"]["ledger"][-1]["metrics"], manifest["parity"]["reference_metric"]
+    final, reference = manifest.parity.ledger[-1].metrics, manifest.parity.reference_metric
     metric = next(iter(reference), "cosine_mean")
     value = final[metric]
     return {
         "metric": metric, "value": value, "drop": reference[metric] - value if metric in reference else 1.0 - value,
-        "cosine_mean": final.get("cosine_mean"), "size_mb": manifest["sizes"]["model_bytes"] / 1e6, "error": "",
+        "cosine_mean": final.get("cosine_mean"), "size_mb": manifest.sizes.model_bytes / 1e6, "error": "",
     }
 
 

@@ -67,36 +67,36 @@ def main() -> None:
     config = BenchConfig(runs=args.runs, warmup=max(1, args.runs // 10))
     vocab = len(artifact.tokenizer())
     onnx_result = bench_onnx(str(artifact.model_path), vocab, config, artifact.session)
-    torch_result = bench_pytorch(str(model), artifact.manifest["task"], vocab, config)
+    torch_result = bench_pytorch(str(model), artifact.manifest.task, vocab, config)
 
     console.print("[bold]4. run[/]")
     texts = ["A man is playing a guitar.", "Someone plays an instrument.", "The stock market fell sharply."]
     vectors = predict(artifact, texts)["sentence_embedding"]
     similarity = vectors @ vectors.T
 
-    sizes = artifact.manifest["sizes"]
-    ledger = artifact.manifest["parity"]["ledger"]
-    final = ledger[-1]["metrics"]
-    table = Table(title=f"edgec demo: {model.name} -> {artifact.manifest['target']['name']} / {args.precision}")
+    sizes = artifact.manifest.sizes
+    ledger = artifact.manifest.parity.ledger
+    final = ledger[-1].metrics
+    table = Table(title=f"edgec demo: {model.name} -> {artifact.manifest.target.name} / {args.precision}")
     table.add_column("")
     table.add_column("value")
-    table.add_row("model size", f"{sizes['model_bytes'] / 1e6:.1f} MB (fp32 weights {sizes['source_weights_bytes'] / 1e6:.1f} MB, "
-                  f"{sizes['model_bytes'] / sizes['source_weights_bytes']:.0%})")
+    table.add_row("model size", f"{sizes.model_bytes / 1e6:.1f} MB (fp32 weights {sizes.source_weights_bytes / 1e6:.1f} MB, "
+                  f"{sizes.model_bytes / sizes.source_weights_bytes:.0%})")
     table.add_row("latency p50", f"{onnx_result.p50_ms:.2f} ms vs PyTorch fp32 {torch_result.p50_ms:.2f} ms "
                   f"({torch_result.p50_ms / onnx_result.p50_ms:.1f}x faster)")
-    table.add_row("parity (build)", ("passed" if artifact.manifest["parity"]["passed"] else "FAILED")
+    table.add_row("parity (build)", ("passed" if artifact.manifest.parity.passed else "FAILED")
                   + f": cosine to fp32 mean {final['cosine_mean']:.4f}, min {final['cosine_min']:.4f}")
-    reference = artifact.manifest["parity"]["reference_metric"]
+    reference = artifact.manifest.parity.reference_metric
     if "spearman" in reference:
         table.add_row("STS-B Spearman", f"{final['spearman']:.2f} (fp32 PyTorch {reference['spearman']:.2f}, "
                       f"{len(data)} pairs)")
     table.add_row("parity (re-check)", "passed" if not recheck_failures else "FAILED: " + "; ".join(recheck_failures))
     table.add_row("similarity", f"guitar~instrument {similarity[0, 1]:.3f}, guitar~stocks {similarity[0, 2]:.3f}")
-    table.add_row("stages", " -> ".join(f"{r['stage']} ({r['seconds']:.0f}s)" for r in ledger))
+    table.add_row("stages", " -> ".join(f"{r.stage} ({r.seconds:.0f}s)" for r in ledger))
     console.print(table)
     if args.summary:
-        summary = {"model_mb": sizes["model_bytes"] / 1e6, "p50_ms": onnx_result.p50_ms, "pytorch_p50_ms": torch_result.p50_ms,
-                   "passed": artifact.manifest["parity"]["passed"] and not recheck_failures}
+        summary = {"model_mb": sizes.model_bytes / 1e6, "p50_ms": onnx_result.p50_ms, "pytorch_p50_ms": torch_result.p50_ms,
+                   "passed": artifact.manifest.parity.passed and not recheck_failures}
         args.summary.write_text(json.dumps(summary))
 
 

@@ -119,7 +119,8 @@ def run_large(args: argparse.Namespace, train: Dataset, validation: Dataset) -> 
     summary = compress(tuned, recipe, calib=calib, eval=validation, train=train, out=compressed, force=True,
                        deadline=deadline)
     seconds = time.perf_counter() - started
-    return {"finetune": record, "compress": summary, "fraction": fraction, "seconds": seconds,
+    ledger = [dataclasses.asdict(row) for row in summary["ledger"]]  # family.json keeps the rows as JSON objects
+    return {"finetune": record, "compress": {**summary, "ledger": ledger}, "fraction": fraction, "seconds": seconds,
             "models": {"finetuned": tuned, "compressed": compressed}}
 
 
@@ -138,7 +139,7 @@ def int8_artifacts(family: dict, name: str, args: argparse.Namespace, train: Dat
                             load_target("ort").session)
         rows.append({"family": name, "name": f"{name} {label} int8", "path": str(artifact.model_path),
                      "vocab": len(source.tokenizer), "fp32_dev": reference.reference_metric["accuracy"],
-                     "validation": artifact.manifest["parity"]["ledger"][-1]["metrics"]["accuracy"],
+                     "validation": artifact.manifest.parity.ledger[-1].metrics["accuracy"],
                      "value": row.metrics["accuracy"], "size_mb": artifact.model_path.stat().st_size / 1e6,
                      "session": dataclasses.asdict(artifact.session)})  # timed with the settings the build recorded
     return rows

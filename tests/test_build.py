@@ -41,9 +41,9 @@ def test_every_architecture_and_precision_builds_and_passes(tiny_models, data_fi
     folder = tiny_models(model_type)
     artifact = _build(folder, tmp_path / "out", precision, edgec.read_dataset(data_files["pairs"]))
     manifest = artifact.manifest
-    assert manifest["parity"]["passed"]
-    assert [r["stage"] for r in manifest["parity"]["ledger"]][:2] == ["export", "optimize"]
-    assert manifest["parity"]["ledger"][-1]["stage"] == "artifact"
+    assert manifest.parity.passed
+    assert [r.stage for r in manifest.parity.ledger][:2] == ["export", "optimize"]
+    assert manifest.parity.ledger[-1].stage == "artifact"
     for name in ("model.onnx", "edgec.json", "report.md", "report.html", "parity.png", "tokenizer.json", "README.md",
                  "config.json"):
         assert (tmp_path / "out" / name).is_file(), name
@@ -61,12 +61,12 @@ def test_every_architecture_and_precision_builds_and_passes(tiny_models, data_fi
 def test_every_task_builds(tiny_models, data_files, tmp_path, task, precision):
     data = edgec.read_dataset(data_files["labels"])
     artifact = _build(tiny_models("bert", task), tmp_path / "out", precision, data)
-    final = artifact.manifest["parity"]["ledger"][-1]["metrics"]
-    assert artifact.manifest["parity"]["passed"] and final["agreement"] >= 0.97
+    final = artifact.manifest.parity.ledger[-1].metrics
+    assert artifact.manifest.parity.passed and final["agreement"] >= 0.97
     outputs = _plain_ort(tmp_path / "out", SENTENCES[:3])
     assert len(outputs) == (2 if task == "question-answering" else 1)
     if task == "sequence-classification":
-        assert "accuracy" in final and artifact.manifest["labels"]
+        assert "accuracy" in final and artifact.manifest.labels
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -77,14 +77,14 @@ def test_builds_are_byte_reproducible(tiny_models, data_files, tmp_path, precisi
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
     # Everything but the reports (which carry stage wall times) is identical too.
     same = lambda files: {k: v for k, v in files.items() if not k.startswith("report.")}  # noqa: E731
-    assert same(first.manifest["files"]) == same(second.manifest["files"])
-    assert [r["metrics"] for r in first.manifest["parity"]["ledger"]] == [r["metrics"] for r in second.manifest["parity"]["ledger"]]
+    assert same(first.manifest.files) == same(second.manifest.files)
+    assert [r.metrics for r in first.manifest.parity.ledger] == [r.metrics for r in second.manifest.parity.ledger]
 
 
 def test_default_calibration_corpus_is_used(tiny_models, tmp_path):
     artifact = edgec.build(tiny_models("bert"), "ort", recipe=Recipe(quant=QuantConfig(precision="int8", calib_samples=32)), out=tmp_path / "o")
-    assert artifact.manifest["parity"]["eval_data"] == "calibration sample (no --eval)"
-    assert artifact.manifest["parity"]["eval_examples"] == 32 and artifact.manifest["parity"]["selection_examples"] == 0
+    assert artifact.manifest.parity.eval_data == "calibration sample (no --eval)"
+    assert artifact.manifest.parity.eval_examples == 32 and artifact.manifest.parity.selection_examples == 0
 
 
 def test_without_eval_data_the_build_says_what_parity_was_measured_on(tiny_models, data_files, tmp_path, caplog):
@@ -96,8 +96,8 @@ def test_without_eval_data_the_build_says_what_parity_was_measured_on(tiny_model
 def test_a_selecting_stage_chooses_on_part_of_the_eval_data_and_the_gate_judges_the_rest(tiny_models, data_files, tmp_path):
     artifact = edgec.build(tiny_models("bert"), "ort", recipe=Recipe(quant=QuantConfig(precision="int8")),
                            calib=edgec.read_dataset(data_files["calib"]), eval=edgec.read_dataset(data_files["pairs"]), out=tmp_path / "o")
-    parity = artifact.manifest["parity"]
-    assert (parity["selection_examples"], parity["eval_examples"]) == (6, 14)  # 30% and 70% of 20 pairs
+    parity = artifact.manifest.parity
+    assert (parity.selection_examples, parity.eval_examples) == (6, 14)  # 30% and 70% of 20 pairs
     assert "gate judged 14 examples; 6 more chosen on" in (artifact.path / "report.md").read_text()
 
 
@@ -154,12 +154,12 @@ def outlier_model(tiny_models, tmp_path):
 def test_fallback_keeps_only_the_sensitive_node_in_float(outlier_model, data_files, tmp_path):
     data = edgec.read_dataset(data_files["pairs"])
     artifact = _build(outlier_model, tmp_path / "fb", "int8", data, parity=ParityThresholds(min_cosine=0.99999))
-    stages = artifact.manifest["stages"]
-    assert artifact.manifest["parity"]["passed"]
+    stages = artifact.manifest.stages
+    assert artifact.manifest.parity.passed
     assert stages["fallback"]["kept_in_float"] == ["/encoder/layer.1/output/dense/MatMul"]
     assert stages["quantize"]["quantized_nodes"] > 1
-    ledger = {r["stage"]: r for r in artifact.manifest["parity"]["ledger"]}
-    assert ledger["quantize"]["failures"] and not ledger["fallback"]["failures"]
+    ledger = {r.stage: r for r in artifact.manifest.parity.ledger}
+    assert ledger["quantize"].failures and not ledger["fallback"].failures
     assert "/encoder/layer.1/output/dense/MatMul" in (tmp_path / "fb" / "report.md").read_text()
 
 
@@ -178,7 +178,7 @@ def test_existing_output_needs_force(tiny_models, data_files, tmp_path):
         edgec.build(tiny_models("bert"), out=tmp_path / "out")
     data = edgec.read_dataset(data_files["calib"])
     artifact = edgec.build(tiny_models("bert"), recipe=Recipe(quant=QuantConfig(precision="fp32")), calib=data, out=tmp_path / "out", force=True)
-    assert artifact.manifest["precision"] == "fp32"
+    assert artifact.manifest.precision == "fp32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -188,7 +188,7 @@ def test_arm64_profile_builds_signed_int8(tiny_models, data_files, tmp_path):
 
     artifact = edgec.build(tiny_models("bert"), "ort-arm64", recipe=Recipe(quant=QuantConfig(precision="int8")),
                            calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "arm")
-    assert artifact.manifest["parity"]["passed"] and artifact.manifest["target"]["name"] == "ort-arm64"
+    assert artifact.manifest.parity.passed and artifact.manifest.target.name == "ort-arm64"
     graph = onnx.load(str(tmp_path / "arm" / "model.onnx")).graph
     constants = {i.name: i for i in graph.initializer}
     zero_points = [constants[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in constants]

@@ -44,17 +44,17 @@ def device_run(artifact, *args: str, stdin: str = "") -> subprocess.CompletedPro
 
 
 def test_the_runner_and_its_pinned_requirements_ship_with_the_artifact(embedder):
-    assert {"predict.py", "requirements.txt"} <= set(embedder.manifest["files"])
+    assert {"predict.py", "requirements.txt"} <= set(embedder.manifest.files)
     pins = (embedder.path / "requirements.txt").read_text().split()
     assert pins == [f"{name}=={metadata.version(name)}" for name in ("onnxruntime", "tokenizers", "numpy")]
-    assert embedder.manifest["stages"]["emit"]["runner"] == "predict.py"
+    assert embedder.manifest.stages["emit"]["runner"] == "predict.py"
 
 
 def test_predict_py_needs_no_torch_and_matches_the_verified_tokenization(embedder):
     done = device_run(embedder, "--json", *TEXTS)
     assert done.returncode == 0, done.stderr
     printed = np.asarray(json.loads(done.stdout)["outputs"]["sentence_embedding"], dtype=np.float32)
-    encoded = embedder.tokenizer()(TEXTS, padding=True, truncation=True, max_length=embedder.manifest["recipe"]["max_length"], return_tensors="np")
+    encoded = embedder.tokenizer()(TEXTS, padding=True, truncation=True, max_length=embedder.manifest.recipe.max_length, return_tensors="np")
     session = ort.InferenceSession(str(embedder.model_path), providers=["CPUExecutionProvider"])
     inputs = [i.name for i in session.get_inputs()]
     (expected,) = session.run(["sentence_embedding"], {k: v.astype(np.int64) for k, v in encoded.items() if k in inputs})

@@ -162,7 +162,7 @@ def test_hidden_pruned_model_exports_quantizes_and_runs_in_onnx_runtime(tiny_mod
     for precision in ("fp32", "int8"):
         recipe = edgec.Recipe(quant=edgec.QuantConfig(precision=precision))
         artifact = edgec.build(tmp_path / "model", "ort", recipe=recipe, calib=data, eval=data, out=tmp_path / precision)
-        assert artifact.manifest["parity"]["passed"]
+        assert artifact.manifest.parity.passed
         (embedding,) = edgec.api.predict(artifact, SENTENCES[:3]).values()
         assert embedding.shape == (3, 16)
         expected = outputs(pruned, source, source.task)[0][:3].numpy()

@@ -57,11 +57,11 @@ def test_a_build_takes_the_hosts_instruction_set_and_records_it(tiny_models, dat
                            calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "a")
     expected = load_target("ort-x86").for_instruction_set(faked)
     manifest = artifact.manifest
-    assert manifest["instruction_set"] == faked and manifest["host"]["instruction_set"] == faked
-    assert manifest["target"]["quantization"] == expected.to_dict()["quantization"]
-    assert artifact.session == expected.session and manifest["session"]["chosen_by"] == f"target ort-x86 for {faked}"
+    assert manifest.instruction_set == faked and manifest.host["instruction_set"] == faked
+    assert manifest.target.quantization == expected.quantization
+    assert artifact.session == expected.session and manifest.session.chosen_by == f"target ort-x86 for {faked}"
     reduce_range = expected.quantization.reduce_range
-    assert ("7-bit" in manifest["stages"]["quantize"]["weights"]) == reduce_range
+    assert ("7-bit" in manifest.stages["quantize"]["weights"]) == reduce_range
     report = (artifact.path / "report.md").read_text()
     assert f"**instruction set / session**: {faked} (built on" in report
     assert "## Where the time goes" in report and "MatMulIntegerToFloat" in report
@@ -70,5 +70,5 @@ def test_a_build_takes_the_hosts_instruction_set_and_records_it(tiny_models, dat
 def test_a_build_for_another_instruction_set_says_so(tiny_models, data_files, tmp_path):
     artifact = edgec.build(tiny_models("bert"), "ort-x86", recipe=edgec.Recipe(quant=edgec.QuantConfig(precision="fp32")),
                            calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "a", instruction_set="amx")
-    assert artifact.manifest["instruction_set"] == "amx"
-    assert artifact.manifest["host"]["instruction_set"] == hardware.host().instruction_set
+    assert artifact.manifest.instruction_set == "amx"
+    assert artifact.manifest.host["instruction_set"] == hardware.host().instruction_set

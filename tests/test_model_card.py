@@ -29,7 +29,7 @@ def built(request, tiny_models, data_files, tmp_path_factory):
 
 def test_metadata_reads_as_a_model_card(built):
     card = ModelCard.load(built.path / "README.md")
-    embedding = built.manifest["task"] == "feature-extraction"
+    embedding = built.manifest.task == "feature-extraction"
     assert card.data.pipeline_tag == ("sentence-similarity" if embedding else "text-classification")
     assert card.data.library_name == ("sentence-transformers" if embedding else "transformers")
     assert {"edgec", "onnx", "int8", "ort-x86", "bert"} <= set(card.data.tags)
@@ -49,7 +49,7 @@ def test_the_cards_code_runs_on_the_artifact(built):
     for block in blocks:
         exec(block.replace("path/to/artifact", str(built.path)), namespace)  # noqa: S102 - our own generated snippet
     plain = namespace["outputs"]  # onnxruntime on "a first text"
-    if built.manifest["task"] == "feature-extraction":
+    if built.manifest.task == "feature-extraction":
         assert namespace["model"][0].auto_model.path.resolve() == (built.path / "model.onnx").resolve()
         np.testing.assert_allclose(namespace["embeddings"][0], plain["sentence_embedding"][0], atol=1e-5)
         np.testing.assert_allclose(namespace["result"].last_hidden_state.numpy(), plain["last_hidden_state"], atol=1e-5)

@@ -142,4 +142,4 @@ def test_after_a_killed_build_the_next_one_succeeds_and_two_at_once_do_not_colli
     _, first_stderr = first.communicate(timeout=300)
     assert first.returncode == 0, first_stderr
     assert second.returncode == 2 and "another edgec run" in second.stderr and len(second.stderr.strip().splitlines()) == 1
-    assert load_artifact(out).manifest["parity"]["passed"] and _siblings(out) == ["m"]
+    assert load_artifact(out).manifest.parity.passed and _siblings(out) == ["m"]

@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgec.cli.main import app
+from edgec.manifest import Manifest
 
 pytestmark = pytest.mark.real_model
 
@@ -31,14 +32,14 @@ def minilm_int8(minilm, sts_sample, tmp_path_factory):
 
 def test_minilm_static_int8_keeps_sts_parity(minilm_int8, sts_sample, tmp_path):
     out = minilm_int8
-    manifest = json.loads((out / "edgec.json").read_text())
-    final = manifest["parity"]["ledger"][-1]["metrics"]
-    reference = manifest["parity"]["reference_metric"]["spearman"]
+    manifest = Manifest.read(out)
+    final = manifest.parity.ledger[-1].metrics
+    reference = manifest.parity.reference_metric["spearman"]
     assert final["cosine_mean"] > 0.99
     assert reference - final["spearman"] <= 1.0
-    assert manifest["stages"]["optimize"]["fused_ops"]["MultiHeadAttention"] == 6
-    assert manifest["stages"]["optimize"]["residual_sums"] >= 12
-    assert manifest["sizes"]["model_bytes"] <= 0.27 * manifest["sizes"]["source_weights_bytes"]
+    assert manifest.stages["optimize"]["fused_ops"]["MultiHeadAttention"] == 6
+    assert manifest.stages["optimize"]["residual_sums"] >= 12
+    assert manifest.sizes.model_bytes <= 0.27 * manifest.sizes.source_weights_bytes
     # Activations are really quantized (4 per layer: QKV, attention output, FFN in, FFN out), not just weights.
     graph = onnx.load(str(out / "model.onnx")).graph
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) == 24
@@ -96,10 +97,10 @@ def test_minilm_tensorrt_int8_simulated_parity(minilm, sts_sample, tmp_path):
     result = CliRunner().invoke(app, ["build", str(minilm), "--target", "trt", "--calib", str(sts_sample),
                                       "--eval", str(sts_sample), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    manifest = json.loads((out / "edgec.json").read_text())
-    final = manifest["parity"]["ledger"][-1]
-    assert manifest["target"]["name"] == "trt-int8" and final["simulated"]
-    assert manifest["parity"]["reference_metric"]["spearman"] - final["metrics"]["spearman"] <= 0.5
+    manifest = Manifest.read(out)
+    final = manifest.parity.ledger[-1]
+    assert manifest.target.name == "trt-int8" and final.simulated
+    assert manifest.parity.reference_metric["spearman"] - final.metrics["spearman"] <= 0.5
     graph = onnx.load(str(out / "model.onnx")).graph
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) == 24
     assert not any(n.domain not in ("", "ai.onnx") for n in graph.node)

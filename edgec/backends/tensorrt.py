@@ -7,6 +7,7 @@ On a machine without tensorrt or a CUDA device the artifact is complete except f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgec.artifact import Artifact, file_table, package_versions, sha256_file, write_manifest
+from edgec.artifact import Artifact, file_table, package_versions, sha256_file
 from edgec.backends.onnxruntime import copy_model_and_tokenizer
 from edgec.backends.registry import register_backend
 from edgec.backends.tensorrt_engine import INSTALL_HINT, build_engine, engine_unavailable_reason
@@ -211,10 +212,8 @@ def build_artifact_engine(
         record = {"status": "built", "file": spec["engine"], **built, "parity": parity}
     else:
         os.replace(candidate, artifact.path / REJECTED_ENGINE_FILE)
-        record = {**artifact.manifest["engine"], "rejected": {"file": REJECTED_ENGINE_FILE, **built, "parity": parity}}
-    manifest = {**artifact.manifest, "engine": record}
-    manifest["files"] = file_table(artifact.path)
-    write_manifest(artifact.path, manifest)
+        record = {**artifact.manifest.engine, "rejected": {"file": REJECTED_ENGINE_FILE, **built, "parity": parity}}
+    dataclasses.replace(artifact.manifest, engine=record, files=file_table(artifact.path)).write(artifact.path)
     return record, row
 
 
@@ -222,7 +221,7 @@ def parity_runtime(artifact: Artifact, workdir: Path) -> tuple[Path, bool]:
     """What `edgec parity` runs for a TensorRT artifact: its engine where one was built and can run here,
     else the ONNX stand-in on ONNX Runtime CPU. Returns the model file and whether it is simulated."""
     manifest = artifact.manifest
-    engine = manifest.get("engine") or {}
+    engine = manifest.engine or {}
     if engine.get("file") and (artifact.path / engine["file"]).is_file() and engine_unavailable_reason() is None:
         return artifact.path / engine["file"], False
-    return simulation_model(artifact.model_path, Precision.parse(manifest["precision"]), workdir), True
+    return simulation_model(artifact.model_path, manifest.precision, workdir), True

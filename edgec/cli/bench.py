@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
-from edgec.artifact import Artifact, load_artifact, write_manifest
+from edgec.artifact import Artifact, load_artifact
 from edgec.bench import BenchConfig, bench_model, bench_pytorch, profile_onnx, session_for
 from edgec.hardware import host
+from edgec.manifest import SessionRecord
 from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.errors import ConfigError, InputError
 from edgec.profiling import NODE_HEADER, OPERATOR_HEADER, node_rows, operator_rows
@@ -59,10 +60,10 @@ def bench(
     report["session"] = asdict(settings)
     results = [bench_model(str(loaded.model_path), vocab_size, config, settings)]
     if baseline:
-        source = loaded.manifest["source"]["path"]
+        source = loaded.manifest.source.path
         if not Path(source).is_dir():
             raise InputError(f"the source model {source} is not on this machine; run without --baseline")
-        results.append(bench_pytorch(source, loaded.manifest["task"], vocab_size, config))
+        results.append(bench_pytorch(source, loaded.manifest.task, vocab_size, config))
     measured = profile_onnx(str(loaded.model_path), vocab_size, dataclasses.replace(config, runs=min(runs, 50)), settings) if profile else None
     report |= {
         "host": host().to_dict(),
@@ -85,11 +86,11 @@ def _tune(loaded: Artifact, vocab_size: int, config: BenchConfig) -> tuple[Artif
     measure = onnx_latency(str(loaded.model_path), vocab_size, config)
     chosen, trials = tune_session(measure, loaded.session)
     where = host()
-    manifest = {**loaded.manifest, "session": {
-        "settings": asdict(chosen),
-        "chosen_by": f"edgec bench --tune on {where.model} ({where.instruction_set}), batch {config.batch}, seq {config.seq_len}",
-    }}
-    write_manifest(loaded.path, manifest)
+    manifest = dataclasses.replace(loaded.manifest, session=SessionRecord(
+        settings=chosen,
+        chosen_by=f"edgec bench --tune on {where.model} ({where.instruction_set}), batch {config.batch}, seq {config.seq_len}",
+    ))
+    manifest.write(loaded.path)
     tuning = {"chosen": asdict(chosen), "trials": [{"knob": t.knob, "value": t.value, "p50_ms": t.p50_ms} for t in trials]}
     return Artifact(loaded.path, manifest), tuning
 
@@ -114,6 +115,6 @@ def _print(artifact: Path, loaded: Artifact, report: dict, results: list, measur
         caption = f"{measured.runs} profiled runs, {measured.kernel_ms:.2f} ms of kernels per run"
         stdout.print(table(f"time per operator type ({caption})", OPERATOR_HEADER, operator_rows(measured)))
         stdout.print(table(f"the {len(measured.nodes)} slowest nodes", NODE_HEADER, node_rows(measured)))
-    if loaded.manifest.get("engine"):
+    if loaded.manifest.engine:
         stdout.print("note: ONNX Runtime CPU timed the ONNX the TensorRT engine is built from; these are not engine figures "
                      "(trtexec --loadEngine=model.engine times the engine on its GPU)")

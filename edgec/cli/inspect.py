@@ -31,7 +31,7 @@ def inspect(
     """Show what an artifact holds and how it was verified."""
     loaded = load_artifact(artifact)
     manifest, changed = loaded.manifest, verify_hashes(loaded)
-    emit, suffix = manifest["stages"]["emit"], loaded.model_path.suffix
+    emit, suffix = manifest.stages["emit"], loaded.model_path.suffix
     # An ORT-format model is not ONNX: its operators were counted from the ONNX it was converted from. An ExecuTorch
     # program's graph is its delegate calls (issue 18).
     if suffix == ".ort":
@@ -41,13 +41,13 @@ def inspect(
     else:
         ops = operator_counts(loaded.model_path)
     if as_json:
-        print(json.dumps({"manifest": manifest, "operators": ops, "changed_files": changed}, indent=2))
+        print(json.dumps({"manifest": manifest.to_dict(), "operators": ops, "changed_files": changed}, indent=2))
         return
     stdout.print(table(f"artifact {artifact}", ["", ""], [list(r) for r in summary_rows(manifest)]))
-    files = [[name, f"{info['bytes'] / 1e6:.2f} MB", info["sha256"][:16]] for name, info in manifest["files"].items()]
+    files = [[name, f"{info['bytes'] / 1e6:.2f} MB", info["sha256"][:16]] for name, info in manifest.files.items()]
     stdout.print(table("files", ["file", "size", "sha256"], files))
     stdout.print(table("operators", ["op", "count"], [[k, str(v)] for k, v in ops.items()]))
-    io_rows = [[d, v["name"], v["dtype"], str(v["shape"])] for d in ("inputs", "outputs") for v in manifest["io"][d]]
+    io_rows = [[d, v["name"], v["dtype"], str(v["shape"])] for d in ("inputs", "outputs") for v in manifest.io[d]]
     stdout.print(table("signature", ["", "name", "dtype", "shape"], io_rows))
     stdout.print(table("parity ledger", *ledger_table(manifest)))
     stdout.print("integrity: " + (f"CHANGED since build: {', '.join(changed)}" if changed else "every file matches its sha256"))

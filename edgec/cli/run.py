@@ -30,7 +30,7 @@ def run(
         raise ConfigError(f"got {len(pair)} --pair texts for {len(texts)} texts; give one --pair per text or none")
     loaded = load_artifact(artifact)
     outputs = predict(loaded, list(texts), list(pair) if pair else None)
-    task, labels = loaded.manifest["task"], loaded.manifest.get("labels") or {}
+    task, labels = loaded.manifest.task, loaded.manifest.labels or {}
     if as_json:
         print(json.dumps({"task": task, "outputs": {k: v.tolist() for k, v in outputs.items()}}))
         return

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgec.ops.search import fewest_passing
 from edgec.parity.ledger import ParityRow
 from edgec.pipeline import Context, measure, selection_data
-from edgec.stages.quantize import RANGES_FILE, quantize_static_int8
+from edgec.stages.quantize import quantize_static_int8
 
 
 def fallback(ctx: Context) -> Context:
@@ -21,18 +20,17 @@ def fallback(ctx: Context) -> Context:
     selection = selection_data(ctx)
     if measure(ctx, "quantize", selection).passed:
         return ctx.with_note("fallback", {"kept_in_float": [], "reason": "int8 passed parity as quantized"})
-    calibration = json.loads((ctx.workdir / "quantize" / RANGES_FILE).read_text())
-    ranked = sorted(calibration["sensitivity"], key=lambda n: (-calibration["sensitivity"][n], n))
+    calibration = ctx.calibration
+    ranked = sorted(calibration.sensitivity, key=lambda n: (-calibration.sensitivity[n], n))
     if not ranked:
         return ctx.with_note("fallback", {"kept_in_float": [], "reason": "no quantized MatMul to keep in float"})
-    source = Path(calibration["source"])  # the float model the quantize stage started from
     out_dir = ctx.workdir / "fallback"
     out_dir.mkdir(parents=True)
     tried: dict[int, tuple[Path, ParityRow]] = {}
 
     def attempt(k: int) -> bool:
         path = out_dir / f"keep{k}.onnx"
-        quantize_static_int8(source, path, calibration["ranges"], ctx.target.quantization, exclude=tuple(ranked[:k]))
+        quantize_static_int8(calibration.prepared, path, calibration.ranges, ctx.target.quantization, exclude=tuple(ranked[:k]))
         tried[k] = (path, measure(ctx.with_note("fallback", {}, onnx_path=path), f"fallback k={k}", selection))
         return tried[k][1].passed
 
@@ -43,6 +41,6 @@ def fallback(ctx: Context) -> Context:
         "kept_in_float": ranked[:chosen],
         "tries": sorted(tried),
         # Every quantized MatMul's own int8 error, most sensitive first (the report charts it).
-        "sensitivity": {n: round(calibration["sensitivity"][n], 5) for n in ranked},
+        "sensitivity": {n: round(calibration.sensitivity[n], 5) for n in ranked},
     }
     return ctx.with_note("fallback", note, onnx_path=path)

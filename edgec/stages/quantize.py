@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +15,11 @@ from edgec.ops.calibration import RunningStats, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
 from edgec.ops import outliers
 from edgec.ops.smoothing import smoothing_scales
-from edgec.pipeline import Context, release_freed_memory
+from edgec.pipeline import Calibration, Context, release_freed_memory
 from edgec.parity.evalset import eval_texts
 from edgec.progress import track
 from edgec.targets import QuantSettings, SessionSettings
 
-RANGES_FILE = "ranges.json"
 SMOOTHING_ALPHA = 0.8  # measured on MiniLM/STS-B: 0.7-0.9 best, 0.3 catastrophic, 0.5 mediocre
 _GELU_OPS = ("Gelu", "FastGelu", "BiasGelu", "QuickGelu")
 # Rows (tokens) of each weight-MatMul input kept to estimate the fallback's per-node error: a uniform sample of all
@@ -49,17 +47,16 @@ def quantize(ctx: Context) -> Context:
     out_dir = ctx.workdir / "quantize"
     out_dir.mkdir(parents=True)
     path = out_dir / "model.onnx"
-    return ctx.with_note("quantize", QUANTIZERS[ctx.precision.needs.quantizer](ctx, path), onnx_path=path)
+    return QUANTIZERS[ctx.precision.needs.quantizer](ctx, path)
 
 
-def _static_int8(ctx: Context, path: Path) -> dict:
+def _static_int8(ctx: Context, path: Path) -> Context:
     prepared, ranges, sensitivity, split = prepare_static(ctx, path.parent)
-    (path.parent / RANGES_FILE).write_text(json.dumps({"source": str(prepared), "ranges": ranges, "sensitivity": sensitivity,
-                                                       "outlier_channels": {k: v.tolist() for k, v in split.items()}}))
     release_freed_memory()  # calibration's sessions and copies, before quantization loads the model again
     note = quantize_static_int8(prepared, path, ranges, ctx.target.quantization, exclude=())
-    return note | {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA,
-                   "outlier_channels_in_float": sum(len(v) for v in split.values()), "inputs_with_outliers": len(split)}
+    note |= {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA,
+             "outlier_channels_in_float": sum(len(v) for v in split.values()), "inputs_with_outliers": len(split)}
+    return ctx.with_note("quantize", note, onnx_path=path, calibration=Calibration(prepared, ranges, sensitivity))
 
 
 def to_fp16(source: Path, out: Path) -> dict:
@@ -277,9 +274,10 @@ def collect_stats(
     return stats
 
 
-QUANTIZERS: dict[str, Callable[[Context, Path], dict]] = {
-    "fp16": lambda ctx, path: to_fp16(ctx.onnx_path, path),
-    "dynamic-int8": lambda ctx, path: quantize_dynamic_int8(ctx.onnx_path, path, ctx.target.quantization),
+QUANTIZERS: dict[str, Callable[[Context, Path], Context]] = {
+    "fp16": lambda ctx, path: ctx.with_note("quantize", to_fp16(ctx.onnx_path, path), onnx_path=path),
+    "dynamic-int8": lambda ctx, path: ctx.with_note(
+        "quantize", quantize_dynamic_int8(ctx.onnx_path, path, ctx.target.quantization), onnx_path=path),
     "static-int8": _static_int8,
 }
-"""The quantize stage's method for each precision.Needs.quantizer: writes the model at the path, returns the note."""
+"""The quantize stage's method for each precision.Needs.quantizer: writes the model at the path, returns the context."""

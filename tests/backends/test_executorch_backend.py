@@ -26,17 +26,17 @@ def int8_pte(tiny_models, data_files, tmp_path_factory):
 
 def test_int8_pte_is_delegated_to_xnnpack_and_its_own_runtime_passes_parity(int8_pte):
     manifest = int8_pte.manifest
-    assert manifest["model_file"] == "model.pte" and manifest["precision"] == "int8"
-    emit = manifest["stages"]["emit"]
+    assert manifest.model_file == "model.pte" and manifest.precision == "int8"
+    emit = manifest.stages["emit"]
     assert emit["delegate"] == "XnnpackBackend" and emit["delegated_partitions"] >= 1 and "PT2E" in emit["quantization"]
-    rows = manifest["parity"]["ledger"]
-    assert [r["stage"] for r in rows] == ["artifact"] and rows[0]["model"] == "model.pte" and not rows[0]["simulated"]
-    assert manifest["parity"]["passed"] and rows[0]["metrics"]["cosine_mean"] > 0.9
-    assert manifest["io"]["inputs"][0]["name"] == "input_ids" and manifest["io"]["outputs"][0]["name"] == "sentence_embedding"
+    rows = manifest.parity.ledger
+    assert [r.stage for r in rows] == ["artifact"] and rows[0].model == "model.pte" and not rows[0].simulated
+    assert manifest.parity.passed and rows[0].metrics["cosine_mean"] > 0.9
+    assert manifest.io["inputs"][0]["name"] == "input_ids" and manifest.io["outputs"][0]["name"] == "sentence_embedding"
 
 
 def test_the_tokenizer_and_the_io_names_travel_with_the_program(int8_pte):
-    files = set(int8_pte.manifest["files"])
+    files = set(int8_pte.manifest.files)
     assert {"model.pte", "model_io.json", "tokenizer.json", "tokenizer_config.json"} <= files
     io = json.loads((int8_pte.path / "model_io.json").read_text())
     assert [i["name"] for i in io["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
@@ -63,9 +63,9 @@ def test_pruned_models_lower_too(tiny_models, data_files, tmp_path):
     calib, pairs = edgec.read_dataset(data_files["calib"]), edgec.read_dataset(data_files["pairs"])
     pruned = edgec.build(tiny_models("bert"), "executorch", recipe=Recipe(prune=PruneConfig(fraction=0.5)), calib=calib, eval=pairs,
                          out=tmp_path / "pruned")
-    stages = [r["stage"] for r in pruned.manifest["parity"]["ledger"]]
-    assert stages == ["prune", "artifact"] and pruned.manifest["stages"]["prune"]["macs_after"] < pruned.manifest["stages"]["prune"]["macs_before"]
-    assert pruned.manifest["stages"]["emit"]["delegated_partitions"] >= 1 and pruned.manifest["parity"]["passed"]
+    stages = [r.stage for r in pruned.manifest.parity.ledger]
+    assert stages == ["prune", "artifact"] and pruned.manifest.stages["prune"]["macs_after"] < pruned.manifest.stages["prune"]["macs_before"]
+    assert pruned.manifest.stages["emit"]["delegated_partitions"] >= 1 and pruned.manifest.parity.passed
 
 
 @pytest.mark.deep  # another lowering (~45 s); `make test` lowers int8 and pruned int8
@@ -73,7 +73,7 @@ def test_fp32_lowers_too(tiny_models, data_files, tmp_path):
     calib, pairs = edgec.read_dataset(data_files["calib"]), edgec.read_dataset(data_files["pairs"])
     fp32 = edgec.build(tiny_models("bert"), "executorch", recipe=Recipe(quant=QuantConfig(precision="fp32")), calib=calib, eval=pairs,
                        out=tmp_path / "fp32")
-    assert fp32.manifest["parity"]["ledger"][-1]["metrics"]["cosine_mean"] > 0.9999 and fp32.manifest["stages"]["emit"]["quantization"] == "none (fp32)"
+    assert fp32.manifest.parity.ledger[-1].metrics["cosine_mean"] > 0.9999 and fp32.manifest.stages["emit"]["quantization"] == "none (fp32)"
 
 
 def test_without_executorch_the_build_says_how_to_install_it(tiny_models, tmp_path, monkeypatch):

@@ -99,7 +99,7 @@ def test_optimum_feature_extraction_gives_the_token_states(tiny_models, data_fil
     artifact = _build(tiny_models("modernbert"), tmp_path / "art", "int8", edgec.read_dataset(data_files["calib"]))
     model = ORTModelForFeatureExtraction.from_pretrained(artifact.path)
     assert model.path.resolve() == (artifact.path / "model.onnx").resolve()
-    max_length = artifact.manifest["recipe"]["max_length"]
+    max_length = artifact.manifest.recipe.max_length
     encoded = AutoTokenizer.from_pretrained(artifact.path)(
         TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
     )
@@ -150,7 +150,7 @@ def test_optimum_classifier_and_pipeline_match_edgec_run(named_classifier, data_
     logits = _edgec_run(artifact.path, TEXTS)["logits"]
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
-    labels = artifact.manifest["labels"]
+    labels = artifact.manifest.labels
     assert [p["label"] for p in predictions] == [labels[str(i)] for i in probabilities.argmax(1)]
     np.testing.assert_allclose([p["score"] for p in predictions], probabilities.max(1), atol=1e-5)
     assert len({p["label"] for p in predictions}) > 1  # the comparison covers more than one class

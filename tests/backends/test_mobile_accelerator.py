@@ -33,22 +33,22 @@ def test_coreml_graph_is_one_partition_with_only_the_embedding_lookup_on_the_cpu
     assert report["provider"] == "CoreML MLProgram" and report["partitions"] == 1 and report["suitability"] == "YES"
     assert report["supported_share"] > 75
     assert [(n["op"], n["why"]) for n in report["remaining_nodes"]] == [("Gather", "op not in the provider's list")]
-    assert coreml.manifest["stages"]["emit"]["accelerator"]["suitability"] == "YES"
+    assert coreml.manifest.stages["emit"]["accelerator"]["suitability"] == "YES"
 
 
 def test_the_graph_is_float_with_fixed_shapes_and_no_shape_ops(coreml):
-    assert coreml.manifest["precision"] == "fp32"
-    assert all(i["shape"] == [2, 16] for i in coreml.manifest["io"]["inputs"])
-    ops = Counter(coreml.manifest["stages"]["emit"]["operator_counts"])
+    assert coreml.manifest.precision == "fp32"
+    assert all(i["shape"] == [2, 16] for i in coreml.manifest.io["inputs"])
+    ops = Counter(coreml.manifest.stages["emit"]["operator_counts"])
     assert not {"Expand", "Equal", "Where", "ConstantOfShape", "Range", "Shape", "QuantizeLinear"} & set(ops)
     assert ops["Gather"] == 1  # the word embeddings; token types are arithmetic
 
 
 def test_parity_runs_on_the_reshaped_graph_and_holds_the_mobile_thresholds(coreml):
-    final = coreml.manifest["parity"]["ledger"][-1]
-    assert final["model"] == "model.ort" and coreml.manifest["parity"]["passed"]
-    assert final["metrics"]["cosine_mean"] >= coreml.manifest["parity"]["thresholds"]["min_cosine"] == 0.9999
-    assert coreml.manifest["recipe"]["max_length"] == 16  # texts are truncated to the fixed sequence
+    final = coreml.manifest.parity.ledger[-1]
+    assert final.model == "model.ort" and coreml.manifest.parity.passed
+    assert final.metrics["cosine_mean"] >= coreml.manifest.parity.thresholds.min_cosine == 0.9999
+    assert coreml.manifest.recipe.max_length == 16  # texts are truncated to the fixed sequence
 
 
 def test_the_device_runner_pads_and_batches_for_the_fixed_shape(coreml, tiny_models):
@@ -64,10 +64,10 @@ def test_nnapi_names_what_it_cannot_take(tiny_models, data_files, tmp_path):
     artifact = edgec.build(tiny_models("bert"), "mobile", calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "n.zip",
                            mobile={"accelerator": "nnapi", **SHAPE})
     report = json.loads((artifact.path / "mobile_usability.json").read_text())["accelerator"]
-    assert report["provider"] == "NNAPI" and artifact.manifest["parity"]["passed"]
+    assert report["provider"] == "NNAPI" and artifact.manifest.parity.passed
     left = {n["op"] for n in report["remaining_nodes"]}
     assert "Erf" in left and "LayerNormalization" not in left and "Gather" not in left  # int32 ids: NNAPI's Gather takes them
-    assert "ReduceMean" in artifact.manifest["stages"]["emit"]["operator_counts"]  # LayerNorm as primitives (opset 16)
+    assert "ReduceMean" in artifact.manifest.stages["emit"]["operator_counts"]  # LayerNorm as primitives (opset 16)
 
 
 def test_classifiers_shape_too_and_xnnpack_is_not_checked(tiny_models, data_files, tmp_path):
@@ -75,7 +75,7 @@ def test_classifiers_shape_too_and_xnnpack_is_not_checked(tiny_models, data_file
                            out=tmp_path / "x.zip", mobile={"accelerator": "xnnpack", **SHAPE})
     report = json.loads(zipfile.ZipFile(tmp_path / "x.zip").read("mobile_usability.json"))["accelerator"]
     assert report == {"provider": "xnnpack", "checked": False, "why": "ONNX Runtime's usability checker has no rules for this provider"}
-    assert artifact.manifest["parity"]["passed"] and artifact.manifest["parity"]["ledger"][-1]["metrics"]["agreement"] == 1.0
+    assert artifact.manifest.parity.passed and artifact.manifest.parity.ledger[-1].metrics["agreement"] == 1.0
 
 
 def test_bad_accelerator_requests_are_refused_before_any_work(tiny_models, tmp_path):

@@ -30,13 +30,13 @@ def bundle(tiny_models, data_files, tmp_path_factory):
 def test_bundle_is_one_zip_with_the_documented_layout(bundle):
     out, artifact = bundle
     assert zipfile.is_zipfile(out) and set(zipfile.ZipFile(out).namelist()) == BUNDLE
-    assert artifact.manifest["model_file"] == "model.ort" and artifact.manifest["files"]["model.ort"]["bytes"] > 0
+    assert artifact.manifest.model_file == "model.ort" and artifact.manifest.files["model.ort"]["bytes"] > 0
 
 
 def test_the_ort_file_itself_passes_parity(bundle, data_files):
     out, artifact = bundle
-    final = artifact.manifest["parity"]["ledger"][-1]
-    assert final["model"] == "model.ort" and not final["simulated"] and artifact.manifest["parity"]["passed"]
+    final = artifact.manifest.parity.ledger[-1]
+    assert final.model == "model.ort" and not final.simulated and artifact.manifest.parity.passed
     session = ort.InferenceSession(str(artifact.model_path), providers=["CPUExecutionProvider"])
     tokenizer = artifact.tokenizer()
     feeds = tokenizer(["the movie was really good"], return_tensors="np")
@@ -49,12 +49,12 @@ def test_operator_config_lists_exactly_the_models_operators(bundle):
     _, artifact = bundle
     config = config_operators((artifact.path / "required_operators_and_types.config").read_text())
     assert set(config) == {"ai.onnx"}, "only standard ONNX ops: no CPU-only contrib ops in a mobile graph"
-    assert config["ai.onnx"] == set(artifact.manifest["stages"]["emit"]["operator_counts"])
+    assert config["ai.onnx"] == set(artifact.manifest.stages["emit"]["operator_counts"])
 
 
 def test_int8_is_static_qdq_without_dynamic_quantization_ops(bundle, tiny_models, tmp_path):
     _, artifact = bundle
-    ops = set(artifact.manifest["stages"]["emit"]["operator_counts"])
+    ops = set(artifact.manifest.stages["emit"]["operator_counts"])
     assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
     assert not ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
     with pytest.raises(ConfigError, match="does not support precision int8-dynamic"):

@@ -96,9 +96,9 @@ def test_spec_profile_and_script_agree(int8_artifact, data_files):
     histogram = spec["length_histogram"]
     for name in names:
         assert profile[name]["min"] == [1, 1]
-        assert profile[name]["max"] == [32, int8_artifact.manifest["recipe"]["max_length"]]
+        assert profile[name]["max"] == [32, int8_artifact.manifest.recipe.max_length]
         assert profile[name]["opt"][1] >= histogram["p50"] and profile[name]["opt"][1] % 8 == 0
-    assert spec["onnx_sha256"] == int8_artifact.manifest["files"]["model.onnx"]["sha256"]
+    assert spec["onnx_sha256"] == int8_artifact.manifest.files["model.onnx"]["sha256"]
     script = (int8_artifact.path / "build_engine.sh").read_text()
     main = script[script.rindex("exec trtexec"):]
     shapes = ",".join(f"{n}:{'x'.join(map(str, profile[n]['max']))}" for n in names)
@@ -114,11 +114,11 @@ def test_spec_profile_and_script_agree(int8_artifact, data_files):
 
 def test_deferred_engine_is_never_reported_as_built(int8_artifact, monkeypatch):
     manifest = int8_artifact.manifest
-    assert manifest["engine"]["file"] is None and manifest["engine"]["status"].startswith("deferred (")
+    assert manifest.engine["file"] is None and manifest.engine["status"].startswith("deferred (")
     assert not (int8_artifact.path / "model.engine").exists()
-    final = manifest["parity"]["ledger"][-1]
-    assert final["stage"] == "artifact" and final["simulated"] and manifest["parity"]["passed"]
-    assert "sentence_embedding.max_abs" in final["metrics"] and "sentence_embedding.median_rel" in final["metrics"]
+    final = manifest.parity.ledger[-1]
+    assert final.stage == "artifact" and final.simulated and manifest.parity.passed
+    assert "sentence_embedding.max_abs" in final.metrics and "sentence_embedding.median_rel" in final.metrics
     report = (int8_artifact.path / "report.md").read_text()
     assert "engine: deferred" not in report and "- **TensorRT engine**: deferred (" in report
     assert "| sentence_embedding |" in report.split("## Parity ledger")[1]  # the error statistics per output
@@ -140,31 +140,31 @@ def test_fp16_is_an_fp16_typed_onnx_with_layernorm_and_pooling_in_fp32(fp16_arti
     assert [o.type.tensor_type.elem_type for o in graph.output] == [onnx.TensorProto.FLOAT]
     spec = json.loads((fp16_artifact.path / "trt_build.json").read_text())
     assert spec["strongly_typed"] and "flags" not in spec and spec["quantization"].startswith("none; float parts typed fp16")
-    typing = fp16_artifact.manifest["stages"]["emit"]["typing"]
+    typing = fp16_artifact.manifest.stages["emit"]["typing"]
     assert typing["fp16_nodes"] > 0 and typing["fp32_nodes"]["LayerNormalization"] == len(norms)
-    final = fp16_artifact.manifest["parity"]["ledger"][-1]
-    assert final["model"] == "tensorrt-fp16-rounding.onnx" and final["simulated"]
-    assert 0 < final["metrics"]["max_abs_error"] < 1e-2  # fp16 rounding is visible, and small
+    final = fp16_artifact.manifest.parity.ledger[-1]
+    assert final.model == "tensorrt-fp16-rounding.onnx" and final.simulated
+    assert 0 < final.metrics["max_abs_error"] < 1e-2  # fp16 rounding is visible, and small
 
 
 def test_fp32_on_a_tensorrt_target_stays_fp32(tiny_models, tmp_path):
     art = edgec.build(tiny_models("bert"), "trt-fp16", recipe=Recipe(quant=QuantConfig(precision="fp32")), out=tmp_path / "o")
     assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in _graph(art).initializer)
-    assert art.manifest["parity"]["ledger"][-1]["model"] == "model.onnx" and art.manifest["stages"]["emit"]["typing"] is None
+    assert art.manifest.parity.ledger[-1].model == "model.onnx" and art.manifest.stages["emit"]["typing"] is None
 
 
 def test_trt_alias_chooses_by_calibration_data(tiny_models, data_files, tmp_path):
     with_calib = _build(tiny_models("bert"), tmp_path / "a", "trt", edgec.read_dataset(data_files["calib"]))
     without = edgec.build(tiny_models("bert"), "trt", out=tmp_path / "b")
-    assert with_calib.manifest["target"]["name"] == "trt-int8" and "calibration data was given" in with_calib.manifest["stages"]["target"]
-    assert without.manifest["target"]["name"] == "trt-fp16" and "--calib" in without.manifest["stages"]["target"]
+    assert with_calib.manifest.target.name == "trt-int8" and "calibration data was given" in with_calib.manifest.stages["target"]
+    assert without.manifest.target.name == "trt-fp16" and "--calib" in without.manifest.stages["target"]
 
 
 def test_max_seq_len_caps_profile_and_truncation(tiny_models, data_files, tmp_path):
     art = _build(tiny_models("bert"), tmp_path / "o", "trt-fp16", edgec.read_dataset(data_files["calib"]),
                  tensorrt={"max_seq_len": 16, "max_batch": 4})
     spec = json.loads((art.path / "trt_build.json").read_text())
-    assert spec["profiles"][0]["input_ids"]["max"] == [4, 16] and art.manifest["recipe"]["max_length"] == 16
+    assert spec["profiles"][0]["input_ids"]["max"] == [4, 16] and art.manifest.recipe.max_length == 16
 
 
 def test_require_engine_fails_before_any_work(tiny_models, tmp_path, monkeypatch):
@@ -186,10 +186,10 @@ def test_tensorrt_settings_are_validated(tiny_models, tmp_path):
 def test_with_an_engine_the_engine_row_gates_the_build(tiny_models, data_files, tmp_path, monkeypatch):
     fake_engine(monkeypatch)
     art = _build(tiny_models("bert"), tmp_path / "o", "trt-int8", edgec.read_dataset(data_files["pairs"]))
-    ledger = art.manifest["parity"]["ledger"]
-    assert [r["stage"] for r in ledger][-2:] == ["artifact", "engine"]
-    assert ledger[-2]["simulated"] and not ledger[-1]["simulated"] and ledger[-1]["model"] == "model.engine"
-    assert art.manifest["engine"]["status"] == "built" and "model.engine" in art.manifest["files"]
+    ledger = art.manifest.parity.ledger
+    assert [r.stage for r in ledger][-2:] == ["artifact", "engine"]
+    assert ledger[-2].simulated and not ledger[-1].simulated and ledger[-1].model == "model.engine"
+    assert art.manifest.engine["status"] == "built" and "model.engine" in art.manifest.files
 
 
 def _copy(artifact, tmp_path):
@@ -205,9 +205,9 @@ def test_engine_command_builds_gates_on_parity_and_updates_the_manifest(int8_art
     fake_engine(monkeypatch)
     built, row = edgec.api.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
     manifest = load_artifact(copy).manifest
-    assert built["status"] == manifest["engine"]["status"] == "built" and (copy / "model.engine").exists()
-    assert row.passed and not row.simulated and manifest["engine"]["parity"]["passed"]
-    assert manifest["engine"]["parity"]["data"].endswith("pairs.jsonl") and "cosine_mean" in manifest["engine"]["parity"]["metrics"]
+    assert built["status"] == manifest.engine["status"] == "built" and (copy / "model.engine").exists()
+    assert row.passed and not row.simulated and manifest.engine["parity"]["passed"]
+    assert manifest.engine["parity"]["data"].endswith("pairs.jsonl") and "cosine_mean" in manifest.engine["parity"]["metrics"]
     assert not (copy / "model.candidate.engine").exists() and verify_hashes(load_artifact(copy)) == []
 
 
@@ -224,8 +224,8 @@ def test_engine_failing_parity_is_kept_aside_and_exits_1(int8_artifact, data_fil
     assert caught.value.exit_code == 1
     manifest = load_artifact(copy).manifest
     assert (copy / "model.engine.rejected").exists() and not (copy / "model.engine").exists()
-    assert manifest["engine"]["file"] is None and manifest["engine"]["status"].startswith("deferred (")
-    assert manifest["engine"]["rejected"]["file"] == "model.engine.rejected" and not manifest["engine"]["rejected"]["parity"]["passed"]
+    assert manifest.engine["file"] is None and manifest.engine["status"].startswith("deferred (")
+    assert manifest.engine["rejected"]["file"] == "model.engine.rejected" and not manifest.engine["rejected"]["parity"]["passed"]
     assert verify_hashes(load_artifact(copy)) == []
     assert trt_backend.parity_runtime(load_artifact(copy), tmp_path)[1], "a rejected engine is never run as the artifact's"
 

@@ -85,14 +85,14 @@ def test_classifier_importance_uses_the_labels(tiny_models, data_files):
 def test_pruned_build_exports_fuses_and_runs(tiny_models, data_files, tmp_path, model_type):
     recipe = Recipe(prune=PruneConfig(fraction=0.6), quant=QuantConfig(precision="fp32"), parity=LOOSE)
     artifact = edgec.build(tiny_models(model_type), "ort-x86", recipe=recipe, calib=read_dataset(data_files["calib"]), out=tmp_path / "a")
-    ledger = artifact.manifest["parity"]["ledger"]
-    assert [row["stage"] for row in ledger] == ["prune", "export", "optimize", "artifact"]
+    ledger = artifact.manifest.parity.ledger
+    assert [row.stage for row in ledger] == ["prune", "export", "optimize", "artifact"]
     # ONNX Runtime computes what the pruned PyTorch model computes
-    assert abs(ledger[-1]["metrics"]["cosine_mean"] - ledger[0]["metrics"]["cosine_mean"]) < 1e-4
+    assert abs(ledger[-1].metrics["cosine_mean"] - ledger[0].metrics["cosine_mean"]) < 1e-4
     # The weights shrink. (Not always the file: DeBERTa's relative-attention graph alone outweighs a 32-wide model.)
     graph = onnx.load(str(artifact.model_path)).graph
     weights = sum(numpy_helper.to_array(t).nbytes for t in graph.initializer)
-    assert weights < artifact.manifest["sizes"]["source_weights_bytes"]
+    assert weights < artifact.manifest.sizes.source_weights_bytes
     assert (artifact.path / "pruning.png").stat().st_size > 0
     assert "heads kept per layer" in (artifact.path / "report.md").read_text()
 
@@ -102,9 +102,9 @@ def test_pruned_int8_build_with_distillation(tiny_models, data_files, tmp_path):
                     quant=QuantConfig(precision="int8"), parity=LOOSE)
     calib = read_dataset(data_files["calib"])
     artifact = edgec.build(tiny_models("bert"), "ort-x86", recipe=recipe, calib=calib, train=calib, out=tmp_path / "a")
-    stages = [row["stage"] for row in artifact.manifest["parity"]["ledger"]]
+    stages = [row.stage for row in artifact.manifest.parity.ledger]
     assert stages[:3] == ["prune", "distill", "export"] and "quantize" in stages
-    assert artifact.manifest["stages"]["distill"]["steps"] == 6
+    assert artifact.manifest.stages["distill"]["steps"] == 6
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "mpnet"])
@@ -113,11 +113,11 @@ def test_removed_layers_leave_the_export_which_fuses_and_runs(tiny_models, data_
 
     recipe = Recipe(prune=PruneConfig(fraction=0.5, units=("layers",)), quant=QuantConfig(precision="fp32"), parity=LOOSE)
     artifact = edgec.build(tiny_models(model_type), "ort-x86", recipe=recipe, calib=read_dataset(data_files["calib"]), out=tmp_path / "a")
-    summary = artifact.manifest["stages"]["prune"]
+    summary = artifact.manifest.stages["prune"]
     assert len(summary["layers_removed"]) == 1 and len(summary["layers_kept"]) == 1  # half the compute: one of two layers
-    ledger = artifact.manifest["parity"]["ledger"]
-    assert [row["stage"] for row in ledger] == ["prune", "export", "optimize", "artifact"]
-    assert abs(ledger[-1]["metrics"]["cosine_mean"] - ledger[0]["metrics"]["cosine_mean"]) < 1e-4
+    ledger = artifact.manifest.parity.ledger
+    assert [row.stage for row in ledger] == ["prune", "export", "optimize", "artifact"]
+    assert abs(ledger[-1].metrics["cosine_mean"] - ledger[0].metrics["cosine_mean"]) < 1e-4
     graph = onnx.load(str(artifact.model_path)).graph
     norms = sum(node.op_type in ("LayerNormalization", "SkipLayerNormalization") for node in graph.node)
     assert norms <= 3  # embeddings + the kept layer's two (the unpruned model has five)
@@ -137,6 +137,6 @@ def test_half_pruned_new_architectures_pass_the_default_gate(tiny_models, data_f
                     "--calib", data_files["calib"], "--out", out)
     assert result.exit_code == 0, result.output
     manifest = edgec.load_artifact(out).manifest
-    assert manifest["parity"]["passed"] and manifest["precision"] == "int8"
-    summary = manifest["stages"]["prune"]
+    assert manifest.parity.passed and manifest.precision == "int8"
+    summary = manifest.stages["prune"]
     assert summary["macs_after"] <= 0.5 * summary["macs_before"]

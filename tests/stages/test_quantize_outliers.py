@@ -18,7 +18,7 @@ def test_a_build_splits_the_outlier_channels_off_in_float(tiny_models, data_file
     profile = dataclasses.replace(base, quantization=dataclasses.replace(base.quantization, split_outliers=True))
     artifact = edgec.build(tiny_models("bert"), profile, recipe=edgec.Recipe(quant=edgec.QuantConfig(precision="int8")),
                            calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "a")
-    note = artifact.manifest["stages"]["quantize"]
+    note = artifact.manifest.stages["quantize"]
     assert note["inputs_with_outliers"] > 0 and note["outlier_channels_in_float"] == 2 * note["inputs_with_outliers"]
     model = onnx.load(str(artifact.model_path))
     made = {o: n for n in model.graph.node for o in n.output}
@@ -28,4 +28,4 @@ def test_a_build_splits_the_outlier_channels_off_in_float(tiny_models, data_file
         gather = made[matmul.input[0]]
         assert gather.op_type == "Gather" and made.get(gather.input[0], gather).op_type != "DequantizeLinear", \
             "the outlier channels are gathered from the float activation, not its int8 rounding"
-    assert artifact.manifest["parity"]["passed"]
+    assert artifact.manifest.parity.passed
