@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 from run import STS, machine, write_section  # noqa: E402
 
-from edgec.api import save_pruned  # noqa: E402
+from edgec.source import save_pruned  # noqa: E402
 from edgec.artifact import package_versions  # noqa: E402
 from edgec.data import Dataset, Example, read_sts_benchmark  # noqa: E402
 from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402

@@ -28,7 +28,7 @@ from run import STS, machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
 from edgec.sweep import MEASURE_ONLY  # noqa: E402
-from edgec.api import save_pruned  # noqa: E402
+from edgec.source import save_pruned  # noqa: E402
 from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.artifact import package_versions  # noqa: E402
 from edgec.bench import BenchConfig, bench_onnx  # noqa: E402

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgec.api import build, resolve_target
+from edgec.api import build
+from edgec.plan import resolve_target
 from edgec.artifact import Artifact, check_output_path
 from edgec.bench import BenchConfig
 from edgec.data import Dataset

@@ -12,7 +12,7 @@ import torch
 
 from edgec.errors import InputError, UnsupportedModelError, first_line
 from edgec.recipe import TASKS
-from edgec.surgery import remove_dead_units
+from edgec.surgery import remove_dead_units, standard_layout
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2", "modernbert")
 OUTPUT_NAMES = {
@@ -301,3 +301,11 @@ def save_model(source: Source, folder: Path, model: torch.nn.Module | None = Non
             for file in module_dir.iterdir():
                 if file.is_file():
                     (folder / module_dir.name / file.name).write_bytes(file.read_bytes())
+
+
+def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:
+    """Write a pruned model (the prune stage's `summary` says what it removed) as a Hugging Face folder: weights in
+    transformers' layout, tokenizer, pooling."""
+    names = ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after", "layers_removed", "hidden_after", "seconds")
+    layout = {k: summary[k] for k in names if k in summary}
+    save_model(pruned, folder, model=standard_layout(pruned.model, layout))

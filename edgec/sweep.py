@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgec.api import build, resolve_target
+from edgec.api import build
+from edgec.plan import resolve_target
 from edgec.artifact import load_artifact, staged_output
 from edgec.bench import BenchConfig, bench_model
 from edgec.data import Dataset

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 import edgec
-from edgec.api import check_parity, predict
+from edgec.artifact_ops import check_parity, predict
 from edgec.bench import BenchConfig, bench_onnx, bench_pytorch
 from edgec.data import Dataset, read_sts_benchmark
 

@@ -13,6 +13,7 @@ from conftest import ARCHITECTURES, SENTENCES, make_tiny_model
 
 import edgec
 from edgec import hidden_surgery, surgery
+from edgec.artifact_ops import predict
 from edgec.source import load_source, save_model, task_outputs
 
 KEEP = [0, 2, 3, 5, 8, 9, 13, 14, 17, 20, 21, 22, 26, 27, 29, 31]  # 16 of 32 channels: room for 2 heads of 8
@@ -163,7 +164,7 @@ def test_hidden_pruned_model_exports_quantizes_and_runs_in_onnx_runtime(tiny_mod
         recipe = edgec.Recipe(quant=edgec.QuantConfig(precision=precision))
         artifact = edgec.build(tmp_path / "model", "ort", recipe=recipe, calib=data, eval=data, out=tmp_path / precision)
         assert artifact.manifest.parity.passed
-        (embedding,) = edgec.api.predict(artifact, SENTENCES[:3]).values()
+        (embedding,) = predict(artifact, SENTENCES[:3]).values()
         assert embedding.shape == (3, 16)
         expected = outputs(pruned, source, source.task)[0][:3].numpy()
         cosine = (embedding * expected).sum(1) / np.linalg.norm(embedding, axis=1) / np.linalg.norm(expected, axis=1)

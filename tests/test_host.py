@@ -3,7 +3,7 @@
 import pytest
 
 import edgec
-from edgec import api, hardware
+from edgec import build_outputs, hardware, plan
 from edgec.errors import ConfigError
 from edgec.hardware import HostCPU
 from edgec.targets import load_target
@@ -52,7 +52,9 @@ def test_unknown_instruction_sets_and_keys_are_config_errors(tmp_path):
 
 @pytest.mark.parametrize(("faked", "flags"), [("avx2", ("avx2",)), ("avx512-vnni", ("avx2", "avx512_vnni", "avx512bw"))])
 def test_a_build_takes_the_hosts_instruction_set_and_records_it(tiny_models, data_files, tmp_path, monkeypatch, faked, flags):
-    monkeypatch.setattr(api, "host", lambda: HostCPU("x86_64", "a faked CPU", flags, 2))
+    faked_host = lambda: HostCPU("x86_64", "a faked CPU", flags, 2)  # noqa: E731
+    monkeypatch.setattr(plan, "host", faked_host)  # the profile's instruction set
+    monkeypatch.setattr(build_outputs, "host", faked_host)  # the manifest's record of the build host
     artifact = edgec.build(tiny_models("bert"), "ort-x86", recipe=edgec.Recipe(quant=edgec.QuantConfig(precision="int8")),
                            calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "a")
     expected = load_target("ort-x86").for_instruction_set(faked)

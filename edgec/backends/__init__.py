@@ -1,6 +1,12 @@
-"""Back ends, registered by name. Importing this package fills the registry."""
+"""Back ends, registered by name. Importing this package imports every module in it, and each back end's module
+registers itself: adding a back end is adding its module (and its profile), nothing else."""
 
-from edgec.backends import executorch, mobile, onnxruntime, tensorrt  # noqa: F401  (register "executorch", "mobile", "ort", "tensorrt")
-from edgec.backends.registry import get_backend, register_backend
+import importlib
+import pkgutil
 
-__all__ = ["get_backend", "register_backend"]
+from edgec.backends.registry import Backend, get_backend, register_backend
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["Backend", "get_backend", "register_backend"]

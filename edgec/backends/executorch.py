@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from edgec import surgery
-from edgec.backends.registry import register_backend
+from edgec.artifact import Artifact
+from edgec.backends.registry import Backend, register_backend
 from edgec.errors import BackendUnavailable, InputError
 from edgec.inference import Feeds, Forward
 from edgec.pipeline import Context
@@ -146,7 +147,6 @@ def io_signature(ctx: Context) -> dict:
     return {"inputs": inputs, "outputs": outputs}
 
 
-@register_backend("executorch")
 def emit(ctx: Context, staging: Path) -> Context:
     """model.pte (XNNPACK-delegated) and the tokenizer; parity runs on the .pte through ExecuTorch's runtime."""
     model, io = staging / MODEL_FILE, io_signature(ctx)
@@ -184,3 +184,18 @@ def pte_forward(model_path: Path) -> Forward:
         return {name: value.float().numpy() for name, value in zip(outputs, values)}
 
     return forward
+
+
+def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
+    """`edgec run` on a .pte: ExecuTorch runs where the ONNX Runtime device runner cannot."""
+    encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=artifact.manifest.recipe.max_length,
+                                   return_tensors="np")
+    return pte_forward(artifact.model_path)({k: v.astype(np.int64) for k, v in encoded.items()})
+
+
+BACKEND = register_backend(Backend(
+    name="executorch", emit=emit, needs="'edgec[executorch]'", needs_module="executorch",
+    export=None,  # issue 18: lowered from the PyTorch model (int8 by PT2E inside emit), no ONNX
+    preflight=lambda profile, out: require_executorch(),  # issue 18: fail before any work where the package is missing
+    predict=predict,
+))

@@ -19,9 +19,12 @@ from pathlib import Path
 import onnx
 
 from edgec.backends.device_runner import RUNNER_FILE, write_device_runner
-from edgec.backends.registry import register_backend
-from edgec.errors import InputError
+from edgec.backends.registry import Backend, register_backend
+from edgec.errors import ConfigError, InputError
 from edgec.pipeline import Context
+from edgec.stages.export import export
+from edgec.stages.export_fixed import export_fixed
+from edgec.targets import TargetProfile
 from edgec.stages.quantize import quiet_root_logger
 
 MODEL_FILE = "model.ort"
@@ -151,7 +154,6 @@ def config_operators(config_text: str) -> dict[str, set[str]]:
     return found
 
 
-@register_backend("mobile")
 def emit(ctx: Context, staging: Path) -> Context:
     """model.ort, its operator config, the tokenizer and the usability report; parity runs on the .ort itself."""
     work = ctx.workdir / "mobile"
@@ -185,3 +187,20 @@ def emit(ctx: Context, staging: Path) -> Context:
     }
     # The manifest's signature comes from the ONNX the .ort was converted from (same inputs and outputs).
     return ctx.with_note("emit", note, files=(model, config_out, *tokenizer, *runner), parity_model=model)
+
+
+def export_for_device(ctx: Context) -> Context:
+    """An accelerator (--accelerator) takes fixed input shapes and its own mask form; ONNX Runtime Mobile's CPU
+    kernels take the dynamic graph."""
+    return (export_fixed if ctx.target.mobile is not None and ctx.target.mobile.accelerator else export)(ctx)
+
+
+def check_bundle_path(profile: TargetProfile, out: Path) -> None:
+    if out.suffix != ".zip":
+        raise ConfigError(f"target {profile.name} writes one .zip bundle; pass --out {out.name}.zip")
+
+
+BACKEND = register_backend(Backend(
+    name="mobile", emit=emit, needs="onnxruntime", needs_module="onnxruntime", export=export_for_device,
+    preflight=check_bundle_path, emulates=True,
+))

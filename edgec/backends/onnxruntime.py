@@ -3,13 +3,15 @@ the files other libraries load the folder by."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
 from edgec.backends.device_runner import RUNNER_FILE, write_device_runner
 from edgec.backends.interop import write_library_files
-from edgec.backends.registry import register_backend
+from edgec.backends.registry import Backend, register_backend
 from edgec.pipeline import Context
+from edgec.stages.export import export
 
 MODEL_FILE = "model.onnx"
 
@@ -22,7 +24,6 @@ def copy_model_and_tokenizer(ctx: Context, staging: Path) -> tuple[Path, tuple[P
     return model, (model, *sorted(Path(f) for f in tokenizer_files if Path(f).exists()))
 
 
-@register_backend("ort")
 def emit(ctx: Context, staging: Path) -> Context:
     """model.onnx, the tokenizer, and what sentence-transformers, Optimum and transformers need to load the folder."""
     model, files = copy_model_and_tokenizer(ctx, staging)
@@ -30,3 +31,9 @@ def emit(ctx: Context, staging: Path) -> Context:
     runner = write_device_runner(staging)
     note = {"backend": "ort", "model": MODEL_FILE, "runner": RUNNER_FILE if runner else None}
     return ctx.with_note("emit", note, onnx_path=model, files=(*files, *runner))
+
+
+BACKEND = register_backend(Backend(
+    name="ort", emit=emit, needs="onnxruntime", needs_module="onnxruntime",
+    export=functools.partial(export, token_states=True), emulates=True, profiles_here=True,
+))

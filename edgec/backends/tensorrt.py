@@ -19,14 +19,18 @@ import onnx
 
 from edgec.artifact import Artifact, file_table, package_versions, sha256_file
 from edgec.backends.onnxruntime import copy_model_and_tokenizer
-from edgec.backends.registry import register_backend
+from edgec.backends.registry import Backend, register_backend
 from edgec.backends.tensorrt_engine import INSTALL_HINT, build_engine, engine_unavailable_reason
-from edgec.errors import BackendUnavailable, InputError
+from edgec.data import Dataset
+from edgec.errors import BackendUnavailable, InputError, ParityError
 from edgec.ops.trt_preflight import Hazard, preflight
 from edgec.ops.trt_shapes import length_histogram, optimization_profile, trtexec_shapes
 from edgec.parity.evalset import eval_texts
+from edgec.parity import golden
 from edgec.parity.ledger import ParityRow
-from edgec.pipeline import Context
+from edgec.parity.runtime import measure_model, model_forward
+from edgec.parity.source_reference import reference_for
+from edgec.pipeline import Context, Stage
 from edgec.precision import Precision
 from edgec.stages.mixed_precision import type_for_engine, write_rounding_model
 from edgec.stages.quantize import calibration_feeds
@@ -44,7 +48,7 @@ TENSORRT_MAJORS = (10, 11)
 BUILD_WITH = f"edgec engine ARTIFACT --data EVAL_FILE (or ./{SCRIPT_FILE}) on the GPU"
 
 
-def check_engine_requirement(profile: TargetProfile) -> None:
+def check_engine_requirement(profile: TargetProfile, out: Path) -> None:
     """With tensorrt.require_engine, fail before any work when this machine cannot build the engine."""
     if profile.tensorrt is not None and profile.tensorrt.require_engine and (reason := engine_unavailable_reason()):
         raise BackendUnavailable(f"--require-engine: cannot build a TensorRT engine here ({reason}); {INSTALL_HINT}, or drop --require-engine")
@@ -56,7 +60,6 @@ def require_engine_here() -> None:
         raise BackendUnavailable(f"cannot build a TensorRT engine here: {reason}; {INSTALL_HINT}")
 
 
-@register_backend("tensorrt")
 def emit(ctx: Context, staging: Path) -> Context:
     """Write the ONNX typed as the engine runs it (fp16 where the calibration data allows), trt_build.json and
     build_engine.sh; no engine yet."""
@@ -225,3 +228,43 @@ def parity_runtime(artifact: Artifact, workdir: Path) -> tuple[Path, bool]:
     if engine.get("file") and (artifact.path / engine["file"]).is_file() and engine_unavailable_reason() is None:
         return artifact.path / engine["file"], False
     return simulation_model(artifact.model_path, manifest.precision, workdir), True
+
+
+def build_checked_engine(
+    artifact: Artifact, data: Dataset | None, *, reference: str | Path | None = None
+) -> tuple[dict, ParityRow]:
+    """`edgec engine`: build a TensorRT artifact's engine, then gate it on parity measured on the engine itself: on
+    `data` against the uncompressed source model (or `reference`), or, without data, on the artifact's golden sample
+    against the fp32 reference outputs it carries. A passing engine is recorded as built; a failing one is kept as
+    model.engine.rejected and ParityError is raised. Returns the manifest's engine record and the parity row.
+    """
+    artifact_spec(artifact)  # a non-TensorRT or stale artifact fails before the reference model loads
+    require_engine_here()
+    manifest = artifact.manifest
+    thresholds, session = manifest.parity.thresholds, manifest.target.session
+    if data is None:
+        sample, tokenizer, checked_on = golden.read(artifact.path), artifact.tokenizer(), "the golden sample"
+
+        def gate(engine: Path) -> ParityRow:  # the stored artifact outputs came from the CPU simulation: not comparable
+            return golden.check(sample, model_forward(engine, session, manifest.task), tokenizer, manifest.recipe.max_length,
+                                manifest.task, engine.name, thresholds, reproduce=False)[0]
+    else:
+        task, evaluation = reference_for(artifact, data, reference)
+        checked_on = data.source
+
+        def gate(engine: Path) -> ParityRow:
+            return measure_model(engine, "engine", task, evaluation, thresholds, session, statistics=True)
+
+    record, row = build_artifact_engine(artifact, gate, checked_on)
+    if not row.passed:
+        raise ParityError(f"engine parity failed on {checked_on}: {'; '.join(row.failures)}; "
+                          f"the engine is kept as {artifact.path / REJECTED_ENGINE_FILE} and the artifact is unchanged")
+    return record, row
+
+
+BACKEND = register_backend(Backend(
+    name="tensorrt", emit=emit, needs="'edgec[trt]' + an NVIDIA GPU, for the engine only", needs_module="tensorrt",
+    own_quantizers=frozenset({"fp16"}),  # emit types the fp16 parts itself, from the calibration data's ranges
+    extra_stages=lambda staging: (Stage("engine", lambda ctx: engine_stage(ctx, staging)),),
+    preflight=check_engine_requirement, parity_runtime=parity_runtime, statistics=True,
+))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgec.api import build_checked_engine
+from edgec.backends.tensorrt import build_checked_engine
 from edgec.artifact import load_artifact
 from edgec.cli.common import (
     LabelColumn,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from edgec.api import check_parity
+from edgec.artifact_ops import check_parity
 from edgec.artifact import load_artifact
 from edgec.cli.common import (
     LabelColumn, ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, read_optional, stdout, table,

@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from edgec.api import predict
+from edgec.artifact_ops import predict
 from edgec.artifact import load_artifact
 from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.errors import ConfigError

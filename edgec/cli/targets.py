@@ -7,14 +7,9 @@ from typing import Annotated
 
 import typer
 
+from edgec.backends import get_backend
 from edgec.cli.common import errors_to_exit_codes, stdout, table
 from edgec.targets import available_targets, host_target, load_target
-
-# What each back end needs on the building machine, and whether it is here.
-_NEEDS = {
-    "ort": ("onnxruntime", "onnxruntime"), "mobile": ("onnxruntime", "onnxruntime"),
-    "tensorrt": ("'edgec[trt]' + an NVIDIA GPU, for the engine only", "tensorrt"), "executorch": ("'edgec[executorch]'", "executorch"),
-}
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +21,8 @@ def targets(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also 
     rows = []
     for name in available_targets():
         profile = load_target(name)
-        package, module = _NEEDS.get(profile.backend, (profile.backend, profile.backend))
+        backend = get_backend(profile.backend)
+        package, module = backend.needs, backend.needs_module
         present = "installed" if importlib.util.find_spec(module) else f"missing: pip install {package}"
         row = [name + (" (= ort here)" if name == host_target() else ""), profile.description, profile.backend,
                ", ".join(profile.precisions), profile.default_precision, f"{package} ({present})"]

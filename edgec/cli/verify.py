@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from edgec.api import verify_emulated
+from edgec.artifact_ops import verify_emulated
 from edgec.artifact import load_artifact
 from edgec.cli.common import (
     LabelColumn, ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, read_optional, stdout, table,

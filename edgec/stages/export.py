@@ -23,20 +23,21 @@ _OPTIMUM_TASKS = {
 }
 
 
-def export(ctx: Context) -> Context:
-    """Write work/export/model.onnx; feature extraction gets its pooling appended as ONNX nodes."""
+def export(ctx: Context, *, token_states: bool = False) -> Context:
+    """Write work/export/model.onnx; feature extraction gets its pooling appended as ONNX nodes (and, with
+    `token_states`, keeps the token states as a second output)."""
     out_dir = ctx.workdir / "export"
     out_dir.mkdir(parents=True)
     path = _export_with_optimum(ctx, out_dir)
     model = onnx.load(str(path))
     if ctx.source.task == "feature-extraction":
         pooling = ctx.source.pooling
-        # An ONNX Runtime artifact also returns the token states: sentence-transformers' ONNX backend and Optimum's
+        # The ONNX Runtime back end asks for the token states: sentence-transformers' ONNX backend and Optimum's
         # ORTModelForFeatureExtraction read `last_hidden_state` and pool it themselves (edgec's tools read only
         # sentence_embedding). Other back ends build what the device runs from this graph and get one output.
         append_pooling(
             model, hidden=TOKEN_STATES, mask="attention_mask", mode=pooling.mode, normalize=pooling.normalize,
-            output="sentence_embedding", keep_hidden=ctx.target.backend == "ort",
+            output="sentence_embedding", keep_hidden=token_states,
         )
     model.producer_name, model.producer_version = "edgec", ""  # no tool versions inside the model file
     onnx.checker.check_model(model)

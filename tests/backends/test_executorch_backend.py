@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import edgec
+from edgec.artifact_ops import check_parity, predict
 from edgec.recipe import PruneConfig, QuantConfig, Recipe
 
 from conftest import invoke
@@ -43,10 +44,10 @@ def test_the_tokenizer_and_the_io_names_travel_with_the_program(int8_pte):
 
 
 def test_edgec_run_and_parity_take_the_pte(int8_pte, data_files):
-    outputs = edgec.api.predict(int8_pte, ["the movie was really good", "we love this phone"])
+    outputs = predict(int8_pte, ["the movie was really good", "we love this phone"])
     vectors = outputs["sentence_embedding"]
     assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
-    (row,) = edgec.api.check_parity(int8_pte, edgec.read_dataset(data_files["pairs"]))
+    (row,) = check_parity(int8_pte, edgec.read_dataset(data_files["pairs"]))
     assert row.model == "model.pte" and row.passed
     result = invoke("run", int8_pte.path, "the food was cold")
     assert result.exit_code == 0, result.output

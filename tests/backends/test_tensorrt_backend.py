@@ -203,7 +203,7 @@ def _copy(artifact, tmp_path):
 def test_engine_command_builds_gates_on_parity_and_updates_the_manifest(int8_artifact, data_files, tmp_path, monkeypatch):
     copy = _copy(int8_artifact, tmp_path)
     fake_engine(monkeypatch)
-    built, row = edgec.api.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
+    built, row = trt_backend.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
     manifest = load_artifact(copy).manifest
     assert built["status"] == manifest.engine["status"] == "built" and (copy / "model.engine").exists()
     assert row.passed and not row.simulated and manifest.engine["parity"]["passed"]
@@ -220,7 +220,7 @@ def test_engine_failing_parity_is_kept_aside_and_exits_1(int8_artifact, data_fil
     # An engine that flips every embedding: cosine -1 to the reference, far below the profile's thresholds.
     monkeypatch.setattr(tensorrt_engine, "engine_forward", lambda path: lambda feeds: {k: -v for k, v in honest(path)(feeds).items()})
     with pytest.raises(edgec.ParityError, match="engine parity failed.*mean cosine.*model.engine.rejected") as caught:
-        edgec.api.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
+        trt_backend.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
     assert caught.value.exit_code == 1
     manifest = load_artifact(copy).manifest
     assert (copy / "model.engine.rejected").exists() and not (copy / "model.engine").exists()
@@ -240,7 +240,7 @@ def test_engine_command_refuses_a_changed_onnx_and_an_old_spec(int8_artifact, da
     with open(copy / "model.onnx", "ab") as handle:
         handle.write(b"\0")
     with pytest.raises(edgec.InputError, match="changed since the build"):
-        edgec.api.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
+        trt_backend.build_checked_engine(load_artifact(copy), edgec.read_dataset(data_files["pairs"]))
 
 
 def test_preflight_stops_a_graph_tensorrt_cannot_parse(tiny_models, data_files, tmp_path):

@@ -9,7 +9,7 @@ import torch
 from conftest import SENTENCES
 
 from edgec import surgery
-from edgec.api import save_pruned
+from edgec.source import save_pruned
 from edgec.data import Dataset, Example
 from edgec.errors import ConfigError
 from edgec.inference import encode_batches
