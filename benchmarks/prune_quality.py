@@ -1,7 +1,8 @@
 """Pruning that keeps accuracy, in Kwon et al.'s own setting: fine-tuned classifiers, pruned without retraining.
 
     python benchmarks/prune_quality.py finetune --case minilm-sst2     # edgec finetune, cached, timed
-    python benchmarks/prune_quality.py prune --case minilm-sst2        # fractions x ablation rows, fp32 (+ int8)
+    python benchmarks/prune_quality.py prune --case minilm-sst2 --save # fractions x ablation rows, fp32
+    python benchmarks/prune_quality.py int8 --case minilm-sst2 --fractions 0,0.4   # int8 of the saved folders (0: unpruned)
     python benchmarks/prune_quality.py render                          # RESULTS.md sections from the JSON
 
 Cases (benchmarks/prune_data.py): MiniLM and mpnet fine-tuned on SST-2, MiniLM fine-tuned on CLINC150 (the whole
@@ -139,12 +140,12 @@ def run_study(case: prune_data.Case, study: str, fractions: list[float], sizes: 
 
 
 def int8_rows(case: prune_data.Case, fractions: list[float]) -> None:
-    """Static int8 ORT artifacts of the unpruned model and of the saved pruned folders, scored on the reported split."""
+    """Static int8 ORT artifacts of the saved pruned folders (fraction 0: the unpruned model), scored on the reported split."""
     source = load_source(finetuned(case))
     data = prune_data.splits(case)
     scorer = Scorer.of(source, data)
     calib = prune_data.calibration(case, data, 256).single_texts()
-    for fraction in [0.0, *fractions]:
+    for fraction in fractions:
         folder = finetuned(case) if fraction == 0 else PRUNED / f"{case.name}-{fraction:g}"
         with tempfile.TemporaryDirectory(prefix="edgec-int8-") as tmp:
             started = time.perf_counter()

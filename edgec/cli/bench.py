@@ -14,7 +14,8 @@ from edgec.artifact import Artifact, load_artifact
 from edgec.bench import BenchConfig, bench_model, bench_pytorch, profile_onnx, session_for
 from edgec.hardware import host
 from edgec.manifest import SessionRecord
-from edgec.cli.common import errors_to_exit_codes, stdout, table
+from edgec.cli.common import command, stdout, table
+from edgec.cli.options import ArtifactPath, AsJson, TimingBatch, TimingSeqLen
 from edgec.errors import ConfigError, InputError
 from edgec.profiling import NODE_HEADER, OPERATOR_HEADER, node_rows, operator_rows
 from edgec.tuning import onnx_latency, tune_session
@@ -22,13 +23,13 @@ from edgec.package import record_bench
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(errors_to_exit_codes(bench))
+    command(app, "bench", bench)
 
 
 def bench(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `edgec build`.")],
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
-    seq_len: Annotated[int, typer.Option(help="Tokens per input.")] = 128,
+    artifact: ArtifactPath,
+    batch: TimingBatch = 1,
+    seq_len: TimingSeqLen = 128,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: the artifact's session settings).")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs after warm-up.")] = 200,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 20,
@@ -36,7 +37,7 @@ def bench(
     profile: Annotated[bool, typer.Option("--profile", help="Also show where the time goes (ONNX Runtime's profiler).")] = False,
     tune: Annotated[bool, typer.Option("--tune", help="Measure session settings on this machine first and record the "
                                                      "fastest in the artifact's manifest (run and bench then use them).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: AsJson = False,
     record: Annotated[bool, typer.Option(
         help="Keep the figures in the artifact folder (manifest, report, model card).",
     )] = True,

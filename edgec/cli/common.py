@@ -1,28 +1,86 @@
-"""What every command shares: the error boundary, data options and rich output."""
+"""What every command shares: registration (option groups spread, the error boundary) and rich output. The shared
+options themselves are in options.py and build_options.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgec.data import Dataset, columns_from_options, read_dataset
 from edgec import interrupts
 from edgec.errors import ConfigError, EdgecError, Interrupted
 from edgec.processes import describe
 from edgec.progress import display, stage_spinners
-from edgec.recipe import DistillConfig, PruneConfig
+from edgec.report import ledger_table, summary_rows
 
 console = Console(stderr=True)
 stdout = Console()
 F = TypeVar("F", bound=Callable)
+
+
+def command(app: typer.Typer, name: str, function: Callable[..., None]) -> None:
+    """Register `function` as `edgec NAME`, its option groups spread into options, EdgecError turned into exit codes."""
+    app.command(name)(errors_to_exit_codes(spread_groups(function)))
+
+
+def spread_groups(function: Callable[..., None]) -> Callable[..., None]:
+    """`function` with each parameter typed by an option group (a dataclass of typer options) replaced by the group's
+    options, a nested group's in its place; called with the options, it calls `function` with the groups built.
+
+    Typer reads a command's options from its signature and has no parameter groups, so the signature typer sees is
+    rewritten. A group's __post_init__ runs inside the error boundary: a bad value is a one-line exit 2.
+    """
+    signature = inspect.signature(function, eval_str=True)
+    groups = {p.name: p.annotation for p in signature.parameters.values() if _is_group(p.annotation)}
+    # Keyword-only, because a spread group puts options with defaults before ones without (typer passes keywords).
+    parameters = [q for p in signature.parameters.values()
+                  for q in (_group_options(p.annotation) if p.name in groups else [p.replace(kind=p.KEYWORD_ONLY)])]
+    names = [p.name for p in parameters]
+    if repeated := sorted({n for n in names if names.count(n) > 1}):
+        raise TypeError(f"{function.__name__}: an option group repeats an option: {repeated}")
+
+    @functools.wraps(function)
+    def with_groups(**options: Any) -> None:
+        built = {name: _build_group(group, options) for name, group in groups.items()}
+        return function(**options, **built)
+
+    with_groups.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    # typer resolves annotations with get_type_hints: give it the spread ones, already resolved.
+    with_groups.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": signature.return_annotation}
+    return with_groups
+
+
+def _is_group(annotation: object) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+def _group_options(group: type) -> list[inspect.Parameter]:
+    hints = get_type_hints(group, include_extras=True)
+    options = []
+    for field in dataclasses.fields(group):
+        if _is_group(hints[field.name]):
+            options += _group_options(hints[field.name])
+        else:
+            default = inspect.Parameter.empty if field.default is dataclasses.MISSING else field.default
+            kind = inspect.Parameter.KEYWORD_ONLY
+            options.append(inspect.Parameter(field.name, kind, annotation=hints[field.name], default=default))
+    return options
+
+
+def _build_group(group: type, options: dict[str, Any]) -> Any:
+    """The group from the parsed options, which are taken out of `options`."""
+    hints = get_type_hints(group, include_extras=True)
+    return group(**{f.name: _build_group(hints[f.name], options) if _is_group(hints[f.name]) else options.pop(f.name)
+                    for f in dataclasses.fields(group)})
 
 
 def errors_to_exit_codes(command: F) -> F:
@@ -48,26 +106,6 @@ def errors_to_exit_codes(command: F) -> F:
     return wrapper
 
 
-TextColumn = Annotated[str | None, typer.Option("--text-column", help="CSV/TSV column holding the text (default: text).")]
-TextPairColumn = Annotated[str | None, typer.Option("--text-pair-column", help="CSV/TSV column holding the second text.")]
-LabelColumn = Annotated[str | None, typer.Option("--label-column", help="CSV/TSV column holding the class label.")]
-Force = Annotated[bool, typer.Option(help="Replace --out if it exists.")]
-TrustRemoteCode = Annotated[bool, typer.Option(help="Allow the model folder's own Python code.")]
-AllowPickle = Annotated[bool, typer.Option(help="Allow pickle (.bin) weights, which can run code.")]
-UseRay = Annotated[bool, typer.Option("--ray", help="Build every candidate as a Ray task (pip install 'edgec[ray]').")]
-RayAddress = Annotated[str | None, typer.Option(
-    help="With --ray: a running cluster (ray://HEAD:10001, or auto); default: a local Ray on this machine's cores.",
-)]
-ScoreColumn = Annotated[str | None, typer.Option("--score-column", help="CSV/TSV column holding a similarity score.")]
-
-
-def read_optional(
-    path: Path | None, text: str | None, pair: str | None, label: str | None, score: str | None, *, sample: int | None = None,
-) -> Dataset | None:
-    """The data file an option names (or a deterministic sample of it, read in one streaming pass), or None."""
-    return None if path is None else read_dataset(path, columns_from_options(text, pair, label, score), sample=sample)
-
-
 def numbers(text: str, option: str) -> list[float]:
     """A comma-separated list of numbers from an option."""
     try:
@@ -85,36 +123,13 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
     return result
 
 
-Prune = Annotated[float | None, typer.Option("--prune", help="Share of the encoder's compute (MACs) to remove, e.g. 0.5.")]
-PruneUnits = Annotated[str, typer.Option("--prune-units", help="What may be removed, comma-separated: heads, ffn, layers, hidden.")]
-PruneHiddenSize = Annotated[int | None, typer.Option(
-    "--prune-hidden-size", help="With hidden in --prune-units: the width to keep (default: from the kept share).")]
-PruneRescale = Annotated[bool, typer.Option(help="Least-squares rescaling of the kept units, layer by layer.")]
-PruneSchedule = Annotated[str, typer.Option(
-    "--schedule", help="one-shot (prune, then distill) or iterative (prune in steps, distilling after each, "
-    "within --distill-minutes).")]
-Distill = Annotated[Path | None, typer.Option("--distill", help="Training text for distillation from the unpruned model.")]
-DistillSteps = Annotated[int, typer.Option(help="Most distillation steps.")]
-DistillMinutes = Annotated[float | None, typer.Option(help="Distillation time budget in minutes.")]
-DistillBatchSize = Annotated[int, typer.Option(help="Texts per distillation step.")]
-DistillLr = Annotated[float, typer.Option("--distill-lr", help="Peak learning rate of distillation.")]
+def print_summary(folder: Path) -> None:
+    """The summary and parity ledger of the artifact a build (or a search) wrote at `folder`."""
+    from edgec.artifact import load_artifact
 
-
-def front_end(
-    prune: float | None, units: str, hidden_size: int | None, rescale: bool, schedule: str, distill: Path | None,
-    steps: int, minutes: float | None, batch_size: int, lr: float, *, prune_samples: int | None = None,
-) -> tuple[PruneConfig | None, DistillConfig | None]:
-    """The prune and distill configs the command-line options ask for (None where not asked); `prune_samples`
-    changes pruning's calibration count from its default."""
-    if prune is not None and prune <= 0:
-        # PruneConfig takes 0 (the identity, for sweeps); typed on a command line it is a mistake.
-        raise ConfigError(f"--prune must be in (0, 1), the share of compute to remove, got {prune}; omit --prune to keep the model whole")
-    samples = {} if prune_samples is None else {"calib_samples": prune_samples}
-    unit_names = tuple(u.strip() for u in units.split(",") if u.strip())
-    prune_config = None if prune is None else PruneConfig(fraction=prune, units=unit_names, hidden_size=hidden_size,
-                                                          rescale=rescale, schedule=schedule, **samples)
-    distill_config = None if distill is None else DistillConfig(steps=steps, minutes=minutes, batch_size=batch_size, learning_rate=lr)
-    return prune_config, distill_config
+    manifest = load_artifact(folder).manifest
+    stdout.print(table(f"edgec build: {folder}", ["", ""], [list(r) for r in summary_rows(manifest)]))
+    stdout.print(table("parity ledger (vs fp32 PyTorch)", *ledger_table(manifest)))
 
 
 @contextmanager
@@ -123,14 +138,3 @@ def stage_progress() -> Iterator[Callable[[str], None]]:
     terminal only (edgec.progress); yields the on_stage callback."""
     with display(console) as progress:
         yield stage_spinners(progress)
-
-
-def ray_cluster(use_ray: bool, address: str | None):
-    """The RayCluster of --ray / --ray-address, or None to build in this process."""
-    if address and not use_ray:
-        raise ConfigError("--ray-address needs --ray")
-    if not use_ray:
-        return None
-    from edgec.ray_sweep import RayCluster
-
-    return RayCluster(address=address)

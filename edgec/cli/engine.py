@@ -9,41 +9,28 @@ import typer
 
 from edgec.backends.tensorrt import build_checked_engine
 from edgec.artifact import load_artifact
-from edgec.cli.common import (
-    LabelColumn,
-    ScoreColumn,
-    TextColumn,
-    TextPairColumn,
-    errors_to_exit_codes,
-    read_optional,
-    stdout,
-    table,
-)
+from edgec.cli.common import command, stdout, table
+from edgec.cli.options import DataColumns, Reference
 from edgec.report import LEDGER_COLUMNS
 
 
 def register(app: typer.Typer) -> None:
-    app.command("engine")(errors_to_exit_codes(engine))
+    command(app, "engine", engine)
 
 
 def engine(
     artifact: Annotated[
         Path, typer.Argument(help="Artifact folder written by `edgec build --target trt-int8|trt-fp16`.")
     ],
+    columns: DataColumns,
     data: Annotated[Path | None, typer.Option(
         help="Eval data the engine's parity is checked on against the source model; default: the artifact's golden sample.",
     )] = None,
-    reference: Annotated[
-        Path | None, typer.Option(help="The uncompressed model, if not at the path the build recorded.")
-    ] = None,
-    text_column: TextColumn = None,
-    text_pair_column: TextPairColumn = None,
-    label_column: LabelColumn = None,
-    score_column: ScoreColumn = None,
+    reference: Reference = None,
 ) -> None:
     """Build the TensorRT engine of an artifact here (needs tensorrt and an NVIDIA GPU), check its parity against the
     uncompressed model on DATA, and record it in the manifest. Exit 1 on failure (kept as model.engine.rejected)."""
-    dataset = read_optional(data, text_column, text_pair_column, label_column, score_column)
+    dataset = columns.read(data)
     built, row = build_checked_engine(load_artifact(artifact), dataset, reference=reference)
     rows = [[k, str(v)] for k, v in built.items() if k != "parity"]
     rows += [[f"parity: {c}", f"{row.metrics[c]:.6g}"] for c in LEDGER_COLUMNS if c in row.metrics]

@@ -7,27 +7,26 @@ from typing import Annotated
 
 import typer
 
-from edgec.cli.common import (
-    AllowPickle, Force, LabelColumn, ScoreColumn, TextColumn, TextPairColumn, TrustRemoteCode, errors_to_exit_codes,
-    read_optional, stage_progress, stdout, table,
-)
+from edgec.cli.common import command, stage_progress, stdout, table
+from edgec.cli.options import DataColumns, Force, ModelFolder, SourceLoading
 from edgec.finetune import FINETUNE_TASKS, finetune as run_finetune
 from edgec.processes import state as process_state
 from edgec.recipe import TrainConfig
 
 UNLIMITED_STEPS = 10**9
-from edgec.source import LoadOptions
 
 
 def register(app: typer.Typer) -> None:
-    app.command("finetune")(errors_to_exit_codes(finetune))
+    command(app, "finetune", finetune)
 
 
 def finetune(
-    model: Annotated[str, typer.Argument(help="Pretrained Hugging Face model folder.")],
+    model: ModelFolder,
     data: Annotated[Path, typer.Option(help="Labelled training data (.jsonl/.csv/.tsv): label per text, or text_pair + score.")],
     eval_data: Annotated[Path, typer.Option("--eval", help="Labelled eval data; the best checkpoint on it is kept.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fine-tuned model.")],
+    columns: DataColumns,
+    loading: SourceLoading,
     task: Annotated[str, typer.Option(help=f"{' or '.join(FINETUNE_TASKS)} (sentence-pair similarity).")] = "sequence-classification",
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget.")] = None,
     steps: Annotated[int | None, typer.Option(help="Most optimizer steps (default 1000; no limit when --minutes is given).")] = None,
@@ -42,13 +41,7 @@ def finetune(
     eval_every: Annotated[int, typer.Option(help="Optimizer steps between evaluations.")] = 100,
     patience: Annotated[int, typer.Option(help="Evaluations without improvement before stopping.")] = 5,
     max_length: Annotated[int, typer.Option(help="Longest tokenized training text.")] = 128,
-    text_column: TextColumn = None,
-    text_pair_column: TextPairColumn = None,
-    label_column: LabelColumn = None,
-    score_column: ScoreColumn = None,
     force: Force = False,
-    trust_remote_code: TrustRemoteCode = False,
-    allow_pickle: AllowPickle = False,
 ) -> None:
     """Fine-tune a pretrained model on labelled data, keeping the checkpoint that scores best on --eval.
 
@@ -60,12 +53,11 @@ def finetune(
         steps=steps, minutes=minutes, batch_size=batch_size, accumulation=accumulation, learning_rate=lr, warmup=warmup,
         schedule=schedule, precision=precision, eval_every=eval_every, patience=patience, max_length=max_length,
     )
-    columns = (text_column, text_pair_column, label_column, score_column)
     with stage_progress() as on_stage:
         on_stage("finetune")
         record = run_finetune(
-            model, task=task, train_data=read_optional(data, *columns), eval_data=read_optional(eval_data, *columns),
-            config=config, out=out, force=force, load=LoadOptions(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
+            model, task=task, train_data=columns.read(data), eval_data=columns.read(eval_data),
+            config=config, out=out, force=force, load=loading.options,
         )
     rows = [
         ["task / metric", f"{record['task']} / {record['metric']} on {record['eval_data']} ({record['eval_examples']} examples)"],

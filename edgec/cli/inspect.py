@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
 
 import onnx
 import typer
 
 from edgec.artifact import load_artifact, verify_hashes
-from edgec.cli.common import errors_to_exit_codes, stdout, table
+from edgec.cli.common import command, stdout, table
+from edgec.cli.options import ArtifactPath, AsJson
 from edgec.report import ledger_table, summary_rows
 
 
 def register(app: typer.Typer) -> None:
-    app.command("inspect")(errors_to_exit_codes(inspect))
+    command(app, "inspect", inspect)
 
 
 def operator_counts(model_path: Path) -> dict[str, int]:
@@ -25,8 +25,8 @@ def operator_counts(model_path: Path) -> dict[str, int]:
 
 
 def inspect(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `edgec build`.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and operator counts as JSON.")] = False,
+    artifact: ArtifactPath,
+    as_json: AsJson = False,
 ) -> None:
     """Show what an artifact holds and how it was verified."""
     loaded = load_artifact(artifact)

@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from edgec.cli import bench, build, engine, finetune, inspect, parity, prune, run, sweep, targets, verify  # noqa: E402
+from edgec.cli import bench, build, engine, finetune, inspect, parity, prune, run, search, sweep, targets, verify  # noqa: E402
 
-for module in (finetune, build, prune, sweep, engine, parity, verify, bench, inspect, run, targets):
+for module in (finetune, build, search, prune, sweep, engine, parity, verify, bench, inspect, run, targets):
     module.register(app)

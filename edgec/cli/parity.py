@@ -11,36 +11,29 @@ import typer
 
 from edgec.artifact_ops import check_parity
 from edgec.artifact import load_artifact
-from edgec.cli.common import (
-    LabelColumn, ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, read_optional, stdout, table,
-)
+from edgec.cli.common import command, stdout, table
+from edgec.cli.options import ArtifactPath, AsJson, DataColumns, Reference, Thresholds
 from edgec.parity.integrity import integrity_failures
 from edgec.parity.ledger import ParityRow
-from edgec.recipe import ParityThresholds
 from edgec.report import LEDGER_COLUMNS, statistics_table
 
 
 def register(app: typer.Typer) -> None:
-    app.command("parity")(errors_to_exit_codes(parity))
+    command(app, "parity", parity)
 
 
 def parity(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder (or .zip bundle) written by `edgec build`.")],
+    artifact: ArtifactPath,
+    thresholds: Thresholds,
+    columns: DataColumns,
     data: Annotated[Path | None, typer.Option(
         help="Eval data (.txt/.jsonl/.csv/.tsv) to measure against the source model; without it, the artifact's own golden sample.",
     )] = None,
     samples: Annotated[int | None, typer.Option(help="Measure a deterministic sample of this many --data examples.")] = None,
-    reference: Annotated[Path | None, typer.Option(help="The uncompressed model, if not at the path the build recorded.")] = None,
-    max_drop: Annotated[float | None, typer.Option(help="Override: max task-metric points lost.")] = None,
-    min_cosine: Annotated[float | None, typer.Option(help="Override: min mean cosine to the reference.")] = None,
-    min_agreement: Annotated[float | None, typer.Option(help="Override: min top-1 agreement.")] = None,
-    text_column: TextColumn = None,
-    text_pair_column: TextPairColumn = None,
-    label_column: LabelColumn = None,
-    score_column: ScoreColumn = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    reference: Reference = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Exit 0 when the artifact still matches, 1 when it does not (or its files changed since the build).
+    """Re-check an artifact's parity on this machine: exit 0 when it still matches, 1 when not (or its files changed).
 
     Without --data it needs neither the source model nor a network: the artifact's golden sample (texts and the
     outputs stored at build time) is run through its own tokenizer and model. With --data it is measured against the
@@ -48,9 +41,8 @@ def parity(
     """
     loaded = load_artifact(artifact)
     broken = integrity_failures(loaded)
-    dataset = read_optional(data, text_column, text_pair_column, label_column, score_column, sample=samples)
-    overrides = ParityThresholds(min_cosine=min_cosine, max_drop=max_drop, min_agreement=min_agreement)
-    rows = check_parity(loaded, dataset, reference=reference, overrides=overrides)
+    dataset = columns.read(data, sample=samples)
+    rows = check_parity(loaded, dataset, reference=reference, overrides=thresholds.overrides)
     problems = broken + [f for r in rows for f in r.failures]
     if as_json:
         report = {"passed": not problems, "failures": problems,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -11,19 +10,20 @@ import typer
 
 from edgec.artifact_ops import predict
 from edgec.artifact import load_artifact
-from edgec.cli.common import errors_to_exit_codes, stdout, table
+from edgec.cli.common import command, stdout, table
+from edgec.cli.options import ArtifactPath, AsJson
 from edgec.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(errors_to_exit_codes(run))
+    command(app, "run", run)
 
 
 def run(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `edgec build`.")],
+    artifact: ArtifactPath,
     texts: Annotated[list[str], typer.Argument(help="Texts to run.")],
     pair: Annotated[list[str] | None, typer.Option(help="Second text for each TEXT (pair classifiers), repeatable.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print full outputs as JSON.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Embed or classify texts with the compiled model (plain ONNX Runtime + tokenizer)."""
     if pair and len(pair) != len(texts):

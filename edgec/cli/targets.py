@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 
 from edgec.backends import get_backend
-from edgec.cli.common import errors_to_exit_codes, stdout, table
+from edgec.cli.common import command, stdout, table
 from edgec.targets import available_targets, host_target, load_target
 
 
 def register(app: typer.Typer) -> None:
-    app.command("targets")(errors_to_exit_codes(targets))
+    command(app, "targets", targets)
 
 
 def targets(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show parity thresholds.")] = False) -> None:

@@ -13,40 +13,35 @@ import typer
 
 from edgec.artifact_ops import verify_emulated
 from edgec.artifact import load_artifact
-from edgec.cli.common import (
-    LabelColumn, ScoreColumn, TextColumn, TextPairColumn, errors_to_exit_codes, read_optional, stdout, table,
-)
+from edgec.cli.common import command, stdout, table
+from edgec.cli.options import ArtifactPath, AsJson, DataColumns, Reference, Thresholds
 from edgec.device_check import check_runner_emulated
 from edgec.errors import ConfigError
-from edgec.recipe import ParityThresholds
 from edgec.report import LEDGER_COLUMNS, statistics_table
 
 EMULATED = ("aarch64",)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("verify")(errors_to_exit_codes(verify))
+    command(app, "verify", verify)
 
 
 def verify(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder or .zip bundle written by `edgec build`.")],
+    artifact: ArtifactPath,
     data: Annotated[Path, typer.Option(help="Eval data (.txt/.jsonl/.csv/.tsv).")],
+    thresholds: Thresholds,
+    columns: DataColumns,
     emulate: Annotated[str, typer.Option(help="Architecture to run the artifact on under emulation: aarch64.")] = "aarch64",
     samples: Annotated[int, typer.Option(help="Examples drawn from --data (emulation runs 100-500x slower than native).")] = 200,
     threads: Annotated[int, typer.Option(help="Intra-op threads of the emulated ONNX Runtime.")] = 1,
-    reference: Annotated[Path | None, typer.Option(help="The uncompressed model, if not at the path the build recorded.")] = None,
-    max_drop: Annotated[float | None, typer.Option(help="Override: max task-metric points lost.")] = None,
-    min_cosine: Annotated[float | None, typer.Option(help="Override: min mean cosine to the reference.")] = None,
-    text_column: TextColumn = None,
-    text_pair_column: TextPairColumn = None,
-    label_column: LabelColumn = None,
-    score_column: ScoreColumn = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    reference: Reference = None,
+    as_json: AsJson = False,
     runner: Annotated[bool, typer.Option(
         "--runner", help="Instead: run the artifact's predict.py (onnxruntime, tokenizers, numpy only) there and here; compare.",
     )] = False,
 ) -> None:
-    """Exit 0 when the artifact, run by aarch64 ONNX Runtime under qemu, matches the uncompressed model; 1 when not.
+    """Run an artifact on emulated ARM64 (aarch64 ONNX Runtime under qemu): exit 0 when it matches the uncompressed
+    model there, 1 when not. `edgec parity` checks it on this machine.
 
     The first run builds the emulated runtime (scripts/setup_arm64.sh: qemu-user-static, an arm64 Python and
     onnxruntime's aarch64 wheel, about 200 MB in ~/.cache/edgec/arm64).
@@ -55,11 +50,11 @@ def verify(
         raise ConfigError(f"--emulate {emulate!r} is not supported; use one of {', '.join(EMULATED)}")
     if samples < 1 or threads < 1:
         raise ConfigError("--samples and --threads must be at least 1")
-    dataset = read_optional(data, text_column, text_pair_column, label_column, score_column)
+    dataset = columns.read(data)
     if runner:
         return _verify_runner(artifact, dataset, samples, as_json)
-    overrides = ParityThresholds(min_cosine=min_cosine, max_drop=max_drop)
-    row, run = verify_emulated(load_artifact(artifact), dataset, samples=samples, threads=threads, reference=reference, overrides=overrides)
+    row, run = verify_emulated(load_artifact(artifact), dataset, samples=samples, threads=threads, reference=reference,
+                               overrides=thresholds.overrides)
     examples = min(samples, len(dataset))
     latency = {"per_batch_median_ms": statistics.median(run.latency_ms), "per_example_ms": sum(run.latency_ms) / examples,
                "batches": len(run.latency_ms), "note": "emulated: not a device figure"}
