@@ -71,11 +71,12 @@ def build(
         raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
     started = time.perf_counter()
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        source, recipe, calib, evaluation, selection, prune_calib = _prepare(model, recipe, calib, eval, load, on_stage)
+        stages = stages_for(recipe, profile, staging)
+        source, recipe, calib, evaluation, selection, prune_calib = _prepare(model, recipe, calib, eval, load, on_stage, selects(stages))
         thresholds = profile.thresholds(recipe.quant.precision, recipe.parity, pruned=recipe.prune is not None)
         ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, selection, prune_calib,
                       train=train, teacher=source.model)
-        ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages_for(recipe, profile, staging), on_stage)
+        ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages, on_stage)
         on_stage("golden sample")
         sample = write_golden(ctx, staging)
         manifest = package(staging, manifest_for(ctx, time.perf_counter() - started, sample), build_profile(ctx))
@@ -89,10 +90,10 @@ def build(
 
 def _prepare(
     model: str | Path, recipe: Recipe, calib: Dataset | None, eval: Dataset | None, load: LoadOptions,  # noqa: A002
-    on_stage: Callable[[str], None],
+    on_stage: Callable[[str], None], selecting: bool,
 ) -> tuple[Source, Recipe, Dataset, EvalSet, EvalSet | None, Dataset | None]:
     """The model, the calibration sample, the reference outputs on the gate's data (and on the selection part of
-    --eval where a stage of the recipe selects), and pruning's calibration sample (PruneConfig.calib_samples, which
+    --eval where a stage of the build selects: `selecting`), and pruning's calibration sample (PruneConfig.calib_samples, which
     may exceed quantization's; None without pruning)."""
     on_stage("load")
     source = load_source(model, task=recipe.task, options=load)
@@ -107,7 +108,7 @@ def _prepare(
         log.warning("no --eval: parity is measured on the %d calibration texts the quantizer also saw, with no task metric; "
                     "pass --eval FILE with labels or scores for a gate that means something", len(calib))
         return source, recipe, calib, reference_outputs(source, calib, recipe.max_length), None, prune_calib
-    if not selects(recipe):
+    if not selecting:
         return source, recipe, calib, reference_outputs(source, eval, recipe.max_length), None, prune_calib
     chosen, held_out = selection_split(eval, recipe.seed)
     gate = reference_outputs(source, held_out, recipe.max_length)
@@ -140,7 +141,8 @@ def compress(
         raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
     # issue 18: under torchrun every process prunes and distills (the collectives need them all); rank 0 saves.
     with main_process_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
-        source, recipe, calib, evaluation, selection, prune_calib = _prepare(model, recipe, calib, eval, load, on_stage)
+        stages = front_end_stages(recipe)
+        source, recipe, calib, evaluation, selection, prune_calib = _prepare(model, recipe, calib, eval, load, on_stage, selects(stages))
         if "layers" in recipe.prune.units and source.model.config.model_type == "modernbert":  # surgery.standard_layout
             raise ConfigError("a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers alternate "
                               "local and global attention by position); prune with --units heads,ffn, or prune while building "
@@ -149,7 +151,7 @@ def compress(
         thresholds = profile.thresholds(Precision.FP32, recipe.parity, pruned=True)
         ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, selection, prune_calib,
                       train=train, teacher=source.model, deadline=deadline)
-        ctx = run_stages(ctx, front_end_stages(recipe), on_stage)
+        ctx = run_stages(ctx, stages, on_stage)
         summary = ctx.notes["prune"]
         on_stage("save")
         save_pruned(ctx.source, summary, staging)

@@ -63,9 +63,14 @@ def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
     return dataclasses.replace(recipe, quant=dataclasses.replace(recipe.quant, precision=precision), max_length=max_length)
 
 
-def selects(recipe: Recipe) -> bool:
-    """Whether a stage of the recipe chooses by the eval data: distillation's early stop, int8's float fallback."""
-    return recipe.distill is not None or ("fallback" in recipe.quant.precision.needs.stages and recipe.quant.fallback)
+SELECTING_STAGES = ("distill", "fallback")
+"""Stages that choose by the eval data: distillation's early stop, int8's float fallback."""
+
+
+def selects(stages: list[Stage]) -> bool:
+    """Whether a stage the build will run chooses by the eval data. Asked of the stage list, not the recipe: a back end
+    that makes int8 its own way (ExecuTorch) runs no fallback, and its gate then keeps every --eval example."""
+    return any(stage.name in SELECTING_STAGES for stage in stages)
 
 
 def front_end_stages(recipe: Recipe) -> list[Stage]:

@@ -36,6 +36,13 @@ def test_int8_pte_is_delegated_to_xnnpack_and_its_own_runtime_passes_parity(int8
     assert manifest.io["inputs"][0]["name"] == "input_ids" and manifest.io["outputs"][0]["name"] == "sentence_embedding"
 
 
+def test_int8_pte_runs_no_fallback_so_its_gate_keeps_every_eval_pair(int8_pte, data_files):
+    # The ONNX int8 path splits --eval for its float fallback (tests/test_build.py); the .pte has no fallback stage.
+    parity = int8_pte.manifest.parity
+    assert "fallback" not in int8_pte.manifest.stages
+    assert (parity.selection_examples, parity.eval_examples) == (0, len(edgec.read_dataset(data_files["pairs"])))
+
+
 def test_the_tokenizer_and_the_io_names_travel_with_the_program(int8_pte):
     files = set(int8_pte.manifest.files)
     assert {"model.pte", "model_io.json", "tokenizer.json", "tokenizer_config.json"} <= files
