@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
-from edgec.artifact import load_artifact, package_versions  # noqa: E402
+from edgec.artifacts.artifact import load_artifact, package_versions  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 
 STS = HERE.parent.parent / "shared" / "data" / "stsbenchmark"

@@ -22,7 +22,7 @@ import models  # noqa: E402
 from run import STS, machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
-from edgec.artifact import package_versions  # noqa: E402
+from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 
 

@@ -28,13 +28,13 @@ import models  # noqa: E402
 from run import STS, machine, write_section  # noqa: E402
 
 from edgec.source import save_pruned  # noqa: E402
-from edgec.artifact import package_versions  # noqa: E402
+from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.data import Dataset, Example, read_sts_benchmark  # noqa: E402
 from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 from edgec.stages import distill  # noqa: E402
 from edgec.stages.prune import prune_source  # noqa: E402
-from edgec.training import resolve_precision  # noqa: E402
+from edgec.compression.training import resolve_precision  # noqa: E402
 
 RESULTS = HERE / "results-distill-throughput.json"
 SECTION = "distill-throughput"
@@ -58,7 +58,7 @@ def pruned_student(source, fraction: float):
 
 
 def timed_steps(prepared, student, steps: int) -> list[float]:
-    """Seconds between consecutive loss calls over `steps` optimizer steps of the real loop (edgec.training)."""
+    """Seconds between consecutive loss calls over `steps` optimizer steps of the real loop (edgec.compression.training)."""
     stamps, real = [], distill.student_loss
 
     def stamped(ready, model):

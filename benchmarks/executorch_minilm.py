@@ -28,8 +28,8 @@ import models  # noqa: E402
 from run import STS, machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
-from edgec.artifact import package_versions  # noqa: E402
-from edgec.bench import BenchConfig, bench_model  # noqa: E402
+from edgec.artifacts.artifact import package_versions  # noqa: E402
+from edgec.running.bench import BenchConfig, bench_model  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.backends import executorch as executorch_backend  # noqa: E402
 from edgec.recipe import QuantConfig, Recipe  # noqa: E402

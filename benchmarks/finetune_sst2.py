@@ -27,7 +27,7 @@ import models  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
 from edgec.parity.evalset import reference_outputs  # noqa: E402
-from edgec.artifact import package_versions  # noqa: E402
+from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.data import Columns, Dataset, read_dataset  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 

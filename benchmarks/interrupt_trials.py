@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
-from edgec.artifact import load_artifact, package_versions, verify_hashes  # noqa: E402
+from edgec.artifacts.artifact import load_artifact, package_versions, verify_hashes  # noqa: E402
 from edgec.errors import InputError  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 

@@ -20,9 +20,9 @@ sys.path.insert(0, str(HERE))
 
 from run import WORK, machine, write_section  # noqa: E402
 
-from edgec.artifact import load_artifact  # noqa: E402
-from edgec.bench import BenchConfig, profile_onnx  # noqa: E402
-from edgec.profiling import Profile  # noqa: E402
+from edgec.artifacts.artifact import load_artifact  # noqa: E402
+from edgec.running.bench import BenchConfig, profile_onnx  # noqa: E402
+from edgec.running.profiling import Profile  # noqa: E402
 from edgec.targets import SessionSettings  # noqa: E402
 
 TOP = 12

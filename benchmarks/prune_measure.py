@@ -13,7 +13,7 @@ import torch
 import prune_data
 
 from edgec.data import Dataset
-from edgec.inference import encode_batches
+from edgec.running.inference import encode_batches
 from edgec.parity.evalset import EvalSet, reference_outputs
 from edgec.parity.ledger import parity_score
 from edgec.parity.runtime import measure_module

@@ -36,7 +36,7 @@ from run import machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
 from edgec.source import save_pruned  # noqa: E402
-from edgec.artifact import package_versions  # noqa: E402
+from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.parity.ledger import parity_score  # noqa: E402
 from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.recipe import PruneConfig, TuningConfig  # noqa: E402

@@ -30,8 +30,8 @@ import edgec  # noqa: E402
 from edgec.sweep import MEASURE_ONLY  # noqa: E402
 from edgec.source import save_pruned  # noqa: E402
 from edgec.parity.evalset import reference_outputs  # noqa: E402
-from edgec.artifact import package_versions  # noqa: E402
-from edgec.bench import BenchConfig, bench_onnx  # noqa: E402
+from edgec.artifacts.artifact import package_versions  # noqa: E402
+from edgec.running.bench import BenchConfig, bench_onnx  # noqa: E402
 from edgec.data import Columns, Dataset, Example, read_dataset, read_sts_benchmark  # noqa: E402
 from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402
 from edgec.source import load_source  # noqa: E402

@@ -24,8 +24,8 @@ import models  # noqa: E402
 from run import STS, machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
-from edgec.artifact import package_versions  # noqa: E402
-from edgec.bench import BenchConfig  # noqa: E402
+from edgec.artifacts.artifact import package_versions  # noqa: E402
+from edgec.running.bench import BenchConfig  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.ray_sweep import RayCluster  # noqa: E402
 from edgec.sweep import sweep  # noqa: E402

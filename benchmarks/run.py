@@ -34,8 +34,8 @@ import models  # noqa: E402
 
 import edgec  # noqa: E402
 from edgec.api import compress  # noqa: E402
-from edgec.artifact import load_artifact, package_versions  # noqa: E402
-from edgec.bench import BenchConfig, bench_onnx, bench_pytorch  # noqa: E402
+from edgec.artifacts.artifact import load_artifact, package_versions  # noqa: E402
+from edgec.running.bench import BenchConfig, bench_onnx, bench_pytorch  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.hardware import host  # noqa: E402
 from edgec.ops.pooling import append_pooling  # noqa: E402

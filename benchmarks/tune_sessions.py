@@ -21,9 +21,9 @@ sys.path.insert(0, str(HERE))
 
 from run import WORK, machine, write_section  # noqa: E402
 
-from edgec.artifact import load_artifact  # noqa: E402
-from edgec.bench import BenchConfig  # noqa: E402
-from edgec.tuning import onnx_latency, tune_session  # noqa: E402
+from edgec.artifacts.artifact import load_artifact  # noqa: E402
+from edgec.running.bench import BenchConfig  # noqa: E402
+from edgec.running.tuning import onnx_latency, tune_session  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
                 lines.append(f"| {name} | {row} | {t.knob} | {t.value} | {t.median_ms:.2f} | "
                              f"{' / '.join(f'{ms:.2f}' for ms in t.p50_ms)} | {'chosen' if kept else ''} |")
     table = "\n".join([
-        "## Session settings, measured (edgec.tuning, as `edgec bench --tune` runs it)", "",
+        "## Session settings, measured (edgec.running.tuning, as `edgec bench --tune` runs it)", "",
         f"Machine: {machine()}. Command: `{command}`. Batch 1, 128 tokens, {args.runs} runs per measurement, "
         f"{args.rounds} interleaved rounds, each in a fresh process; knobs tuned in this order, each starting from the "
         "winners before it (intra_op_threads 0 = every core counts as the core count).", "",

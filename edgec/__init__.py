@@ -1,7 +1,7 @@
 """edgec: compile trained Hugging Face Transformers into verified edge artifacts."""
 
 from edgec.api import build, compress
-from edgec.artifact import Artifact, load_artifact
+from edgec.artifacts.artifact import Artifact, load_artifact
 from edgec.data import Columns, Dataset, Example, read_dataset
 from edgec.errors import BackendUnavailable, ConfigError, EdgecError, InputError, ParityError
 from edgec.recipe import DistillConfig, ParityThresholds, PruneConfig, QuantConfig, Recipe

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgec.artifact import Artifact, load_artifact, staged_output
+from edgec.artifacts.artifact import Artifact, load_artifact, staged_output
 from edgec.backends import get_backend
 from edgec.build_outputs import build_profile, manifest_for, parity_failure_message, write_golden
 from edgec.data import Dataset, read_dataset
 from edgec.errors import ConfigError, ParityError
-from edgec.package import package
+from edgec.artifacts.package import package
 from edgec.parity.evalset import EvalSet, reference_outputs, selection_split
 from edgec.pipeline import Context, run_stages
 from edgec.plan import front_end_stages, resolve_recipe, resolve_target, selects, stages_for

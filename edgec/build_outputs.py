@@ -9,16 +9,16 @@ from typing import Any
 
 import onnx
 
-from edgec.artifact import package_versions, sha256_file
+from edgec.artifacts.artifact import package_versions, sha256_file
 from edgec.backends import get_backend
-from edgec.bench import BenchConfig, synthetic_inputs
+from edgec.running.bench import BenchConfig, synthetic_inputs
 from edgec.hardware import host
-from edgec.manifest import Manifest, ParityRecord, SessionRecord, Sizes, SourceRecord
+from edgec.artifacts.manifest import Manifest, ParityRecord, SessionRecord, Sizes, SourceRecord
 from edgec.parity import golden
 from edgec.parity.ledger import first_loss
 from edgec.parity.runtime import model_forward
 from edgec.pipeline import Context
-from edgec.profiling import Profile, profile_session
+from edgec.running.profiling import Profile, profile_session
 
 
 def write_golden(ctx: Context, staging: Path) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from edgec.artifact import staged_output
+from edgec.artifacts.artifact import staged_output
 from edgec.errors import ConfigError
 
 

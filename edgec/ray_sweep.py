@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgec.bench import BenchConfig
+from edgec.running.bench import BenchConfig
 from edgec.errors import BackendUnavailable, ConfigError
 from edgec.sweep import CellJob, build_cell, host_description, time_cell
 

@@ -12,7 +12,7 @@ import torch
 
 from edgec.errors import InputError, UnsupportedModelError, first_line
 from edgec.recipe import TASKS
-from edgec.surgery import remove_dead_units, standard_layout
+from edgec.compression.surgery import remove_dead_units, standard_layout
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2", "modernbert")
 OUTPUT_NAMES = {

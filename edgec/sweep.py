@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING
 
 from edgec.api import build
 from edgec.plan import resolve_target
-from edgec.artifact import load_artifact, staged_output
-from edgec.bench import BenchConfig, bench_model
+from edgec.artifacts.artifact import load_artifact, staged_output
+from edgec.running.bench import BenchConfig, bench_model
 from edgec.data import Dataset
 from edgec.errors import ConfigError
 from edgec.hardware import host
-from edgec.ops.search import pareto_front
+from edgec.ops.frontier import pareto_front
 from edgec.progress import bar
 from edgec.recipe import ParityThresholds, PruneConfig, QuantConfig, Recipe
-from edgec.report import markdown_table, sweep_plot_png
+from edgec.artifacts.report import markdown_table, sweep_plot_png
 from edgec.source import LoadOptions
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 import edgec
-from edgec.artifact_ops import check_parity, predict
-from edgec.bench import BenchConfig, bench_onnx, bench_pytorch
+from edgec.artifacts.artifact_ops import check_parity, predict
+from edgec.running.bench import BenchConfig, bench_onnx, bench_pytorch
 from edgec.data import Dataset, read_sts_benchmark
 
 STS_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"

@@ -27,15 +27,15 @@ from pathlib import Path
 
 import edgec
 from edgec.api import compress
-from edgec.bench import BenchConfig, bench_onnx
+from edgec.running.bench import BenchConfig, bench_onnx
 from edgec.data import Columns, Dataset
-from edgec.finetune import finetune
+from edgec.compression.finetune import finetune
 from edgec.ops.macs import encoder_macs, unit_costs
 from edgec.parity.evalset import reference_outputs
 from edgec.parity.runtime import measure_model
 from edgec.recipe import DistillConfig, PruneConfig, QuantConfig, Recipe, TrainConfig
 from edgec.source import load_source
-from edgec.surgery import ffn_widths, head_counts, head_dim, hidden_size
+from edgec.compression.surgery import ffn_widths, head_counts, head_dim, hidden_size
 from edgec.sweep import MEASURE_ONLY
 from edgec.targets import SessionSettings, load_target
 

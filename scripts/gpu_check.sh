@@ -72,7 +72,7 @@ MODEL=${1:-$WORK/model}
 for target in trt-fp16 trt-int8; do
     step "edgec build $MODEL --target $target"
     expect 0 "parity ledger" $EDGEC build "$MODEL" --target $target --calib "$WORK/calib.txt" --eval "$WORK/eval.jsonl" --max-batch 8 --out "$WORK/$target"
-    python3 -c "import sys; from pathlib import Path; from edgec.manifest import Manifest; m=Manifest.read(Path(sys.argv[1])); final=m.parity.ledger[-1]; print('engine:', m.engine['status'], '| final ledger row:', final.stage, 'simulated' if final.simulated else 'on the engine')" "$WORK/$target"
+    python3 -c "import sys; from pathlib import Path; from edgec.artifacts.manifest import Manifest; m=Manifest.read(Path(sys.argv[1])); final=m.parity.ledger[-1]; print('engine:', m.engine['status'], '| final ledger row:', final.stage, 'simulated' if final.simulated else 'on the engine')" "$WORK/$target"
 done
 
 if [ "$CAN_BUILD" = yes ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# An aarch64 ONNX Runtime that runs on this x86_64 host under qemu user-mode emulation, for edgec.emulation:
+# An aarch64 ONNX Runtime that runs on this x86_64 host under qemu user-mode emulation, for edgec.running.emulation:
 #   HOME/qemu-aarch64-static  qemu-aarch64 from Debian bookworm's qemu-user-static (7.2), extracted, not installed
 #   HOME/root/                an arm64 root: Debian bookworm's Python 3.11 and the libraries it and onnxruntime load
 #   HOME/root/site/           aarch64 wheels of numpy, onnxruntime and tokenizers, the last two at the host's versions

@@ -215,7 +215,7 @@ def sts_test(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def arm64_runtime() -> Path:
     """The emulated aarch64 runtime's folder (scripts/setup_arm64.sh builds it once); skips where this host cannot."""
-    from edgec.emulation import ensure_arm64_runtime
+    from edgec.running.emulation import ensure_arm64_runtime
     from edgec.errors import BackendUnavailable
 
     try:
@@ -237,7 +237,7 @@ def fake_engine(monkeypatch) -> None:
     """Stand in for tensorrt on a GPU: the 'engine' is the artifact's ONNX, run by ONNX Runtime CPU."""
     from edgec.backends import tensorrt as trt_backend
     from edgec.backends import tensorrt_engine
-    from edgec.inference import ort_forward, ort_session
+    from edgec.running.inference import ort_forward, ort_session
     from edgec.targets import SessionSettings
 
     def build_engine(folder, spec):

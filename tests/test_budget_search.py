@@ -4,12 +4,12 @@ import pytest
 from typer.testing import CliRunner
 
 import edgec
-from edgec import search as search_module
-from edgec.bench import BenchConfig
+from edgec import budget_search as search_module
+from edgec.running.bench import BenchConfig
 from edgec.cli.main import app
 from edgec.errors import ConfigError
 from edgec.recipe import Recipe
-from edgec.search import Budgets, search
+from edgec.budget_search import Budgets, search
 
 
 def test_excess_is_relative_and_only_for_missed_budgets():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgec
-from edgec.device_check import check_runner_emulated
+from edgec.running.device_check import check_runner_emulated
 
 from conftest import invoke
 

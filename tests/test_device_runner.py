@@ -65,7 +65,7 @@ def test_predict_py_needs_no_torch_and_matches_the_verified_tokenization(embedde
 
 
 def test_the_runner_knows_each_tasks_outputs_as_edgec_does():
-    from edgec.device_predict import _OUTPUTS
+    from edgec.running.device_predict import _OUTPUTS
     from edgec.source import OUTPUT_NAMES
 
     assert _OUTPUTS == OUTPUT_NAMES  # predict.py is standalone: it keeps its own copy

@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec import emulation
-from edgec.emulation import ensure_arm64_runtime, run_emulated
+from edgec.running import emulation
+from edgec.running.emulation import ensure_arm64_runtime, run_emulated
 from edgec.errors import BackendUnavailable, EdgecError, InputError
 
 FEATURES, UNITS = 16, 8

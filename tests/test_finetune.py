@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import edgec
 from edgec.cli.main import app
 from edgec.errors import ConfigError, InputError
-from edgec.finetune import class_labels, finetune
+from edgec.compression.finetune import class_labels, finetune
 from edgec.recipe import TrainConfig
 from edgec.source import load_source
 

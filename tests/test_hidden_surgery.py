@@ -12,8 +12,8 @@ import torch
 from conftest import ARCHITECTURES, SENTENCES, make_tiny_model
 
 import edgec
-from edgec import hidden_surgery, surgery
-from edgec.artifact_ops import predict
+from edgec.compression import hidden_surgery, surgery
+from edgec.artifacts.artifact_ops import predict
 from edgec.source import load_source, save_model, task_outputs
 
 KEEP = [0, 2, 3, 5, 8, 9, 13, 14, 17, 20, 21, 22, 26, 27, 29, 31]  # 16 of 32 channels: room for 2 heads of 8

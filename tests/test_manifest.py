@@ -9,7 +9,7 @@ import pytest
 
 import edgec
 from edgec.errors import InputError
-from edgec.manifest import MANIFEST, SCHEMA_VERSION, Manifest
+from edgec.artifacts.manifest import MANIFEST, SCHEMA_VERSION, Manifest
 from edgec.parity.ledger import ParityRow
 from edgec.precision import Precision
 from edgec.recipe import QuantConfig, Recipe

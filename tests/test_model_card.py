@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 import edgec
-from edgec.model_card import base_model_id
+from edgec.artifacts.model_card import base_model_id
 from edgec.recipe import QuantConfig, Recipe
 
 

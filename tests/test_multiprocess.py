@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 import edgec
-from edgec.finetune import finetune
+from edgec.compression.finetune import finetune
 from edgec.recipe import TrainConfig
 
 from conftest import SENTENCES, make_tiny_model
@@ -91,7 +91,7 @@ def test_two_processes_train_the_same_weights_as_one_process_with_accumulation(s
     monkeypatch.syspath_prepend(str(HERE / "helpers"))
     from keep_last_weights import rising_evaluator
 
-    monkeypatch.setattr("edgec.finetune._evaluator", rising_evaluator)
+    monkeypatch.setattr("edgec.compression.finetune._evaluator", rising_evaluator)
     config = TrainConfig(steps=STEPS, batch_size=BATCH, accumulation=2, learning_rate=1e-3, warmup=0.0, eval_every=1, precision="fp32")
     data = edgec.read_dataset(setup["data"])
     one = finetune(setup["model"], task="sequence-classification", train_data=data, eval_data=data, config=config, out=tmp_path / "one")

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from edgec import artifact, interrupts
-from edgec.artifact import load_artifact, staged_output
+from edgec.artifacts import artifact
+
+from edgec import interrupts
+from edgec.artifacts.artifact import load_artifact, staged_output
 from edgec.errors import InputError, Interrupted
 
 

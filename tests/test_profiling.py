@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgec.profiling import TOP_NODES, Profile, profile_session, summarize_profile
+from edgec.running.profiling import TOP_NODES, Profile, profile_session, summarize_profile
 
 
 def _run(ts: int, dur: int) -> dict:

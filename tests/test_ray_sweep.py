@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import edgec
-from edgec.bench import BenchConfig
+from edgec.running.bench import BenchConfig
 from edgec.ray_sweep import RayCluster, run_on_ray
-from edgec.search import Budgets, search
+from edgec.budget_search import Budgets, search
 from edgec.sweep import CellJob, build_cell, sweep
 
 from conftest import invoke

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgec.cli.main import app
-from edgec.manifest import Manifest
+from edgec.artifacts.manifest import Manifest
 
 pytestmark = pytest.mark.real_model
 

@@ -132,7 +132,7 @@ def test_bench_records_into_the_artifact_and_keeps_the_hashes(full_artifact):
     assert [r["runtime"] for r in manifest.bench["results"]] == ["onnxruntime", "pytorch fp32"]
     assert manifest.bench["config"]["seq_len"] == 16 and "speed.png" in manifest.files
     assert "| source (bert, PyTorch fp32) |" in (full_artifact / "README.md").read_text()
-    assert edgec.artifact.verify_hashes(edgec.load_artifact(full_artifact)) == []
+    assert edgec.artifacts.artifact.verify_hashes(edgec.load_artifact(full_artifact)) == []
 
 
 def _chart_file(alt: str) -> str:

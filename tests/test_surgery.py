@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import ARCHITECTURES, SENTENCES
 
-from edgec import surgery
+from edgec.compression import surgery
 from edgec.ops.importance import mask_heads, mask_neurons
 from edgec.source import load_source
 

@@ -6,10 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 import edgec
-from edgec.bench import BenchConfig
+from edgec.running.bench import BenchConfig
 from edgec.cli.main import app
 from edgec.errors import ConfigError
-from edgec.ops.search import pareto_front
+from edgec.ops.frontier import pareto_front
 from edgec.sweep import COLUMNS, sweep
 
 

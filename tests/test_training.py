@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from edgec import training
+from edgec.compression import training
 from edgec.errors import ConfigError
 from edgec.hardware import HostCPU
 from edgec.recipe import TrainConfig

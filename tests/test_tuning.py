@@ -3,7 +3,7 @@
 import pytest
 
 from edgec.targets import SessionSettings
-from edgec.tuning import Trial, choose, knob_values, tune_session
+from edgec.running.tuning import Trial, choose, knob_values, tune_session
 
 
 def test_a_knob_moves_only_for_a_clear_gain():

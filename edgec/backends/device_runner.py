@@ -1,5 +1,5 @@
 """predict.py and requirements.txt in an ONNX Runtime artifact: what a device needs to run it without torch,
-transformers or edgec (the runner is edgec/device_predict.py, copied as is)."""
+transformers or edgec (the runner is edgec/running/device_predict.py, copied as is)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-import edgec.device_predict
+import edgec.running.device_predict
 
 RUNNER_FILE = "predict.py"
 REQUIREMENTS_FILE = "requirements.txt"
@@ -21,6 +21,6 @@ def write_device_runner(staging: Path) -> tuple[Path, ...]:
     if not (staging / "tokenizer.json").is_file():
         return ()
     runner, requirements = staging / RUNNER_FILE, staging / REQUIREMENTS_FILE
-    shutil.copyfile(edgec.device_predict.__file__, runner)
+    shutil.copyfile(edgec.running.device_predict.__file__, runner)
     requirements.write_text("".join(f"{name}=={metadata.version(name)}\n" for name in RUNNER_PACKAGES))
     return runner, requirements

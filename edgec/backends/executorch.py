@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgec import surgery
-from edgec.artifact import Artifact
+from edgec.compression import surgery
+from edgec.artifacts.artifact import Artifact
 from edgec.backends.registry import Backend, register_backend
 from edgec.errors import BackendUnavailable, InputError
-from edgec.inference import Feeds, Forward
+from edgec.running.inference import Feeds, Forward
 from edgec.pipeline import Context
 from edgec.stages.export import quiet
 from edgec.parity.evalset import eval_texts

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.artifact import Artifact
+from edgec.artifacts.artifact import Artifact
 from edgec.errors import ConfigError
 from edgec.pipeline import Context, Stage
 from edgec.stages.export import export
@@ -37,7 +37,7 @@ def _its_model_file(artifact: Artifact, workdir: Path) -> tuple[Path, bool]:
 
 
 def _device_runner(artifact: Artifact, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
-    from edgec.device_predict import Predictor  # issue 18: `edgec run` is the device's own logic
+    from edgec.running.device_predict import Predictor  # issue 18: `edgec run` is the device's own logic
 
     return Predictor(artifact.path).run(texts, pairs)
 

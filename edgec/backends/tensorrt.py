@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgec.artifact import Artifact, file_table, package_versions, sha256_file
+from edgec.artifacts.artifact import Artifact, file_table, package_versions, sha256_file
 from edgec.backends.onnxruntime import copy_model_and_tokenizer
 from edgec.backends.registry import Backend, register_backend
 from edgec.backends.tensorrt_engine import INSTALL_HINT, build_engine, engine_unavailable_reason

@@ -10,16 +10,16 @@ from typing import Annotated
 
 import typer
 
-from edgec.artifact import Artifact, load_artifact
-from edgec.bench import BenchConfig, bench_model, bench_pytorch, profile_onnx, session_for
+from edgec.artifacts.artifact import Artifact, load_artifact
+from edgec.running.bench import BenchConfig, bench_model, bench_pytorch, profile_onnx, session_for
 from edgec.hardware import host
-from edgec.manifest import SessionRecord
+from edgec.artifacts.manifest import SessionRecord
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson, TimingBatch, TimingSeqLen
 from edgec.errors import ConfigError, InputError
-from edgec.profiling import NODE_HEADER, OPERATOR_HEADER, node_rows, operator_rows
-from edgec.tuning import onnx_latency, tune_session
-from edgec.package import record_bench
+from edgec.running.profiling import NODE_HEADER, OPERATOR_HEADER, node_rows, operator_rows
+from edgec.running.tuning import onnx_latency, tune_session
+from edgec.artifacts.package import record_bench
 
 
 def register(app: typer.Typer) -> None:

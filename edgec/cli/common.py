@@ -20,7 +20,7 @@ from edgec import interrupts
 from edgec.errors import ConfigError, EdgecError, Interrupted
 from edgec.processes import describe
 from edgec.progress import display, stage_spinners
-from edgec.report import ledger_table, summary_rows
+from edgec.artifacts.report import ledger_table, summary_rows
 
 console = Console(stderr=True)
 stdout = Console()
@@ -125,7 +125,7 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 
 def print_summary(folder: Path) -> None:
     """The summary and parity ledger of the artifact a build (or a search) wrote at `folder`."""
-    from edgec.artifact import load_artifact
+    from edgec.artifacts.artifact import load_artifact
 
     manifest = load_artifact(folder).manifest
     stdout.print(table(f"edgec build: {folder}", ["", ""], [list(r) for r in summary_rows(manifest)]))

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from edgec.backends.tensorrt import build_checked_engine
-from edgec.artifact import load_artifact
+from edgec.artifacts.artifact import load_artifact
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import DataColumns, Reference
-from edgec.report import LEDGER_COLUMNS
+from edgec.artifacts.report import LEDGER_COLUMNS
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from edgec.cli.common import command, stage_progress, stdout, table
 from edgec.cli.options import DataColumns, Force, ModelFolder, SourceLoading
-from edgec.finetune import FINETUNE_TASKS, finetune as run_finetune
+from edgec.compression.finetune import FINETUNE_TASKS, finetune as run_finetune
 from edgec.processes import state as process_state
 from edgec.recipe import TrainConfig
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import onnx
 import typer
 
-from edgec.artifact import load_artifact, verify_hashes
+from edgec.artifacts.artifact import load_artifact, verify_hashes
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson
-from edgec.report import ledger_table, summary_rows
+from edgec.artifacts.report import ledger_table, summary_rows
 
 
 def register(app: typer.Typer) -> None:

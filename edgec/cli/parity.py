@@ -9,13 +9,13 @@ from typing import Annotated
 
 import typer
 
-from edgec.artifact_ops import check_parity
-from edgec.artifact import load_artifact
+from edgec.artifacts.artifact_ops import check_parity
+from edgec.artifacts.artifact import load_artifact
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson, DataColumns, Reference, Thresholds
 from edgec.parity.integrity import integrity_failures
 from edgec.parity.ledger import ParityRow
-from edgec.report import LEDGER_COLUMNS, statistics_table
+from edgec.artifacts.report import LEDGER_COLUMNS, statistics_table
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from edgec.cli.common import command, stage_progress, stdout, table
 from edgec.cli.options import Calib, DataColumns, Eval, Force, MaxLength, ModelFolder, SourceLoading, Task
 from edgec.processes import state as process_state
 from edgec.recipe import PruneConfig, Recipe
-from edgec.report import distillation_row, format_ledger, pruning_rows
+from edgec.artifacts.report import distillation_row, format_ledger, pruning_rows
 
 
 def register(app: typer.Typer) -> None:

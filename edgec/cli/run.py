@@ -8,8 +8,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from edgec.artifact_ops import predict
-from edgec.artifact import load_artifact
+from edgec.artifacts.artifact_ops import predict
+from edgec.artifacts.artifact import load_artifact
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson
 from edgec.errors import ConfigError

@@ -13,8 +13,8 @@ from edgec.cli.common import command, numbers, print_summary, stage_progress, st
 from edgec.cli.options import ModelFolder
 from edgec.errors import BudgetError, ConfigError
 from edgec.parity.evalset import selection_split
-from edgec.search import Candidate, unmet_message
-from edgec.search import search as search_candidates
+from edgec.budget_search import Candidate, unmet_message
+from edgec.budget_search import search as search_candidates
 
 
 def register(app: typer.Typer) -> None:

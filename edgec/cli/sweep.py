@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgec.bench import BenchConfig
+from edgec.running.bench import BenchConfig
 from edgec.cli.common import command, numbers, stage_progress, stdout, table
 from edgec.cli.options import (
     Calib, DataColumns, Eval, Force, ModelFolder, RayOptions, SourceLoading, Target, TimingBatch, TimingSeqLen,

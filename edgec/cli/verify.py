@@ -11,13 +11,13 @@ from typing import Annotated
 
 import typer
 
-from edgec.artifact_ops import verify_emulated
-from edgec.artifact import load_artifact
+from edgec.artifacts.artifact_ops import verify_emulated
+from edgec.artifacts.artifact import load_artifact
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson, DataColumns, Reference, Thresholds
-from edgec.device_check import check_runner_emulated
+from edgec.running.device_check import check_runner_emulated
 from edgec.errors import ConfigError
-from edgec.report import LEDGER_COLUMNS, statistics_table
+from edgec.artifacts.report import LEDGER_COLUMNS, statistics_table
 
 EMULATED = ("aarch64",)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgec.errors import ConfigError
 from edgec.ops.macs import UnitCosts
-from edgec.ops.mask_search import search_masks
+from edgec.ops.mask_selection import search_masks
 
 
 @dataclass(frozen=True)

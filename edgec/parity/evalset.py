@@ -9,7 +9,7 @@ import numpy as np
 
 from edgec.data import Dataset, sample_indices
 from edgec.errors import InputError
-from edgec.inference import Batch, Outputs, collect_outputs, encode_batches, torch_forward
+from edgec.running.inference import Batch, Outputs, collect_outputs, encode_batches, torch_forward
 from edgec.parity import metrics
 from edgec.source import TOKEN_LEVEL_TASKS, Source
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgec.data import Dataset, Example, read_dataset, sample_indices
 from edgec.errors import InputError
-from edgec.inference import Batch, Forward, Outputs, collect_outputs, encode_batches
+from edgec.running.inference import Batch, Forward, Outputs, collect_outputs, encode_batches
 from edgec.parity.evalset import EvalSet, eval_texts
 from edgec.parity.ledger import ParityRow, parity_row
 from edgec.recipe import ParityThresholds

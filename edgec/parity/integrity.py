@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgec.artifact import Artifact, verify_hashes
+from edgec.artifacts.artifact import Artifact, verify_hashes
 
 
 def nan_constants(model_path: Path) -> list[str]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgec.inference import Outputs
+from edgec.running.inference import Outputs
 from edgec.parity import metrics
 from edgec.parity.evalset import EvalSet, task_metric
 from edgec.parity.gate import failures

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgec.inference import Forward, collect_outputs, ort_forward, ort_session, torch_forward
+from edgec.running.inference import Forward, collect_outputs, ort_forward, ort_session, torch_forward
 from edgec.parity.evalset import EvalSet
 from edgec.parity.ledger import ParityRow, parity_row
 from edgec.recipe import ParityThresholds

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgec.artifact import Artifact, sha256_file
+from edgec.artifacts.artifact import Artifact, sha256_file
 from edgec.data import Dataset
 from edgec.errors import InputError
 from edgec.parity.evalset import EvalSet, reference_outputs

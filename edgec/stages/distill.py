@@ -1,6 +1,6 @@
 """Distill stage: train the pruned student against the uncompressed teacher, within a CPU time budget.
 
-The optimizer loop is edgec.training.train, shared with fine-tuning; this file holds what is distillation's own:
+The optimizer loop is edgec.compression.training.train, shared with fine-tuning; this file holds what is distillation's own:
 the teacher's targets (computed once, stages.teacher_cache), the losses against them (ops.distillation), the
 labels where the data has them, and the pairing of the student's kept layers with the teacher's.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from edgec import surgery
+from edgec.compression import surgery
 from edgec.data import Dataset
 from edgec.errors import ConfigError, InputError
 from edgec.ops import distillation
@@ -24,7 +24,7 @@ from edgec.pipeline import Context, selection_data
 from edgec.recipe import DistillConfig
 from edgec.source import Pooling
 from edgec.stages.teacher_cache import Encoded, TaskSpec, TeacherCache, build_cache, cache_note, encode
-from edgec.training import TrainResult, resolve_precision, shuffled_loader, train
+from edgec.compression.training import TrainResult, resolve_precision, shuffled_loader, train
 
 # A budget spent before training starts (by the cache or earlier pruning steps) still leaves one step.
 _LEAST_MINUTES = 1e-6
@@ -104,7 +104,7 @@ def distill_student(
     """Train a copy of `student` to reproduce `teacher` on `data`; return the copy with its best weights.
 
     config.minutes bounds the whole distillation, the teacher's cache included. `evaluate` scores a CPU fp32 model
-    in eval mode (higher is better); see edgec.training.train for when it runs and when training stops.
+    in eval mode (higher is better); see edgec.compression.training.train for when it runs and when training stops.
     """
     started = time.perf_counter()
     prepared = prepare(teacher, source, data, config, seed)

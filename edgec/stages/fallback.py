@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgec.ops.search import fewest_passing
+from edgec.ops.frontier import fewest_passing
 from edgec.parity.ledger import ParityRow
 from edgec.pipeline import Context, measure, selection_data
 from edgec.stages.quantize import quantize_static_int8

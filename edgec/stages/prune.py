@@ -4,7 +4,7 @@ After Kwon et al. 2022, "A Fast Post-Training Pruning Framework for Transformers
 1. importance: Fisher information of per-unit masks and per-layer gates on the calibration texts (prune_fisher);
 2. mask search: the plan of least estimated loss that fits the budget (ops.mask_search, ops.layer_search);
 3. mask rearrangement: each layer's kept units refined with its Fisher block (ops.rearrange);
-4. physical removal of the rest (edgec.surgery);
+4. physical removal of the rest (edgec.compression.surgery);
 5. mask tuning, layer by layer: least-squares scales of the kept units (prune_tuning).
 With `hidden` among the units (Minitron), the width is fixed before the search, which fills the budget at the units'
 costs at that width among the heads it holds (Narrowing); the channels go after the tuning (prune_hidden).
@@ -21,13 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from edgec import surgery
+from edgec.compression import surgery
 from edgec.data import Dataset
 from edgec.errors import ConfigError
-from edgec.inference import Batch, encode_batches
+from edgec.running.inference import Batch, encode_batches
 from edgec.ops.layer_search import Plan, search_plan
 from edgec.ops.macs import UnitCosts, encoder_macs, unit_costs
-from edgec.ops.mask_search import round_neurons
+from edgec.ops.mask_selection import round_neurons
 from edgec.ops.rearrange import rearrange, removal_loss
 from edgec.ops.width import expand, restrict
 from edgec.pipeline import Context

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from edgec import surgery
-from edgec.inference import Batch
+from edgec.compression import surgery
+from edgec.running.inference import Batch
 from edgec.ops.importance import gate_layer, mask_heads, mask_neurons, sensitivity_loss
 from edgec.progress import track
 from edgec.source import Source

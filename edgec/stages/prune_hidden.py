@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgec import hidden_surgery, surgery
-from edgec.inference import Batch
+from edgec.compression import hidden_surgery, surgery
+from edgec.running.inference import Batch
 from edgec.ops import width as widths
 from edgec.recipe import PruneConfig
 

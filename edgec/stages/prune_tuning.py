@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgec import surgery
-from edgec.inference import Batch
+from edgec.compression import surgery
+from edgec.running.inference import Batch
 from edgec.ops.least_squares import NormalEquations
 from edgec.progress import bar
 from edgec.recipe import TuningConfig

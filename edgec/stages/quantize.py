@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgec.inference import encode_batches, ort_session
+from edgec.running.inference import encode_batches, ort_session
 from edgec.ops.calibration import RunningStats, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
 from edgec.ops import outliers

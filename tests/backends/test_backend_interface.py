@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import edgec
-from edgec.artifact_ops import check_parity, predict
+from edgec.artifacts.artifact_ops import check_parity, predict
 from edgec.backends import Backend, registry
 from edgec.pipeline import Context, Stage
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgec
-from edgec.artifact_ops import check_parity, predict
+from edgec.artifacts.artifact_ops import check_parity, predict
 from edgec.recipe import PruneConfig, QuantConfig, Recipe
 
 from conftest import invoke

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgec
-from edgec.device_predict import Predictor
+from edgec.running.device_predict import Predictor
 from edgec.errors import ConfigError
 from edgec.source import load_source
 

@@ -9,7 +9,7 @@ import pytest
 from onnx import numpy_helper
 
 import edgec
-from edgec.artifact import load_artifact, verify_hashes
+from edgec.artifacts.artifact import load_artifact, verify_hashes
 from edgec.backends import tensorrt as trt_backend
 from edgec.errors import BackendUnavailable, ConfigError
 from edgec.recipe import QuantConfig, Recipe

@@ -3,7 +3,7 @@ disk or a lost node would do), so tests/test_multiprocess.py can check how the r
 
 import os
 
-from edgec import training
+from edgec.compression import training
 from edgec.cli.main import app
 from edgec.errors import EdgecError
 

@@ -4,7 +4,7 @@ tiny model the real accuracy never beats the start in two steps, and the kept we
 
 import itertools
 
-from edgec import finetune
+from edgec.compression import finetune
 from edgec.cli.main import app
 
 _evaluator = finetune._evaluator

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgec import surgery
+from edgec.compression import surgery
 from edgec.ops.attention_fusion import fuse_biased_attention
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgec.ops.mask_search import round_neurons
+from edgec.ops.mask_selection import round_neurons
 
 
 def _keep_top(scores: list[np.ndarray], counts: list[int]) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ from edgec.errors import ConfigError
 from edgec.ops.importance import mask_heads, mask_neurons, sensitivity_loss
 from edgec.ops.least_squares import NormalEquations
 from edgec.ops.macs import encoder_macs, unit_costs
-from edgec.ops.mask_search import search_masks
+from edgec.ops.mask_selection import search_masks
 
 
 def test_unit_costs_count_projections_and_attention_products():

@@ -7,7 +7,7 @@ import pytest
 
 from edgec.ops.layer_search import estimated_loss, search_plan
 from edgec.ops.macs import unit_costs
-from edgec.ops.mask_search import search_masks
+from edgec.ops.mask_selection import search_masks
 from edgec.ops.rearrange import rearrange, removal_loss
 
 

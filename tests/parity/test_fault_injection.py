@@ -18,7 +18,7 @@ import pytest
 from onnx import numpy_helper
 
 import edgec
-from edgec.artifact import MANIFEST, file_table
+from edgec.artifacts.artifact import MANIFEST, file_table
 from edgec.recipe import ParityThresholds, QuantConfig, Recipe
 
 from conftest import invoke, make_tiny_model

@@ -7,7 +7,7 @@ import pytest
 
 from edgec.data import Dataset, Example, read_dataset
 from edgec.errors import InputError
-from edgec.inference import Outputs
+from edgec.running.inference import Outputs
 from edgec.parity.evalset import EvalSet, reference_outputs, selection_split
 from edgec.parity.gate import failures
 from edgec.parity.ledger import parity_row

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import SENTENCES
 
-from edgec import surgery
+from edgec.compression import surgery
 from edgec.parity.evalset import reference_outputs
 from edgec.data import Dataset, Example
 from edgec.errors import ConfigError

@@ -9,7 +9,7 @@ from conftest import ARCHITECTURES, SENTENCES
 from onnx import numpy_helper
 
 import edgec
-from edgec import surgery
+from edgec.compression import surgery
 from edgec.data import Dataset, Example, read_dataset
 from edgec.recipe import ParityThresholds, PruneConfig, QuantConfig, Recipe
 from edgec.source import load_source

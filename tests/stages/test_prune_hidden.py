@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import SENTENCES
 
-from edgec import surgery
+from edgec.compression import surgery
 from edgec.source import save_pruned
 from edgec.data import Dataset, Example
 from edgec.errors import ConfigError
-from edgec.inference import encode_batches
+from edgec.running.inference import encode_batches
 from edgec.ops import width
 from edgec.ops.macs import encoder_macs, unit_costs
 from edgec.recipe import PruneConfig

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgec.profiling import NODE_HEADER, OPERATOR_HEADER, Profile, node_rows, operator_rows
+from edgec.running.profiling import NODE_HEADER, OPERATOR_HEADER, Profile, node_rows, operator_rows
 
 if TYPE_CHECKING:
-    from edgec.manifest import Manifest, ParityRecord
+    from edgec.artifacts.manifest import Manifest, ParityRecord
     from edgec.parity.ledger import ParityRow
 
 # Metrics shown per ledger row, in this order, where the task produces them.
@@ -298,8 +298,8 @@ def profile_caption(profile: Profile, config: dict[str, Any]) -> str:
 def write_reports(folder: Path, manifest: Manifest, profile: tuple[Profile, dict[str, Any]] | None = None) -> None:
     """Write report.md, report.html and the charts: parity.png, and pruning.png, sensitivity.png and speed.png where
     they apply; `profile` (with its bench config) adds where the time goes."""
-    from edgec import report_html as page
-    from edgec.report_sections import (
+    from edgec.artifacts import report_html as page
+    from edgec.artifacts.report_sections import (
         bench_note,
         gate_rows,
         sensitivity_plot_png,

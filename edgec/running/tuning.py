@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgec.bench import BenchConfig, bench_onnx
+from edgec.running.bench import BenchConfig, bench_onnx
 from edgec.targets import SessionSettings
 
 MIN_GAIN = 0.03

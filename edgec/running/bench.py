@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edgec.profiling import Profile
+from edgec.running.profiling import Profile
 from edgec.targets import SessionSettings
 
 
@@ -73,7 +73,7 @@ def session_for(config: BenchConfig, settings: SessionSettings) -> SessionSettin
 
 
 def _bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings: SessionSettings) -> BenchResult:
-    from edgec.inference import ort_session
+    from edgec.running.inference import ort_session
 
     session = ort_session(model_path, session_for(config, settings))
     feeds = synthetic_inputs(vocab_size, config, [i.name for i in session.get_inputs()])
@@ -95,7 +95,7 @@ def _bench_pte(model_path: str, vocab_size: int, config: BenchConfig) -> BenchRe
 
 
 def _profile_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings: SessionSettings) -> Profile:
-    from edgec.profiling import profile_session
+    from edgec.running.profiling import profile_session
 
     feeds = synthetic_inputs(vocab_size, config, ["input_ids", "attention_mask", "token_type_ids"])
     return profile_session(model_path, feeds, session_for(config, settings), warmup=config.warmup, runs=config.runs)

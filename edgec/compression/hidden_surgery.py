@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from edgec.errors import UnsupportedModelError
-from edgec.surgery import (
+from edgec.compression.surgery import (
     ConstantAttention,
     ConstantFFN,
     _set,

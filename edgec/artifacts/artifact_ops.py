@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.artifact import Artifact
+from edgec.artifacts.artifact import Artifact
 from edgec.backends import get_backend
 from edgec.data import Dataset
-from edgec.emulation import EmulatedRun, run_emulated
+from edgec.running.emulation import EmulatedRun, run_emulated
 from edgec.errors import ConfigError
-from edgec.inference import collect_outputs, replay_forward
+from edgec.running.inference import collect_outputs, replay_forward
 from edgec.parity import golden
 from edgec.parity.ledger import ParityRow, parity_row
 from edgec.parity.runtime import measure_model, model_forward

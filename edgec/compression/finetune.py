@@ -15,15 +15,15 @@ from pathlib import Path
 
 import torch
 
-from edgec.artifact import check_output_path
+from edgec.artifacts.artifact import check_output_path
 from edgec.data import Dataset
 from edgec.errors import ConfigError, InputError
-from edgec.inference import collect_outputs, encode_batches, torch_forward
+from edgec.running.inference import collect_outputs, encode_batches, torch_forward
 from edgec.processes import main_process_output
 from edgec.recipe import TrainConfig
 from edgec.source import LoadOptions, Pooling, Source, TaskModule, load_source, save_model, task_outputs
 from edgec.parity.evalset import classifier_labels, eval_texts, task_metric
-from edgec.training import TrainResult, shuffled_loader, train
+from edgec.compression.training import TrainResult, shuffled_loader, train
 
 FINETUNE_TASKS = ("sequence-classification", "feature-extraction")
 RECORD_FILE = "edgec_finetune.json"

@@ -1,6 +1,6 @@
 import pytest
 
-from edgec.ops.search import fewest_passing
+from edgec.ops.frontier import fewest_passing
 
 
 @pytest.mark.parametrize("count", [1, 2, 5, 16, 17, 40])

@@ -1,4 +1,4 @@
-"""The artifact folder: its files' hashes, atomic placement and loading (the manifest itself is edgec.manifest)."""
+"""The artifact folder: its files' hashes, atomic placement and loading (the manifest itself is edgec.artifacts.manifest)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from edgec.errors import InputError, first_line
 from edgec.interrupts import raise_if_interrupted
-from edgec.manifest import MANIFEST, Manifest
+from edgec.artifacts.manifest import MANIFEST, Manifest
 from edgec.targets import SessionSettings
 
 MAX_BUNDLE_BYTES = 8 << 30

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from edgec.report import figure_png, format_value
+from edgec.artifacts.report import figure_png, format_value
 
 if TYPE_CHECKING:
-    from edgec.manifest import Manifest
+    from edgec.artifacts.manifest import Manifest
 
 _ARTIFACT_COLOR, _SOURCE_COLOR, _KEPT_COLOR, _QUANTIZED_COLOR = "#2a9d8f", "#8d99ae", "#e76f51", "#8ab17d"
 

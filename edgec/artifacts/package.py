@@ -9,13 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgec.artifact import Artifact, file_table
+from edgec.artifacts.artifact import Artifact, file_table
 from edgec.errors import InputError
 from edgec.hardware import host
-from edgec.manifest import Manifest
-from edgec.model_card import write_model_card
-from edgec.profiling import Profile
-from edgec.report import write_reports
+from edgec.artifacts.manifest import Manifest
+from edgec.artifacts.model_card import write_model_card
+from edgec.running.profiling import Profile
+from edgec.artifacts.report import write_reports
 
 
 def package(folder: Path, manifest: Manifest, profile: tuple[Profile, dict[str, Any]] | None = None) -> Manifest:

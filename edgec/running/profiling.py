@@ -97,7 +97,7 @@ def _shapes(inputs: list[dict[str, list[int]]]) -> str:
 
 def profile_session(model_path: str | Path, feeds: dict[str, np.ndarray], session_settings, *, warmup: int, runs: int) -> Profile:
     """Run the model `warmup + runs` times under ONNX Runtime's profiler and summarize the last `runs`."""
-    from edgec.inference import ort_session
+    from edgec.running.inference import ort_session
 
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as folder:
         session = ort_session(model_path, session_settings, profile_prefix=str(Path(folder) / "trace"))

@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgec.report import format_ledger, markdown_table, pruning_rows
-from edgec.report_sections import bench_note, gate_rows, speed_size_table
+from edgec.artifacts.report import format_ledger, markdown_table, pruning_rows
+from edgec.artifacts.report_sections import bench_note, gate_rows, speed_size_table
 
 if TYPE_CHECKING:
-    from edgec.manifest import Manifest
+    from edgec.artifacts.manifest import Manifest
 
 CARD_FILE = "README.md"
 _PIPELINE_TAGS = {

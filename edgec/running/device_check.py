@@ -11,13 +11,13 @@ import json
 
 import numpy as np
 
-from edgec.artifact import Artifact
+from edgec.artifacts.artifact import Artifact
 from edgec.backends.device_runner import RUNNER_FILE
 from edgec.data import Dataset
-from edgec.device_predict import Predictor
-from edgec.emulation import run_script_emulated
+from edgec.running.device_predict import Predictor
+from edgec.running.emulation import run_script_emulated
 from edgec.errors import InputError
-from edgec.inference import Outputs
+from edgec.running.inference import Outputs
 from edgec.parity import metrics as parity_metrics
 from edgec.parity.evalset import eval_texts
 from edgec.parity.gate import failures

@@ -1,7 +1,7 @@
 """Running an ONNX model on aarch64 ONNX Runtime from an x86_64 host, under qemu user-mode emulation.
 
 An artifact built for an Arm target is shown to run on Arm, with parity: the host tokenizes and computes metrics,
-the emulated side only runs onnxruntime on the feeds it is given (edgec/emulation_runner.py, a standalone script).
+the emulated side only runs onnxruntime on the feeds it is given (edgec/running/emulation_runner.py, a standalone script).
 scripts/setup_arm64.sh builds the aarch64 runtime once into arm64_home(); on an aarch64 host the runner runs natively.
 """
 
@@ -119,7 +119,7 @@ def _save_feeds(feeds: list[dict[str, np.ndarray]], path: Path) -> None:
 
 def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
     """One array of every batch's rows; token-level outputs of batches padded to different lengths are zero-padded
-    to the longest, as edgec.inference.collect_outputs does."""
+    to the longest, as edgec.running.inference.collect_outputs does."""
     shape = np.max([part.shape for part in parts], axis=0)
     padded = [
         np.pad(part, [(0, 0)] + [(0, int(size) - own) for size, own in zip(shape[1:], part.shape[1:])])

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from edgec.api import build
 from edgec.plan import resolve_target
-from edgec.artifact import Artifact, check_output_path
-from edgec.bench import BenchConfig
+from edgec.artifacts.artifact import Artifact, check_output_path
+from edgec.running.bench import BenchConfig
 from edgec.data import Dataset
 from edgec.errors import ConfigError, EdgecError
 from edgec.parity.evalset import selection_split
