@@ -34,10 +34,17 @@ def build(model_dir: Path, out: Path, mobile: dict | None) -> dict:
     seconds = time.perf_counter() - started
     usability = json.loads((artifact.path / "mobile_usability.json").read_text())
     final = artifact.manifest.parity.ledger[-1].metrics
-    return {"precision": artifact.manifest.precision, "usability": usability, "spearman": final["spearman"],
-            "cosine": final["cosine_mean"], "reference": artifact.manifest.parity.reference_metric["spearman"],
-            "passed": artifact.manifest.parity.passed, "ort_mb": artifact.manifest.sizes.model_bytes / 1e6, "build_s": seconds,
-            "operators": artifact.manifest.stages["emit"]["operator_counts"]}
+    return {
+        "precision": artifact.manifest.precision,
+        "usability": usability,
+        "spearman": final["spearman"],
+        "cosine": final["cosine_mean"],
+        "reference": artifact.manifest.parity.reference_metric["spearman"],
+        "passed": artifact.manifest.parity.passed,
+        "ort_mb": artifact.manifest.sizes.model_bytes / 1e6,
+        "build_s": seconds,
+        "operators": artifact.manifest.stages["emit"]["operator_counts"],
+    }
 
 
 def markdown(r: dict, command: str) -> str:
@@ -47,11 +54,13 @@ def markdown(r: dict, command: str) -> str:
     share = lambda supported, nodes: f"{supported}/{nodes} ({100 * supported / nodes:.1f}%)"  # noqa: E731
     remaining = "; ".join(f"`{n['node']}` ({n['op']}: {n['why']})" for n in shaped["remaining_nodes"])
     lines = [
-        f"## {r['model']}: CoreML MLProgram usability, general mobile graph vs `--accelerator coreml --fixed-shape 1x128`", "",
+        f"## {r['model']}: CoreML MLProgram usability, general mobile graph vs `--accelerator coreml --fixed-shape 1x128`",
+        "",
         f"Machine: {r['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".",
         f"Command: `{command}`. ONNX Runtime's own check (`onnxruntime.tools.mobile_helpers.usability_checker`, "
         "coreml_supported_mlprogram_ops.md) on the graph the .ort was converted from. Spearman on all 1,379 STS-B test pairs "
-        f"(ONNX Runtime CPU loading the .ort); reference {before['reference']:.2f}.", "",
+        f"(ONNX Runtime CPU loading the .ort); reference {before['reference']:.2f}.",
+        "",
         "| graph | precision | partitions | nodes CoreML takes | verdict | Spearman | drop | cosine | .ort MB |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| before: `--target mobile`, as it stands | {before['precision']} | {coreml['partitions']} | "
@@ -61,8 +70,10 @@ def markdown(r: dict, command: str) -> str:
         f"{share(coreml['supported_nodes_with_fixed_shapes'], coreml['nodes'])} | {coreml['suitability_with_fixed_shapes']} | | | | |",
         f"| after: `--accelerator coreml --fixed-shape 1x128` | {after['precision']} | {shaped['partitions']} | "
         f"{share(shaped['supported_nodes'], shaped['nodes'])} | {shaped['suitability']} | {after['spearman']:.2f} | "
-        f"{after['reference'] - after['spearman']:.2f} | {after['cosine']:.4f} | {after['ort_mb']:.1f} |", "",
-        f"Before, CoreML lacks: {', '.join(coreml['unsupported_ops'])}. After, the nodes left on the CPU: {remaining}.", "",
+        f"{after['reference'] - after['spearman']:.2f} | {after['cosine']:.4f} | {after['ort_mb']:.1f} |",
+        "",
+        f"Before, CoreML lacks: {', '.join(coreml['unsupported_ops'])}. After, the nodes left on the CPU: {remaining}.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -76,7 +87,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgec-coreml-") as tmp:
         before = build(model_dir, Path(tmp) / "before.zip", None)
         after = build(model_dir, Path(tmp) / "after.zip", {"accelerator": "coreml", "fixed_batch": 1, "fixed_seq": 128})
-    result = {"model": args.model, "before": before, "after": after, "machine": machine(), "versions": package_versions()}
+    result = {
+        "model": args.model,
+        "before": before,
+        "after": after,
+        "machine": machine(),
+        "versions": package_versions(),
+    }
     (HERE / f"results-coreml-{args.model}.json").write_text(json.dumps(result, indent=1))
     table = markdown(result, command)
     write_section(HERE / "RESULTS.md", f"coreml-{args.model}", table, "benchmarks/coreml_minilm.py")

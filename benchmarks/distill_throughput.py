@@ -27,14 +27,16 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 from run import STS, machine, write_section  # noqa: E402
 
-from edgec.source import save_pruned  # noqa: E402
 from edgec.artifacts.artifact import package_versions  # noqa: E402
+from edgec.compression.training import resolve_precision  # noqa: E402
 from edgec.data import Dataset, Example, read_sts_benchmark  # noqa: E402
 from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402
-from edgec.source import load_source  # noqa: E402
+from edgec.source import (
+    load_source,
+    save_pruned,
+)
 from edgec.stages import distill  # noqa: E402
 from edgec.stages.prune import prune_source  # noqa: E402
-from edgec.compression.training import resolve_precision  # noqa: E402
 
 RESULTS = HERE / "results-distill-throughput.json"
 SECTION = "distill-throughput"
@@ -67,9 +69,13 @@ def timed_steps(prepared, student, steps: int) -> list[float]:
 
     distill.student_loss = stamped
     try:
-        distill.run(dataclasses.replace(prepared, config=dataclasses.replace(prepared.config, steps=steps,
-                                                                             eval_every=steps)),
-                    student, lambda model: 0.0, seed=0, minutes=None)
+        distill.run(
+            dataclasses.replace(prepared, config=dataclasses.replace(prepared.config, steps=steps, eval_every=steps)),
+            student,
+            lambda model: 0.0,
+            seed=0,
+            minutes=None,
+        )
     finally:
         distill.student_loss = real
     return [b - a for a, b in zip(stamps[1:], stamps[2:])]  # from the second step on
@@ -80,26 +86,38 @@ def measure(args: argparse.Namespace) -> dict:
     student = pruned_student(source, args.prune)
     data = sentences(args.texts)
     common = dict(batch_size=args.batch, max_length=args.max_length, precision="auto")
-    configs = {"before": DistillConfig(**common, teacher_cache=False, hidden_layers=12),
-               "after": DistillConfig(**common)}
+    configs = {
+        "before": DistillConfig(**common, teacher_cache=False, hidden_layers=12),
+        "after": DistillConfig(**common),
+    }
     prepared = {name: distill.prepare(source.model, source, data, config, 0) for name, config in configs.items()}
     cache = prepared["after"].cache
     assert len(cache.encoded) == len(data), "the cache must hold every text for the same batches"
     per_round: dict[str, list[float]] = {name: [] for name in configs}
     for r in range(args.rounds):
-        for name in (list(configs) if r % 2 == 0 else list(reversed(configs))):
+        for name in list(configs) if r % 2 == 0 else list(reversed(configs)):
             seconds = timed_steps(prepared[name], student, args.steps)
             per_round[name].append(args.batch / statistics.median(seconds))
             print(f"round {r}: {name} {per_round[name][-1]:.1f} examples/s", flush=True)
     rate = {name: statistics.median(values) for name, values in per_round.items()}
     return {
-        "machine": machine(), "versions": package_versions(), "precision": resolve_precision("auto")[1],
+        "machine": machine(),
+        "versions": package_versions(),
+        "precision": resolve_precision("auto")[1],
         "command": "python benchmarks/distill_throughput.py " + " ".join(sys.argv[1:]),
-        "settings": vars(args), "texts": len(data), "mean_tokens": float(cache.encoded.lengths.mean()),
+        "settings": vars(args),
+        "texts": len(data),
+        "mean_tokens": float(cache.encoded.lengths.mean()),
         "student_params": sum(p.numel() for p in student.parameters()),
-        "examples_per_second": per_round, "median": rate, "speedup": rate["after"] / rate["before"],
-        "cache": {"seconds": cache.seconds, "megabytes": cache.nbytes / 2**20, "layers": list(cache.layers),
-                  "teacher_examples_per_second": len(data) / cache.seconds},
+        "examples_per_second": per_round,
+        "median": rate,
+        "speedup": rate["after"] / rate["before"],
+        "cache": {
+            "seconds": cache.seconds,
+            "megabytes": cache.nbytes / 2**20,
+            "layers": list(cache.layers),
+            "teacher_examples_per_second": len(data) / cache.seconds,
+        },
     }
 
 
@@ -113,26 +131,34 @@ def markdown(result: dict) -> str:
     s, rate, cache = result["settings"], result["median"], result["cache"]
     rounds = lambda name: ", ".join(f"{v:.1f}" for v in result["examples_per_second"][name])  # noqa: E731
     once, thrice = end_to_end(result, 1), end_to_end(result, 3)
-    return "\n".join([
-        f"## Distillation throughput: mpnet at --prune {s['prune']}, teacher at every step vs cached", "",
-        f"Machine: {result['machine']}. Training precision: {result['precision']}. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".",
-        f"Command: `{result['command']}`. {result['texts']} STS-B train sentences ({result['mean_tokens']:.1f} "
-        f"tokens on average), batch {s['batch']}, max length {s['max_length']}, {s['steps']} optimizer steps per run, "
-        f"{s['rounds']} rounds interleaved; student {result['student_params'] / 1e6:.1f} M parameters.", "",
-        "| distillation | examples/s (median of rounds) | per round | vs before |",
-        "|---|---|---|---|",
-        f"| before: teacher forward in every step, hidden loss on 12 layers | {rate['before']:.1f} | "
-        f"{rounds('before')} | 1.00 |",
-        f"| after: teacher cached, hidden loss on layers {', '.join(map(str, cache['layers']))} | "
-        f"{rate['after']:.1f} | {rounds('after')} | **{result['speedup']:.2f}** |",
-        "",
-        f"The teacher's one pass (PyTorch fp32, length-sorted batches of 64) took {cache['seconds']:.1f} s for "
-        f"{result['texts']} texts ({cache['teacher_examples_per_second']:.0f} texts/s) and holds "
-        f"{cache['megabytes']:.0f} MB. With that pass charged to training, the end-to-end rate is {once:.1f} "
-        f"examples/s ({once / rate['before']:.2f}x before) when each text is seen once, {thrice:.1f} "
-        f"({thrice / rate['before']:.2f}x) over three passes.",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"## Distillation throughput: mpnet at --prune {s['prune']}, teacher at every step vs cached",
+                "",
+                f"Machine: {result['machine']}. Training precision: {result['precision']}. Versions: "
+                + ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+                + ".",
+                f"Command: `{result['command']}`. {result['texts']} STS-B train sentences ({result['mean_tokens']:.1f} "
+                f"tokens on average), batch {s['batch']}, max length {s['max_length']}, {s['steps']} optimizer steps per run, "
+                f"{s['rounds']} rounds interleaved; student {result['student_params'] / 1e6:.1f} M parameters.",
+                "",
+                "| distillation | examples/s (median of rounds) | per round | vs before |",
+                "|---|---|---|---|",
+                f"| before: teacher forward in every step, hidden loss on 12 layers | {rate['before']:.1f} | "
+                f"{rounds('before')} | 1.00 |",
+                f"| after: teacher cached, hidden loss on layers {', '.join(map(str, cache['layers']))} | "
+                f"{rate['after']:.1f} | {rounds('after')} | **{result['speedup']:.2f}** |",
+                "",
+                f"The teacher's one pass (PyTorch fp32, length-sorted batches of 64) took {cache['seconds']:.1f} s for "
+                f"{result['texts']} texts ({cache['teacher_examples_per_second']:.0f} texts/s) and holds "
+                f"{cache['megabytes']:.0f} MB. With that pass charged to training, the end-to-end rate is {once:.1f} "
+                f"examples/s ({once / rate['before']:.2f}x before) when each text is seen once, {thrice:.1f} "
+                f"({thrice / rate['before']:.2f}x) over three passes.",
+            ]
+        )
+        + "\n"
+    )
 
 
 def main() -> None:

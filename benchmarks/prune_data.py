@@ -14,9 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import models
+import numpy as np
 
 from edgec.data import Columns, Dataset, Example, read_dataset, read_sts_benchmark
 
@@ -39,9 +38,22 @@ class Finetune:
     max_length: int = 64
 
     def options(self) -> list[str]:
-        return ["--minutes", f"{self.minutes:g}", "--steps", str(self.steps), "--lr", f"{self.lr:g}", "--eval-every",
-                str(self.eval_every), "--patience", str(self.patience), "--batch-size", str(self.batch_size),
-                "--max-length", str(self.max_length)]
+        return [
+            "--minutes",
+            f"{self.minutes:g}",
+            "--steps",
+            str(self.steps),
+            "--lr",
+            f"{self.lr:g}",
+            "--eval-every",
+            str(self.eval_every),
+            "--patience",
+            str(self.patience),
+            "--batch-size",
+            str(self.batch_size),
+            "--max-length",
+            str(self.max_length),
+        ]
 
 
 @dataclass(frozen=True)
@@ -55,13 +67,16 @@ class Case:
     """None: the pretrained model is pruned as it is (the embedding case)."""
 
 
-CASES = {c.name: c for c in (
-    Case("minilm-sst2", "minilm", "sequence-classification", "SST-2 dev", Finetune(30, 4000, 1e-4, 250)),
-    Case("mpnet-sst2", "mpnet", "sequence-classification", "SST-2 dev", Finetune(60, 1000, 5e-5, 100)),
-    Case("minilm-clinc150", "minilm", "sequence-classification", "CLINC150 test", Finetune(30, 5000, 1e-4, 250)),
-    Case("mpnet-stsb", "mpnet", "feature-extraction", "STS-B test", None),
-    Case("minilm-stsb", "minilm", "feature-extraction", "STS-B test", None),  # where least squares was seen to hurt
-)}
+CASES = {
+    c.name: c
+    for c in (
+        Case("minilm-sst2", "minilm", "sequence-classification", "SST-2 dev", Finetune(30, 4000, 1e-4, 250)),
+        Case("mpnet-sst2", "mpnet", "sequence-classification", "SST-2 dev", Finetune(60, 1000, 5e-5, 100)),
+        Case("minilm-clinc150", "minilm", "sequence-classification", "CLINC150 test", Finetune(30, 5000, 1e-4, 250)),
+        Case("mpnet-stsb", "mpnet", "feature-extraction", "STS-B test", None),
+        Case("minilm-stsb", "minilm", "feature-extraction", "STS-B test", None),  # where least squares was seen to hurt
+    )
+}
 
 
 def splits(case: Case) -> dict[str, Dataset]:
@@ -71,8 +86,11 @@ def splits(case: Case) -> dict[str, Dataset]:
     if case.name.endswith("clinc150"):
         return _clinc150()
     sts = DATA / "stsbenchmark"
-    return {"train": read_sts_benchmark(sts / "sts-train.csv"), "validation": read_sts_benchmark(sts / "sts-dev.csv"),
-            "report": read_sts_benchmark(sts / "sts-test.csv")}
+    return {
+        "train": read_sts_benchmark(sts / "sts-train.csv"),
+        "validation": read_sts_benchmark(sts / "sts-dev.csv"),
+        "report": read_sts_benchmark(sts / "sts-test.csv"),
+    }
 
 
 def split_files(case: Case) -> tuple[Path, Path]:
@@ -94,8 +112,13 @@ def _sst2() -> dict[str, Dataset]:
     if not (folder / "validation.jsonl").is_file():
         train = read_dataset(DATA / "sst2" / "train.tsv", Columns(text="sentence", label="label"))
         held = set(np.random.default_rng(0).choice(len(train), size=SST2_VALIDATION, replace=False).tolist())
-        _write(folder, {"train": [e for i, e in enumerate(train.examples) if i not in held],
-                        "validation": [e for i, e in enumerate(train.examples) if i in held]})
+        _write(
+            folder,
+            {
+                "train": [e for i, e in enumerate(train.examples) if i not in held],
+                "validation": [e for i, e in enumerate(train.examples) if i in held],
+            },
+        )
     found = {role: read_dataset(folder / f"{role}.jsonl") for role in ("train", "validation")}
     return {**found, "report": read_dataset(DATA / "sst2" / "dev.tsv", Columns(text="sentence", label="label"))}
 

@@ -8,15 +8,14 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+import prune_data
 import torch
 
-import prune_data
-
 from edgec.data import Dataset
-from edgec.running.inference import encode_batches
 from edgec.parity.evalset import EvalSet, reference_outputs
 from edgec.parity.ledger import parity_score
 from edgec.parity.runtime import measure_module
+from edgec.running.inference import encode_batches
 from edgec.source import Source
 from edgec.stages.prune import PruneResult, calibration_batches, prune_model
 from edgec.stages.prune_fisher import Fisher, fisher_information
@@ -43,14 +42,23 @@ class Scorer:
         return cls(source, validation, report, batches, [_last_hidden(source, source.model, b) for b in batches])
 
     def unpruned(self) -> dict:
-        return {"validation": parity_score(self.validation.reference_metric), "report": parity_score(self.report.reference_metric)}
+        return {
+            "validation": parity_score(self.validation.reference_metric),
+            "report": parity_score(self.report.reference_metric),
+        }
 
     def score(self, model: torch.nn.Module) -> dict:
         """Task metric on both splits, and the relative squared error of the last hidden states the task reads
         (classifiers: the first token; embeddings: every real token), on 512 validation texts."""
         pruned = dataclasses.replace(self.source, model=model)
-        scores = {role: parity_score(measure_module(pruned, role, getattr(self, role), MEASURE_ONLY).metrics) for role in ("validation", "report")}
-        error = sum(float(((_last_hidden(self.source, model, b) - ref) ** 2).sum()) for b, ref in zip(self.hidden_batches, self.reference_hidden))
+        scores = {
+            role: parity_score(measure_module(pruned, role, getattr(self, role), MEASURE_ONLY).metrics)
+            for role in ("validation", "report")
+        }
+        error = sum(
+            float(((_last_hidden(self.source, model, b) - ref) ** 2).sum())
+            for b, ref in zip(self.hidden_batches, self.reference_hidden)
+        )
         scores["output_error"] = round(error / sum(float((ref**2).sum()) for ref in self.reference_hidden), 5)
         return scores
 
@@ -90,12 +98,22 @@ def prune_row(source: Source, calibration: Calibration, config, scorer: Scorer) 
     summary = result.summary
     fits = summary["least_squares"]
     row = {
-        "fraction": config.fraction, "calibration": calibration.count, "units": list(config.units), "rearrange": config.rearrange,
-        "tuning": summary["tuning"], "macs_kept": round(summary["macs_after"] / summary["macs_before"], 4),
-        "layers_removed": summary["layers_removed"], "heads_after": summary["heads_after"], "ffn_after": summary["ffn_after"],
-        "estimated_loss": summary["estimated_loss"], "prune_seconds": round(seconds, 1), "stage_seconds": summary["seconds"],
-        "fit_error_before": _mean(f["error_before"] for f in fits), "fit_error_after": _mean(f["error_after"] for f in fits),
-        "fits_applied": sum(f["applied"] for f in fits), "fits": len(fits),
+        "fraction": config.fraction,
+        "calibration": calibration.count,
+        "units": list(config.units),
+        "rearrange": config.rearrange,
+        "tuning": summary["tuning"],
+        "macs_kept": round(summary["macs_after"] / summary["macs_before"], 4),
+        "layers_removed": summary["layers_removed"],
+        "heads_after": summary["heads_after"],
+        "ffn_after": summary["ffn_after"],
+        "estimated_loss": summary["estimated_loss"],
+        "prune_seconds": round(seconds, 1),
+        "stage_seconds": summary["seconds"],
+        "fit_error_before": _mean(f["error_before"] for f in fits),
+        "fit_error_after": _mean(f["error_after"] for f in fits),
+        "fits_applied": sum(f["applied"] for f in fits),
+        "fits": len(fits),
         **scorer.score(result.model),
     }
     return row, result

@@ -30,24 +30,30 @@ sys.path.insert(0, str(HERE))
 
 import models  # noqa: E402
 import prune_data  # noqa: E402
-from prune_measure import Scorer, calibrate, prune_row  # noqa: E402
 import prune_report  # noqa: E402
+from prune_measure import Scorer, calibrate, prune_row  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
-from edgec.source import save_pruned  # noqa: E402
 from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.parity.ledger import parity_score  # noqa: E402
 from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.recipe import PruneConfig, TuningConfig  # noqa: E402
-from edgec.source import load_source  # noqa: E402
+from edgec.source import (
+    load_source,
+    save_pruned,
+)
 from edgec.sweep import MEASURE_ONLY  # noqa: E402
 from edgec.targets import SessionSettings  # noqa: E402
 
 RESULTS = HERE / "results-prune-quality.json"
 PRUNED = models.WORK / "pruned"
-BEFORE = TuningConfig(target="unpruned", ridge="relative", fit_bias=True, stop_on_failure=False, cls_only=False, space="pre-norm")
-KWON = TuningConfig(target="schedule", ridge="to-one", fit_bias=False, stop_on_failure=True, cls_only=True, space="pre-norm")
+BEFORE = TuningConfig(
+    target="unpruned", ridge="relative", fit_bias=True, stop_on_failure=False, cls_only=False, space="pre-norm"
+)
+KWON = TuningConfig(
+    target="schedule", ridge="to-one", fit_bias=False, stop_on_failure=True, cls_only=True, space="pre-norm"
+)
 # Kwon et al.'s four differences from edgec's former least squares, added one at a time; then the default (chosen on
 # validation from those rows) and the post-norm objective as alternatives to it.
 TUNING_STEPS = (
@@ -80,16 +86,33 @@ def finetuned(case: prune_data.Case) -> Path:
     if (folder / "edgec_finetune.json").is_file():
         return folder
     train_file, validation_file = prune_data.split_files(case)
-    cli = [sys.executable, "-m", "edgec", "finetune", str(getattr(models, case.model)()), "--data", str(train_file),
-           "--eval", str(validation_file), "--task", case.task, *case.finetune.options(), "--out", str(folder)]
+    cli = [
+        sys.executable,
+        "-m",
+        "edgec",
+        "finetune",
+        str(getattr(models, case.model)()),
+        "--data",
+        str(train_file),
+        "--eval",
+        str(validation_file),
+        "--task",
+        case.task,
+        *case.finetune.options(),
+        "--out",
+        str(folder),
+    ]
     started = time.perf_counter()
     subprocess.run(cli, check=True)
     seconds = time.perf_counter() - started
     record = json.loads((folder / "edgec_finetune.json").read_text())
     results = load_results()
     results["finetune"][case.name] = {
-        "machine": machine_line(), "versions": package_versions(), "wall_seconds": round(seconds, 1),
-        "command": "edgec finetune MODEL --data train.jsonl --eval validation.jsonl " + " ".join(cli[cli.index("--task"):-2]),
+        "machine": machine_line(),
+        "versions": package_versions(),
+        "wall_seconds": round(seconds, 1),
+        "command": "edgec finetune MODEL --data train.jsonl --eval validation.jsonl "
+        + " ".join(cli[cli.index("--task") : -2]),
         "record": record,
     }
     save_results(results)
@@ -129,7 +152,24 @@ def run_study(case: prune_data.Case, study: str, fractions: list[float], sizes: 
                 calibrations[count] = calibrate(case, source, data, count)
             row, result = prune_row(source, calibrations[count], config, scorer)
             row = {"case": case.name, "study": study, "variant": variant, "unpruned": unpruned, **row}
-            print(json.dumps({k: row[k] for k in ("case", "variant", "fraction", "calibration", "validation", "report", "output_error", "prune_seconds")}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        k: row[k]
+                        for k in (
+                            "case",
+                            "variant",
+                            "fraction",
+                            "calibration",
+                            "validation",
+                            "report",
+                            "output_error",
+                            "prune_seconds",
+                        )
+                    }
+                ),
+                flush=True,
+            )
             if save:
                 folder = PRUNED / f"{case.name}-{fraction:g}"
                 shutil.rmtree(folder, ignore_errors=True)
@@ -149,12 +189,31 @@ def int8_rows(case: prune_data.Case, fractions: list[float]) -> None:
         folder = finetuned(case) if fraction == 0 else PRUNED / f"{case.name}-{fraction:g}"
         with tempfile.TemporaryDirectory(prefix="edgec-int8-") as tmp:
             started = time.perf_counter()
-            artifact = edgec.build(folder, "ort-x86", recipe=edgec.Recipe(quant=edgec.QuantConfig(precision="int8"), parity=MEASURE_ONLY),
-                                   calib=calib, eval=data["validation"].sample(500, 0), out=Path(tmp) / "a")
-            scores = {role: parity_score(measure_model(artifact.model_path, role, case.task, getattr(scorer, role), MEASURE_ONLY, SessionSettings()).metrics)
-                      for role in ("validation", "report")}
-        row = {"case": case.name, "study": "int8", "variant": "int8", "fraction": fraction, "unpruned": scorer.unpruned(),
-               "build_seconds": round(time.perf_counter() - started, 1), **scores}
+            artifact = edgec.build(
+                folder,
+                "ort-x86",
+                recipe=edgec.Recipe(quant=edgec.QuantConfig(precision="int8"), parity=MEASURE_ONLY),
+                calib=calib,
+                eval=data["validation"].sample(500, 0),
+                out=Path(tmp) / "a",
+            )
+            scores = {
+                role: parity_score(
+                    measure_model(
+                        artifact.model_path, role, case.task, getattr(scorer, role), MEASURE_ONLY, SessionSettings()
+                    ).metrics
+                )
+                for role in ("validation", "report")
+            }
+        row = {
+            "case": case.name,
+            "study": "int8",
+            "variant": "int8",
+            "fraction": fraction,
+            "unpruned": scorer.unpruned(),
+            "build_seconds": round(time.perf_counter() - started, 1),
+            **scores,
+        }
         print(json.dumps(row), flush=True)
         merge_row(row)
 
@@ -165,23 +224,57 @@ def memory_row(case: prune_data.Case, count: int, fraction: float) -> None:
     folder = prune_data.SPLITS / case.name
     folder.mkdir(parents=True, exist_ok=True)
     texts = prune_data.calibration(case, data, count)
-    (folder / "calibration.jsonl").write_text("".join(json.dumps({"text": e.text, **({"label": e.label} if e.label is not None else {})}) + "\n"
-                                                      for e in texts.examples))
+    (folder / "calibration.jsonl").write_text(
+        "".join(
+            json.dumps({"text": e.text, **({"label": e.label} if e.label is not None else {})}) + "\n"
+            for e in texts.examples
+        )
+    )
     eval_data = data["validation"].sample(200, 0)
-    (folder / "eval200.jsonl").write_text("".join(json.dumps({k: v for k, v in dataclasses.asdict(e).items() if v is not None}) + "\n"
-                                                  for e in eval_data.examples))
+    (folder / "eval200.jsonl").write_text(
+        "".join(
+            json.dumps({k: v for k, v in dataclasses.asdict(e).items() if v is not None}) + "\n"
+            for e in eval_data.examples
+        )
+    )
     with tempfile.TemporaryDirectory(prefix="edgec-mem-") as tmp:
-        cli = ["/usr/bin/time", "-v", sys.executable, "-m", "edgec", "prune", str(finetuned(case)), "--prune", f"{fraction:g}",
-               "--calib", str(folder / "calibration.jsonl"), "--calib-samples", str(count), "--eval", str(folder / "eval200.jsonl"),
-               "--max-length", "128", "--out", str(Path(tmp) / "out")]
+        cli = [
+            "/usr/bin/time",
+            "-v",
+            sys.executable,
+            "-m",
+            "edgec",
+            "prune",
+            str(finetuned(case)),
+            "--prune",
+            f"{fraction:g}",
+            "--calib",
+            str(folder / "calibration.jsonl"),
+            "--calib-samples",
+            str(count),
+            "--eval",
+            str(folder / "eval200.jsonl"),
+            "--max-length",
+            "128",
+            "--out",
+            str(Path(tmp) / "out"),
+        ]
         done = subprocess.run(cli, capture_output=True, text=True, check=True)
         pruning = json.loads((Path(tmp) / "out" / "config.json").read_text())["edgec_pruning"]
     peak_kb = int(next(line.split(":")[1] for line in done.stderr.splitlines() if "Maximum resident set size" in line))
     wall = next(line.rsplit(" ", 1)[1] for line in done.stderr.splitlines() if "Elapsed (wall clock)" in line)
-    row = {"case": case.name, "study": "memory", "variant": f"edgec prune, {count} texts", "fraction": fraction, "calibration": count,
-           "peak_rss_gib": round(peak_kb / 2**20, 2), "wall": wall, "stage_seconds": pruning["seconds"],
-           "command": "/usr/bin/time -v edgec prune MODEL --prune {:g} --calib calibration.jsonl --calib-samples {} --eval eval200.jsonl "
-                      "--max-length 128 --out OUT".format(fraction, count)}
+    row = {
+        "case": case.name,
+        "study": "memory",
+        "variant": f"edgec prune, {count} texts",
+        "fraction": fraction,
+        "calibration": count,
+        "peak_rss_gib": round(peak_kb / 2**20, 2),
+        "wall": wall,
+        "stage_seconds": pruning["seconds"],
+        "command": f"/usr/bin/time -v edgec prune MODEL --prune {fraction:g} --calib calibration.jsonl --calib-samples {count} --eval eval200.jsonl "
+        "--max-length 128 --out OUT",
+    }
     print(json.dumps(row), flush=True)
     merge_row(row)
 
@@ -207,10 +300,17 @@ def main() -> None:
     parser.add_argument("--study", choices=("tuning", "ablation", "calibration", "table"), default="table")
     parser.add_argument("--fractions", default="0.3,0.4,0.5,0.6")
     parser.add_argument("--sizes", default="256,1024,2048", help="calibration texts (ablation: the first and the last)")
-    parser.add_argument("--save", action="store_true", help="keep the pruned folders (benchmarks/work/pruned/) for int8 builds")
+    parser.add_argument(
+        "--save", action="store_true", help="keep the pruned folders (benchmarks/work/pruned/) for int8 builds"
+    )
     args = parser.parse_args()
     if args.action == "render":
-        write_section(HERE / "RESULTS.md", "prune-quality", prune_report.markdown(load_results(), package_versions()), "benchmarks/prune_quality.py")
+        write_section(
+            HERE / "RESULTS.md",
+            "prune-quality",
+            prune_report.markdown(load_results(), package_versions()),
+            "benchmarks/prune_quality.py",
+        )
         return
     if args.case is None:
         parser.error("--case is required")
@@ -218,7 +318,13 @@ def main() -> None:
     if args.action == "finetune":
         print(finetuned(case))
     elif args.action == "prune":
-        run_study(case, args.study, [float(f) for f in args.fractions.split(",")], [int(n) for n in args.sizes.split(",")], args.save)
+        run_study(
+            case,
+            args.study,
+            [float(f) for f in args.fractions.split(",")],
+            [int(n) for n in args.sizes.split(",")],
+            args.save,
+        )
     elif args.action == "int8":
         int8_rows(case, [float(f) for f in args.fractions.split(",")])
     else:

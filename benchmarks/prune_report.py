@@ -23,69 +23,113 @@ def _drop(row: dict, role: str) -> str:
 
 
 def finetune_table(results: dict) -> list[str]:
-    lines = ["| case | train examples | steps | stopped by | validation at start | best validation (step) | wall time | unpruned on the reported split |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | train examples | steps | stopped by | validation at start | best validation (step) | wall time | unpruned on the reported split |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, run in results["finetune"].items():
         record = run["record"]
         reported = next((r["unpruned"]["report"] for r in results["rows"] if r["case"] == name), None)
-        lines.append(f"| {name} | {record['train_examples']} | {record['steps']} | {record['stopped']} | {record['start_score']:.2f} | "
-                     f"{record['best_score']:.2f} ({record['best_step']}) | {run['wall_seconds'] / 60:.1f} min | "
-                     f"{'' if reported is None else f'{reported:.2f}'} |")
+        lines.append(
+            f"| {name} | {record['train_examples']} | {record['steps']} | {record['stopped']} | {record['start_score']:.2f} | "
+            f"{record['best_score']:.2f} ({record['best_step']}) | {run['wall_seconds'] / 60:.1f} min | "
+            f"{'' if reported is None else f'{reported:.2f}'} |"
+        )
     return lines
 
 
 def study_table(results: dict, study: str) -> list[str]:
     """One table per study: every case and fraction, with the validation split beside the reported one."""
     rows = _rows(results, study)
-    lines = ["| case | prune | variant | calib texts | validation | drop | reported split | drop | output error | fit error before -> after | "
-             "fits applied | MACs kept | layers removed | prune s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | prune | variant | calib texts | validation | drop | reported split | drop | output error | fit error before -> after | "
+        "fits applied | MACs kept | layers removed | prune s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        fits = f"{r['fit_error_before']:.4f} -> {r['fit_error_after']:.4f}" if r.get("fit_error_before") is not None else ""
+        fits = (
+            f"{r['fit_error_before']:.4f} -> {r['fit_error_after']:.4f}"
+            if r.get("fit_error_before") is not None
+            else ""
+        )
         lines.append(
             f"| {r['case']} | {r['fraction']:g} | {r['variant']} | {r['calibration']} | {r['validation']:.2f} | {_drop(r, 'validation')} | "
             f"{r['report']:.2f} | {_drop(r, 'report')} | {r['output_error']:.4f} | {fits} | {r['fits_applied']}/{r['fits']} | "
-            f"{r['macs_kept']:.3f} | {','.join(map(str, r['layers_removed'])) or '-'} | {r['prune_seconds']:.0f} |")
+            f"{r['macs_kept']:.3f} | {','.join(map(str, r['layers_removed'])) or '-'} | {r['prune_seconds']:.0f} |"
+        )
     return lines
 
 
 def int8_table(results: dict) -> list[str]:
-    lines = ["| case | prune | reported split, int8 | unpruned fp32 | drop | validation, int8 | build s |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | prune | reported split, int8 | unpruned fp32 | drop | validation, int8 | build s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in _rows(results, "int8"):
-        lines.append(f"| {r['case']} | {r['fraction']:g} | {r['report']:.2f} | {r['unpruned']['report']:.2f} | {_drop(r, 'report')} | "
-                     f"{r['validation']:.2f} | {r['build_seconds']:.0f} |")
+        lines.append(
+            f"| {r['case']} | {r['fraction']:g} | {r['report']:.2f} | {r['unpruned']['report']:.2f} | {_drop(r, 'report')} | "
+            f"{r['validation']:.2f} | {r['build_seconds']:.0f} |"
+        )
     return lines
 
 
 def memory_table(results: dict) -> list[str]:
-    lines = ["| case | prune | calibration texts | peak RSS GiB | wall (whole command) | importance s | search s | tuning s |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | prune | calibration texts | peak RSS GiB | wall (whole command) | importance s | search s | tuning s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in _rows(results, "memory"):
         s = r["stage_seconds"]
-        lines.append(f"| {r['case']} | {r['fraction']:g} | {r['calibration']} | {r['peak_rss_gib']:.2f} | {r['wall']} | "
-                     f"{s['importance']:.0f} | {s['search']:.1f} | {s['tuning']:.0f} |")
+        lines.append(
+            f"| {r['case']} | {r['fraction']:g} | {r['calibration']} | {r['peak_rss_gib']:.2f} | {r['wall']} | "
+            f"{s['importance']:.0f} | {s['search']:.1f} | {s['tuning']:.0f} |"
+        )
     return lines
 
 
 def markdown(results: dict, versions: dict) -> str:
     cases = ", ".join(f"{c.name} ({METRIC[c.task]} on {c.report_split})" for c in prune_data.CASES.values())
     lines = [
-        "## Pruning that keeps accuracy: fine-tuned classifiers and mpnet on STS-B, no retraining", "",
-        "Machine (every run): " + "; ".join(sorted({r["machine"] for r in [*results["rows"], *results["finetune"].values()]})) + ". Versions: "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        "## Pruning that keeps accuracy: fine-tuned classifiers and mpnet on STS-B, no retraining",
+        "",
+        "Machine (every run): "
+        + "; ".join(sorted({r["machine"] for r in [*results["rows"], *results["finetune"].values()]}))
+        + ". Versions: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ".",
         "Script: `benchmarks/prune_quality.py` (commands in each table's note; every row is in `results-prune-quality.json`).",
         f"Cases: {cases}. Fine-tuning keeps its best checkpoint and stops early on a validation split carved out of train "
         "(SST-2: 2,000 train sentences held out; CLINC150: its val split), and every pruning setting was chosen on that split "
         "(STS-B: dev); the reported split (SST-2 dev, CLINC150 test, STS-B test) selected nothing. Calibration texts are labelled "
         "train texts (STS-B: train sentences). 'drop' is against the unpruned fine-tuned model on the same split; 'output error' "
         "is the relative squared error of the encoder's last hidden states (classifiers: the first token, which the head reads; "
-        "embeddings: every token) against the unpruned model's, on 512 validation texts.", "",
-        "### Fine-tuning (`python benchmarks/prune_quality.py finetune --case CASE`)", "", *finetune_table(results), "",
+        "embeddings: every token) against the unpruned model's, on 512 validation texts.",
+        "",
+        "### Fine-tuning (`python benchmarks/prune_quality.py finetune --case CASE`)",
+        "",
+        *finetune_table(results),
+        "",
     ]
     for study, title in STUDY_TITLES.items():
         if _rows(results, study):
-            lines += [f"### {title} (`python benchmarks/prune_quality.py prune --study {study} --case CASE ...`)", "", *study_table(results, study), ""]
+            lines += [
+                f"### {title} (`python benchmarks/prune_quality.py prune --study {study} --case CASE ...`)",
+                "",
+                *study_table(results, study),
+                "",
+            ]
     if _rows(results, "int8"):
-        lines += ["### After static int8 (`python benchmarks/prune_quality.py int8 --case CASE --fractions F`)", "", *int8_table(results), ""]
+        lines += [
+            "### After static int8 (`python benchmarks/prune_quality.py int8 --case CASE --fractions F`)",
+            "",
+            *int8_table(results),
+            "",
+        ]
     if _rows(results, "memory"):
-        lines += ["### Peak memory and time of `edgec prune` (`python benchmarks/prune_quality.py memory --case CASE --sizes N`)", "",
-                  *memory_table(results), ""]
+        lines += [
+            "### Peak memory and time of `edgec prune` (`python benchmarks/prune_quality.py memory --case CASE --sizes N`)",
+            "",
+            *memory_table(results),
+            "",
+        ]
     return "\n".join(lines)

@@ -35,13 +35,13 @@ import models  # noqa: E402
 import edgec  # noqa: E402
 from edgec.api import compress  # noqa: E402
 from edgec.artifacts.artifact import load_artifact, package_versions  # noqa: E402
-from edgec.running.bench import BenchConfig, bench_onnx, bench_pytorch  # noqa: E402
 from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.hardware import host  # noqa: E402
 from edgec.ops.pooling import append_pooling  # noqa: E402
 from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.recipe import PruneConfig  # noqa: E402
+from edgec.running.bench import BenchConfig, bench_onnx, bench_pytorch  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 from edgec.sweep import MEASURE_ONLY  # noqa: E402
 from edgec.targets import SessionSettings, load_target  # noqa: E402
@@ -49,8 +49,15 @@ from edgec.targets import SessionSettings, load_target  # noqa: E402
 STS = HERE.parent.parent / "shared" / "data" / "stsbenchmark"
 WORK = HERE / "work" / "run"
 # Optimum's AutoQuantizationConfig preset per host instruction set (it has none for AMX or AVX-VNNI on AVX2 cores).
-OPTIMUM_PRESETS = {"avx2": "avx2", "avx-vnni": "avx2", "avx512": "avx512", "avx512-vnni": "avx512_vnni", "amx": "avx512_vnni",
-                   "arm-dotprod": "arm64", "arm-i8mm": "arm64"}
+OPTIMUM_PRESETS = {
+    "avx2": "avx2",
+    "avx-vnni": "avx2",
+    "avx512": "avx512",
+    "avx512-vnni": "avx512_vnni",
+    "amx": "avx512_vnni",
+    "arm-dotprod": "arm64",
+    "arm-i8mm": "arm64",
+}
 PYTORCH, OPTIMUM = "PyTorch fp32", "Optimum dynamic int8"
 
 
@@ -69,14 +76,22 @@ def optimum_dynamic_int8(model_dir: Path, work: Path, source) -> tuple[Path, Pat
 
     # library_name="transformers": the plain encoder (last_hidden_state); sentence-transformers' own export
     # would add its pooling, and edgec appends the same pooling to every candidate below instead.
-    main_export(str(model_dir), work / "export", task="feature-extraction", do_validation=False, library_name="transformers")
+    main_export(
+        str(model_dir), work / "export", task="feature-extraction", do_validation=False, library_name="transformers"
+    )
     quantizer = ORTQuantizer.from_pretrained(work / "export", file_name="model.onnx")
     preset = getattr(AutoQuantizationConfig, optimum_preset())
     quantizer.quantize(preset(is_static=False, per_channel=True), save_dir=work / "quantized")
     path = work / "quantized" / "model_quantized.onnx"
     model = onnx.load(str(path))
-    append_pooling(model, hidden="last_hidden_state", mask="attention_mask", mode=source.pooling.mode,
-                   normalize=source.pooling.normalize, output="sentence_embedding")
+    append_pooling(
+        model,
+        hidden="last_hidden_state",
+        mask="attention_mask",
+        mode=source.pooling.mode,
+        normalize=source.pooling.normalize,
+        output="sentence_embedding",
+    )
     pooled = work / "optimum_int8_pooled.onnx"
     onnx.save(model, str(pooled))
     return path, pooled
@@ -101,65 +116,116 @@ def _cached(folder: Path, rebuild: bool, make) -> dict:
 
 def edgec_row(model_dir: Path, folder: Path, profile, precision: str, calib, test, evaluation) -> dict:
     """Build one edgec row (its ledger on 100 test pairs, to save time) and score the artifact on all of STS-B test."""
-    artifact = edgec.build(model_dir, profile, recipe=edgec.Recipe(quant=edgec.QuantConfig(precision=precision), parity=MEASURE_ONLY),
-                           calib=calib, eval=test.sample(100, 0), out=folder / "artifact", force=True)
+    artifact = edgec.build(
+        model_dir,
+        profile,
+        recipe=edgec.Recipe(quant=edgec.QuantConfig(precision=precision), parity=MEASURE_ONLY),
+        calib=calib,
+        eval=test.sample(100, 0),
+        out=folder / "artifact",
+        force=True,
+    )
     manifest = artifact.manifest
-    scored = measure_model(artifact.model_path, "test", "feature-extraction", evaluation, MEASURE_ONLY, artifact.session)
-    return {**_accuracy(scored.metrics), "path": str(artifact.model_path),
-            "size_mb": artifact.model_path.stat().st_size / 1e6, "biased_attention": manifest.stages.get("optimize", {}).get("biased_attention", 0),
-            "quantization": manifest.stages.get("quantize", {}).get("weights")}
+    scored = measure_model(
+        artifact.model_path, "test", "feature-extraction", evaluation, MEASURE_ONLY, artifact.session
+    )
+    return {
+        **_accuracy(scored.metrics),
+        "path": str(artifact.model_path),
+        "size_mb": artifact.model_path.stat().st_size / 1e6,
+        "biased_attention": manifest.stages.get("optimize", {}).get("biased_attention", 0),
+        "quantization": manifest.stages.get("quantize", {}).get("weights"),
+    }
 
 
 def pruned_folder(model_dir: Path, folder: Path, fraction: float, multiple: int, calib) -> Path:
     """The model pruned to keep 1 - fraction of its MACs (no distillation; each layer's FFN neurons rounded to a
     multiple of `multiple`), saved as a Hugging Face folder."""
     out = folder / "model"
-    recipe = edgec.Recipe(prune=PruneConfig(fraction=fraction, neuron_multiple=multiple), max_length=128, parity=MEASURE_ONLY)
+    recipe = edgec.Recipe(
+        prune=PruneConfig(fraction=fraction, neuron_multiple=multiple), max_length=128, parity=MEASURE_ONLY
+    )
     summary = compress(model_dir, recipe, calib=calib, out=out, force=True)
-    (folder / "summary.json").write_text(json.dumps({k: summary[k] for k in ("macs_before", "macs_after", "heads_after", "ffn_after")}))
+    (folder / "summary.json").write_text(
+        json.dumps({k: summary[k] for k in ("macs_before", "macs_after", "heads_after", "ffn_after")})
+    )
     return out
 
 
 def build_rows(
-    name: str, model_dir: Path, work: Path, precisions: list[str], fractions: list[float], multiples: list[int], rebuild: bool,
+    name: str,
+    model_dir: Path,
+    work: Path,
+    precisions: list[str],
+    fractions: list[float],
+    multiples: list[int],
+    rebuild: bool,
 ) -> dict[str, dict]:
     """Every row of one model: how to time it (path; None for PyTorch) and its accuracy, size and build time."""
     test = read_sts_benchmark(STS / "sts-test.csv")
     calib = read_sts_benchmark(STS / "sts-train.csv").single_texts()  # calibrate on train, evaluate on test
     source = load_source(model_dir)
     evaluation = reference_outputs(source, test, 512)
-    rows = {PYTORCH: {"spearman": evaluation.reference_metric["spearman"], "cosine_mean": 1.0, "cosine_min": 1.0, "path": None,
-                      "size_mb": sum(p.stat().st_size for p in source.weight_files) / 1e6}}
+    rows = {
+        PYTORCH: {
+            "spearman": evaluation.reference_metric["spearman"],
+            "cosine_mean": 1.0,
+            "cosine_min": 1.0,
+            "path": None,
+            "size_mb": sum(p.stat().st_size for p in source.weight_files) / 1e6,
+        }
+    }
 
     def optimum(folder: Path) -> dict:
         raw, pooled = optimum_dynamic_int8(model_dir, folder, source)
         row = measure_model(pooled, "optimum", source.task, evaluation, MEASURE_ONLY, SessionSettings())
-        return {**_accuracy(row.metrics), "path": str(raw), "size_mb": raw.stat().st_size / 1e6, "preset": optimum_preset()}
+        return {
+            **_accuracy(row.metrics),
+            "path": str(raw),
+            "size_mb": raw.stat().st_size / 1e6,
+            "preset": optimum_preset(),
+        }
 
     rows[OPTIMUM] = _cached(work / "optimum", rebuild, optimum)
     profile = load_target("ort-x86")
     for precision in precisions:
-        fused = _cached(work / f"edgec-{precision}", rebuild, lambda f, p=precision: edgec_row(model_dir, f, profile, p, calib, test, evaluation))
+        fused = _cached(
+            work / f"edgec-{precision}",
+            rebuild,
+            lambda f, p=precision: edgec_row(model_dir, f, profile, p, calib, test, evaluation),
+        )
         rows[f"edgec {precision}"] = fused
         if fused["biased_attention"]:
             unfused = dataclasses.replace(profile, fuse_biased_attention=False)
             rows[f"edgec {precision}, attention unfused"] = _cached(
-                work / f"edgec-{precision}-unfused", rebuild, lambda f, p=precision: edgec_row(model_dir, f, unfused, p, calib, test, evaluation))
+                work / f"edgec-{precision}-unfused",
+                rebuild,
+                lambda f, p=precision: edgec_row(model_dir, f, unfused, p, calib, test, evaluation),
+            )
     for fraction in fractions:
         for multiple in [1, *multiples]:
+
             def pruned(folder: Path, fraction=fraction, multiple=multiple) -> dict:
                 pruned_model = pruned_folder(model_dir, folder, fraction, multiple, calib.sample(256, 0))
                 row = edgec_row(pruned_model, folder, profile, "int8", calib, test, evaluation)
                 summary = json.loads((folder / "summary.json").read_text())
-                return {**row, "macs_kept": summary["macs_after"] / summary["macs_before"], "heads": summary["heads_after"],
-                        "ffn": summary["ffn_after"]}
+                return {
+                    **row,
+                    "macs_kept": summary["macs_after"] / summary["macs_before"],
+                    "heads": summary["heads_after"],
+                    "ffn": summary["ffn_after"],
+                }
 
             suffix = f", neurons x{multiple}" if multiple > 1 else ""
-            rows[f"edgec int8, pruned {fraction}{suffix}"] = _cached(work / f"pruned-{fraction}-x{multiple}", rebuild, pruned)
+            rows[f"edgec int8, pruned {fraction}{suffix}"] = _cached(
+                work / f"pruned-{fraction}-x{multiple}", rebuild, pruned
+            )
     return rows
 
 
-def time_rows(rows: dict[str, dict], model_dir: Path, vocab: int, lengths: list[int], rounds: int, runs: int) -> dict[str, dict[int, float]]:
+def time_rows(
+    rows: dict[str, dict], model_dir: Path, vocab: int, lengths: list[int], rounds: int, runs: int
+) -> dict[str, dict[int, float]]:
     """Median over rounds of each (row, length)'s p50; every round visits every row and length, each in a fresh process."""
     task = load_source(model_dir).task
     p50s: dict[str, dict[int, list[float]]] = {label: {n: [] for n in lengths} for label in rows}
@@ -169,26 +235,38 @@ def time_rows(rows: dict[str, dict], model_dir: Path, vocab: int, lengths: list[
             for label, row in rows.items():
                 path = row["path"]
                 if path is None:
-                    result = bench_pytorch(str(model_dir), task, vocab, dataclasses.replace(config, runs=max(10, runs // 3)))
+                    result = bench_pytorch(
+                        str(model_dir), task, vocab, dataclasses.replace(config, runs=max(10, runs // 3))
+                    )
                 else:
-                    settings = load_artifact(Path(path).parent).session if (Path(path).parent / "edgec.json").exists() else SessionSettings()
+                    settings = (
+                        load_artifact(Path(path).parent).session
+                        if (Path(path).parent / "edgec.json").exists()
+                        else SessionSettings()
+                    )
                     result = bench_onnx(path, vocab, config, settings)
                 p50s[label][length].append(result.p50_ms)
-    return {label: {n: statistics.median(values) for n, values in by_length.items()} for label, by_length in p50s.items()}
+    return {
+        label: {n: statistics.median(values) for n, values in by_length.items()} for label, by_length in p50s.items()
+    }
 
 
 def machine() -> str:
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     cpu = host()
-    return (f"{cpu.model}, {cores} cores, {platform.system()} {platform.machine()}, int8 instruction set {cpu.instruction_set}, "
-            f"{'native' if cpu.native_bf16 else 'no native'} bf16, Python {platform.python_version()}")
+    return (
+        f"{cpu.model}, {cores} cores, {platform.system()} {platform.machine()}, int8 instruction set {cpu.instruction_set}, "
+        f"{'native' if cpu.native_bf16 else 'no native'} bf16, Python {platform.python_version()}"
+    )
 
 
 def ratio_rows(results: list[dict]) -> list[tuple[str, str]]:
     """(what, against what) for every ratio the targets are stated in."""
     labels = [r["runtime"] for r in results]
     pairs = [(label, OPTIMUM) for label in labels if label.startswith("edgec int8")]
-    pairs += [(label.removesuffix(", attention unfused"), label) for label in labels if label.endswith("attention unfused")]
+    pairs += [
+        (label.removesuffix(", attention unfused"), label) for label in labels if label.endswith("attention unfused")
+    ]
     pairs += [(label, "edgec int8") for label in labels if "pruned" in label]
     pairs += [(label, label.split(", neurons")[0]) for label in labels if ", neurons x" in label]
     return pairs
@@ -199,18 +277,25 @@ def markdown(name: str, results: list[dict], lengths: list[int], command: str, s
     by_label = {r["runtime"]: r for r in results}
     preset = by_label[OPTIMUM].get("preset", "?")
     lines = [
-        f"## {name}: edgec vs PyTorch and Optimum, by sequence length (STS-B test)", "",
+        f"## {name}: edgec vs PyTorch and Optimum, by sequence length (STS-B test)",
+        "",
         f"Machine: {machine()}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"Command: `{command}` ({seconds / 60:.0f} min of timing). Latency: batch 1, 2 intra-op threads, median of per-round p50s, "
         f"each measured in a fresh process, rounds interleaved. Optimum: dynamic int8, its `{preset}` preset (per-channel), "
-        "the one it has for this host's instruction set. Calibration: 256 STS-B *train* sentences.", "",
-        "| row | STS-B Spearman | cosine to fp32 (mean / worst) | size MB | MACs kept | " + " | ".join(f"{n} tok ms" for n in lengths) + " |",
+        "the one it has for this host's instruction set. Calibration: 256 STS-B *train* sentences.",
+        "",
+        "| row | STS-B Spearman | cosine to fp32 (mean / worst) | size MB | MACs kept | "
+        + " | ".join(f"{n} tok ms" for n in lengths)
+        + " |",
         "|---|---|---|---|---|" + "---|" * len(lengths),
     ]
     for r in results:
         macs = f"{r['macs_kept']:.2f}" if "macs_kept" in r else ""
-        lines.append(f"| {r['runtime']} | {r['spearman']:.2f} | {r['cosine_mean']:.4f} / {r['cosine_min']:.4f} | {r['size_mb']:.1f} | {macs} | "
-                     + " | ".join(f"{r['latency_ms'][str(n)]:.2f}" for n in lengths) + " |")
+        lines.append(
+            f"| {r['runtime']} | {r['spearman']:.2f} | {r['cosine_mean']:.4f} / {r['cosine_min']:.4f} | {r['size_mb']:.1f} | {macs} | "
+            + " | ".join(f"{r['latency_ms'][str(n)]:.2f}" for n in lengths)
+            + " |"
+        )
     lines += ["", "| ratio | " + " | ".join(f"{n} tok" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
     for what, against in ratio_rows(results):
         values = [by_label[what]["latency_ms"][str(n)] / by_label[against]["latency_ms"][str(n)] for n in lengths]
@@ -222,13 +307,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="minilm,mpnet")
     parser.add_argument("--precisions", default="fp32,int8")
-    parser.add_argument("--fractions", default="0.5,0.85", help="Prune fractions for the pruned int8 rows ('' for none).")
-    parser.add_argument("--neuron-multiples", default="", help="Also prune with FFN neurons rounded to these multiples (e.g. 32,64).")
+    parser.add_argument(
+        "--fractions", default="0.5,0.85", help="Prune fractions for the pruned int8 rows ('' for none)."
+    )
+    parser.add_argument(
+        "--neuron-multiples", default="", help="Also prune with FFN neurons rounded to these multiples (e.g. 32,64)."
+    )
     parser.add_argument("--lengths", default="32,64,128,256")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--build-only", action="store_true", help="Build and score the rows, time nothing.")
-    parser.add_argument("--rebuild", action="store_true", help="Build every row again instead of reusing benchmarks/work/run.")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="Build every row again instead of reusing benchmarks/work/run."
+    )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     command = ("python benchmarks/run.py " + " ".join(sys.argv[1:])).strip()
@@ -239,12 +330,25 @@ def main() -> None:
         multiples = [int(m) for m in args.neuron_multiples.split(",") if m]
         rows = build_rows(name, model_dir, WORK / name, args.precisions.split(","), fractions, multiples, args.rebuild)
         if args.build_only:
-            print(json.dumps({label: {k: v for k, v in row.items() if k != "path"} for label, row in rows.items()}, indent=1), flush=True)
+            print(
+                json.dumps(
+                    {label: {k: v for k, v in row.items() if k != "path"} for label, row in rows.items()}, indent=1
+                ),
+                flush=True,
+            )
             continue
         started = time.perf_counter()
         latencies = time_rows(rows, model_dir, len(load_source(model_dir).tokenizer), lengths, args.rounds, args.runs)
-        results = [{"model": name, "runtime": label, **{k: v for k, v in row.items() if k != "path"},
-                    "latency_ms": {str(n): ms for n, ms in latencies[label].items()}, "host": host().to_dict()} for label, row in rows.items()]
+        results = [
+            {
+                "model": name,
+                "runtime": label,
+                **{k: v for k, v in row.items() if k != "path"},
+                "latency_ms": {str(n): ms for n, ms in latencies[label].items()},
+                "host": host().to_dict(),
+            }
+            for label, row in rows.items()
+        ]
         table = markdown(name, results, lengths, command, time.perf_counter() - started)
         write_section(args.output, f"ort-precisions-{name}", table)
         (HERE / f"results-ort-{name}.json").write_text(json.dumps(results, indent=1))
@@ -257,7 +361,7 @@ def write_section(path: Path, name: str, text: str, script: str = "benchmarks/ru
     current = path.read_text() if path.exists() else "# edgec benchmarks\n"
     block = f"{opening} (generated by {script}) -->\n{text}{end}"
     if opening in current:
-        current = current[: current.index(opening)] + block + current[current.index(end) + len(end):]
+        current = current[: current.index(opening)] + block + current[current.index(end) + len(end) :]
     else:
         current = current.rstrip() + "\n\n" + block + "\n"
     path.write_text(current)

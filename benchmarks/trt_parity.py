@@ -37,11 +37,21 @@ def build_row(name: str, model_dir: Path, target: str, work: Path) -> dict:
     profile = next(iter(spec["profiles"][0].values()))
     typing = manifest.stages["emit"]["typing"]
     return {
-        "model": name, "target": target, "reference": reference, "spearman": final.metrics["spearman"],
-        "drop": reference - final.metrics["spearman"], "cosine_mean": final.metrics["cosine_mean"],
-        "simulated": final.simulated, "simulation_model": final.model, "passed": manifest.parity.passed,
-        "engine": manifest.engine["status"], "strongly_typed": spec["strongly_typed"], "tensorrt_majors": spec["tensorrt_majors"],
-        "fp16_nodes": typing["fp16_nodes"], "fp32_nodes": typing["fp32_nodes"], "fp32_by_data": sorted(typing["fp32_by_data"]),
+        "model": name,
+        "target": target,
+        "reference": reference,
+        "spearman": final.metrics["spearman"],
+        "drop": reference - final.metrics["spearman"],
+        "cosine_mean": final.metrics["cosine_mean"],
+        "simulated": final.simulated,
+        "simulation_model": final.model,
+        "passed": manifest.parity.passed,
+        "engine": manifest.engine["status"],
+        "strongly_typed": spec["strongly_typed"],
+        "tensorrt_majors": spec["tensorrt_majors"],
+        "fp16_nodes": typing["fp16_nodes"],
+        "fp32_nodes": typing["fp32_nodes"],
+        "fp32_by_data": sorted(typing["fp32_by_data"]),
         "kept_in_float": len(manifest.stages.get("fallback", {}).get("kept_in_float", [])),
         "profile": "/".join("x".join(map(str, profile[k])) for k in ("min", "opt", "max")),
         "files_mb": {k: round(v["bytes"] / 1e6, 1) for k, v in manifest.files.items() if v["bytes"] > 1e6},
@@ -52,12 +62,14 @@ def build_row(name: str, model_dir: Path, target: str, work: Path) -> dict:
 def markdown(rows: list[dict], command: str) -> str:
     versions = package_versions()
     lines = [
-        "## TensorRT artifacts: simulated parity on STS-B test (no GPU here)", "",
+        "## TensorRT artifacts: simulated parity on STS-B test (no GPU here)",
+        "",
         f"Machine: {machine()}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         f"Command: `{command}`. Calibration: 256 STS-B *train* sentences (they also set which nodes stay fp32); parity: "
         "all 1,379 STS-B test pairs. Every spec is strongly typed with no precision flags, for TensorRT 10 and 11. "
         "'simulated' = ONNX Runtime CPU ran the typed ONNX in the engine's place, every fp16 tensor rounded through an "
-        "fp32->fp16->fp32 Cast pair. Engines: none built (no GPU, no tensorrt).", "",
+        "fp32->fp16->fp32 Cast pair. Engines: none built (no GPU, no tensorrt).",
+        "",
         "| model | target | reference Spearman | artifact Spearman | drop | cosine to fp32 | fp16 nodes | fp32 nodes (why) | int8 MatMuls kept in float | profile min/opt/max (batch x seq) | parity | files > 1 MB | build s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -74,8 +86,9 @@ def markdown(rows: list[dict], command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--builds", default="minilm:trt-int8,minilm:trt-fp16,mpnet:trt-int8,mpnet:trt-fp16",
-                        help="model:target pairs")
+    parser.add_argument(
+        "--builds", default="minilm:trt-int8,minilm:trt-fp16,mpnet:trt-int8,mpnet:trt-fp16", help="model:target pairs"
+    )
     args = parser.parse_args()
     command = ("python benchmarks/trt_parity.py " + " ".join(sys.argv[1:])).strip()
     rows = []

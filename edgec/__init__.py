@@ -10,7 +10,25 @@ from edgec.targets import TargetProfile, load_target
 
 __version__ = "0.1.0"
 __all__ = [
-    "Artifact", "BackendUnavailable", "Columns", "ConfigError", "Dataset", "DistillConfig", "EdgecError", "Example",
-    "InputError", "LoadOptions", "ParityError", "ParityThresholds", "PruneConfig", "QuantConfig", "Recipe", "TargetProfile",
-    "build", "compress", "load_artifact", "load_target", "read_dataset",
+    "Artifact",
+    "BackendUnavailable",
+    "Columns",
+    "ConfigError",
+    "Dataset",
+    "DistillConfig",
+    "EdgecError",
+    "Example",
+    "InputError",
+    "LoadOptions",
+    "ParityError",
+    "ParityThresholds",
+    "PruneConfig",
+    "QuantConfig",
+    "Recipe",
+    "TargetProfile",
+    "build",
+    "compress",
+    "load_artifact",
+    "load_target",
+    "read_dataset",
 ]

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from edgec.artifacts.artifact import Artifact, load_artifact, staged_output
+from edgec.artifacts.package import package
 from edgec.backends import get_backend
 from edgec.build_outputs import build_profile, manifest_for, parity_failure_message, write_golden
 from edgec.data import Dataset, read_dataset
 from edgec.errors import ConfigError, ParityError
-from edgec.artifacts.package import package
 from edgec.parity.evalset import EvalSet, reference_outputs, selection_split
 from edgec.pipeline import Context, run_stages
 from edgec.plan import front_end_stages, resolve_recipe, resolve_target, selects, stages_for
@@ -62,9 +62,16 @@ def build(
     """
     out = Path(out)
     # issue 18: two processes would race on OUT; multi-process distillation runs in `edgec prune --distill`.
-    check_single_process("edgec build", "distill under torchrun with `edgec prune --distill`, then build the pruned folder")
-    profile, choice = resolve_target(target, has_calibration=calib is not None, tensorrt=tensorrt or {}, mobile=mobile or {},
-                                     instruction_set=instruction_set)
+    check_single_process(
+        "edgec build", "distill under torchrun with `edgec prune --distill`, then build the pruned folder"
+    )
+    profile, choice = resolve_target(
+        target,
+        has_calibration=calib is not None,
+        tensorrt=tensorrt or {},
+        mobile=mobile or {},
+        instruction_set=instruction_set,
+    )
     get_backend(profile.backend).preflight(profile, out)  # before any work: packages, devices, the output's form
     recipe = resolve_recipe(recipe or Recipe(), profile)
     if recipe.distill is not None and train is None:
@@ -72,10 +79,23 @@ def build(
     started = time.perf_counter()
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         stages = stages_for(recipe, profile, staging)
-        source, recipe, calib, evaluation, selection, prune_calib = _prepare(model, recipe, calib, eval, load, on_stage, selects(stages))
+        source, recipe, calib, evaluation, selection, prune_calib = _prepare(
+            model, recipe, calib, eval, load, on_stage, selects(stages)
+        )
         thresholds = profile.thresholds(recipe.quant.precision, recipe.parity, pruned=recipe.prune is not None)
-        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, selection, prune_calib,
-                      train=train, teacher=source.model)
+        ctx = Context(
+            source,
+            recipe,
+            profile,
+            thresholds,
+            Path(work),
+            calib,
+            evaluation,
+            selection,
+            prune_calib,
+            train=train,
+            teacher=source.model,
+        )
         ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages, on_stage)
         on_stage("golden sample")
         sample = write_golden(ctx, staging)
@@ -89,8 +109,13 @@ def build(
 
 
 def _prepare(
-    model: str | Path, recipe: Recipe, calib: Dataset | None, eval: Dataset | None, load: LoadOptions,  # noqa: A002
-    on_stage: Callable[[str], None], selecting: bool,
+    model: str | Path,
+    recipe: Recipe,
+    calib: Dataset | None,
+    eval: Dataset | None,
+    load: LoadOptions,
+    on_stage: Callable[[str], None],
+    selecting: bool,
 ) -> tuple[Source, Recipe, Dataset, EvalSet, EvalSet | None, Dataset | None]:
     """The model, the calibration sample, the reference outputs on the gate's data (and on the selection part of
     --eval where a stage of the build selects: `selecting`), and pruning's calibration sample (PruneConfig.calib_samples, which
@@ -105,8 +130,11 @@ def _prepare(
     prune_calib = pool.sample(prune_samples, recipe.seed) if recipe.prune is not None else None
     on_stage("reference")
     if eval is None:
-        log.warning("no --eval: parity is measured on the %d calibration texts the quantizer also saw, with no task metric; "
-                    "pass --eval FILE with labels or scores for a gate that means something", len(calib))
+        log.warning(
+            "no --eval: parity is measured on the %d calibration texts the quantizer also saw, with no task metric; "
+            "pass --eval FILE with labels or scores for a gate that means something",
+            len(calib),
+        )
         return source, recipe, calib, reference_outputs(source, calib, recipe.max_length), None, prune_calib
     if not selecting:
         return source, recipe, calib, reference_outputs(source, eval, recipe.max_length), None, prune_calib
@@ -142,17 +170,38 @@ def compress(
     # issue 18: under torchrun every process prunes and distills (the collectives need them all); rank 0 saves.
     with main_process_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         stages = front_end_stages(recipe)
-        source, recipe, calib, evaluation, selection, prune_calib = _prepare(model, recipe, calib, eval, load, on_stage, selects(stages))
+        source, recipe, calib, evaluation, selection, prune_calib = _prepare(
+            model, recipe, calib, eval, load, on_stage, selects(stages)
+        )
         if "layers" in recipe.prune.units and source.model.config.model_type == "modernbert":  # surgery.standard_layout
-            raise ConfigError("a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers alternate "
-                              "local and global attention by position); prune with --units heads,ffn, or prune while building "
-                              "(`edgec build --prune`)")
+            raise ConfigError(
+                "a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers alternate "
+                "local and global attention by position); prune with --units heads,ffn, or prune while building "
+                "(`edgec build --prune`)"
+            )
         profile = load_target("ort")
         thresholds = profile.thresholds(Precision.FP32, recipe.parity, pruned=True)
-        ctx = Context(source, recipe, profile, thresholds, Path(work), calib, evaluation, selection, prune_calib,
-                      train=train, teacher=source.model, deadline=deadline)
+        ctx = Context(
+            source,
+            recipe,
+            profile,
+            thresholds,
+            Path(work),
+            calib,
+            evaluation,
+            selection,
+            prune_calib,
+            train=train,
+            teacher=source.model,
+            deadline=deadline,
+        )
         ctx = run_stages(ctx, stages, on_stage)
         summary = ctx.notes["prune"]
         on_stage("save")
         save_pruned(ctx.source, summary, staging)
-    return {**summary, "distill": ctx.notes.get("distill"), "ledger": ctx.ledger, "reference_metric": evaluation.reference_metric}
+    return {
+        **summary,
+        "distill": ctx.notes.get("distill"),
+        "ledger": ctx.ledger,
+        "reference_metric": evaluation.reference_metric,
+    }

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgec.api import build
-from edgec.plan import resolve_target
 from edgec.artifacts.artifact import Artifact, check_output_path
-from edgec.running.bench import BenchConfig
 from edgec.data import Dataset
 from edgec.errors import ConfigError, EdgecError
 from edgec.parity.evalset import selection_split
+from edgec.plan import resolve_target
 from edgec.progress import bar
 from edgec.recipe import ParityThresholds, PruneConfig, Recipe
+from edgec.running.bench import BenchConfig
 from edgec.source import LoadOptions
 from edgec.sweep import MEASURE_ONLY, CellJob, measure_cell
 
@@ -82,9 +82,21 @@ class Candidate:
 
 
 def search(
-    model: str | Path, target: str, *, budgets: Budgets, recipe: Recipe, calib: Dataset | None, eval: Dataset,  # noqa: A002
-    out: str | Path, bench: BenchConfig, train: Dataset | None = None, fractions: tuple[float, ...] = DEFAULT_FRACTIONS, samples: int = 200,
-    force: bool = False, load: LoadOptions = LoadOptions(), on_stage: Callable[[str], None] = lambda name: None,
+    model: str | Path,
+    target: str,
+    *,
+    budgets: Budgets,
+    recipe: Recipe,
+    calib: Dataset | None,
+    eval: Dataset,  # noqa: A002
+    out: str | Path,
+    bench: BenchConfig,
+    train: Dataset | None = None,
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS,
+    samples: int = 200,
+    force: bool = False,
+    load: LoadOptions = LoadOptions(),
+    on_stage: Callable[[str], None] = lambda name: None,
     ray: RayCluster | None = None,
 ) -> tuple[Artifact, Candidate, list[Candidate]]:
     """Search, then build the chosen candidate at `out`. Returns it, its sample measurement, and every candidate.
@@ -99,19 +111,27 @@ def search(
     check_output_path(out, force=force)
     profile, _ = resolve_target(target, has_calibration=calib is not None, tensorrt={})
     if profile.backend != "ort":
-        raise ConfigError(f"a budgeted search times candidates with ONNX Runtime on this machine; {profile.name} is not an ONNX Runtime target")
+        raise ConfigError(
+            f"a budgeted search times candidates with ONNX Runtime on this machine; {profile.name} is not an ONNX Runtime target"
+        )
     for fraction in fractions:
         PruneConfig(fraction=fraction)  # every cell valid before the first build
     precisions = [p for p in profile.precisions if recipe.quant.precision in (None, p)]
     selection, held_out = selection_split(eval, recipe.seed)
     sample = selection.sample(samples, seed=recipe.seed)
     order = [(precision, fraction) for precision in precisions for fraction in sorted(fractions)]
-    cells = {key: _recipe(recipe, key[1], key[0], recipe.parity) for key in order}  # measure_cell measures, it does not gate
+    cells = {
+        key: _recipe(recipe, key[1], key[0], recipe.parity) for key in order
+    }  # measure_cell measures, it does not gate
     with tempfile.TemporaryDirectory(prefix="edgec-search-") as work:
         if ray is not None:  # every candidate at once; the serial rule below keeps the same ones
-            measured = _measure_on_ray(model, target, cells, calib, sample, train, Path(work), bench, load, ray, on_stage)
+            measured = _measure_on_ray(
+                model, target, cells, calib, sample, train, Path(work), bench, load, ray, on_stage
+            )
         else:
-            measured = _measure_in_turn(model, target, cells, calib, sample, train, Path(work), bench, load, budgets, on_stage)
+            measured = _measure_in_turn(
+                model, target, cells, calib, sample, train, Path(work), bench, load, budgets, on_stage
+            )
     tried: list[Candidate] = []
     for precision in precisions:
         for fraction in sorted(fractions):
@@ -128,17 +148,30 @@ def search(
     # Within budget: the whole eval set must hold the user's thresholds (--max-drop among them). Over budget:
     # the closest candidate is saved as it measures, and the caller reports what no candidate met.
     parity = recipe.parity if not chosen.over else MEASURE_ONLY
-    artifact = build(model, target, recipe=_recipe(recipe, chosen.fraction, chosen.precision, parity), calib=calib, eval=held_out,
-                     train=train, out=out, force=force, load=load)
+    artifact = build(
+        model,
+        target,
+        recipe=_recipe(recipe, chosen.fraction, chosen.precision, parity),
+        calib=calib,
+        eval=held_out,
+        train=train,
+        out=out,
+        force=force,
+        load=load,
+    )
     return artifact, chosen, tried
 
 
 def _recipe(recipe: Recipe, fraction: float, precision: str, parity: ParityThresholds) -> Recipe:
     prune = dataclasses.replace(recipe.prune or PruneConfig(fraction=0.0), fraction=fraction) if fraction > 0 else None
-    return dataclasses.replace(recipe, prune=prune, quant=dataclasses.replace(recipe.quant, precision=precision), parity=parity)
+    return dataclasses.replace(
+        recipe, prune=prune, quant=dataclasses.replace(recipe.quant, precision=precision), parity=parity
+    )
 
 
-def _measure_in_turn(model, target, cells: dict, calib, sample, train, work: Path, bench, load, budgets, on_stage) -> dict:
+def _measure_in_turn(
+    model, target, cells: dict, calib, sample, train, work: Path, bench, load, budgets, on_stage
+) -> dict:
     """Candidates one at a time; a precision stops at the first fraction over the drop budget (more loses more)."""
     measured, broken = {}, set()
     # The bar's total is the most candidates there can be: a precision stops at its first fraction over the drop budget.
@@ -147,11 +180,15 @@ def _measure_in_turn(model, target, cells: dict, calib, sample, train, work: Pat
             if precision in broken:
                 continue
             on_stage(f"candidate prune {fraction:g} {precision}")
-            result = measure_cell(model, target, cell, calib=calib, eval=sample, train=train, out=work / "c", bench=bench, load=load)
+            result = measure_cell(
+                model, target, cell, calib=calib, eval=sample, train=train, out=work / "c", bench=bench, load=load
+            )
             shutil.rmtree(work / "c", ignore_errors=True)  # only the numbers matter; the winner is built again
             measured[precision, fraction] = result
-            step(status=f"prune {fraction:g}, {precision}: drop {result['drop']:.2f}, {result['latency_ms']:.2f} ms, "
-                        f"{result['size_mb']:.1f} MB")
+            step(
+                status=f"prune {fraction:g}, {precision}: drop {result['drop']:.2f}, {result['latency_ms']:.2f} ms, "
+                f"{result['size_mb']:.1f} MB"
+            )
             if "max_drop" in budgets.excess(result["drop"], 0.0, 0.0):
                 broken.add(precision)
     return measured
@@ -175,6 +212,12 @@ def _candidate(measured: dict, precision: str, fraction: float, budgets: Budgets
 
 def unmet_message(chosen: Candidate, tried: list[Candidate], out: Path) -> str:
     never = [name for name in ("max_drop", "max_latency_ms", "max_size_mb") if all(name in c.over for c in tried)]
-    nobody = f"no candidate met {', '.join('--' + n.replace('_', '-') for n in never)}" if never else "no candidate met every budget at once"
-    return (f"{nobody} ({len(tried)} tried); saved the closest, {chosen.name} (drop {chosen.drop:.2f}, {chosen.latency_ms:.2f} ms, "
-            f"{chosen.size_mb:.1f} MB), at {out}; relax a budget or allow more pruning")
+    nobody = (
+        f"no candidate met {', '.join('--' + n.replace('_', '-') for n in never)}"
+        if never
+        else "no candidate met every budget at once"
+    )
+    return (
+        f"{nobody} ({len(tried)} tried); saved the closest, {chosen.name} (drop {chosen.drop:.2f}, {chosen.latency_ms:.2f} ms, "
+        f"{chosen.size_mb:.1f} MB), at {out}; relax a budget or allow more pruning"
+    )

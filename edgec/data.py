@@ -58,8 +58,10 @@ class Dataset:
             having = [e for e in self.examples if getattr(e, name) is not None]
             if having and len(having) < len(self.examples):
                 lacking = next(e for e in self.examples if getattr(e, name) is None)
-                raise InputError(f"{self.where(lacking)}: no {name} here, but {self.where(having[0])} has {what}; "
-                                 f"give every row {what} or none")
+                raise InputError(
+                    f"{self.where(lacking)}: no {name} here, but {self.where(having[0])} has {what}; "
+                    f"give every row {what} or none"
+                )
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -123,7 +125,9 @@ def _reservoir(rows: Iterator[Example], n: int | None, seed: int) -> list[Exampl
     return [row for _, _, row in sorted(heap, key=lambda entry: entry[1])]
 
 
-def read_dataset(path: str | Path, columns: Columns = Columns(), *, sample: int | None = None, seed: int = 0) -> Dataset:
+def read_dataset(
+    path: str | Path, columns: Columns = Columns(), *, sample: int | None = None, seed: int = 0
+) -> Dataset:
     """Read a data file by its extension, or a deterministic sample of `sample` rows of it, in one streaming pass.
 
     Malformed, empty or inconsistent files raise InputError naming the line.
@@ -143,7 +147,9 @@ def read_dataset(path: str | Path, columns: Columns = Columns(), *, sample: int 
     except UnicodeDecodeError:
         raise InputError(f"data file {path} is not UTF-8 text; re-encode it as UTF-8") from None
     except csv.Error as exc:
-        raise InputError(f"{path}: not a readable {suffix[1:]} file ({exc}); fix the quoting or the delimiter") from None
+        raise InputError(
+            f"{path}: not a readable {suffix[1:]} file ({exc}); fix the quoting or the delimiter"
+        ) from None
     if not examples:
         raise InputError(f"data file {path} holds no examples; add at least one non-empty line")
     return Dataset(tuple(examples), str(path))
@@ -161,8 +167,10 @@ class _Consistency:
             seen.setdefault(name, example.line)
             if name in self.first_with and name in self.first_without:
                 lacking, having = self.first_without[name], self.first_with[name]
-                raise InputError(f"{self.path}:{lacking}: no {name} here, but line {having} has {what}; "
-                                 f"give every row {what} or none")
+                raise InputError(
+                    f"{self.path}:{lacking}: no {name} here, but line {having} has {what}; "
+                    f"give every row {what} or none"
+                )
         return example
 
 
@@ -181,12 +189,16 @@ def _read_jsonl(stream, path: Path, columns: Columns) -> Iterator[Example]:
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as exc:
-            raise InputError(f"{where}: not valid JSON ({getattr(exc, 'msg', 'nested too deeply')}); each line must be one JSON object") from None
+            raise InputError(
+                f"{where}: not valid JSON ({getattr(exc, 'msg', 'nested too deeply')}); each line must be one JSON object"
+            ) from None
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise InputError(f'{where}: expected an object with a string "text" field')
         unknown = set(row) - {"text", "text_pair", "label", "score"}
         if unknown:
-            raise InputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; use text, text_pair, label, score")
+            raise InputError(
+                f"{where}: unknown field(s) {', '.join(sorted(unknown))}; use text, text_pair, label, score"
+            )
         pair = row.get("text_pair")
         if pair is not None and not isinstance(pair, str):
             raise InputError(f'{where}: "text_pair" must be a string, got {type(pair).__name__}')
@@ -208,7 +220,10 @@ def _read_table(stream, path: Path, columns: Columns) -> Iterator[Example]:
     for row in reader:
         get = lambda name: row.get(name) if name else None  # noqa: E731
         # An empty cell is a missing value; the consistency check then says whether the column may have one.
-        pair, label, score = (None if value in (None, "") else value for value in map(get, (columns.text_pair, columns.label, columns.score)))
+        pair, label, score = (
+            None if value in (None, "") else value
+            for value in map(get, (columns.text_pair, columns.label, columns.score))
+        )
         where = f"{path}:{reader.line_num}"
         yield consistency.see(_example(get(columns.text), pair, label, score, where, reader.line_num))
 
@@ -216,7 +231,9 @@ def _read_table(stream, path: Path, columns: Columns) -> Iterator[Example]:
 def _example(text, text_pair, label, score, where: str, line: int) -> Example:
     if text is None or not str(text).strip():
         raise InputError(f"{where}: empty text; remove the row or fill it in")
-    return Example(str(text), None if text_pair is None else str(text_pair), _label(label, where), _score(score, where), line)
+    return Example(
+        str(text), None if text_pair is None else str(text_pair), _label(label, where), _score(score, where), line
+    )
 
 
 def _label(label, where: str) -> int | str | None:
@@ -267,9 +284,7 @@ def read_sts_benchmark(path: str | Path) -> Dataset:
     return Dataset(tuple(examples), str(path))
 
 
-def columns_from_options(
-    text: str | None, text_pair: str | None, label: str | None, score: str | None
-) -> Columns:
+def columns_from_options(text: str | None, text_pair: str | None, label: str | None, score: str | None) -> Columns:
     """Columns from CLI options; the text column defaults to `text`."""
     if text is not None and not text.strip():
         raise ConfigError("--text-column must not be empty")

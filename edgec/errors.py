@@ -54,4 +54,6 @@ class Interrupted(BaseException):
 
     def __init__(self, signum: int):
         super().__init__(f"signal {signum}")
-        self.exit_code = 128 + signum  # what shells report for a process a signal stopped: 130 for SIGINT, 143 for SIGTERM
+        self.exit_code = (
+            128 + signum
+        )  # what shells report for a process a signal stopped: 130 for SIGINT, 143 for SIGTERM

@@ -13,14 +13,33 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # The /proc/cpuinfo flags that change which kernels are fast: int8 dot products and native bf16.
-_KNOWN_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
-                "asimddp", "i8mm", "bf16")
+_KNOWN_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimddp",
+    "i8mm",
+    "bf16",
+)
 
 # ONNX Runtime's int8 GEMM kernels (MLAS) differ by these, best first. avx2 and avx512 multiply u8 x s8 with
 # VPMADDUBSW, whose 16-bit pair sums can saturate; the VNNI sets and AMX sum in 32 bits. A target profile's
 # [instruction_sets.<name>] changes apply to the set a build compiles for.
-_INT8_LADDER = (("amx_int8", "amx"), ("avx512_vnni", "avx512-vnni"), ("avx_vnni", "avx-vnni"), ("avx512bw", "avx512"),
-                ("avx2", "avx2"), ("i8mm", "arm-i8mm"), ("asimddp", "arm-dotprod"))
+_INT8_LADDER = (
+    ("amx_int8", "amx"),
+    ("avx512_vnni", "avx512-vnni"),
+    ("avx_vnni", "avx-vnni"),
+    ("avx512bw", "avx512"),
+    ("avx2", "avx2"),
+    ("i8mm", "arm-i8mm"),
+    ("asimddp", "arm-dotprod"),
+)
 X86_INSTRUCTION_SETS = ("amx", "avx512-vnni", "avx-vnni", "avx512", "avx2", "baseline")
 ARM_INSTRUCTION_SETS = ("arm-i8mm", "arm-dotprod")
 INSTRUCTION_SETS = X86_INSTRUCTION_SETS + ARM_INSTRUCTION_SETS
@@ -86,8 +105,13 @@ def host() -> HostCPU:
 def _torch_flags() -> set[str]:
     import torch
 
-    probes = {"avx2": "_is_avx2_supported", "avx512f": "_is_avx512_supported", "avx512_vnni": "_is_vnni_supported",
-              "avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported"}
+    probes = {
+        "avx2": "_is_avx2_supported",
+        "avx512f": "_is_avx512_supported",
+        "avx512_vnni": "_is_vnni_supported",
+        "avx512_bf16": "_is_avx512_bf16_supported",
+        "amx_tile": "_is_amx_tile_supported",
+    }
     found = {flag for flag, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()}
     found |= {"avx512bw"} if "avx512f" in found else set()  # torch's AVX512 probe asks for F, BW, VL and DQ together
     return found | ({"amx_int8", "amx_bf16"} if "amx_tile" in found else set())  # every AMX CPU has both

@@ -93,10 +93,19 @@ def measure(ctx: Context, stage: str, evaluation: EvalSet | None = None) -> Pari
     """The ledger row for the model a stage left in the context (ONNX once exported, PyTorch before), on
     `evaluation` (default: the gate's data)."""
     evaluation = evaluation or ctx.evaluation
-    if ctx.parity_model is not None:  # the artifact's own file (.ort, .engine, .pte) or an ONNX standing in for an engine
+    if (
+        ctx.parity_model is not None
+    ):  # the artifact's own file (.ort, .engine, .pte) or an ONNX standing in for an engine
         simulated = ctx.parity_model.suffix == ".onnx"
         return measure_model(
-            ctx.parity_model, stage, ctx.source.task, evaluation, ctx.thresholds, ctx.target.session, simulated, statistics=True,
+            ctx.parity_model,
+            stage,
+            ctx.source.task,
+            evaluation,
+            ctx.thresholds,
+            ctx.target.session,
+            simulated,
+            statistics=True,
         )
     if ctx.onnx_path is None:
         return measure_module(ctx.source, stage, evaluation, ctx.thresholds)

@@ -23,7 +23,11 @@ from edgec.targets import MobileSettings, TargetProfile, choose_target, load_tar
 
 
 def resolve_target(
-    target: str | TargetProfile, *, has_calibration: bool, tensorrt: dict[str, Any], mobile: dict[str, Any] | None = None,
+    target: str | TargetProfile,
+    *,
+    has_calibration: bool,
+    tensorrt: dict[str, Any],
+    mobile: dict[str, Any] | None = None,
     instruction_set: str | None = None,
 ) -> tuple[TargetProfile, str | None]:
     """The profile (`trt` chosen by whether calibration data was given) with the changes measured for the
@@ -34,14 +38,20 @@ def resolve_target(
     profile = profile.for_instruction_set(instruction_set or host().instruction_set)
     if mobile:  # issue 18: --accelerator / --fixed-shape
         if profile.backend != "mobile":
-            raise ConfigError(f"--accelerator and --fixed-shape shape mobile graphs, not {profile.name}; use --target mobile")
+            raise ConfigError(
+                f"--accelerator and --fixed-shape shape mobile graphs, not {profile.name}; use --target mobile"
+            )
         try:
-            profile = dataclasses.replace(profile, mobile=dataclasses.replace(profile.mobile or MobileSettings(), **mobile))
+            profile = dataclasses.replace(
+                profile, mobile=dataclasses.replace(profile.mobile or MobileSettings(), **mobile)
+            )
         except TypeError as exc:
             raise ConfigError(f"mobile settings: {exc}") from None
     if tensorrt:
         if profile.tensorrt is None:
-            raise ConfigError(f"TensorRT settings ({', '.join(sorted(tensorrt))}) apply to TensorRT targets only, not {profile.name}; use --target trt-int8 or trt-fp16")
+            raise ConfigError(
+                f"TensorRT settings ({', '.join(sorted(tensorrt))}) apply to TensorRT targets only, not {profile.name}; use --target trt-int8 or trt-fp16"
+            )
         try:
             profile = dataclasses.replace(profile, tensorrt=dataclasses.replace(profile.tensorrt, **tensorrt))
         except TypeError as exc:
@@ -55,12 +65,22 @@ def resolve_recipe(recipe: Recipe, profile: TargetProfile) -> Recipe:
     accelerator = profile.mobile.accelerator if profile.mobile else None
     precision = recipe.quant.precision or (Precision.FP32 if accelerator else profile.default_precision)
     if precision not in profile.precisions:
-        raise ConfigError(f"target {profile.name} does not support precision {precision}; use one of {', '.join(profile.precisions)}")
-    if accelerator and precision is not Precision.FP32:  # issue 18: static int8 calibrates on batches of any shape, this graph takes one
-        raise ConfigError(f"--accelerator {accelerator} graphs are float (fp32); drop --precision {precision} or --accelerator")
-    max_seq_len = profile.tensorrt.max_seq_len if profile.tensorrt else (profile.mobile.fixed_seq if profile.mobile else None)
+        raise ConfigError(
+            f"target {profile.name} does not support precision {precision}; use one of {', '.join(profile.precisions)}"
+        )
+    if (
+        accelerator and precision is not Precision.FP32
+    ):  # issue 18: static int8 calibrates on batches of any shape, this graph takes one
+        raise ConfigError(
+            f"--accelerator {accelerator} graphs are float (fp32); drop --precision {precision} or --accelerator"
+        )
+    max_seq_len = (
+        profile.tensorrt.max_seq_len if profile.tensorrt else (profile.mobile.fixed_seq if profile.mobile else None)
+    )
     max_length = min(recipe.max_length, max_seq_len) if max_seq_len else recipe.max_length
-    return dataclasses.replace(recipe, quant=dataclasses.replace(recipe.quant, precision=precision), max_length=max_length)
+    return dataclasses.replace(
+        recipe, quant=dataclasses.replace(recipe.quant, precision=precision), max_length=max_length
+    )
 
 
 SELECTING_STAGES = ("distill", "fallback")

@@ -40,7 +40,9 @@ def describe() -> str:
 def check_single_process(command: str, instead: str) -> None:
     """Refuse a command that would race on its output if torchrun started several copies of it."""
     if launched_processes() > 1:
-        raise ConfigError(f"{command} runs in one process, not under torchrun ({launched_processes()} processes); {instead}")
+        raise ConfigError(
+            f"{command} runs in one process, not under torchrun ({launched_processes()} processes); {instead}"
+        )
 
 
 @contextlib.contextmanager

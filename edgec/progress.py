@@ -44,8 +44,13 @@ def display(console: Console) -> Iterator[Progress | None]:
         yield None
         return
     columns = (
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), _Counts(), TimeElapsedColumn(),
-        _TimeLeft(), TextColumn("{task.fields[status]}"),
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=24),
+        _Counts(),
+        TimeElapsedColumn(),
+        _TimeLeft(),
+        TextColumn("{task.fields[status]}"),
     )
     with Progress(*columns, console=console, transient=True) as progress:
         token = _active.set(progress)

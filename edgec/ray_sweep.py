@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgec.running.bench import BenchConfig
 from edgec.errors import BackendUnavailable, ConfigError
+from edgec.running.bench import BenchConfig
 from edgec.sweep import CellJob, build_cell, host_description, time_cell
 
 INSTALL_HINT = "pip install 'edgec[ray]'"
@@ -105,13 +105,24 @@ def _time_task(packed: bytes, bench: BenchConfig) -> tuple[float, str]:
 def _failure(exc: Exception) -> dict:
     cause = getattr(exc, "cause", None) or exc
     message = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
-    return {"metric": None, "value": None, "drop": None, "cosine_mean": None, "latency_ms": None, "size_mb": None,
-            "error": f"{type(cause).__name__}: {message}"[:300]}
+    return {
+        "metric": None,
+        "value": None,
+        "drop": None,
+        "cosine_mean": None,
+        "latency_ms": None,
+        "size_mb": None,
+        "error": f"{type(cause).__name__}: {message}"[:300],
+    }
 
 
 def run_on_ray(
-    jobs: list[CellJob], outs: list[Path], bench: BenchConfig, cluster: RayCluster,
-    on_stage: Callable[[str], None] = lambda name: None, build: Build = build_cell,
+    jobs: list[CellJob],
+    outs: list[Path],
+    bench: BenchConfig,
+    cluster: RayCluster,
+    on_stage: Callable[[str], None] = lambda name: None,
+    build: Build = build_cell,
 ) -> tuple[list[dict], str]:
     """Build every job as a Ray task, write each artifact to its `outs` folder and time it on one node.
 
@@ -124,7 +135,9 @@ def run_on_ray(
         cpus = next(n["Resources"]["CPU"] for n in ray.nodes() if n["NodeID"] == node and n["Alive"])
         retry = dict(max_retries=cluster.retries, retry_exceptions=True)
         build_remote = ray.remote(num_cpus=1, **retry)(_build_task)
-        time_remote = ray.remote(num_cpus=cpus, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), **retry)(_time_task)
+        time_remote = ray.remote(
+            num_cpus=cpus, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), **retry
+        )(_time_task)
         builds = {build_remote.remote(build, job): index for index, job in enumerate(jobs)}
         timings: dict = {}
         results: list[dict] = [{} for _ in jobs]

@@ -102,11 +102,17 @@ class TuningConfig:
     effect on the LayerNorm's output)."""
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("target", self.target, TUNING_TARGETS), ("ridge", self.ridge, TUNING_RIDGES),
-                                     ("space", self.space, TUNING_SPACES)):
+        for name, value, allowed in (
+            ("target", self.target, TUNING_TARGETS),
+            ("ridge", self.ridge, TUNING_RIDGES),
+            ("space", self.space, TUNING_SPACES),
+        ):
             _require(value in allowed, f"mask tuning {name} must be one of {', '.join(allowed)}, got {value!r}")
         # A bias shift is one vector for every token, which the post-norm map scales per token: not a free shift there.
-        _require(not (self.fit_bias and self.space == "post-norm"), "mask tuning fits no bias shift in post-norm space; set fit_bias=False")
+        _require(
+            not (self.fit_bias and self.space == "post-norm"),
+            "mask tuning fits no bias shift in post-norm space; set fit_bias=False",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,19 +143,28 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(self.units))
-        _require(isinstance(self.neuron_multiple, int) and self.neuron_multiple >= 1,
-                 f"neuron_multiple must be an integer >= 1, got {self.neuron_multiple!r}")
-        _require(self.schedule in PRUNE_SCHEDULES,
-                 f"unknown prune schedule {self.schedule!r}; use one of {', '.join(PRUNE_SCHEDULES)}")
+        _require(
+            isinstance(self.neuron_multiple, int) and self.neuron_multiple >= 1,
+            f"neuron_multiple must be an integer >= 1, got {self.neuron_multiple!r}",
+        )
+        _require(
+            self.schedule in PRUNE_SCHEDULES,
+            f"unknown prune schedule {self.schedule!r}; use one of {', '.join(PRUNE_SCHEDULES)}",
+        )
         _require(self.iterations >= 1, f"prune iterations must be at least 1, got {self.iterations}")
-        _require(self.hidden_size is None or "hidden" in self.units,
-                 "a hidden size is kept only when hidden channels may go; add hidden to --prune-units")
+        _require(
+            self.hidden_size is None or "hidden" in self.units,
+            "a hidden size is kept only when hidden channels may go; add hidden to --prune-units",
+        )
         _require(
             isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0,
             f"prune fraction must be in [0, 1) (the share of compute removed), got {self.fraction}; e.g. --prune 0.5",
         )
         bad = [u for u in self.units if u not in PRUNE_UNITS]
-        _require(bool(self.units) and not bad, f"prune units must be some of {', '.join(PRUNE_UNITS)}, got {', '.join(self.units) or 'none'}")
+        _require(
+            bool(self.units) and not bad,
+            f"prune units must be some of {', '.join(PRUNE_UNITS)}, got {', '.join(self.units) or 'none'}",
+        )
         _require(self.calib_samples >= 1, f"prune calib_samples must be at least 1, got {self.calib_samples}")
 
 
@@ -190,7 +205,10 @@ class TrainConfig:
         _require(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}")
         _require(0 <= self.warmup < 1, f"warmup must be a share of the budget in [0, 1), got {self.warmup}")
         _require(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
-        _require(self.precision in TRAIN_PRECISIONS, f"unknown training precision {self.precision!r}; use one of {', '.join(TRAIN_PRECISIONS)}")
+        _require(
+            self.precision in TRAIN_PRECISIONS,
+            f"unknown training precision {self.precision!r}; use one of {', '.join(TRAIN_PRECISIONS)}",
+        )
         _require(self.max_length >= 8, f"max_length must be at least 8, got {self.max_length}")
         _require(self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1")
 
@@ -243,8 +261,18 @@ class DistillConfig:
 
     def training(self) -> TrainConfig:
         """The training loop's settings for this distillation."""
-        names = ("steps", "minutes", "batch_size", "learning_rate", "weight_decay", "warmup", "max_length", "eval_every",
-                 "patience", "max_grad_norm")
+        names = (
+            "steps",
+            "minutes",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "warmup",
+            "max_length",
+            "eval_every",
+            "patience",
+            "max_grad_norm",
+        )
         return TrainConfig(**{n: getattr(self, n) for n in names}, precision=self.precision)
 
 
@@ -295,9 +323,11 @@ class Recipe:
         _require(17 <= self.opset <= 21, f"opset must be within 17..21, got {self.opset}")
         _require(self.max_length >= 8, f"max_length must be at least 8, got {self.max_length}")
         if self.prune is not None and self.prune.schedule == "iterative":
-            _require(self.distill is not None and self.distill.minutes is not None,
-                     "the iterative schedule distills between pruning steps within one time budget; "
-                     "pass --distill FILE and --distill-minutes M")
+            _require(
+                self.distill is not None and self.distill.minutes is not None,
+                "the iterative schedule distills between pruning steps within one time budget; "
+                "pass --distill FILE and --distill-minutes M",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
+from edgec.compression.surgery import remove_dead_units, standard_layout
 from edgec.errors import InputError, UnsupportedModelError, first_line
 from edgec.recipe import TASKS
-from edgec.compression.surgery import remove_dead_units, standard_layout
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2", "modernbert")
 OUTPUT_NAMES = {
@@ -134,7 +134,9 @@ def resolve_model_dir(model: str | Path) -> Path:
             return Path(snapshot_download(str(model), local_files_only=True))
         except Exception:  # noqa: BLE001 - any cache miss means the same thing here
             pass
-    raise InputError(f"model folder {model} does not exist (and it is not in the local HF cache); pass a local model folder")
+    raise InputError(
+        f"model folder {model} does not exist (and it is not in the local HF cache); pass a local model folder"
+    )
 
 
 def read_config(path: Path) -> dict:
@@ -175,7 +177,9 @@ def read_pooling(path: Path) -> Pooling:
         if kind.endswith("Pooling"):
             pooling_config = json.loads((path / module["path"] / "config.json").read_text())
             modes = [name for key, name in _POOLING_MODES.items() if pooling_config.get(key)]
-            unsupported = [k for k, v in pooling_config.items() if k.startswith("pooling_mode") and v and k not in _POOLING_MODES]
+            unsupported = [
+                k for k, v in pooling_config.items() if k.startswith("pooling_mode") and v and k not in _POOLING_MODES
+            ]
             if unsupported or len(modes) != 1:
                 raise UnsupportedModelError(
                     f"{path}: pooling {', '.join(unsupported or modes) or 'none'} is not supported; "
@@ -203,7 +207,11 @@ def find_weights(path: Path, allow_pickle: bool) -> tuple[Path, ...]:
 
 
 def load_source(
-    model: str | Path, *, task: str | None = None, options: LoadOptions = LoadOptions(), labels: tuple[str, ...] | None = None,
+    model: str | Path,
+    *,
+    task: str | None = None,
+    options: LoadOptions = LoadOptions(),
+    labels: tuple[str, ...] | None = None,
 ) -> Source:
     """Load and check a model folder; every problem is an InputError that names the fix.
 
@@ -215,7 +223,9 @@ def load_source(
     config = read_config(path)
     model_type = config["model_type"]
     if config.get("auto_map") and not trust_remote_code:
-        raise InputError(f"{path} needs remote code (auto_map in config.json); pass --trust-remote-code if you trust it")
+        raise InputError(
+            f"{path} needs remote code (auto_map in config.json); pass --trust-remote-code if you trust it"
+        )
     if model_type not in SUPPORTED_MODEL_TYPES and not trust_remote_code:
         raise UnsupportedModelError(
             f"architecture {model_type!r} is not supported; use one of {', '.join(SUPPORTED_MODEL_TYPES)}"
@@ -242,13 +252,21 @@ def _load_tokenizer(path: Path, trust_remote_code: bool):
         raise InputError(f"{path}: the tokenizer does not load ({first_line(exc)}); save it beside the model") from None
 
 
-def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: bool, labels: tuple[str, ...] | None) -> torch.nn.Module:
+def _load_module(
+    path: Path, task: str, trust_remote_code: bool, allow_pickle: bool, labels: tuple[str, ...] | None
+) -> torch.nn.Module:
     import transformers
 
-    head = {} if labels is None else {
-        "num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)},
-        "ignore_mismatched_sizes": True,
-    }
+    head = (
+        {}
+        if labels is None
+        else {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+            "ignore_mismatched_sizes": True,
+        }
+    )
     auto_class = {
         "feature-extraction": transformers.AutoModel,
         "sequence-classification": transformers.AutoModelForSequenceClassification,
@@ -276,9 +294,10 @@ def _load_module(path: Path, task: str, trust_remote_code: bool, allow_pickle: b
     if missing and task == "feature-extraction":
         raise InputError(f"{path}: weights lack {len(missing)} tensors (e.g. {missing[0]}); the folder is incomplete")
     if missing:
-        logging.getLogger("edgec").warning("%s: %d head tensors are newly initialized: %s", path, len(missing), missing[:3])
+        logging.getLogger("edgec").warning(
+            "%s: %d head tensors are newly initialized: %s", path, len(missing), missing[:3]
+        )
     return module.float().eval()  # the reference is fp32 whatever dtype the checkpoint was saved in
-
 
 
 # sentence-transformers files that describe pooling and normalization; a saved embedding model keeps them.
@@ -306,6 +325,16 @@ def save_model(source: Source, folder: Path, model: torch.nn.Module | None = Non
 def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:
     """Write a pruned model (the prune stage's `summary` says what it removed) as a Hugging Face folder: weights in
     transformers' layout, tokenizer, pooling."""
-    names = ("fraction", "units", "macs_before", "macs_after", "heads_after", "ffn_after", "layers_removed", "hidden_after", "seconds")
+    names = (
+        "fraction",
+        "units",
+        "macs_before",
+        "macs_after",
+        "heads_after",
+        "ffn_after",
+        "layers_removed",
+        "hidden_after",
+        "seconds",
+    )
     layout = {k: summary[k] for k in names if k in summary}
     save_model(pruned, folder, model=standard_layout(pruned.model, layout))

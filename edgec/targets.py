@@ -41,7 +41,9 @@ class QuantSettings:
     def __post_init__(self) -> None:
         for name in ("activation_type", "weight_type"):
             if getattr(self, name) not in QUANT_TYPES:
-                raise ConfigError(f"quantization.{name} must be one of {', '.join(QUANT_TYPES)}, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"quantization.{name} must be one of {', '.join(QUANT_TYPES)}, got {getattr(self, name)!r}"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +64,10 @@ class SessionSettings:
     """Plan activation memory once per input shape and reuse the plan."""
 
     def __post_init__(self) -> None:
-        for name, allowed in (("graph_optimization_level", GRAPH_OPTIMIZATION_LEVELS), ("execution_order", EXECUTION_ORDERS)):
+        for name, allowed in (
+            ("graph_optimization_level", GRAPH_OPTIMIZATION_LEVELS),
+            ("execution_order", EXECUTION_ORDERS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"session.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
@@ -90,13 +95,17 @@ class TensorRTSettings:
 
     def __post_init__(self) -> None:
         if not 1 <= self.opt_batch <= self.max_batch:
-            raise ConfigError(f"tensorrt batch sizes must satisfy 1 <= opt_batch <= max_batch, got {self.opt_batch} and {self.max_batch}")
+            raise ConfigError(
+                f"tensorrt batch sizes must satisfy 1 <= opt_batch <= max_batch, got {self.opt_batch} and {self.max_batch}"
+            )
         if self.max_seq_len is not None and self.max_seq_len < 8:
             raise ConfigError(f"tensorrt max_seq_len must be at least 8 tokens, got {self.max_seq_len}")
         if self.workspace_mib < 1:
             raise ConfigError(f"tensorrt workspace_mib must be at least 1, got {self.workspace_mib}")
         if not 0 <= self.builder_optimization_level <= 5:
-            raise ConfigError(f"tensorrt builder_optimization_level must be within 0..5, got {self.builder_optimization_level}")
+            raise ConfigError(
+                f"tensorrt builder_optimization_level must be within 0..5, got {self.builder_optimization_level}"
+            )
 
 
 ACCELERATORS = ("coreml", "nnapi", "xnnpack")
@@ -117,7 +126,9 @@ class MobileSettings:
         if self.accelerator is not None and self.accelerator not in ACCELERATORS:
             raise ConfigError(f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
         if self.fixed_batch < 1 or self.fixed_seq < 8:
-            raise ConfigError(f"--fixed-shape needs a batch >= 1 and a sequence >= 8 tokens, got {self.fixed_batch}x{self.fixed_seq}")
+            raise ConfigError(
+                f"--fixed-shape needs a batch >= 1 and a sequence >= 8 tokens, got {self.fixed_batch}x{self.fixed_seq}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,9 +172,13 @@ class TargetProfile:
         object.__setattr__(self, "default_precision", Precision(self.default_precision))
         object.__setattr__(self, "parity", {Precision(p): t for p, t in self.parity.items()})
         if (self.backend == "tensorrt") != (self.tensorrt is not None):
-            raise ConfigError(f"target {self.name}: a [tensorrt] section belongs to (and is required by) backend = \"tensorrt\"")
+            raise ConfigError(
+                f'target {self.name}: a [tensorrt] section belongs to (and is required by) backend = "tensorrt"'
+            )
         if self.mobile is not None and self.backend != "mobile":
-            raise ConfigError(f"target {self.name}: a [mobile] section (--accelerator, --fixed-shape) belongs to backend = \"mobile\"")
+            raise ConfigError(
+                f'target {self.name}: a [mobile] section (--accelerator, --fixed-shape) belongs to backend = "mobile"'
+            )
         for isa in self.instruction_sets:
             self._sections_for(isa)  # unknown sets and keys are errors when the profile loads, not when a build uses it
 
@@ -176,16 +191,26 @@ class TargetProfile:
         from edgec.hardware import INSTRUCTION_SETS
 
         if isa not in INSTRUCTION_SETS:
-            raise ConfigError(f"target {self.name}: unknown instruction set {isa!r}; use one of {', '.join(INSTRUCTION_SETS)}")
+            raise ConfigError(
+                f"target {self.name}: unknown instruction set {isa!r}; use one of {', '.join(INSTRUCTION_SETS)}"
+            )
         changes = self.instruction_sets.get(isa, {})
         unknown = sorted(set(changes) - {"quantization", "session"})
         if unknown:
-            raise ConfigError(f"target {self.name}: instruction_sets.{isa} may change quantization and session, not {', '.join(unknown)}")
+            raise ConfigError(
+                f"target {self.name}: instruction_sets.{isa} may change quantization and session, not {', '.join(unknown)}"
+            )
         where = f"target {self.name}: instruction_sets.{isa}"
-        merged = lambda cls, base, key: config_from_dict(cls, {**dataclasses.asdict(base), **changes.get(key, {})}, f"{where}.{key}")  # noqa: E731
-        return merged(QuantSettings, self.quantization, "quantization"), merged(SessionSettings, self.session, "session")
+        merged = lambda cls, base, key: config_from_dict(
+            cls, {**dataclasses.asdict(base), **changes.get(key, {})}, f"{where}.{key}"
+        )
+        return merged(QuantSettings, self.quantization, "quantization"), merged(
+            SessionSettings, self.session, "session"
+        )
 
-    def thresholds(self, precision: Precision, overrides: ParityThresholds, *, pruned: bool = False) -> ParityThresholds:
+    def thresholds(
+        self, precision: Precision, overrides: ParityThresholds, *, pruned: bool = False
+    ) -> ParityThresholds:
         """The profile's thresholds for a precision (and pruning) with the user's overrides applied."""
         base = self.parity.get(precision, ParityThresholds())
         return (base.overridden_by(self.pruned) if pruned else base).overridden_by(overrides)

@@ -59,8 +59,9 @@ def read_clinc(path: Path) -> dict[str, list[tuple[str, str]]]:
             raise InputError(f'{path}: expected a JSON object with a non-empty "{split}" list of [text, intent] pairs')
         for number, row in enumerate(rows):
             if not (isinstance(row, list) and len(row) == 2 and all(isinstance(v, str) and v.strip() for v in row)):
-                raise InputError(f"{path}: {split}[{number}] is {row!r:.80}; "
-                                 "expected [text, intent] (two non-empty strings)")
+                raise InputError(
+                    f"{path}: {split}[{number}] is {row!r:.80}; expected [text, intent] (two non-empty strings)"
+                )
         splits[split] = [(" ".join(text.split()), intent) for text, intent in rows]  # one line per text
     unknown = sorted({i for _, i in splits["test"]} - {i for _, i in splits["train"]})
     if unknown:
@@ -110,7 +111,7 @@ def run(model, tokenizer, texts: list[str], layer: torch.nn.Linear) -> tuple[tor
     try:
         with torch.inference_mode():
             for start in range(0, len(order), BATCH_SIZE):
-                batch = order[start:start + BATCH_SIZE]
+                batch = order[start : start + BATCH_SIZE]
                 encoded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
                 out = model(**encoded).logits
                 for row, i in enumerate(batch):
@@ -125,8 +126,9 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, num_labels: int, step
     head = torch.nn.Linear(features.shape[1], num_labels)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
-    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=steps, history_size=20,
-                                  line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        head.parameters(), lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -142,8 +144,7 @@ def write_data(folder: Path, train: list[tuple[str, str]], test: list[tuple[str,
     """Files for edgec's readers: test.jsonl ({"text", "label": intent}) for --eval, train.txt for --calib/--distill."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "test.jsonl", "w", encoding="utf-8") as handle:
-        for text, intent in test:
-            handle.write(json.dumps({"text": text, "label": intent}) + "\n")
+        handle.writelines(json.dumps({"text": text, "label": intent}) + "\n" for text, intent in test)
     (folder / "train.txt").write_text("".join(text + "\n" for text, _ in train), encoding="utf-8")
 
 
@@ -158,8 +159,12 @@ def train_and_save(model_dir: Path, out: Path, train: list[tuple[str, str]], ste
     torch.manual_seed(seed)  # heads with extra layers (RoBERTa's dense) start random: fixed, and saved as they are
     transformers.logging.set_verbosity_error()  # "newly initialized classifier weights" is the point here
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=len(intents), id2label=dict(enumerate(intents)), label2id=label2id,
-        problem_type="single_label_classification").eval()
+        model_dir,
+        num_labels=len(intents),
+        id2label=dict(enumerate(intents)),
+        label2id=label2id,
+        problem_type="single_label_classification",
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     layer = classifier_layer(model)
 
@@ -180,8 +185,9 @@ def train_and_save(model_dir: Path, out: Path, train: list[tuple[str, str]], ste
     return head, features, seconds
 
 
-def check_folder(out: Path, head: torch.nn.Linear, features: torch.Tensor, train: list[tuple[str, str]],
-                 test: list[tuple[str, str]]) -> tuple[float, float]:
+def check_folder(
+    out: Path, head: torch.nn.Linear, features: torch.Tensor, train: list[tuple[str, str]], test: list[tuple[str, str]]
+) -> tuple[float, float]:
     """Reload the folder: (max |logit difference| to the fitted head on up to 256 train texts, test accuracy %)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -203,8 +209,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="sentence encoder folder (default: all-MiniLM-L6-v2)")
     parser.add_argument("--out", type=Path, required=True, help="the Hugging Face classifier folder to write")
-    parser.add_argument("--data-out", type=Path, default=None,
-                        help="folder for test.jsonl and train.txt (default: OUT/../clinc150-data)")
+    parser.add_argument(
+        "--data-out",
+        type=Path,
+        default=None,
+        help="folder for test.jsonl and train.txt (default: OUT/../clinc150-data)",
+    )
     parser.add_argument("--data", type=Path, default=CLINC150, help="CLINC150 data_full.json (read in place)")
     parser.add_argument("--max-train", type=int, default=0, help="training texts per intent (0: all, 100 each)")
     parser.add_argument("--max-test", type=int, default=0, help="test texts in all (0: all 4,500)")
@@ -215,8 +225,9 @@ def main() -> None:
     data_out = args.data_out or args.out.parent / "clinc150-data"
     try:
         if data_out.resolve().is_relative_to(args.out.resolve()):
-            raise InputError(f"--data-out {data_out} lies inside --out {args.out}; "
-                             "keep the data beside the model folder")
+            raise InputError(
+                f"--data-out {data_out} lies inside --out {args.out}; keep the data beside the model folder"
+            )
         splits = read_clinc(args.data)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -236,17 +247,29 @@ def main() -> None:
     table = Table(title=f"CLINC150 intent classifier: frozen encoder + linear head -> {args.out}")
     table.add_column("")
     table.add_column("value")
-    table.add_row("train", f"{len(train)} texts, {labels} intents: features {seconds['features']:.1f}s "
-                  f"+ fit {seconds['fit']:.1f}s = {sum(seconds.values()):.1f}s")
-    table.add_row("test accuracy", f"{accuracy:.2f}% on {len(test)} texts "
-                  f"(saved folder; chance {100 / labels:.2f}%)")
+    table.add_row(
+        "train",
+        f"{len(train)} texts, {labels} intents: features {seconds['features']:.1f}s "
+        f"+ fit {seconds['fit']:.1f}s = {sum(seconds.values()):.1f}s",
+    )
+    table.add_row("test accuracy", f"{accuracy:.2f}% on {len(test)} texts (saved folder; chance {100 / labels:.2f}%)")
     table.add_row("saved = fitted", f"max |logit difference| {gap:.1e} on {min(len(train), 256)} train texts")
     table.add_row("edgec data", f"{data_out / 'test.jsonl'} (--eval), {data_out / 'train.txt'} (--calib/--distill)")
     console.print(table)
     if args.summary:
-        args.summary.write_text(json.dumps({
-            "accuracy": accuracy, "train_texts": len(train), "test_texts": len(test), "labels": labels,
-            "feature_seconds": seconds["features"], "fit_seconds": seconds["fit"], "logit_gap": gap}))
+        args.summary.write_text(
+            json.dumps(
+                {
+                    "accuracy": accuracy,
+                    "train_texts": len(train),
+                    "test_texts": len(test),
+                    "labels": labels,
+                    "feature_seconds": seconds["features"],
+                    "fit_seconds": seconds["fit"],
+                    "logit_gap": gap,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

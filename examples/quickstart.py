@@ -21,8 +21,8 @@ from rich.table import Table
 
 import edgec
 from edgec.artifacts.artifact_ops import check_parity, predict
-from edgec.running.bench import BenchConfig, bench_onnx, bench_pytorch
 from edgec.data import Dataset, read_sts_benchmark
+from edgec.running.bench import BenchConfig, bench_onnx, bench_pytorch
 
 STS_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 
@@ -56,8 +56,15 @@ def main() -> None:
     data = eval_set(args.eval_pairs)
     console.print(f"[bold]1. build[/] {model} -> {args.out} ({args.precision})")
     recipe = edgec.Recipe(quant=edgec.QuantConfig(precision=args.precision))
-    artifact = edgec.build(model, "ort", recipe=recipe, eval=data, out=args.out, force=True,
-                           on_stage=lambda name: console.print(f"   {name} ..."))
+    artifact = edgec.build(
+        model,
+        "ort",
+        recipe=recipe,
+        eval=data,
+        out=args.out,
+        force=True,
+        on_stage=lambda name: console.print(f"   {name} ..."),
+    )
 
     console.print("[bold]2. parity[/] re-checked from the artifact alone (its golden sample, no source model)")
     recheck = check_parity(edgec.load_artifact(args.out), None)
@@ -80,23 +87,37 @@ def main() -> None:
     table = Table(title=f"edgec demo: {model.name} -> {artifact.manifest.target.name} / {args.precision}")
     table.add_column("")
     table.add_column("value")
-    table.add_row("model size", f"{sizes.model_bytes / 1e6:.1f} MB (fp32 weights {sizes.source_weights_bytes / 1e6:.1f} MB, "
-                  f"{sizes.model_bytes / sizes.source_weights_bytes:.0%})")
-    table.add_row("latency p50", f"{onnx_result.p50_ms:.2f} ms vs PyTorch fp32 {torch_result.p50_ms:.2f} ms "
-                  f"({torch_result.p50_ms / onnx_result.p50_ms:.1f}x faster)")
-    table.add_row("parity (build)", ("passed" if artifact.manifest.parity.passed else "FAILED")
-                  + f": cosine to fp32 mean {final['cosine_mean']:.4f}, min {final['cosine_min']:.4f}")
+    table.add_row(
+        "model size",
+        f"{sizes.model_bytes / 1e6:.1f} MB (fp32 weights {sizes.source_weights_bytes / 1e6:.1f} MB, "
+        f"{sizes.model_bytes / sizes.source_weights_bytes:.0%})",
+    )
+    table.add_row(
+        "latency p50",
+        f"{onnx_result.p50_ms:.2f} ms vs PyTorch fp32 {torch_result.p50_ms:.2f} ms "
+        f"({torch_result.p50_ms / onnx_result.p50_ms:.1f}x faster)",
+    )
+    table.add_row(
+        "parity (build)",
+        ("passed" if artifact.manifest.parity.passed else "FAILED")
+        + f": cosine to fp32 mean {final['cosine_mean']:.4f}, min {final['cosine_min']:.4f}",
+    )
     reference = artifact.manifest.parity.reference_metric
     if "spearman" in reference:
-        table.add_row("STS-B Spearman", f"{final['spearman']:.2f} (fp32 PyTorch {reference['spearman']:.2f}, "
-                      f"{len(data)} pairs)")
+        table.add_row(
+            "STS-B Spearman", f"{final['spearman']:.2f} (fp32 PyTorch {reference['spearman']:.2f}, {len(data)} pairs)"
+        )
     table.add_row("parity (re-check)", "passed" if not recheck_failures else "FAILED: " + "; ".join(recheck_failures))
     table.add_row("similarity", f"guitar~instrument {similarity[0, 1]:.3f}, guitar~stocks {similarity[0, 2]:.3f}")
     table.add_row("stages", " -> ".join(f"{r.stage} ({r.seconds:.0f}s)" for r in ledger))
     console.print(table)
     if args.summary:
-        summary = {"model_mb": sizes.model_bytes / 1e6, "p50_ms": onnx_result.p50_ms, "pytorch_p50_ms": torch_result.p50_ms,
-                   "passed": artifact.manifest.parity.passed and not recheck_failures}
+        summary = {
+            "model_mb": sizes.model_bytes / 1e6,
+            "p50_ms": onnx_result.p50_ms,
+            "pytorch_p50_ms": torch_result.p50_ms,
+            "passed": artifact.manifest.parity.passed and not recheck_failures,
+        }
         args.summary.write_text(json.dumps(summary))
 
 

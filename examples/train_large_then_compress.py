@@ -27,15 +27,15 @@ from pathlib import Path
 
 import edgec
 from edgec.api import compress
-from edgec.running.bench import BenchConfig, bench_onnx
-from edgec.data import Columns, Dataset
 from edgec.compression.finetune import finetune
+from edgec.compression.surgery import ffn_widths, head_counts, head_dim, hidden_size
+from edgec.data import Columns, Dataset
 from edgec.ops.macs import encoder_macs, unit_costs
 from edgec.parity.evalset import reference_outputs
 from edgec.parity.runtime import measure_model
 from edgec.recipe import DistillConfig, PruneConfig, QuantConfig, Recipe, TrainConfig
+from edgec.running.bench import BenchConfig, bench_onnx
 from edgec.source import load_source
-from edgec.compression.surgery import ffn_widths, head_counts, head_dim, hidden_size
 from edgec.sweep import MEASURE_ONLY
 from edgec.targets import SessionSettings, load_target
 
@@ -52,8 +52,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--budget-minutes", type=float, default=40.0, help="Wall clock per family, T.")
     parser.add_argument("--finetune-share", type=float, default=0.3, help="Share of T the large model fine-tunes.")
-    parser.add_argument("--prune", type=float, default=None,
-                        help="Share of the large model's encoder MACs to remove (default: down to the small model's).")
+    parser.add_argument(
+        "--prune",
+        type=float,
+        default=None,
+        help="Share of the large model's encoder MACs to remove (default: down to the small model's).",
+    )
     parser.add_argument("--prune-units", default="heads,ffn,hidden")
     parser.add_argument("--hidden-size", type=int, default=None)
     parser.add_argument("--schedule", default="one-shot", choices=("one-shot", "iterative"))
@@ -86,11 +90,24 @@ def token_lengths(model_dir: Path | str, data: Dataset, max_length: int) -> list
 
 def run_small(args: argparse.Namespace, train: Dataset, validation: Dataset) -> dict:
     """Fine-tune the small model for the whole budget."""
-    config = TrainConfig(steps=args.steps, minutes=args.budget_minutes, learning_rate=1e-4,
-                         eval_every=args.eval_every, patience=1000, max_length=args.max_length)
+    config = TrainConfig(
+        steps=args.steps,
+        minutes=args.budget_minutes,
+        learning_rate=1e-4,
+        eval_every=args.eval_every,
+        patience=1000,
+        max_length=args.max_length,
+    )
     folder = args.out / "small" / "finetuned"
-    record = finetune(args.small, task="sequence-classification", train_data=train, eval_data=validation,
-                      config=config, out=folder, force=True)
+    record = finetune(
+        args.small,
+        task="sequence-classification",
+        train_data=train,
+        eval_data=validation,
+        config=config,
+        out=folder,
+        force=True,
+    )
     return {"finetune": record, "models": {"finetuned": folder}}
 
 
@@ -98,50 +115,89 @@ def run_large(args: argparse.Namespace, train: Dataset, validation: Dataset) -> 
     """Fine-tune the large model for a share of the budget, then prune and distill until the budget is spent."""
     started = time.perf_counter()
     deadline = started + 60 * args.budget_minutes
-    config = TrainConfig(steps=args.steps, minutes=args.finetune_share * args.budget_minutes, learning_rate=5e-5,
-                         eval_every=args.eval_every, patience=1000, max_length=args.max_length)
+    config = TrainConfig(
+        steps=args.steps,
+        minutes=args.finetune_share * args.budget_minutes,
+        learning_rate=5e-5,
+        eval_every=args.eval_every,
+        patience=1000,
+        max_length=args.max_length,
+    )
     tuned = args.out / "large" / "finetuned"
-    record = finetune(args.large, task="sequence-classification", train_data=train, eval_data=validation,
-                      config=config, out=tuned, force=True)
+    record = finetune(
+        args.large,
+        task="sequence-classification",
+        train_data=train,
+        eval_data=validation,
+        config=config,
+        out=tuned,
+        force=True,
+    )
     calib = train.sample(256, 0)
     lengths = token_lengths(args.large, calib, args.max_length)
-    fraction = args.prune if args.prune is not None else 1 - encoder_cost(args.small, lengths) / encoder_cost(
-        args.large, lengths)
+    fraction = (
+        args.prune
+        if args.prune is not None
+        else 1 - encoder_cost(args.small, lengths) / encoder_cost(args.large, lengths)
+    )
     units = tuple(args.prune_units.split(","))
     recipe = Recipe(
-        prune=PruneConfig(fraction=round(fraction, 4), units=units, hidden_size=args.hidden_size,
-                          schedule=args.schedule),
-        distill=DistillConfig(steps=args.steps, minutes=args.budget_minutes, max_length=args.max_length,
-                              eval_every=args.eval_every, patience=1000),
+        prune=PruneConfig(
+            fraction=round(fraction, 4), units=units, hidden_size=args.hidden_size, schedule=args.schedule
+        ),
+        distill=DistillConfig(
+            steps=args.steps,
+            minutes=args.budget_minutes,
+            max_length=args.max_length,
+            eval_every=args.eval_every,
+            patience=1000,
+        ),
         max_length=args.max_length,
     )
     compressed = args.out / "large" / "compressed"
-    summary = compress(tuned, recipe, calib=calib, eval=validation, train=train, out=compressed, force=True,
-                       deadline=deadline)
+    summary = compress(
+        tuned, recipe, calib=calib, eval=validation, train=train, out=compressed, force=True, deadline=deadline
+    )
     seconds = time.perf_counter() - started
     ledger = [dataclasses.asdict(row) for row in summary["ledger"]]  # family.json keeps the rows as JSON objects
-    return {"finetune": record, "compress": {**summary, "ledger": ledger}, "fraction": fraction, "seconds": seconds,
-            "models": {"finetuned": tuned, "compressed": compressed}}
+    return {
+        "finetune": record,
+        "compress": {**summary, "ledger": ledger},
+        "fraction": fraction,
+        "seconds": seconds,
+        "models": {"finetuned": tuned, "compressed": compressed},
+    }
 
 
-def int8_artifacts(family: dict, name: str, args: argparse.Namespace, train: Dataset, validation: Dataset,
-                   dev: Dataset) -> list[dict]:
+def int8_artifacts(
+    family: dict, name: str, args: argparse.Namespace, train: Dataset, validation: Dataset, dev: Dataset
+) -> list[dict]:
     """Each of a family's models as a static int8 build (fallback chosen on validation), with its dev accuracy."""
     rows = []
     for label, folder in family["models"].items():
         out = args.out / name / f"{label}-int8"
         recipe = Recipe(quant=QuantConfig(precision="int8"), parity=MEASURE_ONLY, max_length=args.max_length)
-        artifact = edgec.build(folder, "ort", recipe=recipe, calib=train.sample(256, 0), eval=validation, out=out,
-                               force=True)
+        artifact = edgec.build(
+            folder, "ort", recipe=recipe, calib=train.sample(256, 0), eval=validation, out=out, force=True
+        )
         source = load_source(folder)
         reference = reference_outputs(source, dev, args.max_length)
-        row = measure_model(artifact.model_path, "dev", source.task, reference, MEASURE_ONLY,
-                            load_target("ort").session)
-        rows.append({"family": name, "name": f"{name} {label} int8", "path": str(artifact.model_path),
-                     "vocab": len(source.tokenizer), "fp32_dev": reference.reference_metric["accuracy"],
-                     "validation": artifact.manifest.parity.ledger[-1].metrics["accuracy"],
-                     "value": row.metrics["accuracy"], "size_mb": artifact.model_path.stat().st_size / 1e6,
-                     "session": dataclasses.asdict(artifact.session)})  # timed with the settings the build recorded
+        row = measure_model(
+            artifact.model_path, "dev", source.task, reference, MEASURE_ONLY, load_target("ort").session
+        )
+        rows.append(
+            {
+                "family": name,
+                "name": f"{name} {label} int8",
+                "path": str(artifact.model_path),
+                "vocab": len(source.tokenizer),
+                "fp32_dev": reference.reference_metric["accuracy"],
+                "validation": artifact.manifest.parity.ledger[-1].metrics["accuracy"],
+                "value": row.metrics["accuracy"],
+                "size_mb": artifact.model_path.stat().st_size / 1e6,
+                "session": dataclasses.asdict(artifact.session),
+            }
+        )  # timed with the settings the build recorded
     return rows
 
 
@@ -161,7 +217,9 @@ def time_artifacts(rows: list[dict], args: argparse.Namespace) -> None:
     per_round = {row["name"]: [] for row in rows}
     for _ in range(args.rounds):
         for row in rows:
-            per_round[row["name"]].append(bench_onnx(row["path"], row["vocab"], config, SessionSettings(**row["session"])).p50_ms)
+            per_round[row["name"]].append(
+                bench_onnx(row["path"], row["vocab"], config, SessionSettings(**row["session"])).p50_ms
+            )
     for row in rows:
         row["latency_rounds"] = per_round[row["name"]]
         row["latency_ms"] = statistics.median(per_round[row["name"]])
@@ -173,33 +231,57 @@ def verdict(small: list[dict], large: list[dict], margin: float = 0.5) -> dict:
     at least `margin` points more accurate."""
     best_small = max(small, key=lambda r: r["value"])
     fast = [r for r in large if r["latency_ms"] <= best_small["latency_ms"]]
-    result = {"small": best_small["name"], "small_accuracy": best_small["value"],
-              "latency_ms": best_small["latency_ms"], "large": None, "large_accuracy": None, "large_latency_ms": None, "difference": None, "margin": margin,
-              "outcome": "no artifact fast enough", "target_met": False,
-              "fastest_large": min(large, key=lambda r: r["latency_ms"])["name"] if large else None}
+    result = {
+        "small": best_small["name"],
+        "small_accuracy": best_small["value"],
+        "latency_ms": best_small["latency_ms"],
+        "large": None,
+        "large_accuracy": None,
+        "large_latency_ms": None,
+        "difference": None,
+        "margin": margin,
+        "outcome": "no artifact fast enough",
+        "target_met": False,
+        "fastest_large": min(large, key=lambda r: r["latency_ms"])["name"] if large else None,
+    }
     if not fast:
         return result
     best = max(fast, key=lambda r: r["value"])
     difference = best["value"] - best_small["value"]
-    return {**result, "large": best["name"], "large_accuracy": best["value"], "large_latency_ms": best["latency_ms"],
-            "difference": difference, "outcome": "shown" if difference > 0 else "not shown",
-            "target_met": difference >= margin}
+    return {
+        **result,
+        "large": best["name"],
+        "large_accuracy": best["value"],
+        "large_latency_ms": best["latency_ms"],
+        "difference": difference,
+        "outcome": "shown" if difference > 0 else "not shown",
+        "target_met": difference >= margin,
+    }
 
 
 def sentence(v: dict) -> str:
     if v["outcome"] == "no artifact fast enough":
-        return (f"no large-family artifact is as fast as {v['small']} ({v['latency_ms']:.2f} ms): the claim is not "
-                f"shown at this latency")
-    return (f"at {v['latency_ms']:.2f} ms: {v['small']} {v['small_accuracy']:.2f} vs {v['large']} "
-            f"{v['large_accuracy']:.2f} ({v['difference']:+.2f} points, {v['large_latency_ms']:.2f} ms): claim "
-            f"{v['outcome']}, target (+{v['margin']:g}) {'met' if v['target_met'] else 'missed'}")
+        return (
+            f"no large-family artifact is as fast as {v['small']} ({v['latency_ms']:.2f} ms): the claim is not "
+            f"shown at this latency"
+        )
+    return (
+        f"at {v['latency_ms']:.2f} ms: {v['small']} {v['small_accuracy']:.2f} vs {v['large']} "
+        f"{v['large_accuracy']:.2f} ({v['difference']:+.2f} points, {v['large_latency_ms']:.2f} ms): claim "
+        f"{v['outcome']}, target (+{v['margin']:g}) {'met' if v['target_met'] else 'missed'}"
+    )
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| family | artifact | fp32 dev % | int8 validation % | int8 dev % | latency ms | size MB |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['family']} | {r['name']} | {r['fp32_dev']:.2f} | {r['validation']:.2f} | {r['value']:.2f} | "
-              f"{r['latency_ms']:.2f} | {r['size_mb']:.1f} |" for r in rows]
+    lines = [
+        "| family | artifact | fp32 dev % | int8 validation % | int8 dev % | latency ms | size MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['family']} | {r['name']} | {r['fp32_dev']:.2f} | {r['validation']:.2f} | {r['value']:.2f} | "
+        f"{r['latency_ms']:.2f} | {r['size_mb']:.1f} |"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -212,8 +294,14 @@ def plot(rows: list[dict], v: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for name, color in (("small", "tab:blue"), ("large", "tab:red")):
         mine = [r for r in rows if r["family"] == name]
-        ax.scatter([r["latency_ms"] for r in mine], [r["value"] for r in mine], color=color, edgecolors="black",
-                   label=f"{name} family", zorder=3)
+        ax.scatter(
+            [r["latency_ms"] for r in mine],
+            [r["value"] for r in mine],
+            color=color,
+            edgecolors="black",
+            label=f"{name} family",
+            zorder=3,
+        )
         for r in mine:
             ax.annotate(r["name"], (r["latency_ms"], r["value"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.axvline(v["latency_ms"], color="gray", linestyle="--", linewidth=1, label="small model's int8 latency")
@@ -231,9 +319,14 @@ def report(args: argparse.Namespace) -> dict:
     rows = [row for name in FAMILIES for row in families[name]["artifacts"]]
     time_artifacts(rows, args)
     v = verdict([r for r in rows if r["family"] == "small"], [r for r in rows if r["family"] == "large"])
-    result = {"budget_minutes": args.budget_minutes, "families": families, "artifacts": rows, "verdict": v,
-              "timing": dataclasses.asdict(BenchConfig(batch=1, seq_len=args.seq_len, threads=2, warmup=20,
-                                                       runs=args.runs)) | {"rounds": args.rounds}}
+    result = {
+        "budget_minutes": args.budget_minutes,
+        "families": families,
+        "artifacts": rows,
+        "verdict": v,
+        "timing": dataclasses.asdict(BenchConfig(batch=1, seq_len=args.seq_len, threads=2, warmup=20, runs=args.runs))
+        | {"rounds": args.rounds},
+    }
     (args.out / "proof.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (args.out / "proof.md").write_text(table(rows) + "\n" + sentence(v) + "\n")
     plot(rows, v, args.out / "proof.png")

@@ -212,7 +212,10 @@ def main(wheels: list[str]) -> int:
     from run import machine, write_section
 
     write_section(
-        ROOT / "benchmarks" / "RESULTS.md", "trt-api-check", markdown(results, needed, machine()), "scripts/trt_api_check.sh"
+        ROOT / "benchmarks" / "RESULTS.md",
+        "trt-api-check",
+        markdown(results, needed, machine()),
+        "scripts/trt_api_check.sh",
     )
     return 1 if any(r["missing"] for r in results) else 0
 

@@ -14,20 +14,110 @@ os.environ["COLUMNS"] = "250"  # rich tables: no truncated cells in captured out
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-WORDS = (
-    "the a an and or but not is was are be to of in on at for with from by this that it we you they he she "
-    "good bad great terrible movie film food service phone battery screen price cheap expensive fast slow "
-    "weather rain sun cold warm city train bus ticket late early book read write code test build deploy "
-    "model edge device small large quick brown fox jumps over lazy dog happy sad love hate very really"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "an",
+    "and",
+    "or",
+    "but",
+    "not",
+    "is",
+    "was",
+    "are",
+    "be",
+    "to",
+    "of",
+    "in",
+    "on",
+    "at",
+    "for",
+    "with",
+    "from",
+    "by",
+    "this",
+    "that",
+    "it",
+    "we",
+    "you",
+    "they",
+    "he",
+    "she",
+    "good",
+    "bad",
+    "great",
+    "terrible",
+    "movie",
+    "film",
+    "food",
+    "service",
+    "phone",
+    "battery",
+    "screen",
+    "price",
+    "cheap",
+    "expensive",
+    "fast",
+    "slow",
+    "weather",
+    "rain",
+    "sun",
+    "cold",
+    "warm",
+    "city",
+    "train",
+    "bus",
+    "ticket",
+    "late",
+    "early",
+    "book",
+    "read",
+    "write",
+    "code",
+    "test",
+    "build",
+    "deploy",
+    "model",
+    "edge",
+    "device",
+    "small",
+    "large",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "happy",
+    "sad",
+    "love",
+    "hate",
+    "very",
+    "really",
+]
 ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "modernbert", "deberta-v2")
 SENTENCES = [
-    "the movie was really good", "the food was cold and the service slow", "we love this phone",
-    "the battery is terrible", "a quick brown fox jumps over the lazy dog", "they read a book on the train",
-    "the price is very cheap", "she was happy with the screen", "the bus was late again", "we build and deploy the model",
-    "a small edge device is fast", "he did not like the film", "the weather is warm and sun", "rain on a cold city",
-    "you write code and test it", "this is a great film", "it was a bad movie", "they hate the expensive ticket",
-    "the large model is slow", "we really love the food",
+    "the movie was really good",
+    "the food was cold and the service slow",
+    "we love this phone",
+    "the battery is terrible",
+    "a quick brown fox jumps over the lazy dog",
+    "they read a book on the train",
+    "the price is very cheap",
+    "she was happy with the screen",
+    "the bus was late again",
+    "we build and deploy the model",
+    "a small edge device is fast",
+    "he did not like the film",
+    "the weather is warm and sun",
+    "rain on a cold city",
+    "you write code and test it",
+    "this is a great film",
+    "it was a bad movie",
+    "they hate the expensive ticket",
+    "the large model is slow",
+    "we really love the food",
 ]
 
 
@@ -40,7 +130,9 @@ def _tokenizer(folder: Path, model_type: str):
     from transformers import BertTokenizerFast
 
     letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *(f"##{c}" for c in letters)]))
+    vocab = list(
+        dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *(f"##{c}" for c in letters)])
+    )
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
 
@@ -55,16 +147,26 @@ def _bpe_tokenizer():
     bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=specials, initial_alphabet=alphabet, show_progress=False,
+        vocab_size=300,
+        special_tokens=specials,
+        initial_alphabet=alphabet,
+        show_progress=False,
     )
     bpe.train_from_iterator([*SENTENCES, *WORDS], trainer)
     bpe.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[(t, bpe.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
-        mask_token="[MASK]", model_input_names=["input_ids", "attention_mask"], model_max_length=64,
+        tokenizer_object=bpe,
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+        model_input_names=["input_ids", "attention_mask"],
+        model_max_length=64,
     )
 
 
@@ -81,10 +183,23 @@ def _sentencepiece_tokenizer(folder: Path):
 
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter([*SENTENCES, " ".join(WORDS), *WORDS]), model_writer=model, vocab_size=150,
-        model_type="unigram", pad_id=0, bos_id=1, eos_id=2, unk_id=3,
-        pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]",
-        user_defined_symbols=["[MASK]"], hard_vocab_limit=False, character_coverage=1.0, minloglevel=2, num_threads=1,
+        sentence_iterator=iter([*SENTENCES, " ".join(WORDS), *WORDS]),
+        model_writer=model,
+        vocab_size=150,
+        model_type="unigram",
+        pad_id=0,
+        bos_id=1,
+        eos_id=2,
+        unk_id=3,
+        pad_piece="[PAD]",
+        bos_piece="[CLS]",
+        eos_piece="[SEP]",
+        unk_piece="[UNK]",
+        user_defined_symbols=["[MASK]"],
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        minloglevel=2,
+        num_threads=1,
     )
     (folder / "spm.model").write_bytes(model.getvalue())
     return DebertaV2TokenizerFast(vocab_file=str(folder / "spm.model"), model_max_length=64)
@@ -93,22 +208,37 @@ def _sentencepiece_tokenizer(folder: Path):
 def _config(model_type: str, tokenizer, task: str, num_labels: int, initializer_range: float = 0.02):
     from transformers import AutoConfig
 
-    common = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=num_labels,
-                  initializer_range=initializer_range)
+    common = dict(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=num_labels,
+        initializer_range=initializer_range,
+    )
     if model_type == "distilbert":
         sizes = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=72)
     else:
-        sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=72)
+        sizes = dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=72
+        )
     if model_type == "electra":
         sizes["embedding_size"] = 32
     if model_type == "modernbert":  # layer 0 global attention, layer 1 local (a window shorter than most test texts)
-        special = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in
-                   (("cls", "[CLS]"), ("sep", "[SEP]"), ("bos", "[CLS]"), ("eos", "[SEP]"))}
+        special = {
+            f"{name}_token_id": tokenizer.convert_tokens_to_ids(token)
+            for name, token in (("cls", "[CLS]"), ("sep", "[SEP]"), ("bos", "[CLS]"), ("eos", "[SEP]"))
+        }
         sizes |= dict(global_attn_every_n_layers=2, local_attention=4, **special)
     if model_type == "deberta-v2":  # DeBERTa-v3's settings: shared keys for positions, both position terms, buckets
-        sizes |= dict(relative_attention=True, position_buckets=16, max_relative_positions=-1,
-                      norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
-                      position_biased_input=False, type_vocab_size=0)
+        sizes |= dict(
+            relative_attention=True,
+            position_buckets=16,
+            max_relative_positions=-1,
+            norm_rel_ebd="layer_norm",
+            share_att_key=True,
+            pos_att_type=["p2c", "c2p"],
+            position_biased_input=False,
+            type_vocab_size=0,
+        )
     return AutoConfig.for_model(model_type, **common, **sizes)
 
 
@@ -121,7 +251,11 @@ TASK_CLASSES = {
 
 
 def make_tiny_model(
-    folder: Path, model_type: str = "bert", task: str = "feature-extraction", *, sentence_transformers: bool = True,
+    folder: Path,
+    model_type: str = "bert",
+    task: str = "feature-extraction",
+    *,
+    sentence_transformers: bool = True,
     initializer_range: float = 0.02,
 ) -> Path:
     """A random model folder as save_pretrained writes it, with a WordPiece tokenizer.
@@ -134,21 +268,32 @@ def make_tiny_model(
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(folder, model_type)
     torch.manual_seed(0)
-    config = _config(model_type, tokenizer, task, num_labels=2 if task == "question-answering" else 3,
-                     initializer_range=initializer_range)
+    config = _config(
+        model_type,
+        tokenizer,
+        task,
+        num_labels=2 if task == "question-answering" else 3,
+        initializer_range=initializer_range,
+    )
     model = getattr(transformers, TASK_CLASSES[task]).from_config(config)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     if model_type == "deberta-v2":
         (folder / "tokenizer.json").unlink()  # as on the hub: the fast tokenizer is converted from spm.model on load
     if task == "feature-extraction" and sentence_transformers:
-        (folder / "modules.json").write_text(json.dumps([
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-        ]))
+        (folder / "modules.json").write_text(
+            json.dumps(
+                [
+                    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+                ]
+            )
+        )
         (folder / "1_Pooling").mkdir(exist_ok=True)
-        (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}))
+        (folder / "1_Pooling" / "config.json").write_text(
+            json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+        )
     return folder
 
 
@@ -173,11 +318,13 @@ def data_files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("data")
     (root / "calib.txt").write_text("\n".join(SENTENCES) + "\n")
     with open(root / "pairs.jsonl", "w") as handle:
-        for i, text in enumerate(SENTENCES):
-            handle.write(json.dumps({"text": text, "text_pair": SENTENCES[(i * 7 + 3) % len(SENTENCES)], "score": float(i % 5)}) + "\n")
+        handle.writelines(
+            json.dumps({"text": text, "text_pair": SENTENCES[(i * 7 + 3) % len(SENTENCES)], "score": float(i % 5)})
+            + "\n"
+            for i, text in enumerate(SENTENCES)
+        )
     with open(root / "labels.jsonl", "w") as handle:
-        for i, text in enumerate(SENTENCES):
-            handle.write(json.dumps({"text": text, "label": i % 3}) + "\n")
+        handle.writelines(json.dumps({"text": text, "label": i % 3}) + "\n" for i, text in enumerate(SENTENCES))
     return {"calib": root / "calib.txt", "pairs": root / "pairs.jsonl", "labels": root / "labels.jsonl"}
 
 
@@ -207,16 +354,18 @@ def sts_test(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("sts") / "sts-test.jsonl"
     with open(path, "w") as handle:
-        for e in read_sts_benchmark(source).examples:
-            handle.write(json.dumps({"text": e.text, "text_pair": e.text_pair, "score": e.score}) + "\n")
+        handle.writelines(
+            json.dumps({"text": e.text, "text_pair": e.text_pair, "score": e.score}) + "\n"
+            for e in read_sts_benchmark(source).examples
+        )
     return path
 
 
 @pytest.fixture(scope="session")
 def arm64_runtime() -> Path:
     """The emulated aarch64 runtime's folder (scripts/setup_arm64.sh builds it once); skips where this host cannot."""
-    from edgec.running.emulation import ensure_arm64_runtime
     from edgec.errors import BackendUnavailable
+    from edgec.running.emulation import ensure_arm64_runtime
 
     try:
         return ensure_arm64_runtime()
@@ -242,8 +391,16 @@ def fake_engine(monkeypatch) -> None:
 
     def build_engine(folder, spec):
         (folder / spec["engine"]).write_bytes((folder / spec["onnx"]).read_bytes())
-        return {"tensorrt": "fake", "device": "fake GPU", "seconds": 0.0, "engine_bytes": 1, "timing_cache": spec["timing_cache"]}
+        return {
+            "tensorrt": "fake",
+            "device": "fake GPU",
+            "seconds": 0.0,
+            "engine_bytes": 1,
+            "timing_cache": spec["timing_cache"],
+        }
 
     monkeypatch.setattr(trt_backend, "engine_unavailable_reason", lambda: None)
     monkeypatch.setattr(trt_backend, "build_engine", build_engine)
-    monkeypatch.setattr(tensorrt_engine, "engine_forward", lambda path: ort_forward(ort_session(path, SessionSettings())))
+    monkeypatch.setattr(
+        tensorrt_engine, "engine_forward", lambda path: ort_forward(ort_session(path, SessionSettings()))
+    )

@@ -5,11 +5,11 @@ from typer.testing import CliRunner
 
 import edgec
 from edgec import budget_search as search_module
-from edgec.running.bench import BenchConfig
+from edgec.budget_search import Budgets, search
 from edgec.cli.main import app
 from edgec.errors import ConfigError
 from edgec.recipe import Recipe
-from edgec.budget_search import Budgets, search
+from edgec.running.bench import BenchConfig
 
 
 def test_excess_is_relative_and_only_for_missed_budgets():
@@ -28,7 +28,10 @@ def fake_cells(monkeypatch, tmp_path):
     def measure(model, target, recipe, *, calib, eval, train, out, bench, load):  # noqa: A002
         fraction = recipe.prune.fraction if recipe.prune else 0.0
         speed = {"fp32": 1.0, "fp16": 1.2, "int8-dynamic": 0.7, "int8": 0.5}[recipe.quant.precision]
-        drop, latency = 4 * fraction + (0.3 if recipe.quant.precision.startswith("int8") else 0), 20 * speed * (1 - fraction)
+        drop, latency = (
+            4 * fraction + (0.3 if recipe.quant.precision.startswith("int8") else 0),
+            20 * speed * (1 - fraction),
+        )
         measured.append((fraction, recipe.quant.precision))
         return {"drop": drop, "latency_ms": latency, "size_mb": 10.0, "error": ""}
 
@@ -44,14 +47,26 @@ def fake_cells(monkeypatch, tmp_path):
 def _search(tiny_models, tmp_path, budgets):
     (tmp_path / "d.txt").write_text("a text\nanother text\n")
     data = edgec.read_dataset(tmp_path / "d.txt")
-    return search(tiny_models("bert"), "ort-x86", budgets=budgets, recipe=Recipe(), calib=data, eval=data, out=tmp_path / "o",
-                  bench=BenchConfig(), fractions=(0.0, 0.2, 0.4, 0.6))
+    return search(
+        tiny_models("bert"),
+        "ort-x86",
+        budgets=budgets,
+        recipe=Recipe(),
+        calib=data,
+        eval=data,
+        out=tmp_path / "o",
+        bench=BenchConfig(),
+        fractions=(0.0, 0.2, 0.4, 0.6),
+    )
 
 
 def test_the_fastest_candidate_within_every_budget_is_built(fake_cells, tiny_models, tmp_path):
     final_recipe, chosen, tried = _search(tiny_models, tmp_path, Budgets(max_drop=1.0, max_latency_ms=15.0))
     feasible = [c for c in tried if not c.over]
-    assert chosen.latency_ms == min(c.latency_ms for c in feasible) and (chosen.fraction, chosen.precision) == (0.0, "int8")
+    assert chosen.latency_ms == min(c.latency_ms for c in feasible) and (chosen.fraction, chosen.precision) == (
+        0.0,
+        "int8",
+    )
     assert final_recipe.prune is None and final_recipe.quant.precision == "int8"
     assert final_recipe.parity.max_drop is None, "within budget, the final build keeps the user's own thresholds"
     # A precision's scan stops at its first candidate over the drop budget: more pruning only loses more.
@@ -61,16 +76,32 @@ def test_the_fastest_candidate_within_every_budget_is_built(fake_cells, tiny_mod
 def test_impossible_budgets_save_the_closest_candidate(fake_cells, tiny_models, tmp_path):
     final_recipe, chosen, tried = _search(tiny_models, tmp_path, Budgets(max_drop=1.0, max_latency_ms=1.0))
     assert all(c.over for c in tried) and "max_latency_ms" in chosen.over
-    assert sum(chosen.over.values()) == min(sum(c.over.values()) for c in tried), "the closest: least total relative excess"
+    assert sum(chosen.over.values()) == min(sum(c.over.values()) for c in tried), (
+        "the closest: least total relative excess"
+    )
     assert (tmp_path / "o").is_dir() and final_recipe.parity.max_drop == 1000.0  # saved as measured, not gated
     message = search_module.unmet_message(chosen, tried, tmp_path / "o")
     assert "no candidate met --max-latency-ms" in message and str(tmp_path / "o") in message
 
 
 def test_search_through_the_cli_on_a_tiny_model(tiny_models, data_files, tmp_path):
-    args = ["build", str(tiny_models("bert")), "--precision", "int8", "--search-prune", "0,0.5", "--seq-len", "16",
-            "--calib", str(data_files["pairs"]), "--eval", str(data_files["pairs"])]
-    met = CliRunner().invoke(app, [*args, "--max-latency-ms", "1000", "--max-drop", "100", "--out", str(tmp_path / "a")])
+    args = [
+        "build",
+        str(tiny_models("bert")),
+        "--precision",
+        "int8",
+        "--search-prune",
+        "0,0.5",
+        "--seq-len",
+        "16",
+        "--calib",
+        str(data_files["pairs"]),
+        "--eval",
+        str(data_files["pairs"]),
+    ]
+    met = CliRunner().invoke(
+        app, [*args, "--max-latency-ms", "1000", "--max-drop", "100", "--out", str(tmp_path / "a")]
+    )
     assert met.exit_code == 0, met.output
     assert "budgeted search" in met.stdout and "<-" in met.stdout and (tmp_path / "a" / "edgec.json").exists()
     missed = CliRunner().invoke(app, [*args, "--max-size-mb", "0.000001", "--out", str(tmp_path / "b")])
@@ -82,5 +113,13 @@ def test_search_refuses_targets_it_cannot_time(tiny_models, tmp_path):
     (tmp_path / "d.txt").write_text("a text\n")
     data = edgec.read_dataset(tmp_path / "d.txt")
     with pytest.raises(ConfigError, match="not an ONNX Runtime target"):
-        search(tiny_models("bert"), "trt-fp16", budgets=Budgets(max_latency_ms=1), recipe=Recipe(), calib=data, eval=data,
-               out=tmp_path / "o", bench=BenchConfig())
+        search(
+            tiny_models("bert"),
+            "trt-fp16",
+            budgets=Budgets(max_latency_ms=1),
+            recipe=Recipe(),
+            calib=data,
+            eval=data,
+            out=tmp_path / "o",
+            bench=BenchConfig(),
+        )

@@ -5,24 +5,27 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import ARCHITECTURES, SENTENCES
 from transformers import AutoTokenizer
 
 import edgec
 from edgec.errors import InputError, ParityError
-from edgec.recipe import ParityThresholds, QuantConfig, Recipe
 from edgec.parity import metrics
 from edgec.parity.evalset import reference_outputs
+from edgec.recipe import ParityThresholds, QuantConfig, Recipe
 from edgec.source import load_source
-
-from conftest import ARCHITECTURES, SENTENCES
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 
 
 def _build(model, out, precision, data=None, **recipe):
     return edgec.build(
-        model, "ort-x86", recipe=Recipe(quant=QuantConfig(precision=precision), **recipe),
-        calib=data, eval=data, out=out,
+        model,
+        "ort-x86",
+        recipe=Recipe(quant=QuantConfig(precision=precision), **recipe),
+        calib=data,
+        eval=data,
+        out=out,
     )
 
 
@@ -44,8 +47,16 @@ def test_every_architecture_and_precision_builds_and_passes(tiny_models, data_fi
     assert manifest.parity.passed
     assert [r.stage for r in manifest.parity.ledger][:2] == ["export", "optimize"]
     assert manifest.parity.ledger[-1].stage == "artifact"
-    for name in ("model.onnx", "edgec.json", "report.md", "report.html", "parity.png", "tokenizer.json", "README.md",
-                 "config.json"):
+    for name in (
+        "model.onnx",
+        "edgec.json",
+        "report.md",
+        "report.html",
+        "parity.png",
+        "tokenizer.json",
+        "README.md",
+        "config.json",
+    ):
         assert (tmp_path / "out" / name).is_file(), name
     embeddings, token_states = _plain_ort(tmp_path / "out", SENTENCES[:4])  # sentence_embedding, last_hidden_state
     source = load_source(folder)
@@ -82,20 +93,38 @@ def test_builds_are_byte_reproducible(tiny_models, data_files, tmp_path, precisi
 
 
 def test_default_calibration_corpus_is_used(tiny_models, tmp_path):
-    artifact = edgec.build(tiny_models("bert"), "ort", recipe=Recipe(quant=QuantConfig(precision="int8", calib_samples=32)), out=tmp_path / "o")
+    artifact = edgec.build(
+        tiny_models("bert"),
+        "ort",
+        recipe=Recipe(quant=QuantConfig(precision="int8", calib_samples=32)),
+        out=tmp_path / "o",
+    )
     assert artifact.manifest.parity.eval_data == "calibration sample (no --eval)"
     assert artifact.manifest.parity.eval_examples == 32 and artifact.manifest.parity.selection_examples == 0
 
 
 def test_without_eval_data_the_build_says_what_parity_was_measured_on(tiny_models, data_files, tmp_path, caplog):
-    edgec.build(tiny_models("bert"), "ort", recipe=Recipe(quant=QuantConfig(precision="fp32")),
-                calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "o")
+    edgec.build(
+        tiny_models("bert"),
+        "ort",
+        recipe=Recipe(quant=QuantConfig(precision="fp32")),
+        calib=edgec.read_dataset(data_files["calib"]),
+        out=tmp_path / "o",
+    )
     assert any("no --eval: parity is measured on the 20 calibration texts" in r.getMessage() for r in caplog.records)
 
 
-def test_a_selecting_stage_chooses_on_part_of_the_eval_data_and_the_gate_judges_the_rest(tiny_models, data_files, tmp_path):
-    artifact = edgec.build(tiny_models("bert"), "ort", recipe=Recipe(quant=QuantConfig(precision="int8")),
-                           calib=edgec.read_dataset(data_files["calib"]), eval=edgec.read_dataset(data_files["pairs"]), out=tmp_path / "o")
+def test_a_selecting_stage_chooses_on_part_of_the_eval_data_and_the_gate_judges_the_rest(
+    tiny_models, data_files, tmp_path
+):
+    artifact = edgec.build(
+        tiny_models("bert"),
+        "ort",
+        recipe=Recipe(quant=QuantConfig(precision="int8")),
+        calib=edgec.read_dataset(data_files["calib"]),
+        eval=edgec.read_dataset(data_files["pairs"]),
+        out=tmp_path / "o",
+    )
     parity = artifact.manifest.parity
     assert (parity.selection_examples, parity.eval_examples) == (6, 14)  # 30% and 70% of 20 pairs
     assert "gate judged 14 examples; 6 more chosen on" in (artifact.path / "report.md").read_text()
@@ -177,7 +206,13 @@ def test_existing_output_needs_force(tiny_models, data_files, tmp_path):
     with pytest.raises(InputError, match="--force"):
         edgec.build(tiny_models("bert"), out=tmp_path / "out")
     data = edgec.read_dataset(data_files["calib"])
-    artifact = edgec.build(tiny_models("bert"), recipe=Recipe(quant=QuantConfig(precision="fp32")), calib=data, out=tmp_path / "out", force=True)
+    artifact = edgec.build(
+        tiny_models("bert"),
+        recipe=Recipe(quant=QuantConfig(precision="fp32")),
+        calib=data,
+        out=tmp_path / "out",
+        force=True,
+    )
     assert artifact.manifest.precision == "fp32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -186,10 +221,17 @@ def test_arm64_profile_builds_signed_int8(tiny_models, data_files, tmp_path):
     """The ARM profile's s8 x s8 layout builds and passes parity (run here on x86 ONNX Runtime)."""
     import onnx
 
-    artifact = edgec.build(tiny_models("bert"), "ort-arm64", recipe=Recipe(quant=QuantConfig(precision="int8")),
-                           calib=edgec.read_dataset(data_files["calib"]), out=tmp_path / "arm")
+    artifact = edgec.build(
+        tiny_models("bert"),
+        "ort-arm64",
+        recipe=Recipe(quant=QuantConfig(precision="int8")),
+        calib=edgec.read_dataset(data_files["calib"]),
+        out=tmp_path / "arm",
+    )
     assert artifact.manifest.parity.passed and artifact.manifest.target.name == "ort-arm64"
     graph = onnx.load(str(tmp_path / "arm" / "model.onnx")).graph
     constants = {i.name: i for i in graph.initializer}
-    zero_points = [constants[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in constants]
+    zero_points = [
+        constants[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in constants
+    ]
     assert zero_points and all(z.data_type == onnx.TensorProto.INT8 for z in zero_points)

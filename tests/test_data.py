@@ -14,7 +14,12 @@ def test_txt_skips_blank_lines(tmp_path):
 
 def test_jsonl_fields(tmp_path):
     path = tmp_path / "a.jsonl"
-    path.write_text(json.dumps({"text": "a", "text_pair": "b", "score": 3}) + "\n" + json.dumps({"text": "c", "text_pair": "d", "score": "1.5"}) + "\n")
+    path.write_text(
+        json.dumps({"text": "a", "text_pair": "b", "score": 3})
+        + "\n"
+        + json.dumps({"text": "c", "text_pair": "d", "score": "1.5"})
+        + "\n"
+    )
     data = read_dataset(path)
     assert data.has_pairs and data.has_scores and not data.has_labels
     assert [e.score for e in data.examples] == [3.0, 1.5]
@@ -71,7 +76,9 @@ def test_sampling_is_deterministic_and_ordered(tmp_path):
 
 def test_single_texts_interleaves_pairs(tmp_path):
     path = tmp_path / "a.jsonl"
-    path.write_text(json.dumps({"text": "a", "text_pair": "b"}) + "\n" + json.dumps({"text": "c", "text_pair": "d"}) + "\n")
+    path.write_text(
+        json.dumps({"text": "a", "text_pair": "b"}) + "\n" + json.dumps({"text": "c", "text_pair": "d"}) + "\n"
+    )
     assert read_dataset(path).single_texts().texts == ["a", "b", "c", "d"]
 
 
@@ -106,7 +113,9 @@ def test_bad_values_name_the_file_and_line(tmp_path, rows, message):
 
 def test_labels_are_class_ids_or_names(tmp_path):
     path = tmp_path / "a.jsonl"
-    path.write_text("".join(json.dumps({"text": t, "label": v}) + "\n" for t, v in [("a", 1.0), ("b", "2"), ("c", "positive")]))
+    path.write_text(
+        "".join(json.dumps({"text": t, "label": v}) + "\n" for t, v in [("a", 1.0), ("b", "2"), ("c", "positive")])
+    )
     assert [e.label for e in read_dataset(path).examples] == [1, 2, "positive"]
     table = tmp_path / "a.csv"
     table.write_text("text,label\na,1\nb,\n")
@@ -128,8 +137,10 @@ def test_sampling_a_large_file_keeps_only_the_sample_in_memory(tmp_path):
 
     path = tmp_path / "big.jsonl"
     with open(path, "w") as handle:
-        for i in range(60_000):
-            handle.write(json.dumps({"text": f"sentence number {i} with a few more words in it", "score": i % 5}) + "\n")
+        handle.writelines(
+            json.dumps({"text": f"sentence number {i} with a few more words in it", "score": i % 5}) + "\n"
+            for i in range(60_000)
+        )
     peaks = []
     for sample in (None, 64):
         tracemalloc.start()

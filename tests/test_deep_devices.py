@@ -7,15 +7,18 @@ import json
 
 import numpy as np
 import pytest
+from conftest import invoke
 
 import edgec
 from edgec.running.device_check import check_runner_emulated
 
-from conftest import invoke
-
 pytestmark = [pytest.mark.deep, pytest.mark.real_model]
-TEXTS = ["A man is playing a guitar.", "A woman is slicing an onion.", "Two dogs run across the snowy field.",
-         "The stock market fell sharply today."]
+TEXTS = [
+    "A man is playing a guitar.",
+    "A woman is slicing an onion.",
+    "Two dogs run across the snowy field.",
+    "The stock market fell sharply today.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +26,17 @@ def sts_pairs(sts_test) -> edgec.Dataset:
     return edgec.read_dataset(sts_test)
 
 
-def test_arm64_minilm_int8_predict_py_on_emulated_aarch64_agrees_with_edgec_run(arm64_runtime, minilm, sts_pairs, tmp_path):
+def test_arm64_minilm_int8_predict_py_on_emulated_aarch64_agrees_with_edgec_run(
+    arm64_runtime, minilm, sts_pairs, tmp_path
+):
     """check_runner_emulated compares predict.py under qemu with edgec run's own code (device_predict.Predictor) here."""
     assert "torch" not in (arm64_runtime / "versions.txt").read_text()
-    artifact = edgec.build(minilm, "ort-arm64", eval=edgec.Dataset(sts_pairs.examples[:100], "sts-test (first 100)"), out=tmp_path / "arm64")
+    artifact = edgec.build(
+        minilm,
+        "ort-arm64",
+        eval=edgec.Dataset(sts_pairs.examples[:100], "sts-test (first 100)"),
+        out=tmp_path / "arm64",
+    )
     assert artifact.manifest.precision == "int8" and artifact.manifest.parity.passed
     row = check_runner_emulated(artifact, sts_pairs, samples=64)  # 128 sentences through predict.py under qemu
     assert row.passed and row.metrics["cosine_min"] > 0.999, row.metrics
@@ -37,8 +47,13 @@ def test_arm64_minilm_int8_predict_py_on_emulated_aarch64_agrees_with_edgec_run(
 
 
 def test_minilm_coreml_graph_is_one_partition(minilm, sts_pairs, tmp_path):
-    artifact = edgec.build(minilm, "mobile", eval=edgec.Dataset(sts_pairs.examples[:100], "sts-test (first 100)"), out=tmp_path / "c.zip",
-                           mobile={"accelerator": "coreml", "fixed_batch": 1, "fixed_seq": 128})
+    artifact = edgec.build(
+        minilm,
+        "mobile",
+        eval=edgec.Dataset(sts_pairs.examples[:100], "sts-test (first 100)"),
+        out=tmp_path / "c.zip",
+        mobile={"accelerator": "coreml", "fixed_batch": 1, "fixed_seq": 128},
+    )
     report = json.loads((artifact.path / "mobile_usability.json").read_text())["accelerator"]
     assert report["partitions"] == 1 and report["suitability"] == "YES" and artifact.manifest.parity.passed
     assert [n["op"] for n in report["remaining_nodes"]] == ["Gather"]

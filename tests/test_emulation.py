@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgec.errors import BackendUnavailable, EdgecError, InputError
 from edgec.running import emulation
 from edgec.running.emulation import ensure_arm64_runtime, run_emulated
-from edgec.errors import BackendUnavailable, EdgecError, InputError
 
 FEATURES, UNITS = 16, 8
 BATCH_SIZES = (3, 5, 1)

@@ -12,8 +12,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quickstart_runs(tiny_models, tmp_path):
-    command = [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--out", str(tmp_path / "demo"),
-               "--eval-pairs", "300", "--runs", "10", "--summary", str(tmp_path / "summary.json")]
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "quickstart.py"),
+        "--out",
+        str(tmp_path / "demo"),
+        "--eval-pairs",
+        "300",
+        "--runs",
+        "10",
+        "--summary",
+        str(tmp_path / "summary.json"),
+    ]
     if minilm_path() is None:
         command += ["--model", str(tiny_models("bert"))]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -29,9 +39,22 @@ def test_clinc150_classifier_runs(minilm, tmp_path):
     if not data.exists():
         pytest.skip(f"CLINC150 not found at {data}")
     out, data_out = tmp_path / "clinc150", tmp_path / "clinc150-data"
-    command = [sys.executable, str(ROOT / "examples" / "clinc150_classifier.py"), "--model", str(minilm),
-               "--out", str(out), "--max-train", "4", "--max-test", "150", "--steps", "50",
-               "--summary", str(tmp_path / "summary.json")]
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "clinc150_classifier.py"),
+        "--model",
+        str(minilm),
+        "--out",
+        str(out),
+        "--max-train",
+        "4",
+        "--max-test",
+        "150",
+        "--steps",
+        "50",
+        "--summary",
+        str(tmp_path / "summary.json"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -56,18 +79,49 @@ def test_clinc150_classifier_rejects_bad_data(tmp_path):
     bad.write_text(json.dumps({"train": [["only a text"]], "test": []}))
     script = str(ROOT / "examples" / "clinc150_classifier.py")
     for data in (tmp_path / "missing.json", bad):
-        result = subprocess.run([sys.executable, script, "--out", str(tmp_path / "m"), "--data", str(data)],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, script, "--out", str(tmp_path / "m"), "--data", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_train_large_then_compress_runs(tiny_models, data_files, tmp_path):
     """The proof's whole path on two tiny models: both families under one budget, both int8, timed, a verdict."""
-    command = [sys.executable, str(ROOT / "examples" / "train_large_then_compress.py"), "--small", str(tiny_models("bert")),
-               "--large", str(tiny_models("mpnet")), "--train", str(data_files["labels"]),
-               "--validation", str(data_files["labels"]), "--dev", str(data_files["labels"]), "--budget-minutes", "0.3",
-               "--steps", "6", "--eval-every", "3", "--prune", "0.5", "--hidden-size", "16", "--runs", "3",
-               "--rounds", "2", "--seq-len", "8", "--out", str(tmp_path / "proof")]
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "train_large_then_compress.py"),
+        "--small",
+        str(tiny_models("bert")),
+        "--large",
+        str(tiny_models("mpnet")),
+        "--train",
+        str(data_files["labels"]),
+        "--validation",
+        str(data_files["labels"]),
+        "--dev",
+        str(data_files["labels"]),
+        "--budget-minutes",
+        "0.3",
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--prune",
+        "0.5",
+        "--hidden-size",
+        "16",
+        "--runs",
+        "3",
+        "--rounds",
+        "2",
+        "--seq-len",
+        "8",
+        "--out",
+        str(tmp_path / "proof"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     proof = json.loads((tmp_path / "proof" / "proof.json").read_text())
@@ -100,8 +154,11 @@ SMALL = [_row("small", "small int8", 88.0, 4.0), _row("small", "small pruned int
 
 def test_proof_verdict_claim_shown():
     """The small family's most accurate artifact sets the latency; the best large artifact at least as fast wins."""
-    large = [_row("large", "large int8", 92.0, 20.0), _row("large", "large 0.88", 89.0, 3.9),
-             _row("large", "large 0.92", 88.2, 2.5)]
+    large = [
+        _row("large", "large int8", 92.0, 20.0),
+        _row("large", "large 0.88", 89.0, 3.9),
+        _row("large", "large 0.92", 88.2, 2.5),
+    ]
     v = _proof_module().verdict(SMALL, large)
     assert (v["small"], v["latency_ms"], v["large"], v["outcome"]) == ("small int8", 4.0, "large 0.88", "shown")
     assert v["difference"] == pytest.approx(1.0) and v["target_met"]
@@ -120,4 +177,8 @@ def test_proof_verdict_no_artifact_fast_enough():
     large = [_row("large", "large int8", 92.0, 20.0), _row("large", "large 0.88", 95.0, 4.01)]
     v = _proof_module().verdict(SMALL, large)
     assert (v["outcome"], v["large"], v["target_met"], v["fastest_large"]) == (
-        "no artifact fast enough", None, False, "large 0.88")
+        "no artifact fast enough",
+        None,
+        False,
+        "large 0.88",
+    )

@@ -41,4 +41,12 @@ def test_native_bf16_needs_a_bf16_extension():
 def test_this_host_is_described_in_full():
     described = hardware.host().to_dict()
     assert described["cores"] >= 1 and described["machine"]
-    assert described["instruction_set"] in ("amx", "avx512-vnni", "avx-vnni", "avx2", "arm-i8mm", "arm-dotprod", "baseline")
+    assert described["instruction_set"] in (
+        "amx",
+        "avx512-vnni",
+        "avx-vnni",
+        "avx2",
+        "arm-i8mm",
+        "arm-dotprod",
+        "baseline",
+    )

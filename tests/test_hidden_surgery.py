@@ -12,8 +12,8 @@ import torch
 from conftest import ARCHITECTURES, SENTENCES, make_tiny_model
 
 import edgec
-from edgec.compression import hidden_surgery, surgery
 from edgec.artifacts.artifact_ops import predict
+from edgec.compression import hidden_surgery, surgery
 from edgec.source import load_source, save_model, task_outputs
 
 KEEP = [0, 2, 3, 5, 8, 9, 13, 14, 17, 20, 21, 22, 26, 27, 29, 31]  # 16 of 32 channels: room for 2 heads of 8
@@ -162,7 +162,9 @@ def test_hidden_pruned_model_exports_quantizes_and_runs_in_onnx_runtime(tiny_mod
     data = edgec.read_dataset(data_files["pairs"])
     for precision in ("fp32", "int8"):
         recipe = edgec.Recipe(quant=edgec.QuantConfig(precision=precision))
-        artifact = edgec.build(tmp_path / "model", "ort", recipe=recipe, calib=data, eval=data, out=tmp_path / precision)
+        artifact = edgec.build(
+            tmp_path / "model", "ort", recipe=recipe, calib=data, eval=data, out=tmp_path / precision
+        )
         assert artifact.manifest.parity.passed
         (embedding,) = predict(artifact, SENTENCES[:3]).values()
         assert embedding.shape == (3, 16)

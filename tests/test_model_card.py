@@ -43,7 +43,7 @@ def test_metadata_reads_as_a_model_card(built):
 def test_the_cards_code_runs_on_the_artifact(built):
     """Every Python block of the card, pointed at the folder, runs: onnxruntime, sentence-transformers or the
     Optimum model with a transformers pipeline."""
-    blocks = re.findall(r"```python\n(.*?)```", (built.path / "README.md").read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (built.path / "README.md").read_text(), flags=re.DOTALL)
     assert len(blocks) == 3
     namespace = {}  # one session, block after block, as a reader would run them
     for block in blocks:

@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SENTENCES, make_tiny_model
 from safetensors.torch import load_file
 
 import edgec
 from edgec.compression.finetune import finetune
 from edgec.recipe import TrainConfig
-
-from conftest import SENTENCES, make_tiny_model
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
@@ -44,15 +43,37 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("multiprocess")
     model = make_tiny_model(root / "model", "bert", "sequence-classification")
     config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    (model / "config.json").write_text(
+        json.dumps({**config, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    )
     data = root / "labels.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": i % 3}) + "\n" for i, t in enumerate(SENTENCES[:EXAMPLES])))
     return {"root": root, "model": model, "data": data}
 
 
 def _finetune_args(setup: dict[str, Path], out: Path) -> list:
-    return ["finetune", setup["model"], "--data", setup["data"], "--eval", setup["data"], "--steps", STEPS, "--eval-every", 1,
-            "--batch-size", BATCH, "--lr", "1e-3", "--warmup", "0", "--precision", "fp32", "--out", out]
+    return [
+        "finetune",
+        setup["model"],
+        "--data",
+        setup["data"],
+        "--eval",
+        setup["data"],
+        "--steps",
+        STEPS,
+        "--eval-every",
+        1,
+        "--batch-size",
+        BATCH,
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "0",
+        "--precision",
+        "fp32",
+        "--out",
+        out,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +95,18 @@ def test_two_processes_each_train_and_rank_0_alone_writes(two_processes):
 def test_two_processes_score_as_one_process_with_accumulation(setup, two_processes, tmp_path):
     done, two = two_processes
     assert done.returncode == 0, done.stderr[-3000:]
-    config = TrainConfig(steps=STEPS, batch_size=BATCH, accumulation=2, learning_rate=1e-3, warmup=0.0, eval_every=1, precision="fp32")
+    config = TrainConfig(
+        steps=STEPS, batch_size=BATCH, accumulation=2, learning_rate=1e-3, warmup=0.0, eval_every=1, precision="fp32"
+    )
     data = edgec.read_dataset(setup["data"])
-    one = finetune(setup["model"], task="sequence-classification", train_data=data, eval_data=data, config=config, out=tmp_path / "one")
+    one = finetune(
+        setup["model"],
+        task="sequence-classification",
+        train_data=data,
+        eval_data=data,
+        config=config,
+        out=tmp_path / "one",
+    )
     record = json.loads((two / "edgec_finetune.json").read_text())
     assert one["processes"] == 1 and one["ranks"][0]["micro_batches"] == 2 * STEPS
     assert [h[0] for h in one["history"]] == [h[0] for h in record["history"]] == [0, 1, 2]
@@ -86,26 +116,49 @@ def test_two_processes_score_as_one_process_with_accumulation(setup, two_process
 
 def test_two_processes_train_the_same_weights_as_one_process_with_accumulation(setup, tmp_path, monkeypatch):
     """The weights after the last step (tests/helpers/keep_last_weights.py keeps them, not the best checkpoint)."""
-    done = torchrun(*_finetune_args(setup, tmp_path / "two"), cwd=tmp_path, extra=[str(HERE / "helpers" / "keep_last_weights.py")])
+    done = torchrun(
+        *_finetune_args(setup, tmp_path / "two"), cwd=tmp_path, extra=[str(HERE / "helpers" / "keep_last_weights.py")]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     monkeypatch.syspath_prepend(str(HERE / "helpers"))
     from keep_last_weights import rising_evaluator
 
     monkeypatch.setattr("edgec.compression.finetune._evaluator", rising_evaluator)
-    config = TrainConfig(steps=STEPS, batch_size=BATCH, accumulation=2, learning_rate=1e-3, warmup=0.0, eval_every=1, precision="fp32")
+    config = TrainConfig(
+        steps=STEPS, batch_size=BATCH, accumulation=2, learning_rate=1e-3, warmup=0.0, eval_every=1, precision="fp32"
+    )
     data = edgec.read_dataset(setup["data"])
-    one = finetune(setup["model"], task="sequence-classification", train_data=data, eval_data=data, config=config, out=tmp_path / "one")
+    one = finetune(
+        setup["model"],
+        task="sequence-classification",
+        train_data=data,
+        eval_data=data,
+        config=config,
+        out=tmp_path / "one",
+    )
     assert one["best_step"] == json.loads((tmp_path / "two" / "edgec_finetune.json").read_text())["best_step"] == STEPS
-    weights_one, weights_two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    weights_one, weights_two = (
+        load_file(tmp_path / "one" / "model.safetensors"),
+        load_file(tmp_path / "two" / "model.safetensors"),
+    )
     start = load_file(setup["model"] / "model.safetensors")
     moved = max((weights_two[k] - start[k]).abs().max().item() for k in start if k in weights_two)
     assert moved > 1e-3, f"training moved the weights by only {moved:.2e}"
     difference = _relative_difference(weights_one, weights_two, start)
     assert difference <= UPDATE_TOLERANCE, f"the two runs' weight updates differ by {difference:.2e} of their size"
     # The check can tell: one process without accumulation (half the examples per step) is far outside the bound.
-    finetune(setup["model"], task="sequence-classification", train_data=data, eval_data=data,
-             config=dataclasses.replace(config, accumulation=1), out=tmp_path / "half")
-    assert _relative_difference(load_file(tmp_path / "half" / "model.safetensors"), weights_two, start) > 100 * UPDATE_TOLERANCE
+    finetune(
+        setup["model"],
+        task="sequence-classification",
+        train_data=data,
+        eval_data=data,
+        config=dataclasses.replace(config, accumulation=1),
+        out=tmp_path / "half",
+    )
+    assert (
+        _relative_difference(load_file(tmp_path / "half" / "model.safetensors"), weights_two, start)
+        > 100 * UPDATE_TOLERANCE
+    )
 
 
 def _relative_difference(a: dict, b: dict, start: dict) -> float:
@@ -119,8 +172,21 @@ def _relative_difference(a: dict, b: dict, start: dict) -> float:
 
 def test_two_process_distillation_runs_on_both_ranks(tiny_models, data_files, tmp_path):
     out = tmp_path / "pruned"
-    done = torchrun("prune", tiny_models("bert"), "--prune", "0.5", "--distill", data_files["calib"], "--distill-steps", 2,
-                    "--distill-batch-size", 4, "--out", out, cwd=tmp_path)
+    done = torchrun(
+        "prune",
+        tiny_models("bert"),
+        "--prune",
+        "0.5",
+        "--distill",
+        data_files["calib"],
+        "--distill-steps",
+        2,
+        "--distill-batch-size",
+        4,
+        "--out",
+        out,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on 2 processes (rank 0: 2 micro-batches, rank 1: 2 micro-batches)" in done.stdout
     assert done.stdout.count("edgec prune:") == 1
@@ -132,8 +198,12 @@ def test_a_failing_rank_fails_the_run_with_one_line(setup, tmp_path):
     done = torchrun(*_finetune_args(setup, out), cwd=tmp_path, extra=[str(HERE / "helpers" / "fail_on_rank_1.py")])
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if "edgec: error:" in line]
-    assert errors == ["edgec: error: rank 1 of 2: rank 1 failed on purpose (tests/helpers/fail_on_rank_1.py)"], done.stderr[-3000:]
-    assert "Traceback" not in "\n".join(line for line in done.stderr.splitlines() if line.startswith("[rank")), done.stderr[-3000:]
+    assert errors == ["edgec: error: rank 1 of 2: rank 1 failed on purpose (tests/helpers/fail_on_rank_1.py)"], (
+        done.stderr[-3000:]
+    )
+    assert "Traceback" not in "\n".join(line for line in done.stderr.splitlines() if line.startswith("[rank")), (
+        done.stderr[-3000:]
+    )
     assert not out.exists() and not list(tmp_path.glob(".crashed.*"))
 
 
@@ -143,4 +213,3 @@ def test_edgec_build_refuses_to_run_under_torchrun(tiny_models, tmp_path, monkey
     with pytest.raises(edgec.ConfigError, match="edgec prune --distill"):
         edgec.build(tiny_models("bert"), "ort-x86", out=tmp_path / "a")
     assert not (tmp_path / "a").exists()
-

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edgec.artifacts import artifact
-
 from edgec import interrupts
+from edgec.artifacts import artifact
 from edgec.artifacts.artifact import load_artifact, staged_output
 from edgec.errors import InputError, Interrupted
 
@@ -69,8 +68,23 @@ def test_zip_bombs_and_archives_with_too_many_files_are_refused(tmp_path, monkey
 
 
 def _build_command(model: Path, data_files: dict, out: Path) -> list[str]:
-    return [sys.executable, "-m", "edgec", "build", str(model), "--target", "ort-x86", "--precision", "int8",
-            "--calib", str(data_files["calib"]), "--eval", str(data_files["pairs"]), "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "edgec",
+        "build",
+        str(model),
+        "--target",
+        "ort-x86",
+        "--precision",
+        "int8",
+        "--calib",
+        str(data_files["calib"]),
+        "--eval",
+        str(data_files["pairs"]),
+        "--out",
+        str(out),
+    ]
 
 
 def _wait_for(path: Path, content: str = "", timeout: float = 120) -> None:
@@ -121,8 +135,12 @@ def _interrupt(build: subprocess.Popen, signum: int) -> None:
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_build_leaves_nothing(tiny_models, data_files, tmp_path, signum, code):
     out = tmp_path / "m"
-    build = subprocess.Popen(_build_command(tiny_models("bert"), data_files, out), stderr=subprocess.PIPE, text=True,
-                             preexec_fn=_ctrl_c_enabled)
+    build = subprocess.Popen(
+        _build_command(tiny_models("bert"), data_files, out),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_enabled,
+    )
     _stop_mid_build(build, tmp_path)
     _interrupt(build, signum)
     _, stderr = build.communicate(timeout=120)
@@ -143,5 +161,7 @@ def test_after_a_killed_build_the_next_one_succeeds_and_two_at_once_do_not_colli
     second = subprocess.run(command, capture_output=True, text=True, timeout=120)
     _, first_stderr = first.communicate(timeout=300)
     assert first.returncode == 0, first_stderr
-    assert second.returncode == 2 and "another edgec run" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    assert (
+        second.returncode == 2 and "another edgec run" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    )
     assert load_artifact(out).manifest.parity.passed and _siblings(out) == ["m"]

@@ -10,4 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_subpackage_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "edgec").rglob("__init__.py")}
-    assert found - listed == set(), f"subpackages missing from pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+    assert found - listed == set(), (
+        f"subpackages missing from pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+    )

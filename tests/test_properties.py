@@ -56,28 +56,39 @@ def test_arbitrary_bytes_give_rows_or_one_input_error(tmp_path, content, suffix)
 
 
 @READERS
-@given(rows=st.lists(st.dictionaries(st.sampled_from(["text", "text_pair", "label", "score", "other"]), JSON_VALUES, max_size=5),
-                     min_size=1, max_size=6))
+@given(
+    rows=st.lists(
+        st.dictionaries(st.sampled_from(["text", "text_pair", "label", "score", "other"]), JSON_VALUES, max_size=5),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_arbitrary_jsonl_values_give_rows_or_one_input_error(tmp_path, rows):
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     data = _read_or_input_error(path)
     if data is not None:
         for example in data.examples:
-            assert example.label is None or isinstance(example.label, (int, str)) and not isinstance(example.label, bool)
+            assert (
+                example.label is None or isinstance(example.label, (int, str)) and not isinstance(example.label, bool)
+            )
             assert example.score is None or np.isfinite(example.score)
 
 
-CELLS = st.text(alphabet=string.ascii_letters + string.digits + " ,.\"-\t", max_size=6)
+CELLS = st.text(alphabet=string.ascii_letters + string.digits + ' ,."-\t', max_size=6)
 
 
 @READERS
-@given(header=st.lists(st.sampled_from(["text", "label", "score", "pair", "x"]), min_size=1, max_size=4, unique=True),
-       body=st.lists(st.lists(CELLS, max_size=5), max_size=5))
+@given(
+    header=st.lists(st.sampled_from(["text", "label", "score", "pair", "x"]), min_size=1, max_size=4, unique=True),
+    body=st.lists(st.lists(CELLS, max_size=5), max_size=5),
+)
 def test_arbitrary_csv_values_give_rows_or_one_input_error(tmp_path, header, body):
     path = tmp_path / "data.csv"
     path.write_text("\n".join([",".join(header), *(",".join(row) for row in body)]) + "\n")
-    _read_or_input_error(path, Columns(label="label" if "label" in header else None, score="score" if "score" in header else None))
+    _read_or_input_error(
+        path, Columns(label="label" if "label" in header else None, score="score" if "score" in header else None)
+    )
 
 
 FINITE = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=32)
@@ -123,8 +134,10 @@ def test_spearman_is_within_bounds_or_nan(values, scores):
 
 
 @MATH
-@given(values=hnp.arrays(np.float32, st.integers(1, 400), elements=FINITE),
-       method=st.sampled_from(["minmax", "percentile", "entropy"]))
+@given(
+    values=hnp.arrays(np.float32, st.integers(1, 400), elements=FINITE),
+    method=st.sampled_from(["minmax", "percentile", "entropy"]),
+)
 def test_calibration_ranges_contain_zero_and_stay_within_the_data(values, method):
     low, high = calibration.activation_range(values, method, 99.9)
     assert low <= 0.0 <= high
@@ -153,21 +166,32 @@ def _layer(hidden: int, layers: int, rng: np.random.Generator) -> onnx.ModelProt
     nodes, initializers, current = [], [], "x"
     for i in range(layers):
         w, b, gamma, beta = (f"w{i}", f"b{i}", f"g{i}", f"beta{i}")
-        initializers += [numpy_helper.from_array(rng.normal(size=(hidden, hidden)).astype(np.float32), w),
-                         numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), b),
-                         numpy_helper.from_array(rng.uniform(0.5, 1.5, hidden).astype(np.float32), gamma),
-                         numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), beta)]
-        nodes += [helper.make_node("MatMul", [current, w], [f"mm{i}"], name=f"mm{i}"),
-                  helper.make_node("Add", [b, f"mm{i}"], [f"biased{i}"], name=f"bias{i}"),
-                  helper.make_node("Add", [f"biased{i}", current], [f"joined{i}"], name=f"join{i}"),
-                  helper.make_node("LayerNormalization", [f"joined{i}", gamma, beta], [f"ln{i}"], name=f"ln{i}", axis=-1)]
+        initializers += [
+            numpy_helper.from_array(rng.normal(size=(hidden, hidden)).astype(np.float32), w),
+            numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), b),
+            numpy_helper.from_array(rng.uniform(0.5, 1.5, hidden).astype(np.float32), gamma),
+            numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), beta),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [current, w], [f"mm{i}"], name=f"mm{i}"),
+            helper.make_node("Add", [b, f"mm{i}"], [f"biased{i}"], name=f"bias{i}"),
+            helper.make_node("Add", [f"biased{i}", current], [f"joined{i}"], name=f"join{i}"),
+            helper.make_node("LayerNormalization", [f"joined{i}", gamma, beta], [f"ln{i}"], name=f"ln{i}", axis=-1),
+        ]
         current = f"ln{i}"
-    graph = helper.make_graph(nodes, "blocks", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", hidden])],
-                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, None)], initializers)
+    graph = helper.make_graph(
+        nodes,
+        "blocks",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", hidden])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, None)],
+        initializers,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-SHAPES = st.tuples(st.integers(1, 3), st.integers(1, 6), st.sampled_from([4, 8, 12]), st.integers(1, 3), st.integers(0, 2**31 - 1))
+SHAPES = st.tuples(
+    st.integers(1, 3), st.integers(1, 6), st.sampled_from([4, 8, 12]), st.integers(1, 3), st.integers(0, 2**31 - 1)
+)
 
 
 @GRAPHS
@@ -198,23 +222,37 @@ def test_smoothing_scales_preserve_the_outputs(shape):
 
 
 @GRAPHS
-@given(batch=st.integers(1, 3), seq=st.integers(1, 6), hidden=st.integers(2, 8), mode=st.sampled_from(["mean", "cls", "max"]),
-       normalize=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@given(
+    batch=st.integers(1, 3),
+    seq=st.integers(1, 6),
+    hidden=st.integers(2, 8),
+    mode=st.sampled_from(["mean", "cls", "max"]),
+    normalize=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_pooling_nodes_match_numpy_over_any_padding(batch, seq, hidden, mode, normalize, seed):
     rng = np.random.default_rng(seed)
-    graph = helper.make_graph([helper.make_node("Identity", ["h"], ["last_hidden_state"])], "enc",
-                              [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["b", "s", hidden]),
-                               helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"])],
-                              [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["b", "s", hidden])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["h"], ["last_hidden_state"])],
+        "enc",
+        [
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["b", "s", hidden]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"]),
+        ],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["b", "s", hidden])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    append_pooling(model, hidden="last_hidden_state", mask="attention_mask", mode=mode, normalize=normalize, output="pooled")
+    append_pooling(
+        model, hidden="last_hidden_state", mask="attention_mask", mode=mode, normalize=normalize, output="pooled"
+    )
     h = rng.normal(size=(batch, seq, hidden)).astype(np.float32)
     lengths = rng.integers(1, seq + 1, size=batch)
     mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
-    got = dict(zip([o.name for o in model.graph.output], _session(model).run(None, {"h": h, "attention_mask": mask})))["pooled"]
+    got = dict(zip([o.name for o in model.graph.output], _session(model).run(None, {"h": h, "attention_mask": mask})))[
+        "pooled"
+    ]
     real = mask[..., None].astype(bool)
     expected = {"mean": (h * real).sum(1) / real.sum(1), "cls": h[:, 0], "max": np.where(real, h, -np.inf).max(1)}[mode]
     if normalize:
         expected = expected / np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-

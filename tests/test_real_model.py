@@ -6,8 +6,8 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from edgec.cli.main import app
 from edgec.artifacts.manifest import Manifest
+from edgec.cli.main import app
 
 pytestmark = pytest.mark.real_model
 
@@ -24,8 +24,10 @@ def sts_sample(sts_test, tmp_path_factory):
 @pytest.fixture(scope="module")
 def minilm_int8(minilm, sts_sample, tmp_path_factory):
     out = tmp_path_factory.mktemp("minilm") / "minilm-int8"
-    result = CliRunner().invoke(app, ["build", str(minilm), "--target", "ort", "--precision", "int8",
-                                      "--eval", str(sts_sample), "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        ["build", str(minilm), "--target", "ort", "--precision", "int8", "--eval", str(sts_sample), "--out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -62,7 +64,9 @@ def check_alone_without_the_source_model(out, data, tmp_path):
     intact = CliRunner().invoke(app, ["parity", str(alone), "--json"])
     assert intact.exit_code == 0, intact.output
     against_source = CliRunner().invoke(app, ["parity", str(alone), "--data", str(data)])
-    assert against_source.exit_code == 2 and "is not on this machine" in against_source.output  # --data needs the source
+    assert (
+        against_source.exit_code == 2 and "is not on this machine" in against_source.output
+    )  # --data needs the source
     model = onnx.load(str(alone / "model.onnx"))
     weight = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2)
     values = numpy_helper.to_array(weight)
@@ -94,8 +98,21 @@ def test_minilm_artifact_in_sentence_transformers_equals_edgec_run(minilm_int8, 
 def test_minilm_tensorrt_int8_simulated_parity(minilm, sts_sample, tmp_path):
     """The Q/DQ ONNX TensorRT would build from keeps STS-B within the trt-int8 target (drop <= 0.5) on ORT CPU."""
     out = tmp_path / "minilm-trt"
-    result = CliRunner().invoke(app, ["build", str(minilm), "--target", "trt", "--calib", str(sts_sample),
-                                      "--eval", str(sts_sample), "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "build",
+            str(minilm),
+            "--target",
+            "trt",
+            "--calib",
+            str(sts_sample),
+            "--eval",
+            str(sts_sample),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = Manifest.read(out)
     final = manifest.parity.ledger[-1]

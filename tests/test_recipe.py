@@ -5,9 +5,14 @@ from edgec.recipe import ParityThresholds, PruneConfig, QuantConfig, Recipe, Tun
 
 
 def test_recipe_round_trips_through_dict():
-    recipe = Recipe(task="sequence-classification", quant=QuantConfig(precision="int8", calibration="entropy"),
-                    parity=ParityThresholds(max_drop=0.5),
-                    prune=PruneConfig(fraction=0.4, units=("heads", "layers"), tuning=TuningConfig(target="unpruned", space="post-norm")))
+    recipe = Recipe(
+        task="sequence-classification",
+        quant=QuantConfig(precision="int8", calibration="entropy"),
+        parity=ParityThresholds(max_drop=0.5),
+        prune=PruneConfig(
+            fraction=0.4, units=("heads", "layers"), tuning=TuningConfig(target="unpruned", space="post-norm")
+        ),
+    )
     assert Recipe.from_dict(recipe.to_dict()) == recipe
 
 

@@ -24,8 +24,16 @@ def _masked(model, keep_heads, keep_neurons):
         head_mask[0, heads] = 1.0
         neuron_mask = torch.zeros(1, 64)
         neuron_mask[0, neurons] = 1.0
-        handles.append(surgery.get(layer, parts.attn_out).register_forward_pre_hook(lambda m, a, k=head_mask: (mask_heads(a[0], k),)))
-        handles.append(surgery.get(layer, parts.ffn_out).register_forward_pre_hook(lambda m, a, k=neuron_mask: (mask_neurons(a[0], k),)))
+        handles.append(
+            surgery.get(layer, parts.attn_out).register_forward_pre_hook(
+                lambda m, a, k=head_mask: (mask_heads(a[0], k),)
+            )
+        )
+        handles.append(
+            surgery.get(layer, parts.ffn_out).register_forward_pre_hook(
+                lambda m, a, k=neuron_mask: (mask_neurons(a[0], k),)
+            )
+        )
     return handles
 
 
@@ -89,7 +97,9 @@ def test_unpruned_models_have_no_dead_units(tiny_models):
 def _skipping(model, skipped: int):
     """A hook making layer `skipped` return its input: what removing the layer must equal."""
     layer = surgery.encoder_layers(model)[skipped]
-    return layer.register_forward_hook(lambda module, args, output: (args[0], *output[1:]) if isinstance(output, tuple) else args[0])
+    return layer.register_forward_hook(
+        lambda module, args, output: (args[0], *output[1:]) if isinstance(output, tuple) else args[0]
+    )
 
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
@@ -159,8 +169,11 @@ def test_least_squares_biases_survive_the_standard_layout(tiny_models, data_file
     config = PruneConfig(fraction=0.5, tuning=TuningConfig(fit_bias=True))  # mask tuning shifts the output biases
     pruned = prune_source(source, calib, config, max_length=64, seed=0).model
     parts = surgery.parts_for(pruned)
-    assert any(surgery.get(layer, parts.attn_out).bias is not None for layer in surgery.encoder_layers(pruned)
-               if surgery.head_counts(pruned)[surgery.encoder_layers(pruned).index(layer)])
+    assert any(
+        surgery.get(layer, parts.attn_out).bias is not None
+        for layer in surgery.encoder_layers(pruned)
+        if surgery.head_counts(pruned)[surgery.encoder_layers(pruned).index(layer)]
+    )
     surgery.standard_layout(pruned).save_pretrained(tmp_path, safe_serialization=True)
     reloaded = transformers.AutoModel.from_pretrained(tmp_path).eval()
     assert reloaded.config.attention_bias and reloaded.config.mlp_bias

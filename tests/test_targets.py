@@ -30,8 +30,10 @@ def test_unknown_target_names_the_choices():
 
 def test_user_profile_by_path_and_unknown_keys(tmp_path):
     good = tmp_path / "mine.toml"
-    good.write_text('name = "mine"\ndescription = "d"\nbackend = "ort"\ndefault_precision = "fp32"\nprecisions = ["fp32"]\n'
-                    "[parity.fp32]\nmin_cosine = 0.9\n")
+    good.write_text(
+        'name = "mine"\ndescription = "d"\nbackend = "ort"\ndefault_precision = "fp32"\nprecisions = ["fp32"]\n'
+        "[parity.fp32]\nmin_cosine = 0.9\n"
+    )
     profile = load_target(str(good))
     assert profile.thresholds("fp32", ParityThresholds(max_drop=2.0)) == ParityThresholds(min_cosine=0.9, max_drop=2.0)
     bad = tmp_path / "bad.toml"

@@ -53,7 +53,9 @@ def _problem(n=64, seed=0):
     x = torch.randn(n, 4, generator=generator)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1
     items = list(zip(x, y))
-    loader = training.shuffled_loader(items, lambda batch: {"x": torch.stack([a for a, _ in batch]), "y": torch.stack([b for _, b in batch])}, 8, 0)
+    loader = training.shuffled_loader(
+        items, lambda batch: {"x": torch.stack([a for a, _ in batch]), "y": torch.stack([b for _, b in batch])}, 8, 0
+    )
 
     def loss(model, batch):
         return torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
@@ -83,7 +85,9 @@ def test_accumulation_counts_optimizer_steps_not_micro_batches():
     loader, loss, evaluate = _problem()
     calls = []
     counted = lambda model, batch: calls.append(1) or loss(model, batch)  # noqa: E731
-    config = TrainConfig(steps=5, accumulation=4, learning_rate=0.05, warmup=0.0, eval_every=5, patience=100, precision="fp32")
+    config = TrainConfig(
+        steps=5, accumulation=4, learning_rate=0.05, warmup=0.0, eval_every=5, patience=100, precision="fp32"
+    )
     result = training.train(_Regression(), counted, loader, config, evaluate, seed=0, dropout=True)
     assert result.steps == 5 and len(calls) == 20
 
@@ -114,7 +118,15 @@ def test_the_loop_runs_through_accelerate(monkeypatch):
 
     monkeypatch.setattr(training, "_accelerator", spy)
     loader, loss, evaluate = _problem()
-    training.train(_Regression(), loss, loader, TrainConfig(steps=3, eval_every=3, precision="fp32"), evaluate, seed=0, dropout=True)
+    training.train(
+        _Regression(),
+        loss,
+        loader,
+        TrainConfig(steps=3, eval_every=3, precision="fp32"),
+        evaluate,
+        seed=0,
+        dropout=True,
+    )
     assert {"prepare", "backward", "accumulate", "clip_grad_norm_", "get_state_dict"} <= set(used)
     assert used.count("backward") == 3
 
@@ -125,9 +137,25 @@ def test_one_process_trains_in_two_precisions_and_keeps_its_process_state():
     from accelerate.state import AcceleratorState, PartialState
 
     loader, loss, evaluate = _problem()
-    first = training.train(_Regression(), loss, loader, TrainConfig(steps=2, eval_every=2, precision="fp32"), evaluate, seed=0, dropout=True)
+    first = training.train(
+        _Regression(),
+        loss,
+        loader,
+        TrainConfig(steps=2, eval_every=2, precision="fp32"),
+        evaluate,
+        seed=0,
+        dropout=True,
+    )
     process_group = dict(PartialState._shared_state)
-    second = training.train(_Regression(), loss, loader, TrainConfig(steps=2, eval_every=2, precision="bf16"), evaluate, seed=0, dropout=True)
+    second = training.train(
+        _Regression(),
+        loss,
+        loader,
+        TrainConfig(steps=2, eval_every=2, precision="bf16"),
+        evaluate,
+        seed=0,
+        dropout=True,
+    )
     assert (first.precision, second.precision) == ("fp32", "bf16")
     assert AcceleratorState._shared_state["_mixed_precision"] == "bf16"
     assert PartialState._shared_state == process_group and PartialState().num_processes == 1
@@ -163,8 +191,15 @@ def test_auto_precision_on_a_gpu_follows_its_bf16_support_and_requests_are_kept(
 def test_a_run_records_the_precision_it_chose(monkeypatch):
     monkeypatch.setattr(training, "host", lambda: ZEN3)
     loader, loss, evaluate = _problem()
-    result = training.train(_Regression(), loss, loader, TrainConfig(steps=2, eval_every=2, precision="auto"), evaluate,
-                            seed=0, dropout=True)
+    result = training.train(
+        _Regression(),
+        loss,
+        loader,
+        TrainConfig(steps=2, eval_every=2, precision="auto"),
+        evaluate,
+        seed=0,
+        dropout=True,
+    )
     assert result.precision == "fp32" and "avx2" in result.precision_reason
 
 
@@ -184,8 +219,20 @@ def test_training_runs_on_length_grouped_batches():
     x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
     items = list(zip(x, y))
-    loader = training.shuffled_loader(items, lambda batch: {"x": torch.stack([a for a, _ in batch]), "y": torch.stack([b for _, b in batch])},
-                                      8, 0, lengths=[i % 7 for i in range(64)])
-    result = training.train(_Regression(), lambda model, batch: torch.nn.functional.mse_loss(model(batch["x"]), batch["y"]), loader,
-                            FAST, lambda model: -float(torch.nn.functional.mse_loss(model(x), y)), seed=0, dropout=True)
+    loader = training.shuffled_loader(
+        items,
+        lambda batch: {"x": torch.stack([a for a, _ in batch]), "y": torch.stack([b for _, b in batch])},
+        8,
+        0,
+        lengths=[i % 7 for i in range(64)],
+    )
+    result = training.train(
+        _Regression(),
+        lambda model, batch: torch.nn.functional.mse_loss(model(batch["x"]), batch["y"]),
+        loader,
+        FAST,
+        lambda model: -float(torch.nn.functional.mse_loss(model(x), y)),
+        seed=0,
+        dropout=True,
+    )
     assert result.best_score > result.history[0][1]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from edgec.targets import SessionSettings
 from edgec.running.tuning import Trial, choose, knob_values, tune_session
+from edgec.targets import SessionSettings
 
 
 def test_a_knob_moves_only_for_a_clear_gain():
@@ -24,7 +24,9 @@ def test_coordinate_descent_finds_the_fast_settings_and_measures_interleaved():
 
     chosen, trials = tune_session(measure, SessionSettings(intra_op_threads=1), cores=4, rounds=2)
     assert chosen.intra_op_threads == 4 and chosen.execution_order == "priority_based" and chosen.allow_spinning
-    assert chosen.graph_optimization_level == "all" and chosen.cpu_mem_arena and chosen.mem_pattern  # no gain: unchanged
+    assert (
+        chosen.graph_optimization_level == "all" and chosen.cpu_mem_arena and chosen.mem_pattern
+    )  # no gain: unchanged
     values = knob_values(4)
     assert len(calls) == 2 * sum(len(v) for v in values.values())
     first_knob = [c.intra_op_threads for c in calls[:8]]

@@ -16,9 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgec.artifacts.manifest import MANIFEST, Manifest
 from edgec.errors import InputError, first_line
 from edgec.interrupts import raise_if_interrupted
-from edgec.artifacts.manifest import MANIFEST, Manifest
 from edgec.targets import SessionSettings
 
 MAX_BUNDLE_BYTES = 8 << 30
@@ -110,7 +110,9 @@ def output_lock(out: Path) -> Iterator[None]:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
             handle.close()
-            raise InputError(f"another edgec run ({owner}) is writing {out}; wait for it to finish or choose another --out") from None
+            raise InputError(
+                f"another edgec run ({owner}) is writing {out}; wait for it to finish or choose another --out"
+            ) from None
         if path.exists() and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
             break
         handle.close()  # the file was removed by the run that held it: lock the new one
@@ -150,7 +152,9 @@ def check_output_path(out: Path, *, force: bool) -> None:
     if out.exists() and not force:
         raise InputError(f"output {out} already exists; choose another --out or pass --force to replace it")
     if out.exists() and out.is_dir() == bundle:
-        raise InputError(f"output {out} is a {'folder' if bundle else 'file'}; choose a {'.zip file' if bundle else 'folder'} path for --out")
+        raise InputError(
+            f"output {out} is a {'folder' if bundle else 'file'}; choose a {'.zip file' if bundle else 'folder'} path for --out"
+        )
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +187,9 @@ class Artifact:
         try:
             return AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - transformers raises many types for one cause
-            raise InputError(f"{self.path}: the tokenizer does not load ({first_line(exc)}); the artifact is damaged, rebuild it") from None
+            raise InputError(
+                f"{self.path}: the tokenizer does not load ({first_line(exc)}); the artifact is damaged, rebuild it"
+            ) from None
 
 
 def load_artifact(path: str | Path) -> Artifact:
@@ -213,9 +219,11 @@ def _unpack(bundle: Path) -> Path:
                     raise InputError(f"{bundle} holds an unsafe path {member.filename!r}; it is not an edgec bundle")
             unpacked = sum(member.file_size for member in members)
             if len(members) > MAX_BUNDLE_FILES or unpacked > MAX_BUNDLE_BYTES:
-                raise InputError(f"{bundle} would unpack to {len(members)} files and {unpacked / 1e9:.1f} GB, beyond the "
-                                 f"{MAX_BUNDLE_FILES} files and {MAX_BUNDLE_BYTES / 1e9:.1f} GB an edgec bundle may hold; "
-                                 "it is not an edgec bundle")
+                raise InputError(
+                    f"{bundle} would unpack to {len(members)} files and {unpacked / 1e9:.1f} GB, beyond the "
+                    f"{MAX_BUNDLE_FILES} files and {MAX_BUNDLE_BYTES / 1e9:.1f} GB an edgec bundle may hold; "
+                    "it is not an edgec bundle"
+                )
             archive.extractall(folder)
     except zipfile.BadZipFile as exc:
         raise InputError(f"{bundle} is not a valid zip ({exc}); rebuild the bundle") from None

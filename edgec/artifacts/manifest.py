@@ -121,8 +121,12 @@ class Manifest:
             typed = {
                 "source": SourceRecord(**values.pop("source")),
                 "target": TargetProfile.from_dict(values.pop("target"), f"{where}: target"),
-                "session": SessionRecord(settings=config_from_dict(SessionSettings, session["settings"], f"{where}: session"),
-                                         chosen_by=session["chosen_by"]) if session else None,
+                "session": SessionRecord(
+                    settings=config_from_dict(SessionSettings, session["settings"], f"{where}: session"),
+                    chosen_by=session["chosen_by"],
+                )
+                if session
+                else None,
                 "precision": Precision.parse(values.pop("precision")),
                 "recipe": Recipe.from_dict(values.pop("recipe")),
                 "sizes": Sizes(**values.pop("sizes")),
@@ -130,22 +134,28 @@ class Manifest:
             }
             return cls(**values, **typed)
         except (KeyError, TypeError, ConfigError) as exc:
-            raise InputError(f"{where} is not a manifest this edgec can read ({type(exc).__name__}: {exc}); rebuild the artifact") from None
+            raise InputError(
+                f"{where} is not a manifest this edgec can read ({type(exc).__name__}: {exc}); rebuild the artifact"
+            ) from None
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
         """The folder's edgec.json, checked: present, valid JSON, of this schema version."""
         path = folder / MANIFEST
         if not path.is_file():
-            raise InputError(f"{folder} is not an edgec artifact (no {MANIFEST}); pass the --out folder of `edgec build`")
+            raise InputError(
+                f"{folder} is not an edgec artifact (no {MANIFEST}); pass the --out folder of `edgec build`"
+            )
         try:
             values = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(f"{path} is corrupt ({exc.msg}); rebuild the artifact") from None
         schema = values.get("format")
         if isinstance(schema, int) and schema > SCHEMA_VERSION:
-            raise InputError(f"{folder} was written by a newer edgec (manifest schema {schema}; this edgec reads "
-                             f"{SCHEMA_VERSION}); upgrade edgec to use it")
+            raise InputError(
+                f"{folder} was written by a newer edgec (manifest schema {schema}; this edgec reads "
+                f"{SCHEMA_VERSION}); upgrade edgec to use it"
+            )
         if schema != SCHEMA_VERSION:
             raise InputError(f"{folder} was written by an incompatible edgec (format {schema}); rebuild it")
         return cls.from_dict(values, str(path))

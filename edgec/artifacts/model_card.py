@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 CARD_FILE = "README.md"
 _PIPELINE_TAGS = {
-    "feature-extraction": "sentence-similarity", "sequence-classification": "text-classification",
-    "token-classification": "token-classification", "question-answering": "question-answering",
+    "feature-extraction": "sentence-similarity",
+    "sequence-classification": "text-classification",
+    "token-classification": "token-classification",
+    "question-answering": "question-answering",
 }
 _OPTIMUM_CLASSES = {
     "feature-extraction": "ORTModelForFeatureExtraction",
@@ -36,8 +38,10 @@ def write_model_card(folder: Path, manifest: Manifest) -> Path:
     task = manifest.task
     loads_in_sentence_transformers = task == "feature-extraction" and manifest.target.backend == "ort"
     data = ModelCardData(
-        base_model=base_model_id(manifest.source.path), pipeline_tag=_PIPELINE_TAGS[task],
-        library_name="sentence-transformers" if loads_in_sentence_transformers else "transformers", tags=tags(manifest),
+        base_model=base_model_id(manifest.source.path),
+        pipeline_tag=_PIPELINE_TAGS[task],
+        library_name="sentence-transformers" if loads_in_sentence_transformers else "transformers",
+        tags=tags(manifest),
     )
     path = folder / CARD_FILE
     path.write_text(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body(manifest)) + "\n")
@@ -53,8 +57,13 @@ def base_model_id(source_path: str) -> str | None:
 def tags(manifest: Manifest) -> list[str]:
     """edgec, the format, the precision, the target, the source architecture, and pruned where it was."""
     backend = manifest.target.backend
-    found = ["edgec", "onnx" if backend != "mobile" else "ort", manifest.precision.value, manifest.target.name,
-             manifest.source.model_type]
+    found = [
+        "edgec",
+        "onnx" if backend != "mobile" else "ort",
+        manifest.precision.value,
+        manifest.target.name,
+        manifest.source.model_type,
+    ]
     if manifest.task == "feature-extraction" and backend == "ort":
         found.append("sentence-transformers")
     if "prune" in manifest.stages:
@@ -70,18 +79,39 @@ def body(manifest: Manifest) -> list[str]:
     verdict = "passed" if parity.passed else "FAILED"
     origin = base_model_id(source.path) or source.path
     title = f"{origin.rstrip('/').rsplit('/', 1)[-1]}: edgec {target.name} {manifest.precision}"
-    intro = (f"{source.model_type} ({manifest.task}) compiled by edgec for **{target.name}** "
-             f"({target.description}) in **{manifest.precision}**, from `{origin}`. Every stage was "
-             f"checked against the uncompressed fp32 model on {parity.eval_examples} examples of "
-             f"`{Path(parity.eval_data).name}`; the final artifact {verdict} its parity gate.")
+    intro = (
+        f"{source.model_type} ({manifest.task}) compiled by edgec for **{target.name}** "
+        f"({target.description}) in **{manifest.precision}**, from `{origin}`. Every stage was "
+        f"checked against the uncompressed fp32 model on {parity.eval_examples} examples of "
+        f"`{Path(parity.eval_data).name}`; the final artifact {verdict} its parity gate."
+    )
     gates = markdown_table(["gate", "final artifact", "threshold", "verdict"], gate_rows(manifest))
     header, rows = format_ledger(parity.ledger, parity.reference_metric)
     timed = header.index("stage time")  # the reports keep the stage times
     ledger = markdown_table(header[:timed] + header[timed + 1 :], [row[:timed] + row[timed + 1 :] for row in rows])
-    return [f"# {title}", "", intro, "", "## What edgec did", "", *recipe_lines(manifest), "",
-            "## Parity", "", gates, "", ledger, "",
-            "## Size and latency", "", markdown_table(*speed_size_table(manifest)), "", bench_note(manifest), "",
-            *usage_lines(manifest)]
+    return [
+        f"# {title}",
+        "",
+        intro,
+        "",
+        "## What edgec did",
+        "",
+        *recipe_lines(manifest),
+        "",
+        "## Parity",
+        "",
+        gates,
+        "",
+        ledger,
+        "",
+        "## Size and latency",
+        "",
+        markdown_table(*speed_size_table(manifest)),
+        "",
+        bench_note(manifest),
+        "",
+        *usage_lines(manifest),
+    ]
 
 
 def recipe_lines(manifest: Manifest) -> list[str]:
@@ -90,14 +120,17 @@ def recipe_lines(manifest: Manifest) -> list[str]:
     lines = []
     if "prune" in notes:
         prune = recipe.prune
-        lines.append(f"- Pruned {prune.fraction:.0%} of the encoder's compute ({', '.join(prune.units)}), "
-                     "post-training (Fisher importance, least-squares rescaling):")
+        lines.append(
+            f"- Pruned {prune.fraction:.0%} of the encoder's compute ({', '.join(prune.units)}), "
+            "post-training (Fisher importance, least-squares rescaling):"
+        )
         lines += [f"  - {label}: {value}" for label, value in pruning_rows(notes["prune"])]
     if notes.get("distill"):
         lines.append(f"- Distilled from the unpruned model: {notes['distill']['steps']} steps")
     inputs = ", ".join(i["name"] for i in manifest.io["inputs"])
-    lines.append(f"- Exported to ONNX (opset {recipe.opset}), inputs {inputs}; "
-                 f"truncation at {recipe.max_length} tokens")
+    lines.append(
+        f"- Exported to ONNX (opset {recipe.opset}), inputs {inputs}; truncation at {recipe.max_length} tokens"
+    )
     fused = notes.get("optimize", {}).get("fused_ops", {})
     if fused:
         lines.append("- ONNX Runtime fusions: " + ", ".join(f"{op} x{n}" for op, n in fused.items()))
@@ -167,10 +200,15 @@ def usage_lines(manifest: Manifest) -> list[str]:
     """How to load the artifact: edgec, onnxruntime and, for ONNX Runtime targets, sentence-transformers, Optimum and
     a transformers pipeline."""
     task = manifest.task
-    snippets = [_EDGEC, _ONNXRUNTIME.format(
-        model_file=manifest.model_file, max_length=manifest.recipe.max_length,
-        outputs=[o["name"] for o in manifest.io["outputs"]], inputs=[i["name"] for i in manifest.io["inputs"]],
-    )]
+    snippets = [
+        _EDGEC,
+        _ONNXRUNTIME.format(
+            model_file=manifest.model_file,
+            max_length=manifest.recipe.max_length,
+            outputs=[o["name"] for o in manifest.io["outputs"]],
+            inputs=[i["name"] for i in manifest.io["inputs"]],
+        ),
+    ]
     if manifest.target.backend == "ort":
         snippets += [_SENTENCE_TRANSFORMERS] if task == "feature-extraction" else []
         snippets.append(_OPTIMUM.format(cls=_OPTIMUM_CLASSES[task]))

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from edgec.artifacts.artifact import Artifact, file_table
-from edgec.errors import InputError
-from edgec.hardware import host
 from edgec.artifacts.manifest import Manifest
 from edgec.artifacts.model_card import write_model_card
-from edgec.running.profiling import Profile
 from edgec.artifacts.report import write_reports
+from edgec.errors import InputError
+from edgec.hardware import host
+from edgec.running.profiling import Profile
 
 
 def package(folder: Path, manifest: Manifest, profile: tuple[Profile, dict[str, Any]] | None = None) -> Manifest:
@@ -28,7 +28,9 @@ def package(folder: Path, manifest: Manifest, profile: tuple[Profile, dict[str, 
     return manifest
 
 
-def record_bench(artifact: Artifact, bench: dict[str, Any], profile: tuple[Profile, dict[str, Any]] | None = None) -> Manifest:
+def record_bench(
+    artifact: Artifact, bench: dict[str, Any], profile: tuple[Profile, dict[str, Any]] | None = None
+) -> Manifest:
     """Keep `edgec bench`'s figures in the artifact (manifest "bench"), so the report and model card show them;
     `profile` (bench --profile's, with its config) is where the time goes in the rewritten report."""
     if not os.access(artifact.path, os.W_OK):

@@ -15,7 +15,16 @@ if TYPE_CHECKING:
     from edgec.parity.ledger import ParityRow
 
 # Metrics shown per ledger row, in this order, where the task produces them.
-LEDGER_COLUMNS = ("cosine_mean", "cosine_min", "spearman", "agreement", "kl", "accuracy", "max_abs_error", "mean_abs_error")
+LEDGER_COLUMNS = (
+    "cosine_mean",
+    "cosine_min",
+    "spearman",
+    "agreement",
+    "kl",
+    "accuracy",
+    "max_abs_error",
+    "mean_abs_error",
+)
 
 
 def ledger_table(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
@@ -67,8 +76,14 @@ def summary_rows(manifest: Manifest) -> list[tuple[str, str]]:
     rows = [
         ("source", f"{manifest.source.path} ({manifest.source.model_type}, {manifest.task})"),
         ("target / precision", f"{manifest.target.name} / {manifest.precision}"),
-        ("model file", f"{manifest.model_file}: {sizes.model_bytes / 1e6:.1f} MB (source weights {sizes.source_weights_bytes / 1e6:.1f} MB)"),
-        ("fused ops", ", ".join(f"{k} {v}" for k, v in notes.get("optimize", {}).get("fused_ops", {}).items()) or "none"),
+        (
+            "model file",
+            f"{manifest.model_file}: {sizes.model_bytes / 1e6:.1f} MB (source weights {sizes.source_weights_bytes / 1e6:.1f} MB)",
+        ),
+        (
+            "fused ops",
+            ", ".join(f"{k} {v}" for k, v in notes.get("optimize", {}).get("fused_ops", {}).items()) or "none",
+        ),
         ("eval data", eval_data_row(parity)),
         ("parity", ("passed" if parity.passed else "FAILED") + _simulated_note(parity.ledger)),
     ]
@@ -82,7 +97,9 @@ def summary_rows(manifest: Manifest) -> list[tuple[str, str]]:
         rows += mobile_rows(notes["emit"])
     quantize = notes.get("quantize", {})
     if quantize:
-        rows.append(("quantization", ", ".join(f"{k}={v}" for k, v in quantize.items() if not isinstance(v, (list, dict)))))
+        rows.append(
+            ("quantization", ", ".join(f"{k}={v}" for k, v in quantize.items() if not isinstance(v, (list, dict))))
+        )
     fallback = notes.get("fallback", {})
     if fallback.get("kept_in_float"):
         rows.append(("kept in float (sensitive)", ", ".join(fallback["kept_in_float"])))
@@ -97,8 +114,10 @@ def session_summary(manifest: Manifest) -> str:
     """The instruction set the artifact is for, the build host's, and the ONNX Runtime settings chosen."""
     settings, built_on = manifest.session.settings, manifest.host
     knobs = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(settings).items())
-    return (f"{manifest.instruction_set} (built on {built_on.get('model')}, {built_on.get('instruction_set')}); "
-            f"{knobs}; chosen by {manifest.session.chosen_by}")
+    return (
+        f"{manifest.instruction_set} (built on {built_on.get('model')}, {built_on.get('instruction_set')}); "
+        f"{knobs}; chosen by {manifest.session.chosen_by}"
+    )
 
 
 def eval_data_row(parity: ParityRecord) -> str:
@@ -121,27 +140,40 @@ def tensorrt_rows(emit: dict[str, Any], engine: dict[str, Any]) -> list[tuple[st
     typing = emit.get("typing")  # absent in artifacts of edgec before strongly typed TensorRT
     fp32 = ", ".join(f"{k} {v}" for k, v in typing["fp32_nodes"].items()) if typing else ""
     types = f"fp16 {typing['fp16_nodes']} nodes, fp32 {fp32}" if typing else "fp32"
-    spec = (f"{emit['spec']}, {emit['script']}; strongly typed ({types}); "
-            f"profile min/opt/max batch {shapes(0)}, sequence {shapes(1)}")
+    spec = (
+        f"{emit['spec']}, {emit['script']}; strongly typed ({types}); "
+        f"profile min/opt/max batch {shapes(0)}, sequence {shapes(1)}"
+    )
     if engine["file"]:
-        state = (f"built: {engine['file']} ({engine['engine_bytes'] / 1e6:.1f} MB) with TensorRT {engine['tensorrt']} "
-                 f"on {engine['device']} in {engine['seconds']:.0f} s")
+        state = (
+            f"built: {engine['file']} ({engine['engine_bytes'] / 1e6:.1f} MB) with TensorRT {engine['tensorrt']} "
+            f"on {engine['device']} in {engine['seconds']:.0f} s"
+        )
     else:
         state = f"{engine['status']}; build it with {engine['build_with']}"
     if engine.get("rejected"):
         state += f"; a later build failed parity and is kept as {engine['rejected']['file']}"
     warnings = emit["preflight_warnings"]
-    return [("TensorRT spec", spec), ("TensorRT engine", state),
-            ("TensorRT preflight", "; ".join(w.rstrip(".") for w in warnings) if warnings else "no hazards found")]
+    return [
+        ("TensorRT spec", spec),
+        ("TensorRT engine", state),
+        ("TensorRT preflight", "; ".join(w.rstrip(".") for w in warnings) if warnings else "no hazards found"),
+    ]
 
 
 def mobile_rows(emit: dict[str, Any]) -> list[tuple[str, str]]:
     """What a mobile bundle holds and how much of it ORT's mobile accelerators could take."""
     return [
-        ("ORT format", f"{emit['model']} ({emit['conversion']}); {emit['operator_config']} for a reduced ONNX Runtime build "
-                       f"({len(emit['operator_counts'])} operator types)"),
-        ("mobile usability (ORT's check)", "; ".join(f"{ep}: {verdict}" for ep, verdict in emit["usability"].items())
-         + " (details in mobile_usability.json)"),
+        (
+            "ORT format",
+            f"{emit['model']} ({emit['conversion']}); {emit['operator_config']} for a reduced ONNX Runtime build "
+            f"({len(emit['operator_counts'])} operator types)",
+        ),
+        (
+            "mobile usability (ORT's check)",
+            "; ".join(f"{ep}: {verdict}" for ep, verdict in emit["usability"].items())
+            + " (details in mobile_usability.json)",
+        ),
     ]
 
 
@@ -151,13 +183,17 @@ def distillation_row(note: dict[str, Any]) -> tuple[str, str]:
     steps = " + ".join(str(run["steps"]) for run in runs)
     ranks = note.get("ranks") or []
     each = ", ".join(f"rank {r['rank']}: {r['micro_batches']} micro-batches" for r in ranks)
-    text = (f"{steps} steps in {sum(run['seconds'] for run in runs):.0f} s, best at step {note['best_step']} "
-            f"(score {note['best_score']:.4f}), stopped by {note['stopped']}")
+    text = (
+        f"{steps} steps in {sum(run['seconds'] for run in runs):.0f} s, best at step {note['best_step']} "
+        f"(score {note['best_score']:.4f}), stopped by {note['stopped']}"
+    )
     text += f" on {len(ranks)} processes ({each})" if len(ranks) > 1 else ""
     cache = note.get("teacher_cache")  # absent in artifacts of edgec before the teacher's cache
     if cache:
-        text += (f"; teacher run once over {cache['examples']} of {cache['given']} texts in {cache['seconds']:.0f} s "
-                 f"({cache['megabytes']:.0f} MB cached)")
+        text += (
+            f"; teacher run once over {cache['examples']} of {cache['given']} texts in {cache['seconds']:.0f} s "
+            f"({cache['megabytes']:.0f} MB cached)"
+        )
     return ("distillation", text)
 
 
@@ -167,14 +203,20 @@ def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     per_layer = lambda kept, before: " ".join("-" if k is None else f"{k}/{b}" for k, b in zip(kept, before))  # noqa: E731
     removed = summary.get("layers_removed") or []
     return [
-        ("encoder MACs per text", f"{summary['macs_before'] / 1e6:.1f} M -> {summary['macs_after'] / 1e6:.1f} M "
-                                  f"(-{1 - summary['macs_after'] / summary['macs_before']:.1%}, at {summary['mean_tokens']} tokens)"),
+        (
+            "encoder MACs per text",
+            f"{summary['macs_before'] / 1e6:.1f} M -> {summary['macs_after'] / 1e6:.1f} M "
+            f"(-{1 - summary['macs_after'] / summary['macs_before']:.1%}, at {summary['mean_tokens']} tokens)",
+        ),
         ("parameters", f"{summary['params_before']:,} -> {summary['params_after']:,}"),
         ("layers removed", f"{', '.join(map(str, removed))} (of 0-{len(heads) - 1}; '-' below)" if removed else "none"),
         ("heads kept per layer", per_layer(heads, summary["heads_before"])),
         ("FFN neurons kept per layer", per_layer(ffn, summary["ffn_before"])),
-        *([("hidden size", f"{summary['hidden_before']} -> {summary['hidden_after']}")]
-          if summary.get("hidden_after", summary.get("hidden_before")) != summary.get("hidden_before") else []),
+        *(
+            [("hidden size", f"{summary['hidden_before']} -> {summary['hidden_after']}")]
+            if summary.get("hidden_after", summary.get("hidden_before")) != summary.get("hidden_before")
+            else []
+        ),
         ("pruning time", ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())),
     ]
 
@@ -204,7 +246,15 @@ def pruning_plot_png(summary: dict[str, Any]) -> bytes:
     image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (row, col), value in np.ndenumerate(grid):
         count = kept[row][col]
-        ax.text(col, row, "x" if count is None else str(count), ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=8)
+        ax.text(
+            col,
+            row,
+            "x" if count is None else str(count),
+            ha="center",
+            va="center",
+            color="white" if value < 0.6 else "black",
+            fontsize=8,
+        )
     ax.set_yticks([0, 1], ["heads", "FFN"])
     ax.set_xticks(range(grid.shape[1]), [str(i) for i in range(grid.shape[1])])
     ax.set_xlabel("layer")
@@ -275,8 +325,14 @@ def sweep_plot_png(rows: list[dict[str, Any]]) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     sizes = [max(r["size_mb"], 0.01) for r in rows]
     scale = 900.0 / max(sizes)
-    ax.scatter([r["latency_ms"] for r in rows], [r["value"] for r in rows], s=[20 + s * scale for s in sizes],
-               c=["tab:orange" if r["pareto"] else "tab:blue" for r in rows], alpha=0.6, edgecolors="black")
+    ax.scatter(
+        [r["latency_ms"] for r in rows],
+        [r["value"] for r in rows],
+        s=[20 + s * scale for s in sizes],
+        c=["tab:orange" if r["pareto"] else "tab:blue" for r in rows],
+        alpha=0.6,
+        edgecolors="black",
+    )
     for r in rows:
         ax.annotate(r["name"], (r["latency_ms"], r["value"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     front = sorted((r["latency_ms"], r["value"]) for r in rows if r["pareto"])
@@ -290,9 +346,11 @@ def sweep_plot_png(rows: list[dict[str, Any]]) -> bytes:
 
 
 def profile_caption(profile: Profile, config: dict[str, Any]) -> str:
-    return (f"ONNX Runtime's profiler on this build machine, batch {config['batch']}, {config['seq_len']} tokens, "
-            f"{profile.runs} runs after warm-up: {profile.kernel_ms:.2f} ms of kernels per run. `edgec bench --profile` "
-            "measures it again wherever the artifact runs.")
+    return (
+        f"ONNX Runtime's profiler on this build machine, batch {config['batch']}, {config['seq_len']} tokens, "
+        f"{profile.runs} runs after warm-up: {profile.kernel_ms:.2f} ms of kernels per run. `edgec bench --profile` "
+        "measures it again wherever the artifact runs."
+    )
 
 
 def write_reports(folder: Path, manifest: Manifest, profile: tuple[Profile, dict[str, Any]] | None = None) -> None:
@@ -333,8 +391,18 @@ def write_reports(folder: Path, manifest: Manifest, profile: tuple[Profile, dict
         ("Speed and size against the source", [speed], speed_note, ["speed.png"] if "speed.png" in charts else []),
         *([("int8 fallback: per-node sensitivity", [sensitivity], None, ["sensitivity.png"])] if sensitivity else []),
         *([("Pruning", [], None, ["pruning.png"])] if "pruning.png" in charts else []),
-        *([("Where the time goes", [(OPERATOR_HEADER, operator_rows(profile[0])), (NODE_HEADER, node_rows(profile[0]))],
-            profile_caption(*profile), [])] if profile else []),
+        *(
+            [
+                (
+                    "Where the time goes",
+                    [(OPERATOR_HEADER, operator_rows(profile[0])), (NODE_HEADER, node_rows(profile[0]))],
+                    profile_caption(*profile),
+                    [],
+                )
+            ]
+            if profile
+            else []
+        ),
     ]
     md = [f"# {title}", "", *(f"- **{k}**: {v}" for k, v in summary)]
     for heading, tables, text, images in sections:
@@ -343,8 +411,12 @@ def write_reports(folder: Path, manifest: Manifest, profile: tuple[Profile, dict
         md += [f"![{charts[name][0]}]({name})" for name in images]
     (folder / "report.md").write_text("\n".join(md) + "\n")
     blocks = [page.facts(summary)] + [
-        page.section(heading, *(page.table(*t) for t in tables), *([page.note(text)] if text else []),
-                     *(page.image(charts[name][0], charts[name][1]) for name in images))
+        page.section(
+            heading,
+            *(page.table(*t) for t in tables),
+            *([page.note(text)] if text else []),
+            *(page.image(charts[name][0], charts[name][1]) for name in images),
+        )
         for heading, tables, text, images in sections
     ]
     (folder / "report.html").write_text(page.page(title, *blocks))

@@ -21,17 +21,35 @@ def gate_rows(manifest: Manifest) -> list[list[str]]:
     rows = []
     if thresholds.min_cosine is not None and "cosine_mean" in final:
         limit = thresholds.min_cosine
-        rows.append(["mean cosine to the reference", f"{final['cosine_mean']:.6f}", f">= {limit}",
-                     verdict(final["cosine_mean"] >= limit)])
+        rows.append(
+            [
+                "mean cosine to the reference",
+                f"{final['cosine_mean']:.6f}",
+                f">= {limit}",
+                verdict(final["cosine_mean"] >= limit),
+            ]
+        )
     if thresholds.min_agreement is not None and "agreement" in final:
         limit = thresholds.min_agreement
-        rows.append(["top-1 agreement with the reference", f"{final['agreement']:.4f}", f">= {limit}",
-                     verdict(final["agreement"] >= limit)])
+        rows.append(
+            [
+                "top-1 agreement with the reference",
+                f"{final['agreement']:.4f}",
+                f">= {limit}",
+                verdict(final["agreement"] >= limit),
+            ]
+        )
     for name, before in parity.reference_metric.items():
         if thresholds.max_drop is not None:
             drop, limit = before - final[name], thresholds.max_drop
-            rows.append([f"{name} drop (points)", f"{drop:.2f} ({before:.2f} -> {final[name]:.2f})", f"<= {limit}",
-                         verdict(drop <= limit)])
+            rows.append(
+                [
+                    f"{name} drop (points)",
+                    f"{drop:.2f} ({before:.2f} -> {final[name]:.2f})",
+                    f"<= {limit}",
+                    verdict(drop <= limit),
+                ]
+            )
     return rows
 
 
@@ -50,8 +68,11 @@ def sensitivity_plot_png(fallback: dict[str, Any], top: int = 20) -> bytes:
 
     ranked, kept = _ranked(fallback, top)[::-1], set(fallback["kept_in_float"])  # most sensitive at the top
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(ranked) + 1.2), dpi=100)
-    ax.barh([name for name, _ in ranked], [error for _, error in ranked],
-            color=[_KEPT_COLOR if name in kept else _QUANTIZED_COLOR for name, _ in ranked])
+    ax.barh(
+        [name for name, _ in ranked],
+        [error for _, error in ranked],
+        color=[_KEPT_COLOR if name in kept else _QUANTIZED_COLOR for name, _ in ranked],
+    )
     ax.set_xlabel("relative output error of the node alone in int8 (calibration set)")
     ax.set_title(f"Fallback: the {len(ranked)} most sensitive MatMuls (red: kept in float, {len(kept)})")
     ax.tick_params(axis="y", labelsize=7)
@@ -69,14 +90,23 @@ def speed_size_rows(manifest: Manifest) -> list[dict[str, Any]]:
     timed = {r["runtime"]: r for r in bench.get("results", [])}
 
     def row(name: str, artifact: bool, size_bytes: int, result: dict[str, Any]) -> dict[str, Any]:
-        return {"name": name, "artifact": artifact, "size_mb": size_bytes / 1e6, "p50_ms": result.get("p50_ms"),
-                "p90_ms": result.get("p90_ms"), "throughput": result.get("throughput_per_s")}
+        return {
+            "name": name,
+            "artifact": artifact,
+            "size_mb": size_bytes / 1e6,
+            "p50_ms": result.get("p50_ms"),
+            "p90_ms": result.get("p90_ms"),
+            "throughput": result.get("throughput_per_s"),
+        }
 
     return [
-        row(f"artifact ({manifest.precision}, ONNX Runtime)", True, sizes.model_bytes,
-            timed.get("onnxruntime", {})),
-        row(f"source ({manifest.source.model_type}, PyTorch fp32)", False, sizes.source_weights_bytes,
-            timed.get("pytorch fp32", {})),
+        row(f"artifact ({manifest.precision}, ONNX Runtime)", True, sizes.model_bytes, timed.get("onnxruntime", {})),
+        row(
+            f"source ({manifest.source.model_type}, PyTorch fp32)",
+            False,
+            sizes.source_weights_bytes,
+            timed.get("pytorch fp32", {}),
+        ),
     ]
 
 
@@ -92,8 +122,18 @@ def speed_size_table(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
         return f"{row[key] / mine[key]:.2f}x"
 
     header = ["model", "p50 ms", "p90 ms", "inputs/s", "size MB", "artifact faster by", "artifact smaller by"]
-    body = [[r["name"], number(r["p50_ms"]), number(r["p90_ms"]), number(r["throughput"]), f"{r['size_mb']:.2f}",
-             ratio(r, "p50_ms"), ratio(r, "size_mb")] for r in rows]
+    body = [
+        [
+            r["name"],
+            number(r["p50_ms"]),
+            number(r["p90_ms"]),
+            number(r["throughput"]),
+            f"{r['size_mb']:.2f}",
+            ratio(r, "p50_ms"),
+            ratio(r, "size_mb"),
+        ]
+        for r in rows
+    ]
     return header, body
 
 
@@ -127,6 +167,10 @@ def bench_note(manifest: Manifest) -> str:
     if not bench:
         return "Latency not measured yet: `edgec bench ARTIFACT --baseline pytorch` measures it and adds it here."
     c = bench["config"]
-    threads = c.get("threads") or (bench.get("session") or {}).get("intra_op_threads") or "all"  # None: the session settings
-    return (f"edgec bench: batch {c['batch']}, sequence {c['seq_len']}, {threads} threads, {c['runs']} runs after "
-            f"{c['warmup']} warm-up, on {bench.get('host', 'this machine')}.")
+    threads = (
+        c.get("threads") or (bench.get("session") or {}).get("intra_op_threads") or "all"
+    )  # None: the session settings
+    return (
+        f"edgec bench: batch {c['batch']}, sequence {c['seq_len']}, {threads} threads, {c['runs']} runs after "
+        f"{c['warmup']} warm-up, on {bench.get('host', 'this machine')}."
+    )

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgec.compression import surgery
 from edgec.artifacts.artifact import Artifact
 from edgec.backends.registry import Backend, register_backend
+from edgec.compression import surgery
 from edgec.errors import BackendUnavailable, InputError
-from edgec.running.inference import Feeds, Forward
-from edgec.pipeline import Context
-from edgec.stages.export import quiet
 from edgec.parity.evalset import eval_texts
+from edgec.pipeline import Context
+from edgec.running.inference import Feeds, Forward
+from edgec.stages.export import quiet
 
 MODEL_FILE = "model.pte"
 # The program's input and output names in its positional order: ExecuTorch methods take and return plain lists,
@@ -41,15 +41,19 @@ _CALIBRATION_BATCH = 16
 
 def require_executorch() -> None:
     try:
-        import executorch.exir  # noqa: F401
+        import executorch.exir
         import executorch.runtime  # noqa: F401
     except ImportError as exc:
-        raise BackendUnavailable(f"the executorch target needs the executorch package ({exc.name} is missing); {INSTALL_HINT}") from None
+        raise BackendUnavailable(
+            f"the executorch target needs the executorch package ({exc.name} is missing); {INSTALL_HINT}"
+        ) from None
 
 
 def _encode(ctx: Context, texts: list[str], pairs: list[str] | None) -> tuple[torch.Tensor, ...]:
     """The model's inputs, in source.input_names order, for a list of texts (padded to their longest)."""
-    encoded = ctx.source.tokenizer(texts, pairs, padding=True, truncation=True, max_length=ctx.recipe.max_length, return_tensors="pt")
+    encoded = ctx.source.tokenizer(
+        texts, pairs, padding=True, truncation=True, max_length=ctx.recipe.max_length, return_tensors="pt"
+    )
     return tuple(encoded[name].to(torch.int64) for name in ctx.source.input_names)
 
 
@@ -70,8 +74,10 @@ def _export(module: torch.nn.Module, ctx: Context, example: tuple[torch.Tensor, 
     try:
         return torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
     except Exception as exc:  # torch.export raises many types for code it cannot trace
-        raise InputError(f"torch.export could not capture {ctx.source.model_type} for ExecuTorch ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:300]}); use an ONNX Runtime target for this model") from None
+        raise InputError(
+            f"torch.export could not capture {ctx.source.model_type} for ExecuTorch ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}); use an ONNX Runtime target for this model"
+        ) from None
 
 
 FFN_OUTPUT_LAYOUTS = ("dynamic", "static", "float")
@@ -88,11 +94,16 @@ def quantizer(module: torch.nn.Module, *, ffn_output: str):
     The residual adds, LayerNorms, softmax and attention products stay float: with XNNPACKQuantizer's global config
     (which also quantizes add and mul) MiniLM's STS-B Spearman fell 5.4 points, 4.8 with the FFN outputs dynamic.
     """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
 
     chosen = XNNPACKQuantizer().set_module_type(torch.nn.Linear, get_symmetric_quantization_config(is_per_channel=True))
     if ffn_output != "static":
-        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True) if ffn_output == "dynamic" else None
+        config = (
+            get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True) if ffn_output == "dynamic" else None
+        )
         for name in ffn_output_names(module):
             chosen.set_module_name(name, config)
     return chosen
@@ -103,7 +114,9 @@ def ffn_output_names(module: torch.nn.Module) -> list[str]:
     model = module.model if hasattr(module, "model") else module
     parts = surgery.parts_for(model)
     outputs = {id(surgery.get(layer, parts.ffn_out)) for layer in surgery.encoder_layers(model)}
-    return [name for name, child in module.named_modules() if id(child) in outputs and isinstance(child, torch.nn.Linear)]
+    return [
+        name for name, child in module.named_modules() if id(child) in outputs and isinstance(child, torch.nn.Linear)
+    ]
 
 
 def _quantize(exported, module: torch.nn.Module, ctx: Context, example: tuple[torch.Tensor, ...]):
@@ -134,21 +147,38 @@ def lower(ctx: Context, out: Path) -> dict:
             exported = _quantize(exported, module, ctx, example)
         program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     out.write_bytes(program.buffer)
-    delegated = sum(1 for node in program.exported_program().graph.nodes if node.target == torch.ops.higher_order.executorch_call_delegate)
+    delegated = sum(
+        1
+        for node in program.exported_program().graph.nodes
+        if node.target == torch.ops.higher_order.executorch_call_delegate
+    )
     return {
         "delegate": "XnnpackBackend",
         "delegated_partitions": delegated,
         "quantization": "PT2E XNNPACKQuantizer on the Linear layers: int8 symmetric per-channel weights; int8 per-tensor "
-        "activations, static (calibrated) except the FFN output projections' (dynamic, per run)" if ctx.precision.needs.integer else "none (fp32)",
-        "inputs": {name: {"dtype": "int64", "batch": [1, MAX_BATCH], "sequence": [2, ctx.recipe.max_length]} for name in ctx.source.input_names},
+        "activations, static (calibrated) except the FFN output projections' (dynamic, per run)"
+        if ctx.precision.needs.integer
+        else "none (fp32)",
+        "inputs": {
+            name: {"dtype": "int64", "batch": [1, MAX_BATCH], "sequence": [2, ctx.recipe.max_length]}
+            for name in ctx.source.input_names
+        },
     }
 
 
 def io_signature(ctx: Context) -> dict:
     """The manifest's inputs and outputs (names, dtypes, symbolic shapes), as manifest_for writes them for ONNX."""
     token_level = ctx.source.task in ("token-classification", "question-answering")
-    outputs = [{"name": name, "dtype": "float32", "shape": ["batch", "sequence", *([] if name != "logits" else ["labels"])]
-                if token_level else ["batch", "features"]} for name in ctx.source.output_names]
+    outputs = [
+        {
+            "name": name,
+            "dtype": "float32",
+            "shape": ["batch", "sequence", *([] if name != "logits" else ["labels"])]
+            if token_level
+            else ["batch", "features"],
+        }
+        for name in ctx.source.output_names
+    ]
     inputs = [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]} for name in ctx.source.input_names]
     return {"inputs": inputs, "outputs": outputs}
 
@@ -168,7 +198,9 @@ def set_threads(threads: int) -> None:
     """Size ExecuTorch's shared thread pool (XNNPACK's kernels run on it); by default it takes every core."""
     from executorch.extension.pybindings import portable_lib
 
-    portable_lib._unsafe_reset_threadpool(threads)  # the runtime's own knob; its Python name says it must not race a run
+    portable_lib._unsafe_reset_threadpool(
+        threads
+    )  # the runtime's own knob; its Python name says it must not race a run
 
 
 def pte_forward(model_path: Path) -> Forward:
@@ -186,7 +218,9 @@ def pte_forward(model_path: Path) -> Forward:
     method = Runtime.get().load_program(model_path).load_method("forward")
 
     def forward(feeds: Feeds) -> dict[str, np.ndarray]:
-        values = method.execute([torch.from_numpy(np.ascontiguousarray(feeds[name], dtype=np.int64)) for name in inputs])
+        values = method.execute(
+            [torch.from_numpy(np.ascontiguousarray(feeds[name], dtype=np.int64)) for name in inputs]
+        )
         return {name: value.float().numpy() for name, value in zip(outputs, values)}
 
     return forward
@@ -194,14 +228,22 @@ def pte_forward(model_path: Path) -> Forward:
 
 def predict(artifact: Artifact, texts: list[str], pairs: list[str] | None) -> dict[str, np.ndarray]:
     """`edgec run` on a .pte: ExecuTorch runs where the ONNX Runtime device runner cannot."""
-    encoded = artifact.tokenizer()(texts, pairs, padding=True, truncation=True, max_length=artifact.manifest.recipe.max_length,
-                                   return_tensors="np")
+    encoded = artifact.tokenizer()(
+        texts, pairs, padding=True, truncation=True, max_length=artifact.manifest.recipe.max_length, return_tensors="np"
+    )
     return pte_forward(artifact.model_path)({k: v.astype(np.int64) for k, v in encoded.items()})
 
 
-BACKEND = register_backend(Backend(
-    name="executorch", emit=emit, needs="'edgec[executorch]'", needs_module="executorch",
-    export=None,  # issue 18: lowered from the PyTorch model (int8 by PT2E inside emit), no ONNX
-    preflight=lambda profile, out: require_executorch(),  # issue 18: fail before any work where the package is missing
-    predict=predict,
-))
+BACKEND = register_backend(
+    Backend(
+        name="executorch",
+        emit=emit,
+        needs="'edgec[executorch]'",
+        needs_module="executorch",
+        export=None,  # issue 18: lowered from the PyTorch model (int8 by PT2E inside emit), no ONNX
+        preflight=lambda profile, out: (
+            require_executorch()
+        ),  # issue 18: fail before any work where the package is missing
+        predict=predict,
+    )
+)

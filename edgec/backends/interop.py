@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgec.pipeline import Context
 from edgec.compression.surgery import hidden_size
+from edgec.pipeline import Context
 
 _POOLING_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}
 # Kept from the source where it has one: prompts and the similarity function sentence-transformers applies.

@@ -24,8 +24,8 @@ from edgec.errors import ConfigError, InputError
 from edgec.pipeline import Context
 from edgec.stages.export import export
 from edgec.stages.export_fixed import export_fixed
-from edgec.targets import TargetProfile
 from edgec.stages.quantize import quiet_root_logger
+from edgec.targets import TargetProfile
 
 MODEL_FILE = "model.ort"
 CONFIG_FILE = "required_operators_and_types.config"
@@ -64,11 +64,17 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, Path, Path]:
     with _conversion_level(_CONVERSION_LEVEL), contextlib.redirect_stdout(io.StringIO()) as log, quiet_root_logger():
         try:
             convert_onnx_models_to_ort(
-                onnx_path, output_dir=out_dir, optimization_styles=[OptimizationStyle.Fixed], target_platform="arm",
-                save_optimized_onnx_model=True, enable_type_reduction=True,
+                onnx_path,
+                output_dir=out_dir,
+                optimization_styles=[OptimizationStyle.Fixed],
+                target_platform="arm",
+                save_optimized_onnx_model=True,
+                enable_type_reduction=True,
             )
         except Exception as exc:  # the converter raises whatever its session raised
-            raise InputError(f"ONNX Runtime could not convert the model to ORT format ({exc}); {log.getvalue()[-300:]!r}") from None
+            raise InputError(
+                f"ONNX Runtime could not convert the model to ORT format ({exc}); {log.getvalue()[-300:]!r}"
+            ) from None
     ort_model = next(out_dir.glob("*.ort"))
     config = next(out_dir.glob(f"*{CONFIG_FILE.removesuffix('.config')}*.config"))
     optimized = next(out_dir.glob("*.optimized.onnx"))
@@ -84,7 +90,9 @@ def mobile_usability(onnx_path: Path) -> dict:
     model = ModelProtoWithShapeInfo(onnx_path).model_with_shape_info
     providers = {
         "NNAPI": checker.check_nnapi_partitions,
-        "CoreML MLProgram": lambda m, fixed: checker.check_coreml_partitions(m, fixed, "coreml_supported_mlprogram_ops.md"),
+        "CoreML MLProgram": lambda m, fixed: checker.check_coreml_partitions(
+            m, fixed, "coreml_supported_mlprogram_ops.md"
+        ),
     }
     report = {}
     for name, check in providers.items():
@@ -110,7 +118,11 @@ def accelerator_report(onnx_path: Path, accelerator: str) -> dict:
     """The usability check of an accelerator-shaped graph for its provider: partitions, the share of nodes it takes,
     and every node left on the CPU with the reason (op not in the provider's list, or its input shapes/rank)."""
     if accelerator not in _PROVIDERS:
-        return {"provider": accelerator, "checked": False, "why": "ONNX Runtime's usability checker has no rules for this provider"}
+        return {
+            "provider": accelerator,
+            "checked": False,
+            "why": "ONNX Runtime's usability checker has no rules for this provider",
+        }
     from onnxruntime.tools.mobile_helpers import usability_checker as checker
     from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo
 
@@ -121,14 +133,25 @@ def accelerator_report(onnx_path: Path, accelerator: str) -> dict:
         info = checker.check_nnapi_partitions(model, True)
     taken = {id(node) for group in info.supported_groups for node in group}
     remaining = [
-        {"node": node.name, "op": node.op_type,
-         "why": "op not in the provider's list" if not info.supported_ops_checker.is_op_supported(node) else "input shape or rank"}
-        for node in model.graph.node if id(node) not in taken
+        {
+            "node": node.name,
+            "op": node.op_type,
+            "why": "op not in the provider's list"
+            if not info.supported_ops_checker.is_op_supported(node)
+            else "input shape or rank",
+        }
+        for node in model.graph.node
+        if id(node) not in taken
     ]
     return {
-        "provider": _PROVIDERS[accelerator], "checked": True, "nodes": info.num_nodes, "supported_nodes": info.num_supported_nodes,
-        "supported_share": round(100 * info.num_supported_nodes / max(info.num_nodes, 1), 1), "partitions": info.num_partitions,
-        "suitability": info.suitability().name, "remaining_nodes": remaining,
+        "provider": _PROVIDERS[accelerator],
+        "checked": True,
+        "nodes": info.num_nodes,
+        "supported_nodes": info.num_supported_nodes,
+        "supported_share": round(100 * info.num_supported_nodes / max(info.num_nodes, 1), 1),
+        "partitions": info.num_partitions,
+        "suitability": info.suitability().name,
+        "remaining_nodes": remaining,
     }
 
 
@@ -178,11 +201,15 @@ def emit(ctx: Context, staging: Path) -> Context:
     runner = write_device_runner(staging)
     ops = Counter(n.op_type for n in onnx.load(str(optimized), load_external_data=False).graph.node)
     note = {
-        "backend": "mobile", "model": MODEL_FILE, "operator_config": CONFIG_FILE,
+        "backend": "mobile",
+        "model": MODEL_FILE,
+        "operator_config": CONFIG_FILE,
         "conversion": f"ORT format, fixed {_CONVERSION_LEVEL} optimizations, ARM",
         "operator_counts": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         "usability": {ep: u["suitability"] for ep, u in usability.items() if ep != "accelerator"},
-        "accelerator": {k: v for k, v in usability["accelerator"].items() if k != "remaining_nodes"} if accelerator else None,
+        "accelerator": {k: v for k, v in usability["accelerator"].items() if k != "remaining_nodes"}
+        if accelerator
+        else None,
         "runner": RUNNER_FILE if runner else None,
     }
     # The manifest's signature comes from the ONNX the .ort was converted from (same inputs and outputs).
@@ -200,7 +227,14 @@ def check_bundle_path(profile: TargetProfile, out: Path) -> None:
         raise ConfigError(f"target {profile.name} writes one .zip bundle; pass --out {out.name}.zip")
 
 
-BACKEND = register_backend(Backend(
-    name="mobile", emit=emit, needs="onnxruntime", needs_module="onnxruntime", export=export_for_device,
-    preflight=check_bundle_path, emulates=True,
-))
+BACKEND = register_backend(
+    Backend(
+        name="mobile",
+        emit=emit,
+        needs="onnxruntime",
+        needs_module="onnxruntime",
+        export=export_for_device,
+        preflight=check_bundle_path,
+        emulates=True,
+    )
+)

@@ -33,7 +33,14 @@ def emit(ctx: Context, staging: Path) -> Context:
     return ctx.with_note("emit", note, onnx_path=model, files=(*files, *runner))
 
 
-BACKEND = register_backend(Backend(
-    name="ort", emit=emit, needs="onnxruntime", needs_module="onnxruntime",
-    export=functools.partial(export, token_states=True), emulates=True, profiles_here=True,
-))
+BACKEND = register_backend(
+    Backend(
+        name="ort",
+        emit=emit,
+        needs="onnxruntime",
+        needs_module="onnxruntime",
+        export=functools.partial(export, token_states=True),
+        emulates=True,
+        profiles_here=True,
+    )
+)

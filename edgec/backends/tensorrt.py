@@ -25,8 +25,8 @@ from edgec.data import Dataset
 from edgec.errors import BackendUnavailable, InputError, ParityError
 from edgec.ops.trt_preflight import Hazard, preflight
 from edgec.ops.trt_shapes import length_histogram, optimization_profile, trtexec_shapes
-from edgec.parity.evalset import eval_texts
 from edgec.parity import golden
+from edgec.parity.evalset import eval_texts
 from edgec.parity.ledger import ParityRow
 from edgec.parity.runtime import measure_model, model_forward
 from edgec.parity.source_reference import reference_for
@@ -51,7 +51,9 @@ BUILD_WITH = f"edgec engine ARTIFACT --data EVAL_FILE (or ./{SCRIPT_FILE}) on th
 def check_engine_requirement(profile: TargetProfile, out: Path) -> None:
     """With tensorrt.require_engine, fail before any work when this machine cannot build the engine."""
     if profile.tensorrt is not None and profile.tensorrt.require_engine and (reason := engine_unavailable_reason()):
-        raise BackendUnavailable(f"--require-engine: cannot build a TensorRT engine here ({reason}); {INSTALL_HINT}, or drop --require-engine")
+        raise BackendUnavailable(
+            f"--require-engine: cannot build a TensorRT engine here ({reason}); {INSTALL_HINT}, or drop --require-engine"
+        )
 
 
 def require_engine_here() -> None:
@@ -79,8 +81,13 @@ def emit(ctx: Context, staging: Path) -> Context:
     script.write_text(trtexec_script(spec))
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     note = {
-        "backend": "tensorrt", "model": model.name, "spec": SPEC_FILE, "script": SCRIPT_FILE, "typing": typing,
-        "profile": spec["profiles"][0], "preflight_warnings": [h.what for h in hazards],
+        "backend": "tensorrt",
+        "model": model.name,
+        "spec": SPEC_FILE,
+        "script": SCRIPT_FILE,
+        "typing": typing,
+        "profile": spec["profiles"][0],
+        "preflight_warnings": [h.what for h in hazards],
     }
     stand_in = simulation_model(model, ctx.precision, ctx.workdir)
     return ctx.with_note("emit", note, onnx_path=model, files=files, parity_model=stand_in)
@@ -93,7 +100,9 @@ def engine_stage(ctx: Context, staging: Path) -> Context:
         return ctx.with_note("engine", deferred_engine(reason))
     spec = json.loads((staging / SPEC_FILE).read_text())
     built = build_engine(staging, spec)
-    return ctx.with_note("engine", {"status": "built", "file": spec["engine"], **built}, parity_model=staging / spec["engine"])
+    return ctx.with_note(
+        "engine", {"status": "built", "file": spec["engine"], **built}, parity_model=staging / spec["engine"]
+    )
 
 
 def deferred_engine(reason: str) -> dict:
@@ -140,20 +149,26 @@ def build_spec(ctx: Context, graph: onnx.ModelProto, model: Path, hazards: list[
         "tensorrt_majors": list(TENSORRT_MAJORS),
         "workspace_mib": settings.workspace_mib,
         "builder_optimization_level": settings.builder_optimization_level,
-        "profiles": [optimization_profile(inputs, lengths, max_batch=settings.max_batch, opt_batch=settings.opt_batch, max_seq_len=max_seq_len)],
+        "profiles": [
+            optimization_profile(
+                inputs, lengths, max_batch=settings.max_batch, opt_batch=settings.opt_batch, max_seq_len=max_seq_len
+            )
+        ],
         "length_histogram": length_histogram(lengths, max_seq_len),
         "inputs": [{"name": i.name, "dtype": dtype(i)} for i in graph.graph.input],
         "outputs": [{"name": o.name, "dtype": dtype(o)} for o in graph.graph.output],
         "preflight": [{"severity": h.severity, "what": h.what, "fix": h.fix} for h in hazards],
         "requires": {
-            "tensorrt": ">=10.0,<12", "edgec": package_versions()["edgec"], "onnx_opset": _default_opset(graph),
+            "tensorrt": ">=10.0,<12",
+            "edgec": package_versions()["edgec"],
+            "onnx_opset": _default_opset(graph),
         },
     }
 
 
 _QUANTIZATION = {  # what the spec says of each precision a TensorRT profile may list
     Precision.INT8: "explicit int8 Q/DQ (symmetric int8 activations, per-channel symmetric int8 weights); float parts typed "
-            "fp16 where the calibration data allows, fp32 elsewhere",
+    "fp16 where the calibration data allows, fp32 elsewhere",
     Precision.FP16: "none; float parts typed fp16 where the calibration data allows, fp32 elsewhere",
     Precision.FP32: "none (fp32 ONNX)",
 }
@@ -180,7 +195,7 @@ def trtexec_script(spec: dict) -> str:
         f"exec trtexec --onnx={spec['onnx']} --saveEngine={spec['engine']} \\\n  {shapes} \\\n"
         f"  --stronglyTyped --memPoolSize=workspace:{spec['workspace_mib']} "
         f"--builderOptimizationLevel={spec['builder_optimization_level']} \\\n"
-        f"  --timingCacheFile={spec['timing_cache']} --skipInference \"$@\"",
+        f'  --timingCacheFile={spec["timing_cache"]} --skipInference "$@"',
     ]
     return "\n".join(lines) + "\n"
 
@@ -189,13 +204,19 @@ def artifact_spec(artifact: Artifact) -> dict:
     """The artifact's trt_build.json, checked: present, of this edgec's format, and written for its ONNX."""
     spec_path = artifact.path / SPEC_FILE
     if not spec_path.is_file():
-        raise InputError(f"{artifact.path} has no {SPEC_FILE}, so it is not a TensorRT artifact; build one with --target trt-int8 or trt-fp16")
+        raise InputError(
+            f"{artifact.path} has no {SPEC_FILE}, so it is not a TensorRT artifact; build one with --target trt-int8 or trt-fp16"
+        )
     spec = json.loads(spec_path.read_text())
     if spec.get("format") != SPEC_FORMAT:
-        raise InputError(f"{spec_path} has format {spec.get('format')}, written for weakly typed TensorRT (precision "
-                         "flags, implicit int8) that TensorRT 11 removed; rebuild the artifact with this edgec")
+        raise InputError(
+            f"{spec_path} has format {spec.get('format')}, written for weakly typed TensorRT (precision "
+            "flags, implicit int8) that TensorRT 11 removed; rebuild the artifact with this edgec"
+        )
     if sha256_file(artifact.path / spec["onnx"]) != spec["onnx_sha256"]:
-        raise InputError(f"{artifact.path / spec['onnx']} changed since the build (sha256 differs from {SPEC_FILE}); rebuild the artifact")
+        raise InputError(
+            f"{artifact.path / spec['onnx']} changed since the build (sha256 differs from {SPEC_FILE}); rebuild the artifact"
+        )
     return spec
 
 
@@ -246,8 +267,16 @@ def build_checked_engine(
         sample, tokenizer, checked_on = golden.read(artifact.path), artifact.tokenizer(), "the golden sample"
 
         def gate(engine: Path) -> ParityRow:  # the stored artifact outputs came from the CPU simulation: not comparable
-            return golden.check(sample, model_forward(engine, session, manifest.task), tokenizer, manifest.recipe.max_length,
-                                manifest.task, engine.name, thresholds, reproduce=False)[0]
+            return golden.check(
+                sample,
+                model_forward(engine, session, manifest.task),
+                tokenizer,
+                manifest.recipe.max_length,
+                manifest.task,
+                engine.name,
+                thresholds,
+                reproduce=False,
+            )[0]
     else:
         task, evaluation = reference_for(artifact, data, reference)
         checked_on = data.source
@@ -257,14 +286,23 @@ def build_checked_engine(
 
     record, row = build_artifact_engine(artifact, gate, checked_on)
     if not row.passed:
-        raise ParityError(f"engine parity failed on {checked_on}: {'; '.join(row.failures)}; "
-                          f"the engine is kept as {artifact.path / REJECTED_ENGINE_FILE} and the artifact is unchanged")
+        raise ParityError(
+            f"engine parity failed on {checked_on}: {'; '.join(row.failures)}; "
+            f"the engine is kept as {artifact.path / REJECTED_ENGINE_FILE} and the artifact is unchanged"
+        )
     return record, row
 
 
-BACKEND = register_backend(Backend(
-    name="tensorrt", emit=emit, needs="'edgec[trt]' + an NVIDIA GPU, for the engine only", needs_module="tensorrt",
-    own_quantizers=frozenset({"fp16"}),  # emit types the fp16 parts itself, from the calibration data's ranges
-    extra_stages=lambda staging: (Stage("engine", lambda ctx: engine_stage(ctx, staging)),),
-    preflight=check_engine_requirement, parity_runtime=parity_runtime, statistics=True,
-))
+BACKEND = register_backend(
+    Backend(
+        name="tensorrt",
+        emit=emit,
+        needs="'edgec[trt]' + an NVIDIA GPU, for the engine only",
+        needs_module="tensorrt",
+        own_quantizers=frozenset({"fp16"}),  # emit types the fp16 parts itself, from the calibration data's ranges
+        extra_stages=lambda staging: (Stage("engine", lambda ctx: engine_stage(ctx, staging)),),
+        preflight=check_engine_requirement,
+        parity_runtime=parity_runtime,
+        statistics=True,
+    )
+)

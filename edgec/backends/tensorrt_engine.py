@@ -150,16 +150,21 @@ def _add_profiles(builder, config, network, profiles: list[dict], logger) -> Non
         profile = builder.create_optimization_profile()
         for name, shapes in entry.items():
             if name not in inputs:
-                raise ConfigError(f"optimization profile names input '{name}', which the model lacks; "
-                                  f"use one of {sorted(inputs)}")
+                raise ConfigError(
+                    f"optimization profile names input '{name}', which the model lacks; use one of {sorted(inputs)}"
+                )
             try:
                 profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
             except (RuntimeError, TypeError, ValueError) as exc:
-                raise InputError(f"TensorRT rejects the profile shapes of input '{name}' ({shapes}): {_one_line(exc)}; "
-                                 "fix the target's max_batch / max_seq_len") from None
+                raise InputError(
+                    f"TensorRT rejects the profile shapes of input '{name}' ({shapes}): {_one_line(exc)}; "
+                    "fix the target's max_batch / max_seq_len"
+                ) from None
         if config.add_optimization_profile(profile) < 0:
-            raise InputError(f"TensorRT rejects the optimization profile {entry}: {_last_errors(logger)}; "
-                             "fix the target's max_batch / max_seq_len")
+            raise InputError(
+                f"TensorRT rejects the optimization profile {entry}: {_last_errors(logger)}; "
+                "fix the target's max_batch / max_seq_len"
+            )
 
 
 def _builder_config(trt, builder, network, spec: dict, logger):
@@ -200,8 +205,10 @@ def build_engine(folder: Path, spec: dict) -> dict:
     try:
         serialized, config = _build_serialized(trt, logger, folder, spec)
     except (RuntimeError, TypeError, ValueError) as exc:  # what tensorrt's bindings raise on input they refuse
-        raise InputError(f"TensorRT could not build an engine from {spec['onnx']}: {_one_line(exc)} "
-                         f"({_last_errors(logger)}); fix the model or the target's [tensorrt] settings") from None
+        raise InputError(
+            f"TensorRT could not build an engine from {spec['onnx']}: {_one_line(exc)} "
+            f"({_last_errors(logger)}); fix the model or the target's [tensorrt] settings"
+        ) from None
     _atomic_write(folder / spec["engine"], serialized)
     _atomic_write(folder / spec["timing_cache"], config.get_timing_cache().serialize())
     return {
@@ -221,16 +228,22 @@ def _build_serialized(trt, logger, folder: Path, spec: dict):
     _attach_timing_cache(config, folder / spec["timing_cache"])
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise InputError(f"TensorRT could not build an engine from {spec['onnx']}: {_last_errors(logger)}; "
-                         "fix the model or the target's [tensorrt] settings")
+        raise InputError(
+            f"TensorRT could not build an engine from {spec['onnx']}: {_last_errors(logger)}; "
+            "fix the model or the target's [tensorrt] settings"
+        )
     return serialized, config
 
 
 def _torch_dtypes(trt, torch, engine, names: list[str]) -> dict:
     """The torch dtype of each io tensor's buffer, as the engine declares it."""
     table = {
-        trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.BF16: torch.bfloat16,
-        trt.DataType.INT8: torch.int8, trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64,
+        trt.DataType.FLOAT: torch.float32,
+        trt.DataType.HALF: torch.float16,
+        trt.DataType.BF16: torch.bfloat16,
+        trt.DataType.INT8: torch.int8,
+        trt.DataType.INT32: torch.int32,
+        trt.DataType.INT64: torch.int64,
         trt.DataType.BOOL: torch.bool,
     }
     dtypes = {n: table.get(engine.get_tensor_dtype(n)) for n in names}
@@ -247,8 +260,10 @@ def _load_engine(trt, engine_path: Path):
     logger = _recording_logger(trt)
     engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
     if engine is None:
-        raise InputError(f"cannot load TensorRT engine {engine_path.name}: {_last_errors(logger)}; "
-                         "rebuild it here with `edgec engine ARTIFACT` (engines are tied to one TensorRT and GPU)")
+        raise InputError(
+            f"cannot load TensorRT engine {engine_path.name}: {_last_errors(logger)}; "
+            "rebuild it here with `edgec engine ARTIFACT` (engines are tied to one TensorRT and GPU)"
+        )
     return engine, logger
 
 
@@ -284,15 +299,20 @@ def engine_forward(engine_path: Path) -> Callable[[dict[str, np.ndarray]], dict[
             device_inputs = {n: torch.tensor(feeds[n], dtype=dtypes[n], device="cuda") for n in inputs}
             for name, tensor in device_inputs.items():
                 if not context.set_input_shape(name, tuple(tensor.shape)):
-                    raise InputError(f"input '{name}' has shape {tuple(tensor.shape)}, outside the engine's profile "
-                                     f"{engine.get_tensor_profile_shape(name, 0)}; rebuild with a wider profile")
-            device_outputs = {n: torch.empty(tuple(context.get_tensor_shape(n)), dtype=dtypes[n], device="cuda")
-                              for n in outputs}
+                    raise InputError(
+                        f"input '{name}' has shape {tuple(tensor.shape)}, outside the engine's profile "
+                        f"{engine.get_tensor_profile_shape(name, 0)}; rebuild with a wider profile"
+                    )
+            device_outputs = {
+                n: torch.empty(tuple(context.get_tensor_shape(n)), dtype=dtypes[n], device="cuda") for n in outputs
+            }
             for name, tensor in {**device_inputs, **device_outputs}.items():
                 context.set_tensor_address(name, tensor.data_ptr())
             if not context.execute_async_v3(stream.cuda_stream):
-                raise EdgecError(f"TensorRT engine {Path(engine_path).name} failed to run: {_last_errors(logger)}; "
-                                 "rebuild the engine on this machine")
+                raise EdgecError(
+                    f"TensorRT engine {Path(engine_path).name} failed to run: {_last_errors(logger)}; "
+                    "rebuild the engine on this machine"
+                )
         stream.synchronize()
         return {n: t.float().cpu().numpy() for n, t in device_outputs.items()}
 
@@ -303,8 +323,9 @@ def engine_forward(engine_path: Path) -> Callable[[dict[str, np.ndarray]], dict[
         batch = len(feeds[inputs[0]])
         if batch == 0:
             raise InputError("feeds hold no rows; pass at least one example")
-        chunks = [run_chunk({n: feeds[n][start:start + max_batch] for n in inputs})
-                  for start in range(0, batch, max_batch)]
+        chunks = [
+            run_chunk({n: feeds[n][start : start + max_batch] for n in inputs}) for start in range(0, batch, max_batch)
+        ]
         return {n: np.concatenate([c[n] for c in chunks], axis=0) for n in outputs}
 
     return forward

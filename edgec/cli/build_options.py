@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgec.running.bench import BenchConfig
+from edgec.budget_search import Budgets
 from edgec.cli.options import (
     Calib,
     DataColumns,
@@ -29,7 +29,7 @@ from edgec.cli.options import (
 from edgec.data import Dataset
 from edgec.errors import ConfigError
 from edgec.recipe import DistillConfig, PruneConfig, QuantConfig, Recipe
-from edgec.budget_search import Budgets
+from edgec.running.bench import BenchConfig
 
 
 @dataclass(frozen=True, kw_only=True)

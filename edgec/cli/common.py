@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from edgec import interrupts
+from edgec.artifacts.report import ledger_table, summary_rows
 from edgec.errors import ConfigError, EdgecError, Interrupted
 from edgec.processes import describe
 from edgec.progress import display, stage_spinners
-from edgec.artifacts.report import ledger_table, summary_rows
 
 console = Console(stderr=True)
 stdout = Console()
@@ -42,8 +42,11 @@ def spread_groups(function: Callable[..., None]) -> Callable[..., None]:
     signature = inspect.signature(function, eval_str=True)
     groups = {p.name: p.annotation for p in signature.parameters.values() if _is_group(p.annotation)}
     # Keyword-only, because a spread group puts options with defaults before ones without (typer passes keywords).
-    parameters = [q for p in signature.parameters.values()
-                  for q in (_group_options(p.annotation) if p.name in groups else [p.replace(kind=p.KEYWORD_ONLY)])]
+    parameters = [
+        q
+        for p in signature.parameters.values()
+        for q in (_group_options(p.annotation) if p.name in groups else [p.replace(kind=p.KEYWORD_ONLY)])
+    ]
     names = [p.name for p in parameters]
     if repeated := sorted({n for n in names if names.count(n) > 1}):
         raise TypeError(f"{function.__name__}: an option group repeats an option: {repeated}")
@@ -79,8 +82,12 @@ def _group_options(group: type) -> list[inspect.Parameter]:
 def _build_group(group: type, options: dict[str, Any]) -> Any:
     """The group from the parsed options, which are taken out of `options`."""
     hints = get_type_hints(group, include_extras=True)
-    return group(**{f.name: _build_group(hints[f.name], options) if _is_group(hints[f.name]) else options.pop(f.name)
-                    for f in dataclasses.fields(group)})
+    return group(
+        **{
+            f.name: _build_group(hints[f.name], options) if _is_group(hints[f.name]) else options.pop(f.name)
+            for f in dataclasses.fields(group)
+        }
+    )
 
 
 def errors_to_exit_codes(command: F) -> F:

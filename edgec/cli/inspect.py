@@ -10,9 +10,9 @@ import onnx
 import typer
 
 from edgec.artifacts.artifact import load_artifact, verify_hashes
+from edgec.artifacts.report import ledger_table, summary_rows
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson
-from edgec.artifacts.report import ledger_table, summary_rows
 
 
 def register(app: typer.Typer) -> None:
@@ -50,4 +50,6 @@ def inspect(
     io_rows = [[d, v["name"], v["dtype"], str(v["shape"])] for d in ("inputs", "outputs") for v in manifest.io[d]]
     stdout.print(table("signature", ["", "name", "dtype", "shape"], io_rows))
     stdout.print(table("parity ledger", *ledger_table(manifest)))
-    stdout.print("integrity: " + (f"CHANGED since build: {', '.join(changed)}" if changed else "every file matches its sha256"))
+    stdout.print(
+        "integrity: " + (f"CHANGED since build: {', '.join(changed)}" if changed else "every file matches its sha256")
+    )

@@ -12,7 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 logging.basicConfig(level=logging.WARNING, format="edgec: %(message)s")
-logging.getLogger("torchao").setLevel(logging.ERROR)  # imported by transformers/accelerate where installed (edgec[executorch])
+logging.getLogger("torchao").setLevel(
+    logging.ERROR
+)  # imported by transformers/accelerate where installed (edgec[executorch])
 
 app = typer.Typer(
     name="edgec",

@@ -9,13 +9,13 @@ from typing import Annotated
 
 import typer
 
-from edgec.artifacts.artifact_ops import check_parity
 from edgec.artifacts.artifact import load_artifact
+from edgec.artifacts.artifact_ops import check_parity
+from edgec.artifacts.report import LEDGER_COLUMNS, statistics_table
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson, DataColumns, Reference, Thresholds
 from edgec.parity.integrity import integrity_failures
 from edgec.parity.ledger import ParityRow
-from edgec.artifacts.report import LEDGER_COLUMNS, statistics_table
 
 
 def register(app: typer.Typer) -> None:
@@ -26,10 +26,15 @@ def parity(
     artifact: ArtifactPath,
     thresholds: Thresholds,
     columns: DataColumns,
-    data: Annotated[Path | None, typer.Option(
-        help="Eval data (.txt/.jsonl/.csv/.tsv) to measure against the source model; without it, the artifact's own golden sample.",
-    )] = None,
-    samples: Annotated[int | None, typer.Option(help="Measure a deterministic sample of this many --data examples.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Eval data (.txt/.jsonl/.csv/.tsv) to measure against the source model; without it, the artifact's own golden sample.",
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="Measure a deterministic sample of this many --data examples.")
+    ] = None,
     reference: Reference = None,
     as_json: AsJson = False,
 ) -> None:
@@ -45,12 +50,20 @@ def parity(
     rows = check_parity(loaded, dataset, reference=reference, overrides=thresholds.overrides)
     problems = broken + [f for r in rows for f in r.failures]
     if as_json:
-        report = {"passed": not problems, "failures": problems,
-                  "data": str(data) if data else "golden sample", "rows": [dataclasses.asdict(r) for r in rows]}
+        report = {
+            "passed": not problems,
+            "failures": problems,
+            "data": str(data) if data else "golden sample",
+            "rows": [dataclasses.asdict(r) for r in rows],
+        }
         print(json.dumps(report, indent=2))
     else:
-        print_rows(rows, f"parity of {artifact} on {data} ({len(dataset)} examples)" if dataset else
-                   f"parity of {artifact} on its golden sample (no source model)")
+        print_rows(
+            rows,
+            f"parity of {artifact} on {data} ({len(dataset)} examples)"
+            if dataset
+            else f"parity of {artifact} on its golden sample (no source model)",
+        )
         stdout.print("PASS" if not problems else "FAIL: " + "; ".join(problems))
     if problems:
         raise typer.Exit(1)
@@ -65,5 +78,7 @@ def print_rows(rows: list[ParityRow], title: str) -> None:
         if stats_rows:
             stdout.print(table(f"error statistics per output ({row.stage})", stats_header, stats_rows))
     if any(r.simulated for r in rows):
-        stdout.print(f"simulated: ONNX Runtime CPU ran the model in the engine's place ({rows[0].model}); "
-                     "run this where the engine was built for the engine's own figures")
+        stdout.print(
+            f"simulated: ONNX Runtime CPU ran the model in the engine's place ({rows[0].model}); "
+            "run this where the engine was built for the engine's own figures"
+        )

@@ -8,8 +8,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from edgec.artifacts.artifact_ops import predict
 from edgec.artifacts.artifact import load_artifact
+from edgec.artifacts.artifact_ops import predict
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson
 from edgec.errors import ConfigError
@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
 def run(
     artifact: ArtifactPath,
     texts: Annotated[list[str], typer.Argument(help="Texts to run.")],
-    pair: Annotated[list[str] | None, typer.Option(help="Second text for each TEXT (pair classifiers), repeatable.")] = None,
+    pair: Annotated[
+        list[str] | None, typer.Option(help="Second text for each TEXT (pair classifiers), repeatable.")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Embed or classify texts with the compiled model (plain ONNX Runtime + tokenizer)."""
@@ -36,11 +38,16 @@ def run(
         return
     if task == "sequence-classification":
         probs = _softmax(outputs["logits"])
-        rows = [[t, labels.get(str(int(p.argmax())), str(int(p.argmax()))), f"{p.max():.3f}"] for t, p in zip(texts, probs)]
+        rows = [
+            [t, labels.get(str(int(p.argmax())), str(int(p.argmax()))), f"{p.max():.3f}"] for t, p in zip(texts, probs)
+        ]
         stdout.print(table("predictions", ["text", "label", "probability"], rows))
     elif task == "feature-extraction":
         vectors = outputs["sentence_embedding"]
-        rows = [[t, str(v.shape[0]), f"{np.linalg.norm(v):.4f}", " ".join(f"{x:+.3f}" for x in v[:4]) + " ..."] for t, v in zip(texts, vectors)]
+        rows = [
+            [t, str(v.shape[0]), f"{np.linalg.norm(v):.4f}", " ".join(f"{x:+.3f}" for x in v[:4]) + " ..."]
+            for t, v in zip(texts, vectors)
+        ]
         stdout.print(table("embeddings", ["text", "dim", "norm", "first values"], rows))
         if len(texts) > 1:
             unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

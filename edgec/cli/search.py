@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
+from edgec.budget_search import Candidate, unmet_message
+from edgec.budget_search import search as search_candidates
 from edgec.cli.build_options import BuildOptions, SearchBudgets
 from edgec.cli.common import command, numbers, print_summary, stage_progress, stdout, table
 from edgec.cli.options import ModelFolder
 from edgec.errors import BudgetError, ConfigError
 from edgec.parity.evalset import selection_split
-from edgec.budget_search import Candidate, unmet_message
-from edgec.budget_search import search as search_candidates
 
 
 def register(app: typer.Typer) -> None:

@@ -7,12 +7,21 @@ from typing import Annotated
 
 import typer
 
-from edgec.running.bench import BenchConfig
 from edgec.cli.common import command, numbers, stage_progress, stdout, table
 from edgec.cli.options import (
-    Calib, DataColumns, Eval, Force, ModelFolder, RayOptions, SourceLoading, Target, TimingBatch, TimingSeqLen,
+    Calib,
+    DataColumns,
+    Eval,
+    Force,
+    ModelFolder,
+    RayOptions,
+    SourceLoading,
+    Target,
+    TimingBatch,
+    TimingSeqLen,
 )
 from edgec.errors import ConfigError
+from edgec.running.bench import BenchConfig
 from edgec.sweep import sweep as run_sweep
 
 
@@ -22,7 +31,9 @@ def register(app: typer.Typer) -> None:
 
 def sweep(
     model: ModelFolder,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the artifacts, sweep.csv, sweep.md and sweep.png.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the artifacts, sweep.csv, sweep.md and sweep.png.")
+    ],
     columns: DataColumns,
     loading: SourceLoading,
     ray: RayOptions,
@@ -46,13 +57,32 @@ def sweep(
         raise ConfigError("--batch, --seq-len, --threads and --runs must be at least 1")
     with stage_progress() as on_stage:
         rows = run_sweep(
-            model, target, fractions=numbers(prune, "--prune"), precisions=[p.strip() for p in precision.split(",") if p.strip()],
-            calib=columns.read(calib), eval=columns.read(eval_data), out=out,
-            bench=BenchConfig(batch=batch, seq_len=seq_len, threads=threads, warmup=10, runs=runs), force=force,
-            load=loading.options, on_stage=on_stage, ray=ray.cluster(),
+            model,
+            target,
+            fractions=numbers(prune, "--prune"),
+            precisions=[p.strip() for p in precision.split(",") if p.strip()],
+            calib=columns.read(calib),
+            eval=columns.read(eval_data),
+            out=out,
+            bench=BenchConfig(batch=batch, seq_len=seq_len, threads=threads, warmup=10, runs=runs),
+            force=force,
+            load=loading.options,
+            on_stage=on_stage,
+            ray=ray.cluster(),
         )
-    body = [[r["name"], f"{r['value']:.4g}", f"{r['drop']:.3g}", f"{r['latency_ms']:.2f}", f"{r['size_mb']:.1f}", "yes" if r["pareto"] else ""]
-            if not r["error"] else [r["name"], "", "", "", "", f"failed: {r['error']}"] for r in rows]
+    body = [
+        [
+            r["name"],
+            f"{r['value']:.4g}",
+            f"{r['drop']:.3g}",
+            f"{r['latency_ms']:.2f}",
+            f"{r['size_mb']:.1f}",
+            "yes" if r["pareto"] else "",
+        ]
+        if not r["error"]
+        else [r["name"], "", "", "", "", f"failed: {r['error']}"]
+        for r in rows
+    ]
     metric = next((r["metric"] for r in rows if not r["error"]), "metric")
     stdout.print(table(f"edgec sweep: {out}", ["artifact", metric, "drop", "latency ms", "size MB", "Pareto"], body))
     stdout.print(f"tables: {out / 'sweep.md'}, {out / 'sweep.csv'}; plot: {out / 'sweep.png'}")

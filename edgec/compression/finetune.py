@@ -16,22 +16,30 @@ from pathlib import Path
 import torch
 
 from edgec.artifacts.artifact import check_output_path
+from edgec.compression.training import TrainResult, shuffled_loader, train
 from edgec.data import Dataset
 from edgec.errors import ConfigError, InputError
-from edgec.running.inference import collect_outputs, encode_batches, torch_forward
+from edgec.parity.evalset import classifier_labels, eval_texts, task_metric
 from edgec.processes import main_process_output
 from edgec.recipe import TrainConfig
+from edgec.running.inference import collect_outputs, encode_batches, torch_forward
 from edgec.source import LoadOptions, Pooling, Source, TaskModule, load_source, save_model, task_outputs
-from edgec.parity.evalset import classifier_labels, eval_texts, task_metric
-from edgec.compression.training import TrainResult, shuffled_loader, train
 
 FINETUNE_TASKS = ("sequence-classification", "feature-extraction")
 RECORD_FILE = "edgec_finetune.json"
 
 
 def finetune(
-    model: str | Path, *, task: str, train_data: Dataset, eval_data: Dataset, config: TrainConfig, out: str | Path,
-    force: bool = False, load: LoadOptions = LoadOptions(), seed: int = 0,
+    model: str | Path,
+    *,
+    task: str,
+    train_data: Dataset,
+    eval_data: Dataset,
+    config: TrainConfig,
+    out: str | Path,
+    force: bool = False,
+    load: LoadOptions = LoadOptions(),
+    seed: int = 0,
 ) -> dict:
     """Fine-tune `model` for `task` on `train_data`, keep the weights that score best on `eval_data`, save them to `out`.
 
@@ -59,7 +67,9 @@ def class_labels(data: Dataset) -> tuple[str, ...]:
     values = {e.label for e in data.examples}
     if all(isinstance(v, int) for v in values):
         if values != set(range(len(values))):
-            raise InputError(f"{data.source}: integer labels must be the class ids 0..{len(values) - 1}, got {sorted(values)[:10]}")
+            raise InputError(
+                f"{data.source}: integer labels must be the class ids 0..{len(values) - 1}, got {sorted(values)[:10]}"
+            )
         return tuple(str(i) for i in range(len(values)))
     return tuple(sorted(str(v) for v in values))
 
@@ -98,7 +108,9 @@ def _objective(source: Source, data: Dataset, config: TrainConfig, seed: int):
     tokenizer, names = source.tokenizer, source.input_names
 
     def encode(texts: list[str], pairs: list[str] | None = None) -> dict[str, torch.Tensor]:
-        encoded = tokenizer(texts, pairs, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt")
+        encoded = tokenizer(
+            texts, pairs, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt"
+        )
         return {name: encoded[name] for name in names}
 
     if source.task == "sequence-classification":
@@ -106,7 +118,10 @@ def _objective(source: Source, data: Dataset, config: TrainConfig, seed: int):
 
         def collate(batch):
             pairs = [e.text_pair for e in batch] if batch[0].text_pair is not None else None
-            return {**encode([e.text for e in batch], pairs), "labels": torch.tensor([label2id[str(e.label)] for e in batch])}
+            return {
+                **encode([e.text for e in batch], pairs),
+                "labels": torch.tensor([label2id[str(e.label)] for e in batch]),
+            }
 
         def loss(model, batch):
             logits = model(**{name: batch[name] for name in names}).logits
@@ -121,7 +136,10 @@ def _objective(source: Source, data: Dataset, config: TrainConfig, seed: int):
 
         def loss(model, batch):
             # Cosine of the two pooled embeddings regressed onto the pair's score scaled to [0, 1].
-            a, b = (task_outputs(model(**batch[side]), "feature-extraction", pooling, batch[side]["attention_mask"])[0] for side in "ab")
+            a, b = (
+                task_outputs(model(**batch[side]), "feature-extraction", pooling, batch[side]["attention_mask"])[0]
+                for side in "ab"
+            )
             cosine = torch.nn.functional.cosine_similarity(a.float(), b.float())
             return torch.nn.functional.mse_loss(cosine, batch["score"])
 
@@ -129,13 +147,27 @@ def _objective(source: Source, data: Dataset, config: TrainConfig, seed: int):
     return loss, shuffled_loader(list(data.examples), collate, config.batch_size, seed, lengths)
 
 
-def _record(task: str, metric: str, train_data: Dataset, eval_data: Dataset, config: TrainConfig, result: TrainResult) -> dict:
+def _record(
+    task: str, metric: str, train_data: Dataset, eval_data: Dataset, config: TrainConfig, result: TrainResult
+) -> dict:
     return {
-        "task": task, "metric": metric, "train_data": train_data.source, "train_examples": len(train_data),
-        "eval_data": eval_data.source, "eval_examples": len(eval_data), "config": dataclasses.asdict(config),
-        "start_score": result.history[0][1], "best_score": result.best_score, "best_step": result.best_step,
-        "steps": result.steps, "stopped": result.stopped, "seconds": round(result.seconds, 1),
-        "precision": result.precision, "precision_reason": result.precision_reason,
-        "processes": len(result.ranks), "ranks": list(result.ranks),
-        "history": [list(h) for h in result.history], "losses": [list(loss) for loss in result.losses],
+        "task": task,
+        "metric": metric,
+        "train_data": train_data.source,
+        "train_examples": len(train_data),
+        "eval_data": eval_data.source,
+        "eval_examples": len(eval_data),
+        "config": dataclasses.asdict(config),
+        "start_score": result.history[0][1],
+        "best_score": result.best_score,
+        "best_step": result.best_step,
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "seconds": round(result.seconds, 1),
+        "precision": result.precision,
+        "precision_reason": result.precision_reason,
+        "processes": len(result.ranks),
+        "ranks": list(result.ranks),
+        "history": [list(h) for h in result.history],
+        "losses": [list(loss) for loss in result.losses],
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgec.errors import UnsupportedModelError
 from edgec.compression.surgery import (
     ConstantAttention,
     ConstantFFN,
@@ -27,6 +26,7 @@ from edgec.compression.surgery import (
     hidden_size,
     parts_for,
 )
+from edgec.errors import UnsupportedModelError
 
 # Task heads, as attribute paths from the task model or its base model: square Linears (hidden -> hidden) lose
 # inputs and outputs, the others only inputs.
@@ -41,8 +41,10 @@ HIDDEN_PRUNABLE = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "ele
 def check_prunable(model: nn.Module) -> None:
     """UnsupportedModelError unless the model's hidden size can be pruned."""
     if model.config.model_type not in HIDDEN_PRUNABLE:
-        raise UnsupportedModelError(f"hidden-size pruning supports {', '.join(HIDDEN_PRUNABLE)}, not {model.config.model_type}; "
-                                    "prune heads, FFN neurons or layers (--prune-units heads,ffn,layers)")
+        raise UnsupportedModelError(
+            f"hidden-size pruning supports {', '.join(HIDDEN_PRUNABLE)}, not {model.config.model_type}; "
+            "prune heads, FFN neurons or layers (--prune-units heads,ffn,layers)"
+        )
 
 
 def stream_norms(model: nn.Module) -> list[nn.LayerNorm]:
@@ -63,8 +65,9 @@ def head_linears(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Linear]]:
     """(square, reading) Linears of the pooler and task head that meet the stream."""
     width = hidden_size(model)
     roots = dict.fromkeys((model, model.base_model))
-    found = lambda paths: [m for p in paths for root in roots  # noqa: E731
-                           if isinstance(m := _find(root, p), nn.Linear) and m.in_features == width]
+    found = lambda paths: [
+        m for p in paths for root in roots if isinstance(m := _find(root, p), nn.Linear) and m.in_features == width
+    ]
     square = [m for m in found(_SQUARE_HEADS) if m.out_features == width]
     return square, [m for m in found(_READING_HEADS) if m not in square]
 
@@ -101,8 +104,9 @@ def keep_channels(model: nn.Module, keep: list[int]) -> None:
     config.edgec_channels = [origins[i] for i in index.tolist()]
 
 
-def _slice_sublayer(layer: nn.Module, module_path: str, readers: tuple[str, ...], writer: str, constant: type,
-                    index: torch.Tensor) -> None:
+def _slice_sublayer(
+    layer: nn.Module, module_path: str, readers: tuple[str, ...], writer: str, constant: type, index: torch.Tensor
+) -> None:
     """Attention or FFN: inputs of its reading Linears, outputs of its writing one (or a constant's bias)."""
     module = get(layer, module_path)
     if isinstance(module, constant):
@@ -121,8 +125,9 @@ def _slice_embeddings(base: nn.Module, index: torch.Tensor) -> None:
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         table = getattr(embeddings, name, None)
         if isinstance(table, nn.Embedding):
-            new = nn.Embedding(table.num_embeddings, len(index), padding_idx=table.padding_idx,
-                               dtype=table.weight.dtype)
+            new = nn.Embedding(
+                table.num_embeddings, len(index), padding_idx=table.padding_idx, dtype=table.weight.dtype
+            )
             new.weight.data.copy_(table.weight.detach()[:, index])
             setattr(embeddings, name, new)
     embeddings.LayerNorm = _slice_norm(embeddings.LayerNorm, index)

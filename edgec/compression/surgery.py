@@ -58,24 +58,83 @@ class Parts:
     """Further Linears with a block of rows per head, where the layer has them (DeBERTa's position projections)."""
 
 
-_BERT = Parts("attention.self", "attention.self.query", "attention.self.key", "attention.self.value",
-              "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense", "output.dense",
-              "output.LayerNorm", "intermediate", "num_attention_heads", "all_head_size")
-_MPNET = Parts("attention.attn", "attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o",
-               "attention.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm", "intermediate",
-               "num_attention_heads", "all_head_size")
-_DISTILBERT = Parts("attention", "attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
-                    "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm", "ffn", "n_heads", "dim")
+_BERT = Parts(
+    "attention.self",
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "attention.output.LayerNorm",
+    "intermediate.dense",
+    "output.dense",
+    "output.LayerNorm",
+    "intermediate",
+    "num_attention_heads",
+    "all_head_size",
+)
+_MPNET = Parts(
+    "attention.attn",
+    "attention.attn.q",
+    "attention.attn.k",
+    "attention.attn.v",
+    "attention.attn.o",
+    "attention.LayerNorm",
+    "intermediate.dense",
+    "output.dense",
+    "output.LayerNorm",
+    "intermediate",
+    "num_attention_heads",
+    "all_head_size",
+)
+_DISTILBERT = Parts(
+    "attention",
+    "attention.q_lin",
+    "attention.k_lin",
+    "attention.v_lin",
+    "attention.out_lin",
+    "sa_layer_norm",
+    "ffn.lin1",
+    "ffn.lin2",
+    "output_layer_norm",
+    "ffn",
+    "n_heads",
+    "dim",
+)
 # DeBERTa-v2/v3: BERT's layout; without share_att_key the relative positions get their own per-head projections.
 _DEBERTA_V2 = dataclasses.replace(
-    _BERT, query="attention.self.query_proj", key="attention.self.key_proj", value="attention.self.value_proj",
+    _BERT,
+    query="attention.self.query_proj",
+    key="attention.self.key_proj",
+    value="attention.self.value_proj",
     head_rows_extra=("attention.self.pos_key_proj", "attention.self.pos_query_proj"),
 )
 # ModernBERT: pre-LayerNorm, fused Wqkv, GLU FFN, no biases.
-_MODERNBERT = Parts("attn", "attn.Wqkv", "attn.Wqkv", "attn.Wqkv", "attn.Wo", "mlp_norm", "mlp.Wi", "mlp.Wo", "", "mlp",
-                    "num_heads", "all_head_size", qkv_fused=True, ffn_gated=True)
-PARTS = {"bert": _BERT, "roberta": _BERT, "xlm-roberta": _BERT, "electra": _BERT, "mpnet": _MPNET,
-         "distilbert": _DISTILBERT, "deberta-v2": _DEBERTA_V2, "modernbert": _MODERNBERT}
+_MODERNBERT = Parts(
+    "attn",
+    "attn.Wqkv",
+    "attn.Wqkv",
+    "attn.Wqkv",
+    "attn.Wo",
+    "mlp_norm",
+    "mlp.Wi",
+    "mlp.Wo",
+    "",
+    "mlp",
+    "num_heads",
+    "all_head_size",
+    qkv_fused=True,
+    ffn_gated=True,
+)
+PARTS = {
+    "bert": _BERT,
+    "roberta": _BERT,
+    "xlm-roberta": _BERT,
+    "electra": _BERT,
+    "mpnet": _MPNET,
+    "distilbert": _DISTILBERT,
+    "deberta-v2": _DEBERTA_V2,
+    "modernbert": _MODERNBERT,
+}
 # transformers cannot express fewer heads for these (MPNet's shared position bias; no prune_heads in the others).
 _FIXED_HEAD_SLOTS = ("mpnet", "modernbert", "deberta-v2")
 
@@ -182,15 +241,21 @@ def head_dim(model: nn.Module) -> int:
 def head_counts(model: nn.Module) -> list[int]:
     """Heads per layer as the model stands (0 where the attention became a constant)."""
     parts = parts_for(model)
-    return [0 if isinstance(get(layer, parts.attention), ConstantAttention) else getattr(get(layer, parts.attention), parts.heads_attr)
-            for layer in encoder_layers(model)]
+    return [
+        0
+        if isinstance(get(layer, parts.attention), ConstantAttention)
+        else getattr(get(layer, parts.attention), parts.heads_attr)
+        for layer in encoder_layers(model)
+    ]
 
 
 def ffn_widths(model: nn.Module) -> list[int]:
     """FFN neurons per layer as the model stands."""
     parts = parts_for(model)
-    return [0 if isinstance(get(layer, parts.ffn), ConstantFFN) else get(layer, parts.ffn_out).in_features
-            for layer in encoder_layers(model)]
+    return [
+        0 if isinstance(get(layer, parts.ffn), ConstantFFN) else get(layer, parts.ffn_out).in_features
+        for layer in encoder_layers(model)
+    ]
 
 
 def layer_origins(model: nn.Module) -> list[int]:
@@ -242,7 +307,11 @@ def keep_heads(model: nn.Module, layer_index: int, keep: list[int]) -> None:
     parts, layer, size = parts_for(model), encoder_layers(model)[layer_index], head_dim(model)
     if not keep:
         bias = get(layer, parts.attn_out).bias
-        _set(layer, parts.attention, ConstantAttention(bias if bias is not None else torch.zeros(get(layer, parts.attn_out).out_features)))
+        _set(
+            layer,
+            parts.attention,
+            ConstantAttention(bias if bias is not None else torch.zeros(get(layer, parts.attn_out).out_features)),
+        )
         if parts.attention.endswith(".self"):  # BERT family: the output projection sits outside the attention module
             _set(layer, parts.attn_out, nn.Identity())
         return
@@ -312,7 +381,8 @@ def on_residual_sum(layer: nn.Module, norm_path: str, callback) -> torch.utils.h
     if norm_path:
         return get(layer, norm_path).register_forward_pre_hook(lambda module, args: callback(args[0]))
     return layer.register_forward_hook(
-        lambda module, args, output: callback(output[0] if isinstance(output, tuple) else output))
+        lambda module, args, output: callback(output[0] if isinstance(output, tuple) else output)
+    )
 
 
 def ffn_matrices(model: nn.Module) -> int:
@@ -321,7 +391,9 @@ def ffn_matrices(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def scale_units(model: nn.Module, layer_index: int, head_scales: torch.Tensor | None, neuron_scales: torch.Tensor | None) -> None:
+def scale_units(
+    model: nn.Module, layer_index: int, head_scales: torch.Tensor | None, neuron_scales: torch.Tensor | None
+) -> None:
     """Fold per-unit scales (from the least-squares fit) into the output projections' input columns."""
     parts, layer = parts_for(model), encoder_layers(model)[layer_index]
     if head_scales is not None and len(head_scales):
@@ -379,27 +451,35 @@ def standard_layout(model: nn.Module, summary: dict | None = None) -> nn.Module:
     parts, size, config = parts_for(model), head_dim(model), copy.deepcopy(model.config)
     if config.model_type == "modernbert" and getattr(model, "edgec_layers_removed", False):
         # A ModernBERT layer's local or global attention (and its first LayerNorm) follow its index in the config.
-        raise UnsupportedModelError("a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers "
-                                    "alternate local and global attention by position); prune with --units heads,ffn, or build "
-                                    "the artifact directly with `edgec build --prune`")
+        raise UnsupportedModelError(
+            "a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers "
+            "alternate local and global attention by position); prune with --units heads,ffn, or build "
+            "the artifact directly with `edgec build --prune`"
+        )
     counts, widths = head_counts(model), ffn_widths(model)
     capacity = hidden_size(model) // size  # heads transformers derives from the width (fewer after hidden pruning)
     if max(counts) > capacity:
-        raise UnsupportedModelError(f"a layer keeps {max(counts)} heads, more than the {capacity} that a hidden "
-                                    f"size of {hidden_size(model)} holds in transformers' layout; prune heads to that")
+        raise UnsupportedModelError(
+            f"a layer keeps {max(counts)} heads, more than the {capacity} that a hidden "
+            f"size of {hidden_size(model)} holds in transformers' layout; prune heads to that"
+        )
     columns = _bias_columns(model, parts, counts, capacity) if config.model_type == "mpnet" else None
     slots = [capacity if config.model_type in _FIXED_HEAD_SLOTS else max(c, 1) for c in counts]
     setattr(config, "n_heads" if config.model_type == "distilbert" else "num_attention_heads", capacity)
     config.pruned_heads = {i: list(range(n, capacity)) for i, n in enumerate(slots) if n < capacity}
     setattr(config, "hidden_dim" if config.model_type == "distilbert" else "intermediate_size", max(max(widths), 1))
-    if config.model_type == "modernbert" and any(_sublayer_bias(layer, parts, kind) is not None
-                                                 for layer in encoder_layers(model) for kind in ("heads", "ffn")):
+    if config.model_type == "modernbert" and any(
+        _sublayer_bias(layer, parts, kind) is not None for layer in encoder_layers(model) for kind in ("heads", "ffn")
+    ):
         config.attention_bias = config.mlp_bias = True
     if summary is not None:
         config.edgec_pruning = summary
     padded = type(model)(config)
     own = model.state_dict()
-    padded.load_state_dict({k: v for k, v in own.items() if k in padded.state_dict() and padded.state_dict()[k].shape == v.shape}, strict=False)
+    padded.load_state_dict(
+        {k: v for k, v in own.items() if k in padded.state_dict() and padded.state_dict()[k].shape == v.shape},
+        strict=False,
+    )
     with torch.no_grad():
         if columns is not None:  # the shared position bias keeps the columns of the heads that remain anywhere
             bias = padded.base_model.encoder.relative_attention_bias.weight
@@ -437,7 +517,8 @@ def _bias_columns(model: nn.Module, parts: Parts, counts: list[int], capacity: i
     if len(used) > capacity:
         raise UnsupportedModelError(
             f"MPNet's layers keep heads reading {len(used)} distinct position-bias columns, more than the {capacity} "
-            f"heads a hidden size of {hidden_size(model)} holds in transformers' layout; prune heads to fewer columns")
+            f"heads a hidden size of {hidden_size(model)} holds in transformers' layout; prune heads to fewer columns"
+        )
     spare = [h for h in range(model.base_model.encoder.relative_attention_bias.embedding_dim) if h not in used]
     return sorted(used + spare[: capacity - len(used)])
 

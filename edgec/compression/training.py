@@ -64,8 +64,15 @@ class TrainResult:
 
 
 def train(
-    model: torch.nn.Module, loss: Loss, loader, config: TrainConfig, evaluate: Callable[[torch.nn.Module], float],
-    *, seed: int, dropout: bool, description: str = "training",
+    model: torch.nn.Module,
+    loss: Loss,
+    loader,
+    config: TrainConfig,
+    evaluate: Callable[[torch.nn.Module], float],
+    *,
+    seed: int,
+    dropout: bool,
+    description: str = "training",
 ) -> TrainResult:
     """Train a copy of `model` on `loader`'s batches to minimise `loss`; return the copy with its best weights.
 
@@ -99,9 +106,17 @@ def train(
     finally:
         accelerator.free_memory()
     return TrainResult(
-        model=keeper.best_model(), steps=steps, best_step=keeper.best_step, best_score=keeper.best_score,
-        stopped=stopped, seconds=time.perf_counter() - started, history=tuple(keeper.history), losses=tuple(losses),
-        precision=precision, precision_reason=reason, ranks=ranks,
+        model=keeper.best_model(),
+        steps=steps,
+        best_step=keeper.best_step,
+        best_score=keeper.best_score,
+        stopped=stopped,
+        seconds=time.perf_counter() - started,
+        history=tuple(keeper.history),
+        losses=tuple(losses),
+        precision=precision,
+        precision_reason=reason,
+        ranks=ranks,
     )
 
 
@@ -121,11 +136,18 @@ def choose_precision(requested: str, cpu: HostCPU, gpu_bf16: bool | None) -> tup
     if requested != "auto":
         return requested, f"{requested} (requested)"
     if gpu_bf16 is not None:
-        return ("bf16", "auto: bf16, the GPU computes it natively") if gpu_bf16 else ("fp32", "auto: fp32, the GPU has no bf16")
+        return (
+            ("bf16", "auto: bf16, the GPU computes it natively")
+            if gpu_bf16
+            else ("fp32", "auto: fp32, the GPU has no bf16")
+        )
     if cpu.native_bf16:
         native = ", ".join(f for f in cpu.flags if "bf16" in f)
         return "bf16", f"auto: bf16, the CPU computes it natively ({native})"
-    return "fp32", f"auto: fp32, the CPU ({cpu.instruction_set}) has no native bf16 and would emulate it several times slower"
+    return (
+        "fp32",
+        f"auto: fp32, the CPU ({cpu.instruction_set}) has no native bf16 and would emulate it several times slower",
+    )
 
 
 def resolve_precision(requested: str) -> tuple[str, str]:
@@ -165,7 +187,11 @@ class _Run:
 
 
 def _loop(
-    run: _Run, loader, keeper: _Keeper, deadline: float, advance: Callable[..., None],
+    run: _Run,
+    loader,
+    keeper: _Keeper,
+    deadline: float,
+    advance: Callable[..., None],
 ) -> tuple[int, str, list[tuple[int, float]], int]:
     """The optimizer loop; returns (steps run, why it stopped, mean loss per evaluation interval, micro-batches)."""
     config = run.config
@@ -253,8 +279,12 @@ def _accelerator(precision: str, accumulation: int) -> Accelerator:
     # Across processes, parameters the loss never reaches (an embedding model's pooler under distillation) would stop
     # DistributedDataParallel at its first step unless it looks for them.
     unused = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=processes.device.type == "cpu", mixed_precision=mixed, gradient_accumulation_steps=accumulation,
-                       kwargs_handlers=[unused])
+    return Accelerator(
+        cpu=processes.device.type == "cpu",
+        mixed_precision=mixed,
+        gradient_accumulation_steps=accumulation,
+        kwargs_handlers=[unused],
+    )
 
 
 def forget_mixed_precision(mixed: str) -> None:
@@ -316,7 +346,11 @@ def _cycle(loader) -> Iterator[dict[str, torch.Tensor]]:
 
 
 def shuffled_loader(
-    items: list, collate: Callable[[list], dict[str, torch.Tensor]], batch_size: int, seed: int, lengths: list[int] | None = None,
+    items: list,
+    collate: Callable[[list], dict[str, torch.Tensor]],
+    batch_size: int,
+    seed: int,
+    lengths: list[int] | None = None,
 ):
     """Batches of `items`, reshuffled every epoch from `seed`, turned into tensors by `collate`.
 
@@ -326,8 +360,12 @@ def shuffled_loader(
     """
     if lengths is None:
         generator = torch.Generator().manual_seed(seed)
-        return torch.utils.data.DataLoader(list(items), batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator)
-    return torch.utils.data.DataLoader(list(items), batch_sampler=LengthGroupedBatches(lengths, batch_size, seed), collate_fn=collate)
+        return torch.utils.data.DataLoader(
+            list(items), batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator
+        )
+    return torch.utils.data.DataLoader(
+        list(items), batch_sampler=LengthGroupedBatches(lengths, batch_size, seed), collate_fn=collate
+    )
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
@@ -350,10 +388,13 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         span, batches = self.batch_size * self.window, []
         for start in range(0, len(order), span):
-            chunk = sorted(order[start:start + span], key=lambda i: -self.lengths[i])
-            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            chunk = sorted(order[start : start + span], key=lambda i: -self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         return iter([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
 
     def __len__(self) -> int:
         span = self.batch_size * self.window
-        return sum(math.ceil(min(span, len(self.lengths) - start) / self.batch_size) for start in range(0, len(self.lengths), span))
+        return sum(
+            math.ceil(min(span, len(self.lengths) - start) / self.batch_size)
+            for start in range(0, len(self.lengths), span)
+        )

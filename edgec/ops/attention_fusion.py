@@ -76,8 +76,12 @@ def fuse_biased_attention(model: onnx.ModelProto) -> int:
     (1, heads, seq, seq), or its per-layer Gather of kept heads in a pruned model. Returns the count fused.
     """
     graph = _Graph(model)
-    fused = [match for softmax in list(model.graph.node) if softmax.op_type == "Softmax"
-             if (match := _match(graph, softmax)) is not None]
+    fused = [
+        match
+        for softmax in list(model.graph.node)
+        if softmax.op_type == "Softmax"
+        if (match := _match(graph, softmax)) is not None
+    ]
     if not fused:
         return 0
     _add_padding_mask(model, fused[0]["mask_input"])
@@ -112,8 +116,14 @@ def _match(graph: _Graph, softmax: onnx.NodeProto) -> dict | None:
     if len(reshapes) != 1 or any(n.op_type not in ("Reshape", "Shape") for n in readers):
         return None
     reshape = reshapes[0]
-    query, key, value = (_head_split(graph, name, perm) for name, perm in (
-        (product.input[0], [0, 2, 1, 3]), (product.input[1], [0, 2, 3, 1]), (context.input[1], [0, 2, 1, 3])))
+    query, key, value = (
+        _head_split(graph, name, perm)
+        for name, perm in (
+            (product.input[0], [0, 2, 1, 3]),
+            (product.input[1], [0, 2, 3, 1]),
+            (context.input[1], [0, 2, 1, 3]),
+        )
+    )
     if query is None or key is None or value is None or len({query["heads"], key["heads"], value["heads"]}) != 1:
         return None
     if len({p["bias"] is None for p in (query, key, value)}) != 1:  # the op takes all three biases or none
@@ -121,8 +131,18 @@ def _match(graph: _Graph, softmax: onnx.NodeProto) -> dict | None:
     bias = _unexpanded(graph, biases[0]) if biases else ""
     if bias is None:  # a bias of another shape or making: MultiHeadAttention may not take it as it is
         return None
-    return {"query": query, "key": key, "value": value, "scale": scale, "bias": bias, "mask_input": mask_input,
-            "filter_value": filter_value, "output": reshape.output[0], "reshape": reshape, "name": softmax.name}
+    return {
+        "query": query,
+        "key": key,
+        "value": value,
+        "scale": scale,
+        "bias": bias,
+        "mask_input": mask_input,
+        "filter_value": filter_value,
+        "output": reshape.output[0],
+        "reshape": reshape,
+        "name": softmax.name,
+    }
 
 
 def _sum_terms(graph: _Graph, name: str) -> list[str]:
@@ -209,7 +229,9 @@ def _unexpanded(graph: _Graph, name: str) -> str | None:
 
 
 def _add_padding_mask(model: onnx.ModelProto, mask_input: str) -> None:
-    model.graph.node.insert(0, helper.make_node("Cast", [mask_input], [_PADDING_MASK], name=_PADDING_MASK, to=onnx.TensorProto.INT32))
+    model.graph.node.insert(
+        0, helper.make_node("Cast", [mask_input], [_PADDING_MASK], name=_PADDING_MASK, to=onnx.TensorProto.INT32)
+    )
 
 
 def _replace(model: onnx.ModelProto, match: dict, index: int) -> None:
@@ -221,8 +243,13 @@ def _replace(model: onnx.ModelProto, match: dict, index: int) -> None:
         bias = np.concatenate([p["bias"] for p in parts]).astype(np.float32)  # (3 · heads · head_dim,)
         model.graph.initializer.append(numpy_helper.from_array(bias, bias_name))
     node = helper.make_node(
-        "MultiHeadAttention", [*(p["input"] for p in parts), bias_name, _PADDING_MASK, match["bias"]], [match["output"]],
-        name=f"edgec_attention_{index}", domain="com.microsoft", num_heads=match["query"]["heads"], scale=match["scale"],
+        "MultiHeadAttention",
+        [*(p["input"] for p in parts), bias_name, _PADDING_MASK, match["bias"]],
+        [match["output"]],
+        name=f"edgec_attention_{index}",
+        domain="com.microsoft",
+        num_heads=match["query"]["heads"],
+        scale=match["scale"],
         mask_filter_value=match["filter_value"],
     )
     reshape = match["reshape"]

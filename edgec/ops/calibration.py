@@ -42,7 +42,11 @@ class RunningStats:
         flat = rows.ravel()
         for values, hist in ((flat[flat >= 0], self.positive), (-flat[flat < 0], self.negative)):
             # float64: a tiny edge's bin width underflows float32 (1e-45 / 2048), which would put values out of range
-            bins = np.clip(values.astype(np.float64) / width, 0, _BINS - 1).astype(np.int64) if width > 0 else np.zeros(values.size, np.int64)
+            bins = (
+                np.clip(values.astype(np.float64) / width, 0, _BINS - 1).astype(np.int64)
+                if width > 0
+                else np.zeros(values.size, np.int64)
+            )
             hist += np.bincount(bins, minlength=_BINS)
         peak = np.abs(rows).max(axis=0)
         self.channel_absmax = peak if self.channel_absmax is None else np.maximum(self.channel_absmax, peak)
@@ -156,7 +160,13 @@ def fake_quantize_weight(w: np.ndarray, per_channel: bool, reduce_range: bool = 
 
 
 def matmul_quantization_error(
-    x: np.ndarray, w: np.ndarray, x_range: tuple[float, float], *, signed: bool, per_channel: bool, reduce_range: bool = False,
+    x: np.ndarray,
+    w: np.ndarray,
+    x_range: tuple[float, float],
+    *,
+    signed: bool,
+    per_channel: bool,
+    reduce_range: bool = False,
     outliers: np.ndarray | None = None,
 ) -> float:
     """Relative error ||xW - q(x)q(W)|| / ||xW|| of one MatMul quantized with the given activation range.
@@ -170,5 +180,8 @@ def matmul_quantization_error(
         inliers = w.copy()
         inliers[outliers] = 0.0
         exact_part = x[:, outliers] @ w[outliers]
-    approx = fake_quantize(x, *x_range, signed=signed) @ fake_quantize_weight(inliers, per_channel, reduce_range) + exact_part
+    approx = (
+        fake_quantize(x, *x_range, signed=signed) @ fake_quantize_weight(inliers, per_channel, reduce_range)
+        + exact_part
+    )
     return float(np.linalg.norm(exact - approx) / max(np.linalg.norm(exact), 1e-12))

@@ -28,7 +28,4 @@ def fewest_passing(count: int, passes: Callable[[int], bool]) -> int | None:
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     """Which (cost, value) points no other point beats: none has lower-or-equal cost and higher-or-equal value
     with one of the two strictly better. Lower cost and higher value are better (latency vs accuracy)."""
-    return [
-        not any(c <= cost and v >= value and (c < cost or v > value) for c, v in points)
-        for cost, value in points
-    ]
+    return [not any(c <= cost and v >= value and (c < cost or v > value) for c, v in points) for cost, value in points]

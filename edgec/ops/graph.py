@@ -39,7 +39,12 @@ def residual_adds_to_sum(model: onnx.ModelProto) -> int:
         terms = []
         for name in join.input:
             inner = made.get(name)
-            if inner is not None and inner.op_type == "Add" and len(used_by[name]) == 1 and any(i in constants for i in inner.input):
+            if (
+                inner is not None
+                and inner.op_type == "Add"
+                and len(used_by[name]) == 1
+                and any(i in constants for i in inner.input)
+            ):
                 terms += list(inner.input)  # the bias Add of the projection folds into the same Sum
                 removed.append(inner)
             else:
@@ -53,7 +58,9 @@ def residual_adds_to_sum(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-def scale_matmul_inputs(model: onnx.ModelProto, groups: dict[str, list[onnx.NodeProto]], scales: dict[str, np.ndarray]) -> None:
+def scale_matmul_inputs(
+    model: onnx.ModelProto, groups: dict[str, list[onnx.NodeProto]], scales: dict[str, np.ndarray]
+) -> None:
     """For each activation X feeding weight MatMuls: X W = (X / s)(diag(s) W). Inserts Mul(X, 1/s), rescales W.
 
     X keeps its other consumers (the residual path), which is why 1/s cannot be folded into the producer.
@@ -102,7 +109,11 @@ def remove_dead_nodes(model: onnx.ModelProto, op_types: tuple[str, ...] | None =
     removed = 0
     while True:
         used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        dead = [n for n in model.graph.node if (op_types is None or n.op_type in op_types) and not any(o in used for o in n.output)]
+        dead = [
+            n
+            for n in model.graph.node
+            if (op_types is None or n.op_type in op_types) and not any(o in used for o in n.output)
+        ]
         if not dead:
             return removed
         for node in dead:
@@ -132,11 +143,15 @@ def quantize_embedding_tables(model: onnx.ModelProto, gathers: list[onnx.NodePro
         rows_q, rows_f, row_scale = f"{output}_int8", f"{output}_int8_f", f"{output}_row_scale"
         gather.input[0], gather.output[0] = f"{name}_int8", rows_q
         position = list(model.graph.node).index(gather) + 1
-        for offset, node in enumerate([
-            helper.make_node("Gather", [f"{name}_row_scale", ids], [row_scale], name=f"{gather.name}_scale", axis=axis),
-            helper.make_node("Cast", [rows_q], [rows_f], name=f"{gather.name}_cast", to=onnx.TensorProto.FLOAT),
-            helper.make_node("Mul", [rows_f, row_scale], [output], name=f"{gather.name}_dequantize"),
-        ]):
+        for offset, node in enumerate(
+            [
+                helper.make_node(
+                    "Gather", [f"{name}_row_scale", ids], [row_scale], name=f"{gather.name}_scale", axis=axis
+                ),
+                helper.make_node("Cast", [rows_q], [rows_f], name=f"{gather.name}_cast", to=onnx.TensorProto.FLOAT),
+                helper.make_node("Mul", [rows_f, row_scale], [output], name=f"{gather.name}_dequantize"),
+            ]
+        ):
             model.graph.node.insert(position + offset, node)
         saved += table.nbytes - quantized.nbytes - scales.nbytes
     return saved

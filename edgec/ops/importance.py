@@ -41,7 +41,10 @@ def gate_layer(inputs: torch.Tensor, output, gate: torch.Tensor):
 
 
 def sensitivity_loss(
-    task: str, outputs: tuple[torch.Tensor, ...], attention_mask: torch.Tensor, labels: torch.Tensor | None,
+    task: str,
+    outputs: tuple[torch.Tensor, ...],
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor | None,
     generator: torch.Generator,
 ) -> torch.Tensor:
     """A sum over examples whose per-example gradients estimate the Fisher information (see module doc)."""
@@ -58,7 +61,9 @@ def sensitivity_loss(
     return sum(_sampled_cross_entropy(logits.masked_fill(~real, -1e4), None, generator) for logits in outputs)
 
 
-def _sampled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+def _sampled_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator
+) -> torch.Tensor:
     """(rows, classes) logits; labels drawn from the model's own softmax where none are given."""
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     if labels is None:

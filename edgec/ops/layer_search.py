@@ -29,8 +29,14 @@ class Plan:
 
 
 def search_plan(
-    head_scores: list[np.ndarray], neuron_scores: list[np.ndarray], layer_scores: np.ndarray | None, costs: UnitCosts,
-    budget: float, *, prune_heads: bool = True, prune_neurons: bool = True,
+    head_scores: list[np.ndarray],
+    neuron_scores: list[np.ndarray],
+    layer_scores: np.ndarray | None,
+    costs: UnitCosts,
+    budget: float,
+    *,
+    prune_heads: bool = True,
+    prune_neurons: bool = True,
 ) -> Plan:
     """The plan of least estimated loss within `budget` (MACs summed over the texts, as the costs).
 
@@ -47,8 +53,12 @@ def search_plan(
         keep[order[:removed_count]] = False
         try:
             heads, neurons = search_masks(
-                [s if k else s[:0] for s, k in zip(head_scores, keep)], [s if k else s[:0] for s, k in zip(neuron_scores, keep)],
-                costs, budget, prune_heads=prune_heads, prune_neurons=prune_neurons,
+                [s if k else s[:0] for s, k in zip(head_scores, keep)],
+                [s if k else s[:0] for s, k in zip(neuron_scores, keep)],
+                costs,
+                budget,
+                prune_heads=prune_heads,
+                prune_neurons=prune_neurons,
             )
         except ConfigError as error:
             first_error = first_error or error
@@ -64,7 +74,9 @@ def search_plan(
     return best
 
 
-def estimated_loss(plan: Plan, head_scores: list[np.ndarray], neuron_scores: list[np.ndarray], layer_scores: np.ndarray | None) -> float:
+def estimated_loss(
+    plan: Plan, head_scores: list[np.ndarray], neuron_scores: list[np.ndarray], layer_scores: np.ndarray | None
+) -> float:
     """Σ scores of what the plan removes: a removed layer counts its layer score, not its units'."""
     loss = 0.0
     for i, kept_layer in enumerate(plan.layers):

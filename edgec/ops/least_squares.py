@@ -43,7 +43,13 @@ class NormalEquations:
         self.unit_sums += u.sum(dim=0).double()
         self._add_target(t)
 
-    def add_neurons(self, activations: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, weight_gram: torch.Tensor | None = None) -> None:
+    def add_neurons(
+        self,
+        activations: torch.Tensor,
+        weight: torch.Tensor,
+        target: torch.Tensor,
+        weight_gram: torch.Tensor | None = None,
+    ) -> None:
         """activations (tokens, neurons), weight (hidden, neurons) of the output Linear, target (tokens, hidden).
 
         u_j = a_j·w_j, so G = (AᵀA) ∘ (WᵀW) and r = Σ_t a_tj (w_j·t_t): no (tokens, neurons, hidden) tensor.

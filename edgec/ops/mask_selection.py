@@ -9,8 +9,13 @@ from edgec.ops.macs import UnitCosts
 
 
 def search_masks(
-    head_scores: list[np.ndarray], neuron_scores: list[np.ndarray], costs: UnitCosts, budget: float, *,
-    prune_heads: bool = True, prune_neurons: bool = True,
+    head_scores: list[np.ndarray],
+    neuron_scores: list[np.ndarray],
+    costs: UnitCosts,
+    budget: float,
+    *,
+    prune_heads: bool = True,
+    prune_neurons: bool = True,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Boolean keep masks per layer, for heads and for neurons, of most total importance within budget.
 
@@ -26,7 +31,11 @@ def search_masks(
     total_heads, total_neurons = all_heads.size, all_neurons.size
     head_counts = np.arange(total_heads + 1) if prune_heads else np.array([total_heads])
     neuron_room = np.floor((budget - head_counts * costs.head) / costs.neuron + 1e-9)
-    neuron_counts = np.minimum(neuron_room, total_neurons) if prune_neurons else np.where(neuron_room >= total_neurons, total_neurons, -1)
+    neuron_counts = (
+        np.minimum(neuron_room, total_neurons)
+        if prune_neurons
+        else np.where(neuron_room >= total_neurons, total_neurons, -1)
+    )
     feasible = neuron_counts >= 0
     if not feasible.any():
         raise ConfigError(_infeasible(costs, budget, total_heads, total_neurons, prune_heads, prune_neurons))
@@ -36,7 +45,9 @@ def search_masks(
     best = int(np.lexsort((kept, value))[-1])  # most importance; among ties (units of zero importance) most units
     if kept[best] == 0:
         raise ConfigError("the prune budget is too small to keep any head or neuron; use a smaller --prune fraction")
-    return _split(head_scores, head_order[: head_counts[best]]), _split(neuron_scores, neuron_order[: neuron_counts[best]])
+    return _split(head_scores, head_order[: head_counts[best]]), _split(
+        neuron_scores, neuron_order[: neuron_counts[best]]
+    )
 
 
 def _split(per_layer: list[np.ndarray], kept: np.ndarray) -> list[np.ndarray]:
@@ -46,7 +57,9 @@ def _split(per_layer: list[np.ndarray], kept: np.ndarray) -> list[np.ndarray]:
     return np.split(flat, np.cumsum([len(s) for s in per_layer])[:-1])
 
 
-def _infeasible(costs: UnitCosts, budget: float, heads: int, neurons: int, prune_heads: bool, prune_neurons: bool) -> str:
+def _infeasible(
+    costs: UnitCosts, budget: float, heads: int, neurons: int, prune_heads: bool, prune_neurons: bool
+) -> str:
     total = heads * costs.head + neurons * costs.neuron
     fixed = (0 if prune_heads else heads * costs.head) + (0 if prune_neurons else neurons * costs.neuron)
     unit = "FFN neurons" if prune_neurons else "attention heads"
@@ -68,11 +81,17 @@ def round_neurons(neuron_scores: list[np.ndarray], keep: list[np.ndarray], multi
         return keep
     order = [np.argsort(-s, kind="stable") for s in neuron_scores]  # per layer, most important first
     width = [len(s) for s in neuron_scores]
-    target = [w if k.sum() == w else min(w, multiple * int(np.floor(k.sum() / multiple + 0.5))) for k, w in zip(keep, width)]
+    target = [
+        w if k.sum() == w else min(w, multiple * int(np.floor(k.sum() / multiple + 0.5))) for k, w in zip(keep, width)
+    ]
     room = int(sum(k.sum() for k in keep))
 
     def last_block(i: int) -> float:
-        return float(neuron_scores[i][order[i][target[i] - multiple: target[i]]].sum()) if target[i] >= multiple else np.inf
+        return (
+            float(neuron_scores[i][order[i][target[i] - multiple : target[i]]].sum())
+            if target[i] >= multiple
+            else np.inf
+        )
 
     while sum(target) > room:
         i = min((j for j in range(len(target)) if target[j] > 0), key=last_block)

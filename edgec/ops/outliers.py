@@ -25,7 +25,9 @@ BULK_QUANTILE = 0.9999
 """The bulk's level: this quantile of |x| over the channels that are not outlier candidates."""
 
 
-def outlier_channels(peak: np.ndarray, rows: np.ndarray, *, factor: float = FACTOR, limit: int | None = None) -> np.ndarray:
+def outlier_channels(
+    peak: np.ndarray, rows: np.ndarray, *, factor: float = FACTOR, limit: int | None = None
+) -> np.ndarray:
     """Input channels whose |max| over every calibration token (`peak`, (channels,)) is over `factor` x the bulk's
     level, largest first; the bulk's level comes from `rows` (tokens, channels), a sample of the tokens.
 
@@ -49,15 +51,19 @@ def split_outlier_channels(model: onnx.ModelProto, matmul: onnx.NodeProto, chann
     x, name = matmul.input[0], matmul.name or matmul.output[0]
     inliers = weight.copy()
     inliers[channels] = 0.0
-    model.graph.initializer.extend([
-        numpy_helper.from_array(inliers, f"{matmul.input[1]}_edgec_inliers"),
-        numpy_helper.from_array(weight[channels], f"{name}{SUFFIX}_weight"),
-        numpy_helper.from_array(channels, f"{name}{SUFFIX}_channels"),
-    ])
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(inliers, f"{matmul.input[1]}_edgec_inliers"),
+            numpy_helper.from_array(weight[channels], f"{name}{SUFFIX}_weight"),
+            numpy_helper.from_array(channels, f"{name}{SUFFIX}_channels"),
+        ]
+    )
     matmul.input[1] = f"{matmul.input[1]}_edgec_inliers"
     picked, part = f"{name}{SUFFIX}_input", f"{name}{SUFFIX}_output"
-    nodes = [helper.make_node("Gather", [x, f"{name}{SUFFIX}_channels"], [picked], name=f"{name}{SUFFIX}_gather", axis=-1),
-             helper.make_node("MatMul", [picked, f"{name}{SUFFIX}_weight"], [part], name=f"{name}{SUFFIX}")]
+    nodes = [
+        helper.make_node("Gather", [x, f"{name}{SUFFIX}_channels"], [picked], name=f"{name}{SUFFIX}_gather", axis=-1),
+        helper.make_node("MatMul", [picked, f"{name}{SUFFIX}_weight"], [part], name=f"{name}{SUFFIX}"),
+    ]
     readers = consumers(model)[matmul.output[0]]
     if len(readers) == 1 and readers[0].op_type == "Sum":
         readers[0].input.append(part)

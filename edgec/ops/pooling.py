@@ -37,7 +37,13 @@ class _GraphTail:
 
 
 def append_pooling(
-    model: onnx.ModelProto, *, hidden: str, mask: str, mode: str, normalize: bool, output: str,
+    model: onnx.ModelProto,
+    *,
+    hidden: str,
+    mask: str,
+    mode: str,
+    normalize: bool,
+    output: str,
     keep_hidden: bool = False,
 ) -> None:
     """Replace the graph's outputs with `output` = pool(hidden (batch, seq, dim), mask (batch, seq)), followed by
@@ -48,7 +54,9 @@ def append_pooling(
     """
     tail, opset = _GraphTail(model.graph), next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     mask_f = tail.node("Cast", [mask], "mask_f", to=TensorProto.FLOAT)
-    mask3 = tail.node("Unsqueeze", [mask_f, tail.const("axis_last", np.array([-1], np.int64))], "mask3")  # (batch, seq, 1)
+    mask3 = tail.node(
+        "Unsqueeze", [mask_f, tail.const("axis_last", np.array([-1], np.int64))], "mask3"
+    )  # (batch, seq, 1)
     if mode == "mean":
         summed = tail.reduce("ReduceSum", tail.node("Mul", [hidden, mask3], "masked"), "sum", opset, axis=1)
         count = tail.reduce("ReduceSum", mask3, "count_raw", opset, axis=1)
@@ -66,7 +74,9 @@ def append_pooling(
         raise ValueError(f"unknown pooling mode {mode!r}")
     if normalize:
         squares = tail.reduce("ReduceSum", tail.node("Mul", [pooled, pooled], "squares"), "square_sum", opset, axis=-1)
-        norm = tail.node("Max", [tail.node("Sqrt", [squares], "norm_raw"), tail.const("eps_norm", np.float32(1e-12))], "norm")
+        norm = tail.node(
+            "Max", [tail.node("Sqrt", [squares], "norm_raw"), tail.const("eps_norm", np.float32(1e-12))], "norm"
+        )
         pooled = tail.node("Div", [pooled, norm], "normalized")
     tail.nodes.append(helper.make_node("Identity", [pooled], [output], name="edgec_output"))
     tail.commit()

@@ -36,7 +36,9 @@ def rearrange(keep: np.ndarray, fisher: np.ndarray, max_passes: int = 3) -> np.n
         changed = False
         for u in np.flatnonzero(~removed)[np.argsort(diagonal[~removed], kind="stable")]:
             candidates = np.flatnonzero(removed)
-            change = 2 * within[u] + diagonal[u] - 2 * (within[candidates] + fisher[u, candidates]) + diagonal[candidates]
+            change = (
+                2 * within[u] + diagonal[u] - 2 * (within[candidates] + fisher[u, candidates]) + diagonal[candidates]
+            )
             best = int(np.argmin(change))
             if change[best] < -tolerance:
                 j = candidates[best]

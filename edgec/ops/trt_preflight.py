@@ -16,38 +16,231 @@ from onnx import TensorProto, numpy_helper
 # The ONNX operator support matrix of onnx-tensorrt (docs/operators.md, 10.x line), as it reads for
 # TensorRT 10.15 (opsets 9..24). Ops added late in 10.x (Attention, RMSNormalization, RotaryEmbedding,
 # TensorScatter) exist only in opset 23+, so an opset 17..21 export never depends on them.
-TRT_SUPPORTED_OPS = frozenset("""
-Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization BlackmanWindow
-Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DeformConv
-DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather
-GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample
-GroupNormalization GRU HammingWindow HannWindow HardSigmoid HardSwish Hardmax Identity If ImageScaler
-InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM
-LpNormalization LpPool MatMul Max MaxPool Mean MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression
-NonZero Not OneHot Or Pad ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform
-RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin
-ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RMSNormalization RNN RoiAlign
-RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink Sigmoid Sign Sin
-Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh TensorScatter
-ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
+TRT_SUPPORTED_OPS = frozenset(
+    [
+        "Abs",
+        "Acos",
+        "Acosh",
+        "Add",
+        "And",
+        "ArgMax",
+        "ArgMin",
+        "Asin",
+        "Asinh",
+        "Atan",
+        "Atanh",
+        "Attention",
+        "AveragePool",
+        "BatchNormalization",
+        "BlackmanWindow",
+        "Cast",
+        "CastLike",
+        "Ceil",
+        "Celu",
+        "Clip",
+        "Concat",
+        "Constant",
+        "ConstantOfShape",
+        "Conv",
+        "ConvTranspose",
+        "Cos",
+        "Cosh",
+        "CumSum",
+        "DeformConv",
+        "DepthToSpace",
+        "DequantizeLinear",
+        "Div",
+        "Dropout",
+        "Einsum",
+        "Elu",
+        "Equal",
+        "Erf",
+        "Exp",
+        "Expand",
+        "EyeLike",
+        "Flatten",
+        "Floor",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "Gelu",
+        "Gemm",
+        "GlobalAveragePool",
+        "GlobalLpPool",
+        "GlobalMaxPool",
+        "Greater",
+        "GreaterOrEqual",
+        "GridSample",
+        "GroupNormalization",
+        "GRU",
+        "HammingWindow",
+        "HannWindow",
+        "HardSigmoid",
+        "HardSwish",
+        "Hardmax",
+        "Identity",
+        "If",
+        "ImageScaler",
+        "InstanceNormalization",
+        "IsInf",
+        "IsNaN",
+        "LayerNormalization",
+        "LeakyRelu",
+        "Less",
+        "LessOrEqual",
+        "Log",
+        "LogSoftmax",
+        "Loop",
+        "LRN",
+        "LSTM",
+        "LpNormalization",
+        "LpPool",
+        "MatMul",
+        "Max",
+        "MaxPool",
+        "Mean",
+        "MeanVarianceNormalization",
+        "Min",
+        "Mish",
+        "Mod",
+        "Mul",
+        "Neg",
+        "NonMaxSuppression",
+        "NonZero",
+        "Not",
+        "OneHot",
+        "Or",
+        "Pad",
+        "ParametricSoftplus",
+        "Pow",
+        "PRelu",
+        "QuantizeLinear",
+        "RandomNormal",
+        "RandomNormalLike",
+        "RandomUniform",
+        "RandomUniformLike",
+        "Range",
+        "Reciprocal",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceSum",
+        "ReduceSumSquare",
+        "Relu",
+        "Reshape",
+        "Resize",
+        "ReverseSequence",
+        "RMSNormalization",
+        "RNN",
+        "RoiAlign",
+        "RotaryEmbedding",
+        "Round",
+        "STFT",
+        "ScaledTanh",
+        "Scan",
+        "Scatter",
+        "ScatterElements",
+        "ScatterND",
+        "Selu",
+        "Shape",
+        "Shrink",
+        "Sigmoid",
+        "Sign",
+        "Sin",
+        "Sinh",
+        "Size",
+        "Slice",
+        "Softmax",
+        "Softplus",
+        "Softsign",
+        "SpaceToDepth",
+        "Split",
+        "Sqrt",
+        "Squeeze",
+        "Sub",
+        "Sum",
+        "Tan",
+        "Tanh",
+        "TensorScatter",
+        "ThresholdedRelu",
+        "Tile",
+        "TopK",
+        "Transpose",
+        "Trilu",
+        "Unsqueeze",
+        "Upsample",
+        "Where",
+        "Xor",
+    ]
+)
 
 # The same matrix's "N" rows. Ops in neither set (newer than the matrix) are refused too; this set only
 # lets the message say whether TensorRT documents the op as unsupported or does not know it at all.
-TRT_UNSUPPORTED_OPS = frozenset("""
-AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im CenterCropPad Compress
-ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder MatMulInteger MaxRoiPool MaxUnpool
-MelWeightMatrix Multinomial NegativeLogLikelihoodLoss Optional OptionalGetElement OptionalHasElement QLinearConv
-QLinearMatMul RegexFullMatch SequenceAt SequenceConstruct SequenceEmpty SequenceErase SequenceInsert SequenceLength
-SequenceMap SoftmaxCrossEntropyLoss SplitToSequence StringConcat StringNormalizer StringSplit TfIdfVectorizer Unique
-""".split())
+TRT_UNSUPPORTED_OPS = frozenset(
+    [
+        "AffineGrid",
+        "Bernoulli",
+        "BitShift",
+        "BitwiseAnd",
+        "BitwiseNot",
+        "BitwiseOr",
+        "BitwiseXor",
+        "Col2Im",
+        "CenterCropPad",
+        "Compress",
+        "ConcatFromSequence",
+        "ConvInteger",
+        "DFT",
+        "Det",
+        "DynamicQuantizeLinear",
+        "ImageDecoder",
+        "MatMulInteger",
+        "MaxRoiPool",
+        "MaxUnpool",
+        "MelWeightMatrix",
+        "Multinomial",
+        "NegativeLogLikelihoodLoss",
+        "Optional",
+        "OptionalGetElement",
+        "OptionalHasElement",
+        "QLinearConv",
+        "QLinearMatMul",
+        "RegexFullMatch",
+        "SequenceAt",
+        "SequenceConstruct",
+        "SequenceEmpty",
+        "SequenceErase",
+        "SequenceInsert",
+        "SequenceLength",
+        "SequenceMap",
+        "SoftmaxCrossEntropyLoss",
+        "SplitToSequence",
+        "StringConcat",
+        "StringNormalizer",
+        "StringSplit",
+        "TfIdfVectorizer",
+        "Unique",
+    ]
+)
 
 # Types missing from the matrix's list of ONNX types TensorRT takes. DOUBLE is handled apart: the parser
 # casts double weights down to float, but a network input or output cannot be double.
-_UNTYPED = frozenset({
-    TensorProto.STRING, TensorProto.COMPLEX64, TensorProto.COMPLEX128, TensorProto.INT16,
-    TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64,
-})
+_UNTYPED = frozenset(
+    {
+        TensorProto.STRING,
+        TensorProto.COMPLEX64,
+        TensorProto.COMPLEX128,
+        TensorProto.INT16,
+        TensorProto.UINT16,
+        TensorProto.UINT32,
+        TensorProto.UINT64,
+    }
+)
 # Output shapes that depend on tensor values (or control flow): TensorRT sizes them for the worst case.
 _DATA_DEPENDENT = ("NonZero", "Unique", "Loop", "If", "Scan", "Compress")
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -93,13 +286,16 @@ def _op_hazards(graph: onnx.GraphProto) -> list[Hazard]:
     for (domain, op), names in by_op.items():
         if domain not in _DEFAULT_DOMAINS:
             lack = f"op '{op}' (domain {domain}), which TensorRT's ONNX parser lacks"
-            fix = ("Build from a graph without ONNX Runtime fusions (the target profile sets fuse = false), "
-                   "or register a TensorRT plugin of that name.")
+            fix = (
+                "Build from a graph without ONNX Runtime fusions (the target profile sets fuse = false), "
+                "or register a TensorRT plugin of that name."
+            )
         else:
             known = "lists as unsupported" if op in TRT_UNSUPPORTED_OPS else "does not know"
             lack = f"op '{op}', which TensorRT 10's ONNX parser {known}"
-            fix = (f"Export without '{op}' (e.g. no ONNX Runtime quantization ops), "
-                   "or register a TensorRT plugin for it.")
+            fix = (
+                f"Export without '{op}' (e.g. no ONNX Runtime quantization ops), or register a TensorRT plugin for it."
+            )
         hazards.append(Hazard("error", f"{_nodes_use(names)} {lack} ({_examples(names)}).", fix))
     return hazards
 
@@ -114,16 +310,24 @@ def _dtype_hazards(graph: onnx.GraphProto) -> list[Hazard]:
         if dtype in _UNTYPED or (dtype == TensorProto.DOUBLE and name in io_names):
             refused[dtype].append(name)
     hazards = [
-        Hazard("error", f"{_plural(len(names), 'tensor is', 'tensors are')} {_dtype(dtype)}, a type TensorRT has no "
-               f"tensors of ({_examples(names)}).", "Cast to float32, float16, int32 or int64 before export.")
+        Hazard(
+            "error",
+            f"{_plural(len(names), 'tensor is', 'tensors are')} {_dtype(dtype)}, a type TensorRT has no "
+            f"tensors of ({_examples(names)}).",
+            "Cast to float32, float16, int32 or int64 before export.",
+        )
         for dtype, names in ((dtype, _unique(names)) for dtype, names in refused.items())
     ]
     doubles = _unique(name for name, dtype in typed if dtype == TensorProto.DOUBLE and name not in io_names)
     if doubles:
-        hazards.append(Hazard(
-            "warning", f"{_plural(len(doubles), 'inner tensor is', 'inner tensors are')} DOUBLE; TensorRT casts them "
-            f"down to float, clamping to +-FLT_MAX ({_examples(doubles)}).",
-            "Export in float32 to keep the math exact."))
+        hazards.append(
+            Hazard(
+                "warning",
+                f"{_plural(len(doubles), 'inner tensor is', 'inner tensors are')} DOUBLE; TensorRT casts them "
+                f"down to float, clamping to +-FLT_MAX ({_examples(doubles)}).",
+                "Export in float32 to keep the math exact.",
+            )
+        )
     hazards += _int64_hazards(graph)
     return hazards
 
@@ -133,15 +337,23 @@ def _int64_hazards(graph: onnx.GraphProto) -> list[Hazard]:
     weights = [t.name for t in graph.initializer if t.data_type == TensorProto.INT64]
     hazards = []
     if inputs:
-        hazards.append(Hazard(
-            "warning", f"{_plural(len(inputs), 'graph input is', 'graph inputs are')} int64 ({_examples(inputs)}): "
-            "TensorRT 10 takes int64 inputs, earlier versions cast them to int32.",
-            "Nothing to do on TensorRT 10; for older versions feed int32 (token ids fit in int32)."))
+        hazards.append(
+            Hazard(
+                "warning",
+                f"{_plural(len(inputs), 'graph input is', 'graph inputs are')} int64 ({_examples(inputs)}): "
+                "TensorRT 10 takes int64 inputs, earlier versions cast them to int32.",
+                "Nothing to do on TensorRT 10; for older versions feed int32 (token ids fit in int32).",
+            )
+        )
     if weights:
-        hazards.append(Hazard(
-            "warning", f"{_plural(len(weights), 'initializer is', 'initializers are')} int64 ({_examples(weights)}): "
-            "the parser casts them to int32 where a layer lacks int64.",
-            "Usually harmless (shape constants fit in int32); make sure no constant exceeds the int32 range."))
+        hazards.append(
+            Hazard(
+                "warning",
+                f"{_plural(len(weights), 'initializer is', 'initializers are')} int64 ({_examples(weights)}): "
+                "the parser casts them to int32 where a layer lacks int64.",
+                "Usually harmless (shape constants fit in int32); make sure no constant exceeds the int32 range.",
+            )
+        )
     return hazards
 
 
@@ -150,19 +362,33 @@ def _profile_hazards(graph: onnx.GraphProto, varied_axes: dict[str, tuple[int, .
     hazards = []
     for name, axes in varied_axes.items():
         if name not in inputs:
-            hazards.append(Hazard("error", f"The optimization profile varies input '{name}', which the graph lacks.",
-                                  "Name only graph inputs in the profile (or re-export with that input)."))
+            hazards.append(
+                Hazard(
+                    "error",
+                    f"The optimization profile varies input '{name}', which the graph lacks.",
+                    "Name only graph inputs in the profile (or re-export with that input).",
+                )
+            )
             continue
         dims = inputs[name].type.tensor_type.shape.dim
         for axis in axes:
             if axis >= len(dims):
-                hazards.append(Hazard("error", f"The optimization profile varies axis {axis} of input '{name}', "
-                                      f"which has rank {len(dims)}.", "Vary only axes the input has."))
+                hazards.append(
+                    Hazard(
+                        "error",
+                        f"The optimization profile varies axis {axis} of input '{name}', which has rank {len(dims)}.",
+                        "Vary only axes the input has.",
+                    )
+                )
             elif dims[axis].HasField("dim_value"):
-                hazards.append(Hazard(
-                    "error", f"Input '{name}' has a fixed size {dims[axis].dim_value} on axis {axis}, which the "
-                    "optimization profile varies.",
-                    "Re-export with that axis dynamic (a named dim, e.g. dynamic_axes)."))
+                hazards.append(
+                    Hazard(
+                        "error",
+                        f"Input '{name}' has a fixed size {dims[axis].dim_value} on axis {axis}, which the "
+                        "optimization profile varies.",
+                        "Re-export with that axis dynamic (a named dim, e.g. dynamic_axes).",
+                    )
+                )
     return hazards
 
 
@@ -172,19 +398,27 @@ def _reshape_hazards(graph: onnx.GraphProto, varied_axes: dict[str, tuple[int, .
     # in general, hence a warning rather than an error.
     downstream = _downstream(graph, {name for name, axes in varied_axes.items() if axes})
     constants = {t.name: t for t in graph.initializer}
-    constants.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute
-                      if a.name == "value"})
+    constants.update(
+        {n.output[0]: a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"}
+    )
     pinned = [
-        _label(node) for node in graph.node
-        if node.op_type == "Reshape" and node.input[0] in downstream and node.input[1] in constants
+        _label(node)
+        for node in graph.node
+        if node.op_type == "Reshape"
+        and node.input[0] in downstream
+        and node.input[1] in constants
         and not np.isin(numpy_helper.to_array(constants[node.input[1]]), (-1, 0)).any()
     ]
     if not pinned:
         return []
-    return [Hazard(
-        "warning", f"{_plural(len(pinned), 'Reshape has', 'Reshapes have')} a fixed target shape on data that follows "
-        f"a varied input, which may pin the batch or sequence length ({_examples(pinned)}).",
-        "Re-export with dynamic axes so the exporter writes -1 / 0 or a Shape-computed target.")]
+    return [
+        Hazard(
+            "warning",
+            f"{_plural(len(pinned), 'Reshape has', 'Reshapes have')} a fixed target shape on data that follows "
+            f"a varied input, which may pin the batch or sequence length ({_examples(pinned)}).",
+            "Re-export with dynamic axes so the exporter writes -1 / 0 or a Shape-computed target.",
+        )
+    ]
 
 
 def _data_dependent_hazards(graph: onnx.GraphProto) -> list[Hazard]:
@@ -194,19 +428,28 @@ def _data_dependent_hazards(graph: onnx.GraphProto) -> list[Hazard]:
         standard = (node.domain or "") in _DEFAULT_DOMAINS
         if standard and node.op_type in _DATA_DEPENDENT and node.op_type in TRT_SUPPORTED_OPS:
             by_op[node.op_type].append(_label(node))
-    return [Hazard(
-        "warning", f"{_nodes_use(names)} op '{op}', whose output shapes can depend on the data or on control flow "
-        f"({_examples(names)}).",
-        "Expect worst-case allocation and no shape specialization there; replace it with static ops where you can.")
-        for op, names in by_op.items()]
+    return [
+        Hazard(
+            "warning",
+            f"{_nodes_use(names)} op '{op}', whose output shapes can depend on the data or on control flow "
+            f"({_examples(names)}).",
+            "Expect worst-case allocation and no shape specialization there; replace it with static ops where you can.",
+        )
+        for op, names in by_op.items()
+    ]
 
 
 def _opset_hazards(model: onnx.ModelProto) -> list[Hazard]:
     versions = [o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS]
     if not versions or versions[0] >= _MIN_OPSET:
         return []
-    return [Hazard("warning", f"The model uses ONNX opset {versions[0]}, below {_MIN_OPSET}.",
-                   f"Re-export at opset {_MIN_OPSET} or newer (LayerNormalization then stays one op for TensorRT).")]
+    return [
+        Hazard(
+            "warning",
+            f"The model uses ONNX opset {versions[0]}, below {_MIN_OPSET}.",
+            f"Re-export at opset {_MIN_OPSET} or newer (LayerNormalization then stays one op for TensorRT).",
+        )
+    ]
 
 
 def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:

@@ -18,8 +18,10 @@ def default_width(hidden: int, head_dim: int, kept_share: float, exponent: float
 
 def check_width(width: int, hidden: int, head_dim: int) -> None:
     if not (0 < width <= hidden and width % head_dim == 0):
-        raise ConfigError(f"hidden size {width} must be a multiple of the head size {head_dim} in (0, {hidden}]; "
-                          f"e.g. --prune-hidden-size {max(head_dim, hidden // 2 // head_dim * head_dim)}")
+        raise ConfigError(
+            f"hidden size {width} must be a multiple of the head size {head_dim} in (0, {hidden}]; "
+            f"e.g. --prune-hidden-size {max(head_dim, hidden // 2 // head_dim * head_dim)}"
+        )
 
 
 def allowed_heads(head_scores: list[np.ndarray], capacity: int, columns: list[np.ndarray] | None) -> list[np.ndarray]:

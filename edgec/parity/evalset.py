@@ -9,8 +9,8 @@ import numpy as np
 
 from edgec.data import Dataset, sample_indices
 from edgec.errors import InputError
-from edgec.running.inference import Batch, Outputs, collect_outputs, encode_batches, torch_forward
 from edgec.parity import metrics
+from edgec.running.inference import Batch, Outputs, collect_outputs, encode_batches, torch_forward
 from edgec.source import TOKEN_LEVEL_TASKS, Source
 
 SELECTION_SHARE = 0.3
@@ -50,10 +50,14 @@ def label_ids(dataset: Dataset, label2id: dict[str, int], classes: int) -> np.nd
         if isinstance(label, str):
             if label not in label2id:
                 known = ", ".join(list(label2id)[:20])
-                raise InputError(f"{where}: label {label!r} is not one of the model's labels ({known}); use those names or ids")
+                raise InputError(
+                    f"{where}: label {label!r} is not one of the model's labels ({known}); use those names or ids"
+                )
             label = label2id[label]
         if not 0 <= label < classes:
-            raise InputError(f"{where}: class id {label} is outside the model's {classes} classes; use ids 0..{classes - 1}")
+            raise InputError(
+                f"{where}: class id {label} is outside the model's {classes} classes; use ids 0..{classes - 1}"
+            )
         ids.append(label)
     return np.asarray(ids, dtype=np.int64)
 
@@ -88,16 +92,20 @@ def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> Eval
     reference = collect_outputs(forward, batches, token_level=token_level, description="reference pass (PyTorch fp32)")
     for name, values in reference.values.items():
         if bad := metrics.non_finite_count(values, reference.mask if token_level else None):
-            raise InputError(f"{source.path}: the model's own output {name} has {bad} NaN/inf values on {dataset.source}; "
-                             "fix or re-save the model")
+            raise InputError(
+                f"{source.path}: the model's own output {name} has {bad} NaN/inf values on {dataset.source}; "
+                "fix or re-save the model"
+            )
     return EvalSet(dataset, batches, reference, task_metric(source.task, reference, dataset, labels), labels)
 
 
 def selection_split(dataset: Dataset, seed: int) -> tuple[Dataset, Dataset]:
     """(the part a selecting stage may choose on, the held-out part the gate judges): deterministic and disjoint."""
     if len(dataset) < 2:
-        raise InputError(f"{dataset.source}: one example cannot be split into a selection part and a gate part; "
-                         "pass an --eval file with more examples")
+        raise InputError(
+            f"{dataset.source}: one example cannot be split into a selection part and a gate part; "
+            "pass an --eval file with more examples"
+        )
     picked = sample_indices(len(dataset), max(1, round(len(dataset) * SELECTION_SHARE)), seed)
     chosen = set(picked)
     return dataset.subset(picked), dataset.subset(i for i in range(len(dataset)) if i not in chosen)

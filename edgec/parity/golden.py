@@ -20,10 +20,10 @@ import numpy as np
 
 from edgec.data import Dataset, Example, read_dataset, sample_indices
 from edgec.errors import InputError
-from edgec.running.inference import Batch, Forward, Outputs, collect_outputs, encode_batches
 from edgec.parity.evalset import EvalSet, eval_texts
 from edgec.parity.ledger import ParityRow, parity_row
 from edgec.recipe import ParityThresholds
+from edgec.running.inference import Batch, Forward, Outputs, collect_outputs, encode_batches
 from edgec.source import TOKEN_LEVEL_TASKS
 
 TEXTS_FILE = "golden/texts.jsonl"
@@ -66,13 +66,21 @@ def take(evaluation: EvalSet, task: str, seed: int, size: int = SIZE) -> tuple[D
     texts = eval_texts(task, evaluation.dataset)
     rows = sample_indices(len(texts), min(size, len(texts)), seed)
     picked = texts.subset(rows)
-    return Dataset(tuple(Example(e.text, e.text_pair) for e in picked.examples), "golden sample"), _rows(evaluation.reference, rows)
+    return Dataset(tuple(Example(e.text, e.text_pair) for e in picked.examples), "golden sample"), _rows(
+        evaluation.reference, rows
+    )
 
 
-def run(texts: Dataset, forward: Forward, tokenizer, max_length: int, task: str) -> tuple[Outputs, np.ndarray, list[Batch]]:
+def run(
+    texts: Dataset, forward: Forward, tokenizer, max_length: int, task: str
+) -> tuple[Outputs, np.ndarray, list[Batch]]:
     """The outputs of `forward` on the golden texts, their token counts, and the batches."""
     batches = encode_batches(tokenizer, texts, max_length=max_length)
-    return collect_outputs(forward, batches, token_level=task in TOKEN_LEVEL_TASKS), token_counts(batches, len(texts)), batches
+    return (
+        collect_outputs(forward, batches, token_level=task in TOKEN_LEVEL_TASKS),
+        token_counts(batches, len(texts)),
+        batches,
+    )
 
 
 def runtime_name(model: Path, simulated: bool) -> str:
@@ -80,16 +88,28 @@ def runtime_name(model: Path, simulated: bool) -> str:
     return "simulated" if simulated else model.suffix.lstrip(".")
 
 
-def write(folder: Path, texts: Dataset, reference: Outputs, artifact: Outputs, counts: np.ndarray, runtime: str) -> dict:
+def write(
+    folder: Path, texts: Dataset, reference: Outputs, artifact: Outputs, counts: np.ndarray, runtime: str
+) -> dict:
     """golden/texts.jsonl and golden/outputs.npz (byte-for-byte reproducible); returns the manifest's entry."""
     (folder / "golden").mkdir()
-    lines = [json.dumps({"text": e.text} | ({"text_pair": e.text_pair} if e.text_pair is not None else {})) for e in texts.examples]
+    lines = [
+        json.dumps({"text": e.text} | ({"text_pair": e.text_pair} if e.text_pair is not None else {}))
+        for e in texts.examples
+    ]
     (folder / TEXTS_FILE).write_text("\n".join(lines) + "\n")
     arrays = {"token_counts": counts, "mask": reference.mask}
-    arrays |= {f"reference.{k}": v for k, v in reference.values.items()} | {f"artifact.{k}": v for k, v in artifact.values.items()}
+    arrays |= {f"reference.{k}": v for k, v in reference.values.items()} | {
+        f"artifact.{k}": v for k, v in artifact.values.items()
+    }
     _save_npz(folder / OUTPUTS_FILE, arrays)
-    return {"texts": TEXTS_FILE, "outputs": OUTPUTS_FILE, "examples": len(texts), "reproduction": asdict(REPRODUCTION),
-            "artifact_runtime": runtime}
+    return {
+        "texts": TEXTS_FILE,
+        "outputs": OUTPUTS_FILE,
+        "examples": len(texts),
+        "reproduction": asdict(REPRODUCTION),
+        "artifact_runtime": runtime,
+    }
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -104,7 +124,9 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def read(folder: Path) -> GoldenSample:
     """The golden sample of an artifact folder; a missing or unreadable one is an InputError."""
     if not (folder / TEXTS_FILE).is_file() or not (folder / OUTPUTS_FILE).is_file():
-        raise InputError(f"{folder} carries no golden sample ({TEXTS_FILE}); rebuild it with this edgec, or pass --data FILE")
+        raise InputError(
+            f"{folder} carries no golden sample ({TEXTS_FILE}); rebuild it with this edgec, or pass --data FILE"
+        )
     texts = read_dataset(folder / TEXTS_FILE)
     try:
         with np.load(folder / OUTPUTS_FILE, allow_pickle=False) as stored:
@@ -115,21 +137,36 @@ def read(folder: Path) -> GoldenSample:
     if "mask" not in arrays or "token_counts" not in arrays or not values("reference."):
         raise InputError(f"{folder / OUTPUTS_FILE} lacks the stored outputs; rebuild the artifact")
     mask = arrays["mask"]
-    return GoldenSample(texts, Outputs(values("reference."), mask), Outputs(values("artifact."), mask), arrays["token_counts"])
+    return GoldenSample(
+        texts, Outputs(values("reference."), mask), Outputs(values("artifact."), mask), arrays["token_counts"]
+    )
 
 
-def check(sample: GoldenSample, forward: Forward, tokenizer, max_length: int, task: str, model: str,
-          thresholds: ParityThresholds, simulated: bool = False, reproduce: bool = True) -> list[ParityRow]:
+def check(
+    sample: GoldenSample,
+    forward: Forward,
+    tokenizer,
+    max_length: int,
+    task: str,
+    model: str,
+    thresholds: ParityThresholds,
+    simulated: bool = False,
+    reproduce: bool = True,
+) -> list[ParityRow]:
     """Run the artifact on its golden texts: the row against the fp32 reference and, with `reproduce` (the same
     runtime as at build time: not an engine against its CPU simulation), the row against its own build."""
     outputs, counts, batches = run(sample.texts, forward, tokenizer, max_length, task)
     names = ("golden vs fp32 reference", "golden vs the build's own outputs")
     if counts.shape != sample.token_counts.shape or (counts != sample.token_counts).any():
-        changed = int((counts != sample.token_counts).sum()) if counts.shape == sample.token_counts.shape else len(counts)
+        changed = (
+            int((counts != sample.token_counts).sum()) if counts.shape == sample.token_counts.shape else len(counts)
+        )
         failure = (f"the tokenizer splits {changed} of {len(counts)} golden texts differently than at build time",)
         return [ParityRow(name, model, {}, failure) for name in names[: 1 + reproduce]]
     rows = []
-    for name, stored, limits in ((names[0], sample.reference, thresholds), (names[1], sample.artifact, REPRODUCTION))[: 1 + reproduce]:
+    for name, stored, limits in ((names[0], sample.reference, thresholds), (names[1], sample.artifact, REPRODUCTION))[
+        : 1 + reproduce
+    ]:
         evaluation = EvalSet(sample.texts, batches, stored, {}, None)
         rows.append(parity_row(name, model, task, evaluation, outputs, limits, simulated=simulated))
     return rows

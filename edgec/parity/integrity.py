@@ -20,9 +20,16 @@ def nan_constants(model_path: Path) -> list[str]:
     if model_path.suffix != ".onnx":
         return []
     graph = onnx.load(str(model_path)).graph
-    tensors = [*graph.initializer, *(a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value")]
+    tensors = [
+        *graph.initializer,
+        *(a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"),
+    ]
     floating = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
-    return sorted(t.name for t in tensors if t.data_type in floating and np.isnan(numpy_helper.to_array(t).astype(np.float32)).any())
+    return sorted(
+        t.name
+        for t in tensors
+        if t.data_type in floating and np.isnan(numpy_helper.to_array(t).astype(np.float32)).any()
+    )
 
 
 def integrity_failures(artifact: Artifact) -> list[str]:

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgec.running.inference import Outputs
 from edgec.parity import metrics
 from edgec.parity.evalset import EvalSet, task_metric
 from edgec.parity.gate import failures
 from edgec.recipe import ParityThresholds
+from edgec.running.inference import Outputs
 from edgec.source import TOKEN_LEVEL_TASKS
 
 
@@ -42,12 +42,17 @@ def compare(task: str, reference: Outputs, candidate: Outputs) -> dict[str, floa
         cosine = metrics.cosine_rows(ref["sentence_embedding"], got["sentence_embedding"])
         result |= {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min())}
     elif task == "sequence-classification":
-        result |= {"agreement": metrics.top1_agreement(ref["logits"], got["logits"]), "kl": metrics.mean_kl(ref["logits"], got["logits"])}
+        result |= {
+            "agreement": metrics.top1_agreement(ref["logits"], got["logits"]),
+            "kl": metrics.mean_kl(ref["logits"], got["logits"]),
+        }
     elif task == "token-classification":
         result |= {"agreement": metrics.top1_agreement(ref["logits"], got["logits"], reference.mask)}
     else:
         result |= {
-            "agreement": metrics.span_agreement(ref["start_logits"], ref["end_logits"], got["start_logits"], got["end_logits"], reference.mask)
+            "agreement": metrics.span_agreement(
+                ref["start_logits"], ref["end_logits"], got["start_logits"], got["end_logits"], reference.mask
+            )
         }
     return result
 
@@ -65,21 +70,32 @@ def output_statistics(reference: Outputs, candidate: Outputs) -> dict[str, float
 
 
 def parity_row(
-    stage: str, model: str, task: str, evaluation: EvalSet, outputs: Outputs, thresholds: ParityThresholds,
-    *, simulated: bool = False, statistics: bool = False,
+    stage: str,
+    model: str,
+    task: str,
+    evaluation: EvalSet,
+    outputs: Outputs,
+    thresholds: ParityThresholds,
+    *,
+    simulated: bool = False,
+    statistics: bool = False,
 ) -> ParityRow:
     """One ledger row from a model's outputs on the eval set: closeness to the reference, task metric, failures."""
     missing = sorted(set(evaluation.reference.values) - set(outputs.values))
     if missing:
         found = ", ".join(sorted(outputs.values)) or "none"
-        return ParityRow(stage, model, {}, (f"the model lacks output(s) {', '.join(missing)} (it has {found})",), simulated=simulated)
+        return ParityRow(
+            stage, model, {}, (f"the model lacks output(s) {', '.join(missing)} (it has {found})",), simulated=simulated
+        )
     mask = outputs.mask if task in TOKEN_LEVEL_TASKS else None
     non_finite = {name: metrics.non_finite_count(values, mask) for name, values in outputs.values.items()}
     result = compare(task, evaluation.reference, outputs)
     result |= task_metric(task, outputs, evaluation.dataset, evaluation.labels)
     result |= output_statistics(evaluation.reference, outputs) if statistics else {}
     result |= {f"{name}.non_finite": float(count) for name, count in non_finite.items() if count}
-    return ParityRow(stage, model, result, failures(result, thresholds, evaluation.reference_metric, non_finite), simulated=simulated)
+    return ParityRow(
+        stage, model, result, failures(result, thresholds, evaluation.reference_metric, non_finite), simulated=simulated
+    )
 
 
 def first_loss(ledger: tuple[ParityRow, ...]) -> ParityRow | None:

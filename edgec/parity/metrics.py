@@ -29,6 +29,7 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarra
 
 def span_agreement(ref_start, ref_end, start, end, mask: np.ndarray) -> float:
     """Question answering: share of examples whose best start and end token are both unchanged."""
+
     def best(logits):
         return np.where(mask.astype(bool), logits, -np.inf).argmax(-1)
 
@@ -37,6 +38,7 @@ def span_agreement(ref_start, ref_end, start, end, mask: np.ndarray) -> float:
 
 def mean_kl(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> float:
     """Mean KL(reference || candidate) of the softmax distributions over the last axis."""
+
     def log_softmax(x):
         x = x.astype(np.float64) - x.max(-1, keepdims=True)
         return x - np.log(np.exp(x).sum(-1, keepdims=True))
@@ -69,8 +71,12 @@ def error_statistics(reference: np.ndarray, candidate: np.ndarray, quantile: flo
     absolute = np.abs(candidate - reference)
     relative = absolute / np.abs(np.where(reference == 0, 1e-12, reference))
     return {
-        "max_abs": float(absolute.max()), "mean_abs": float(absolute.mean()), "median_abs": float(np.median(absolute)),
-        "max_rel": float(relative.max()), "mean_rel": float(relative.mean()), "median_rel": float(np.median(relative)),
+        "max_abs": float(absolute.max()),
+        "mean_abs": float(absolute.mean()),
+        "median_abs": float(np.median(absolute)),
+        "max_rel": float(relative.max()),
+        "mean_rel": float(relative.mean()),
+        "median_rel": float(np.median(relative)),
         "q_abs": float(np.quantile(absolute, quantile)),
     }
 

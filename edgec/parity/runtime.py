@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgec.running.inference import Forward, collect_outputs, ort_forward, ort_session, torch_forward
 from edgec.parity.evalset import EvalSet
 from edgec.parity.ledger import ParityRow, parity_row
 from edgec.recipe import ParityThresholds
+from edgec.running.inference import Forward, collect_outputs, ort_forward, ort_session, torch_forward
 from edgec.source import OUTPUT_NAMES, TOKEN_LEVEL_TASKS, Source
 from edgec.targets import SessionSettings
 
@@ -30,18 +30,31 @@ def model_forward(model_path: Path, settings: SessionSettings, task: str) -> For
 
 
 def measure_model(
-    model_path: Path, stage: str, task: str, evaluation: EvalSet, thresholds: ParityThresholds,
-    settings: SessionSettings, simulated: bool = False, statistics: bool = False,
+    model_path: Path,
+    stage: str,
+    task: str,
+    evaluation: EvalSet,
+    thresholds: ParityThresholds,
+    settings: SessionSettings,
+    simulated: bool = False,
+    statistics: bool = False,
 ) -> ParityRow:
     """One ledger row: run the model file on the eval set and compare it with the reference."""
-    outputs = collect_outputs(model_forward(model_path, settings, task), evaluation.batches,
-                              token_level=task in TOKEN_LEVEL_TASKS, description=f"parity: {stage}")
-    return parity_row(stage, model_path.name, task, evaluation, outputs, thresholds, simulated=simulated, statistics=statistics)
+    outputs = collect_outputs(
+        model_forward(model_path, settings, task),
+        evaluation.batches,
+        token_level=task in TOKEN_LEVEL_TASKS,
+        description=f"parity: {stage}",
+    )
+    return parity_row(
+        stage, model_path.name, task, evaluation, outputs, thresholds, simulated=simulated, statistics=statistics
+    )
 
 
 def measure_module(source: Source, stage: str, evaluation: EvalSet, thresholds: ParityThresholds) -> ParityRow:
     """One ledger row for a PyTorch model (before export: after pruning or distillation)."""
     forward = torch_forward(source.reference_module(), source.input_names, source.output_names)
-    outputs = collect_outputs(forward, evaluation.batches, token_level=source.task in TOKEN_LEVEL_TASKS,
-                              description=f"parity: {stage}")
+    outputs = collect_outputs(
+        forward, evaluation.batches, token_level=source.task in TOKEN_LEVEL_TASKS, description=f"parity: {stage}"
+    )
     return parity_row(stage, type(source.model).__name__, source.task, evaluation, outputs, thresholds)

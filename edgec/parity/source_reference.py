@@ -18,9 +18,13 @@ def reference_for(artifact: Artifact, data: Dataset, reference: str | Path | Non
     manifest = artifact.manifest
     source_path = Path(reference or manifest.source.path)
     if not source_path.is_dir():
-        raise InputError(f"the reference model {source_path} is not on this machine; pass --reference MODEL_DIR, "
-                         "or leave out --data to check the artifact against its own golden sample")
+        raise InputError(
+            f"the reference model {source_path} is not on this machine; pass --reference MODEL_DIR, "
+            "or leave out --data to check the artifact against its own golden sample"
+        )
     source = load_source(source_path, task=manifest.task)
     if reference is None and {p.name: sha256_file(p) for p in source.weight_files} != manifest.source.weights_sha256:
-        raise InputError(f"{source_path} changed since the build (weights sha256 differ); pass --reference with the original model")
+        raise InputError(
+            f"{source_path} changed since the build (weights sha256 differ); pass --reference with the original model"
+        )
     return source.task, reference_outputs(source, data, manifest.recipe.max_length)

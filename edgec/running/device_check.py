@@ -14,14 +14,14 @@ import numpy as np
 from edgec.artifacts.artifact import Artifact
 from edgec.backends.device_runner import RUNNER_FILE
 from edgec.data import Dataset
-from edgec.running.device_predict import Predictor
-from edgec.running.emulation import run_script_emulated
 from edgec.errors import InputError
-from edgec.running.inference import Outputs
 from edgec.parity import metrics as parity_metrics
 from edgec.parity.evalset import eval_texts
 from edgec.parity.gate import failures
 from edgec.parity.ledger import ParityRow, compare
+from edgec.running.device_predict import Predictor
+from edgec.running.emulation import run_script_emulated
+from edgec.running.inference import Outputs
 
 
 def runner_inputs(task: str, data: Dataset) -> tuple[list[str], list[str] | None]:
@@ -36,7 +36,9 @@ def check_runner_emulated(artifact: Artifact, data: Dataset, *, samples: int) ->
     """Run predict.py on `samples` examples of `data` on emulated aarch64 and here; one row comparing the two."""
     runner = artifact.path / RUNNER_FILE
     if not runner.is_file():
-        raise InputError(f"{artifact.path} has no {RUNNER_FILE}; rebuild it with this edgec (ONNX Runtime targets ship one)")
+        raise InputError(
+            f"{artifact.path} has no {RUNNER_FILE}; rebuild it with this edgec (ONNX Runtime targets ship one)"
+        )
     task = artifact.manifest.task
     texts, pairs = runner_inputs(task, data.sample(samples, seed=0))
     host = Predictor(artifact.path).run(texts, pairs)
@@ -48,4 +50,9 @@ def check_runner_emulated(artifact: Artifact, data: Dataset, *, samples: int) ->
     metrics = compare(task, Outputs(host, mask), Outputs(device, mask))
     thresholds = artifact.manifest.parity.thresholds
     non_finite = {name: parity_metrics.non_finite_count(values) for name, values in device.items()}
-    return ParityRow("predict.py: aarch64 (emulated) vs this host", RUNNER_FILE, metrics, failures(metrics, thresholds, {}, non_finite))
+    return ParityRow(
+        "predict.py: aarch64 (emulated) vs this host",
+        RUNNER_FILE,
+        metrics,
+        failures(metrics, thresholds, {}, non_finite),
+    )

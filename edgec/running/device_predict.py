@@ -34,7 +34,12 @@ _OUTPUTS = {
     "token-classification": ("logits",),
     "question-answering": ("start_logits", "end_logits"),
 }
-_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 class Predictor:
@@ -51,7 +56,9 @@ class Predictor:
         self.fixed = tuple(shape) if all(isinstance(d, int) and d > 0 for d in shape) else None
         self.tokenizer = self._tokenizer(self.manifest["recipe"]["max_length"])
         # The settings chosen for this machine (edgec bench --tune), else the target's.
-        self.session = self._session(self.manifest.get("session", {}).get("settings") or self.manifest["target"]["session"])
+        self.session = self._session(
+            self.manifest.get("session", {}).get("settings") or self.manifest["target"]["session"]
+        )
 
     def _tokenizer(self, max_length: int) -> Tokenizer:
         tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
@@ -67,13 +74,19 @@ class Predictor:
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings["intra_op_threads"]
         options.inter_op_num_threads = settings["inter_op_threads"]
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[settings["graph_optimization_level"]])
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, _LEVELS[settings["graph_optimization_level"]]
+        )
         options.execution_order = getattr(ort.ExecutionOrder, settings.get("execution_order", "default").upper())
         options.enable_cpu_mem_arena = settings.get("cpu_mem_arena", True)
         options.enable_mem_pattern = settings.get("mem_pattern", True)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.get("allow_spinning", True) else "0")
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if settings.get("allow_spinning", True) else "0"
+        )
         options.log_severity_level = 3
-        return ort.InferenceSession(str(self.folder / self.manifest["model_file"]), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            str(self.folder / self.manifest["model_file"]), options, providers=["CPUExecutionProvider"]
+        )
 
     def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:
         """The model's int64 inputs for the texts (and second texts), padded to the longest (or the fixed length)."""
@@ -94,21 +107,29 @@ class Predictor:
         step = self.fixed[0] if self.fixed else _BATCH
         parts: list[list[np.ndarray]] = []
         for start in range(0, len(texts), step):
-            chunk, pair_chunk = texts[start:start + step], pairs[start:start + step] if pairs else None
+            chunk, pair_chunk = texts[start : start + step], pairs[start : start + step] if pairs else None
             filler = step - len(chunk) if self.fixed else 0  # a fixed batch is filled up with empty texts
             feeds = self.encode(chunk + [""] * filler, pair_chunk + [""] * filler if pair_chunk else None)
-            parts.append([np.asarray(v, dtype=np.float32)[:len(chunk)] for v in self.session.run(names, feeds)])
+            parts.append([np.asarray(v, dtype=np.float32)[: len(chunk)] for v in self.session.run(names, feeds)])
         return {name: _concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
     def describe(self, texts: list[str], outputs: dict[str, np.ndarray]) -> list[dict]:
         """One record per text: the label and its probability (classifiers) or the embedding (embedding models)."""
         if self.task == "sequence-classification":
             probs = softmax(outputs["logits"])
-            return [{"text": t, "label": self.labels.get(str(int(p.argmax())), str(int(p.argmax()))), "probability": float(p.max())}
-                    for t, p in zip(texts, probs)]
+            return [
+                {
+                    "text": t,
+                    "label": self.labels.get(str(int(p.argmax())), str(int(p.argmax()))),
+                    "probability": float(p.max()),
+                }
+                for t, p in zip(texts, probs)
+            ]
         if self.task == "feature-extraction":
             return [{"text": t, "embedding": v.tolist()} for t, v in zip(texts, outputs["sentence_embedding"])]
-        return [{"text": t, **{name: value[i].tolist() for name, value in outputs.items()}} for i, t in enumerate(texts)]
+        return [
+            {"text": t, **{name: value[i].tolist() for name, value in outputs.items()}} for i, t in enumerate(texts)
+        ]
 
 
 def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
@@ -145,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Embed or classify texts with this edgec artifact.")
     parser.add_argument("texts", nargs="*", help="texts (default: one per line on stdin; TEXT<tab>PAIR for pairs)")
     parser.add_argument("--json", action="store_true", help="print the raw outputs as JSON")
-    parser.add_argument("--artifact", default=str(Path(__file__).resolve().parent), help="artifact folder (default: this file's)")
+    parser.add_argument(
+        "--artifact", default=str(Path(__file__).resolve().parent), help="artifact folder (default: this file's)"
+    )
     args = parser.parse_args(argv)
     predictor = Predictor(args.artifact)
     texts, pairs = _read_texts(args.texts)

@@ -66,7 +66,9 @@ def ensure_arm64_runtime() -> Path:
     if _native() or _ready(home):
         return home
     if not _SETUP_SCRIPT.is_file():
-        raise BackendUnavailable(f"{_SETUP_SCRIPT} is missing; reinstall edgec (the script ships with it) to emulate aarch64")
+        raise BackendUnavailable(
+            f"{_SETUP_SCRIPT} is missing; reinstall edgec (the script ships with it) to emulate aarch64"
+        )
     env = {**os.environ, "EDGEC_ARM64_HOME": str(home), "EDGEC_PYTHON": sys.executable}
     try:
         done = subprocess.run(
@@ -199,7 +201,9 @@ def run_script_emulated(script: Path, arguments: list[str], *, stdin: str = "", 
         raise InputError(f"{script} is not a file; the artifact has no device runner, rebuild it")
     command, env = _command(ensure_arm64_runtime(), [str(script), *arguments])
     try:
-        done = subprocess.run(command, check=False, env=env, input=stdin, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(
+            command, check=False, env=env, input=stdin, capture_output=True, text=True, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
         raise EdgecError(f"the aarch64 run of {script.name} took over {timeout_s:g} s; pass fewer texts") from None
     if done.returncode != 0:

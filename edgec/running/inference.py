@@ -16,7 +16,12 @@ from edgec.targets import SessionSettings
 
 Feeds = dict[str, np.ndarray]
 Forward = Callable[[Feeds], dict[str, np.ndarray]]
-_ORT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_ORT_LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,11 @@ def encode_batches(tokenizer, dataset: Dataset, *, max_length: int, batch_size: 
 
 
 def collect_outputs(
-    forward: Forward, batches: list[Batch], *, token_level: bool, description: str = "running the model",
+    forward: Forward,
+    batches: list[Batch],
+    *,
+    token_level: bool,
+    description: str = "running the model",
 ) -> Outputs:
     """Run `forward` on every batch and put the rows back in dataset order (a progress bar says `description`).
 
@@ -96,7 +105,9 @@ def ort_session(model_path: str | Path, settings: SessionSettings, *, profile_pr
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = settings.inter_op_threads
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[settings.graph_optimization_level])
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, _ORT_LEVELS[settings.graph_optimization_level]
+    )
     options.execution_order = getattr(ort.ExecutionOrder, settings.execution_order.upper())
     options.enable_cpu_mem_arena = settings.cpu_mem_arena
     options.enable_mem_pattern = settings.mem_pattern
@@ -107,8 +118,10 @@ def ort_session(model_path: str | Path, settings: SessionSettings, *, profile_pr
     try:
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises a type per cause; every one means this file is unusable
-        raise InputError(f"ONNX Runtime cannot load {Path(model_path).name} ({first_line(exc)}); the file is damaged or "
-                         "not a model ONNX Runtime runs: rebuild it") from None
+        raise InputError(
+            f"ONNX Runtime cannot load {Path(model_path).name} ({first_line(exc)}); the file is damaged or "
+            "not a model ONNX Runtime runs: rebuild it"
+        ) from None
 
 
 def ort_forward(session, outputs: tuple[str, ...] | None = None) -> Forward:
@@ -128,7 +141,9 @@ def ort_forward(session, outputs: tuple[str, ...] | None = None) -> Forward:
         try:
             results = session.run(output_names, {k: feeds[k] for k in input_names if k in feeds})
         except Exception as exc:  # noqa: BLE001 - as in ort_session
-            raise InputError(f"ONNX Runtime failed to run the model ({first_line(exc)}); the file is damaged: rebuild it") from None
+            raise InputError(
+                f"ONNX Runtime failed to run the model ({first_line(exc)}); the file is damaged: rebuild it"
+            ) from None
         return {name: np.asarray(r, dtype=np.float32) for name, r in zip(output_names, results)}
 
     return (lambda feeds: fixed_shape_run(run, feeds, fixed)) if fixed else run
@@ -141,7 +156,10 @@ def fixed_shape_run(run: Forward, feeds: Feeds, shape: tuple[int, int]) -> dict[
     if length > seq:
         raise ValueError(f"inputs of {length} tokens do not fit the graph's fixed {seq}; truncate to {seq}")
     padded = {k: np.pad(v, [(0, (-rows) % batch), (0, seq - length)]) for k, v in feeds.items()}
-    parts = [run({k: v[start:start + batch] for k, v in padded.items()}) for start in range(0, len(padded["input_ids"]), batch)]
+    parts = [
+        run({k: v[start : start + batch] for k, v in padded.items()})
+        for start in range(0, len(padded["input_ids"]), batch)
+    ]
     joined = {name: np.concatenate([part[name] for part in parts])[:rows] for name in parts[0]}
     return {name: value[:, :length] if value.ndim >= 3 else value for name, value in joined.items()}
 

@@ -52,18 +52,30 @@ class Profile:
     """The TOP_NODES slowest nodes, slowest first."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "run_ms": self.run_ms, "kernel_ms": self.kernel_ms,
-                "operators": [vars(o) for o in self.operators], "nodes": [vars(n) for n in self.nodes]}
+        return {
+            "runs": self.runs,
+            "run_ms": self.run_ms,
+            "kernel_ms": self.kernel_ms,
+            "operators": [vars(o) for o in self.operators],
+            "nodes": [vars(n) for n in self.nodes],
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Profile:
-        return cls(values["runs"], values["run_ms"], values["kernel_ms"], tuple(OperatorTime(**o) for o in values["operators"]),
-                   tuple(NodeTime(**n) for n in values["nodes"]))
+        return cls(
+            values["runs"],
+            values["run_ms"],
+            values["kernel_ms"],
+            tuple(OperatorTime(**o) for o in values["operators"]),
+            tuple(NodeTime(**n) for n in values["nodes"]),
+        )
 
 
 def summarize_profile(events: list[dict[str, Any]], skip_runs: int) -> Profile:
     """Per operator type and per node kernel time from a profiler trace, leaving out the first `skip_runs` runs."""
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"])
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
+    )
     kept = runs[skip_runs:]
     if not kept:
         raise ValueError(f"the trace holds {len(runs)} runs, none after the {skip_runs} skipped")
@@ -85,7 +97,9 @@ def summarize_profile(events: list[dict[str, Any]], skip_runs: int) -> Profile:
         by_op[op_of[name]] += ms / count
         nodes_of_op[op_of[name]] += 1
     share = lambda ms: ms / total if total else 0.0  # noqa: E731
-    operators = tuple(OperatorTime(op, ms, share(ms), nodes_of_op[op]) for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1]))
+    operators = tuple(
+        OperatorTime(op, ms, share(ms), nodes_of_op[op]) for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1])
+    )
     slowest = sorted(by_node.items(), key=lambda kv: -kv[1])[:TOP_NODES]
     nodes = tuple(NodeTime(name, op_of[name], ms / count, share(ms / count), shapes_of[name]) for name, ms in slowest)
     return Profile(count, float(np.median([r["dur"] for r in kept])) / 1000.0, total, operators, nodes)
@@ -95,7 +109,9 @@ def _shapes(inputs: list[dict[str, list[int]]]) -> str:
     return ", ".join("x".join(str(d) for d in shape) or "scalar" for item in inputs for shape in item.values())
 
 
-def profile_session(model_path: str | Path, feeds: dict[str, np.ndarray], session_settings, *, warmup: int, runs: int) -> Profile:
+def profile_session(
+    model_path: str | Path, feeds: dict[str, np.ndarray], session_settings, *, warmup: int, runs: int
+) -> Profile:
     """Run the model `warmup + runs` times under ONNX Runtime's profiler and summarize the last `runs`."""
     from edgec.running.inference import ort_session
 

@@ -50,7 +50,11 @@ def choose(trials: list[Trial], current: Any, min_gain: float = MIN_GAIN) -> Any
 
 
 def tune_session(
-    measure: Callable[[SessionSettings], float], base: SessionSettings, *, cores: int | None = None, rounds: int = 2,
+    measure: Callable[[SessionSettings], float],
+    base: SessionSettings,
+    *,
+    cores: int | None = None,
+    rounds: int = 2,
 ) -> tuple[SessionSettings, list[Trial]]:
     """Coordinate descent over knob_values: each knob's values measured in `rounds` interleaved rounds, the
     winner kept (choose) before the next knob. `measure` returns one p50 for settings. Threads 0 (ORT's

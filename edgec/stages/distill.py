@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from edgec.compression import surgery
+from edgec.compression.training import TrainResult, resolve_precision, shuffled_loader, train
 from edgec.data import Dataset
 from edgec.errors import ConfigError, InputError
 from edgec.ops import distillation
@@ -24,7 +25,6 @@ from edgec.pipeline import Context, selection_data
 from edgec.recipe import DistillConfig
 from edgec.source import Pooling
 from edgec.stages.teacher_cache import Encoded, TaskSpec, TeacherCache, build_cache, cache_note, encode
-from edgec.compression.training import TrainResult, resolve_precision, shuffled_loader, train
 
 # A budget spent before training starts (by the cache or earlier pruning steps) still leaves one step.
 _LEAST_MINUTES = 1e-6
@@ -75,8 +75,9 @@ def distill_share(ctx: Context, share: float) -> Context:
     previous = ctx.notes.get("distill")
     runs = [*(previous.get("runs", [previous]) if previous else []), result_note(prepared, result)]
     note = {**runs[-1], "runs": runs} if len(runs) > 1 else runs[-1]
-    return ctx.with_note("distill", note, source=dataclasses.replace(ctx.source, model=result.model),
-                         distillation=prepared)
+    return ctx.with_note(
+        "distill", note, source=dataclasses.replace(ctx.source, model=result.model), distillation=prepared
+    )
 
 
 def prepare(teacher: torch.nn.Module, source, data: Dataset, config: DistillConfig, seed: int) -> Distillation:
@@ -87,8 +88,11 @@ def prepare(teacher: torch.nn.Module, source, data: Dataset, config: DistillConf
     spec = TaskSpec(source.task, source.pooling or Pooling(), source.input_names)
     label2id = {str(name): i for i, name in (teacher.config.id2label or {}).items()}
     encoded = encode(source.tokenizer, data, source.task, source.input_names, config.max_length, label2id)
-    layers = distillation.teacher_layers(len(surgery.encoder_layers(teacher)), config.hidden_layers) \
-        if config.hidden_weight > 0 and config.hidden_layers > 0 else ()
+    layers = (
+        distillation.teacher_layers(len(surgery.encoder_layers(teacher)), config.hidden_layers)
+        if config.hidden_weight > 0 and config.hidden_layers > 0
+        else ()
+    )
     cache = None
     if config.teacher_cache:
         precision, _ = resolve_precision(config.precision)
@@ -98,8 +102,14 @@ def prepare(teacher: torch.nn.Module, source, data: Dataset, config: DistillConf
 
 
 def distill_student(
-    student: torch.nn.Module, teacher: torch.nn.Module, *, source, data: Dataset, config: DistillConfig,
-    evaluate: Callable[[torch.nn.Module], float], seed: int,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    *,
+    source,
+    data: Dataset,
+    config: DistillConfig,
+    evaluate: Callable[[torch.nn.Module], float],
+    seed: int,
 ) -> TrainResult:
     """Train a copy of `student` to reproduce `teacher` on `data`; return the copy with its best weights.
 
@@ -112,8 +122,14 @@ def distill_student(
     return run(prepared, student, evaluate, seed=seed, minutes=minutes)
 
 
-def run(prepared: Distillation, student: torch.nn.Module, evaluate: Callable[[torch.nn.Module], float], *, seed: int,
-        minutes: float | None) -> TrainResult:
+def run(
+    prepared: Distillation,
+    student: torch.nn.Module,
+    evaluate: Callable[[torch.nn.Module], float],
+    *,
+    seed: int,
+    minutes: float | None,
+) -> TrainResult:
     """One training run of a copy of `student` against the prepared targets, for at most `minutes`."""
     config = prepared.config
     training = config.training()
@@ -186,4 +202,3 @@ def result_note(prepared: Distillation, result: TrainResult) -> dict:
         "layers": [list(p) for p in distillation.layer_pairs(surgery.layer_origins(result.model), prepared.layers)],
         "history": [list(entry) for entry in result.history],
     }
-

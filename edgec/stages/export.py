@@ -36,8 +36,13 @@ def export(ctx: Context, *, token_states: bool = False) -> Context:
         # ORTModelForFeatureExtraction read `last_hidden_state` and pool it themselves (edgec's tools read only
         # sentence_embedding). Other back ends build what the device runs from this graph and get one output.
         append_pooling(
-            model, hidden=TOKEN_STATES, mask="attention_mask", mode=pooling.mode, normalize=pooling.normalize,
-            output="sentence_embedding", keep_hidden=token_states,
+            model,
+            hidden=TOKEN_STATES,
+            mask="attention_mask",
+            mode=pooling.mode,
+            normalize=pooling.normalize,
+            output="sentence_embedding",
+            keep_hidden=token_states,
         )
     model.producer_name, model.producer_version = "edgec", ""  # no tool versions inside the model file
     onnx.checker.check_model(model)

@@ -35,7 +35,9 @@ class FixedShapeModule(torch.nn.Module):
         self.model, self.task, self.accelerator = model, task, accelerator
         self.words = model.get_input_embeddings()
         types = getattr(getattr(model.base_model, "embeddings", None), "token_type_embeddings", None)
-        self.type_step = (types.weight[1] - types.weight[0]).detach() if types is not None and types.num_embeddings == 2 else None
+        self.type_step = (
+            (types.weight[1] - types.weight[0]).detach() if types is not None and types.num_embeddings == 2 else None
+        )
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         ids = input_ids.to(torch.int32) if self.accelerator == "nnapi" else input_ids
@@ -51,9 +53,13 @@ def export_fixed(ctx: Context) -> Context:
     settings = ctx.target.mobile
     batch, seq = settings.fixed_batch, settings.fixed_seq
     if ctx.source.task not in ("feature-extraction", "sequence-classification"):
-        raise ConfigError(f"--accelerator graphs are made for embedding models and classifiers, not {ctx.source.task}; drop --accelerator")
+        raise ConfigError(
+            f"--accelerator graphs are made for embedding models and classifiers, not {ctx.source.task}; drop --accelerator"
+        )
     if seq > ctx.source.max_length:
-        raise ConfigError(f"--fixed-shape {batch}x{seq}: the model takes at most {ctx.source.max_length} tokens; pass a shorter sequence")
+        raise ConfigError(
+            f"--fixed-shape {batch}x{seq}: the model takes at most {ctx.source.max_length} tokens; pass a shorter sequence"
+        )
     out_dir = ctx.workdir / "export"
     out_dir.mkdir(parents=True)
     path = out_dir / "model.onnx"
@@ -66,20 +72,37 @@ def export_fixed(ctx: Context) -> Context:
     try:
         if attention is not None:
             base.attn_implementation = "eager"
-        _export(FixedShapeModule(model, ctx.source.task, settings.accelerator), example, names, path, _OPSET[settings.accelerator])
+        _export(
+            FixedShapeModule(model, ctx.source.task, settings.accelerator),
+            example,
+            names,
+            path,
+            _OPSET[settings.accelerator],
+        )
     finally:
         if attention is not None:
             base.attn_implementation = attention
     graph = onnx.load(str(path))
     if ctx.source.task == "feature-extraction":
         pooling = ctx.source.pooling
-        append_pooling(graph, hidden="last_hidden_state", mask="attention_mask", mode=pooling.mode, normalize=pooling.normalize,
-                       output="sentence_embedding")
+        append_pooling(
+            graph,
+            hidden="last_hidden_state",
+            mask="attention_mask",
+            mode=pooling.mode,
+            normalize=pooling.normalize,
+            output="sentence_embedding",
+        )
     graph.producer_name, graph.producer_version = "edgec", ""
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
-    note = {"exporter": "torch.onnx (TorchScript), fixed shapes", "accelerator": settings.accelerator, "fixed_shape": [batch, seq],
-            "opset": _OPSET[settings.accelerator], "inputs": list(names)}
+    note = {
+        "exporter": "torch.onnx (TorchScript), fixed shapes",
+        "accelerator": settings.accelerator,
+        "fixed_shape": [batch, seq],
+        "opset": _OPSET[settings.accelerator],
+        "inputs": list(names),
+    }
     return ctx.with_note("export", note, onnx_path=path)
 
 
@@ -87,8 +110,18 @@ def _export(module: torch.nn.Module, example: tuple, names: tuple[str, ...], pat
     output = "last_hidden_state" if module.task == "feature-extraction" else "logits"
     try:
         with quiet("torch.onnx", "transformers"), torch.no_grad():
-            torch.onnx.export(module, example, str(path), input_names=list(names), output_names=[output], opset_version=opset,
-                              dynamo=False, do_constant_folding=True)
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                input_names=list(names),
+                output_names=[output],
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=True,
+            )
     except Exception as exc:  # the exporter raises many types for code it cannot trace
-        raise InputError(f"the fixed-shape export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
-                         "drop --accelerator to build the general mobile graph") from None
+        raise InputError(
+            f"the fixed-shape export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+            "drop --accelerator to build the general mobile graph"
+        ) from None

@@ -30,7 +30,9 @@ def fallback(ctx: Context) -> Context:
 
     def attempt(k: int) -> bool:
         path = out_dir / f"keep{k}.onnx"
-        quantize_static_int8(calibration.prepared, path, calibration.ranges, ctx.target.quantization, exclude=tuple(ranked[:k]))
+        quantize_static_int8(
+            calibration.prepared, path, calibration.ranges, ctx.target.quantization, exclude=tuple(ranked[:k])
+        )
         tried[k] = (path, measure(ctx.with_note("fallback", {}, onnx_path=path), f"fallback k={k}", selection))
         return tried[k][1].passed
 

@@ -42,11 +42,20 @@ def prune_step(ctx: Context, step: int) -> Context:
     current = previous["macs_after"] if previous else None
     # The share of the current model's MACs to remove so that `target` of the original's is left.
     fraction = 1.0 - target if previous is None else max(0.0, 1.0 - target * original / current)
-    result = prune_source(ctx.source, ctx.prune_calib or ctx.calib, dataclasses.replace(config, fraction=fraction),
-                          max_length=ctx.recipe.max_length, seed=ctx.recipe.seed)
+    result = prune_source(
+        ctx.source,
+        ctx.prune_calib or ctx.calib,
+        dataclasses.replace(config, fraction=fraction),
+        max_length=ctx.recipe.max_length,
+        seed=ctx.recipe.seed,
+    )
     summary = result.summary
-    row = {"step": step, "fraction": round(fraction, 4), "macs_after": summary["macs_after"],
-           "seconds": summary["seconds"]}
+    row = {
+        "step": step,
+        "fraction": round(fraction, 4),
+        "macs_after": summary["macs_after"],
+        "seconds": summary["seconds"],
+    }
     steps = [*(previous["steps"] if previous else []), row]
     if previous:  # layers are numbered as in the original model (layer origins), so the removals add up
         keep = ("macs_before", "params_before", "heads_before", "ffn_before", "hidden_before")

@@ -42,8 +42,13 @@ def optimize(ctx: Context) -> Context:
     # opt_level 0: Python fusions only; ONNX Runtime's own graph optimizations run at session load,
     # so the file stays portable across CPUs and runtime versions.
     optimized = optimize_model(
-        str(ctx.onnx_path), model_type=_FUSION_MODEL_TYPE, num_heads=0, hidden_size=0,
-        optimization_options=options, opt_level=0, use_gpu=False,
+        str(ctx.onnx_path),
+        model_type=_FUSION_MODEL_TYPE,
+        num_heads=0,
+        hidden_size=0,
+        optimization_options=options,
+        opt_level=0,
+        use_gpu=False,
     )
     counts = optimized.get_fused_operator_statistics()
     model = optimized.model

@@ -24,16 +24,16 @@ from torch import nn
 from edgec.compression import surgery
 from edgec.data import Dataset
 from edgec.errors import ConfigError
-from edgec.running.inference import Batch, encode_batches
 from edgec.ops.layer_search import Plan, search_plan
 from edgec.ops.macs import UnitCosts, encoder_macs, unit_costs
 from edgec.ops.mask_selection import round_neurons
 from edgec.ops.rearrange import rearrange, removal_loss
 from edgec.ops.width import expand, restrict
+from edgec.parity.evalset import classifier_labels, eval_texts
 from edgec.pipeline import Context
 from edgec.recipe import PruneConfig
+from edgec.running.inference import Batch, encode_batches
 from edgec.source import Source
-from edgec.parity.evalset import classifier_labels, eval_texts
 from edgec.stages import prune_hidden
 from edgec.stages.prune_fisher import Fisher, fisher_information
 from edgec.stages.prune_tuning import tune_masks
@@ -69,7 +69,13 @@ def calibration_batches(source: Source, calib: Dataset, max_length: int) -> tupl
 
 
 def prune_model(
-    source: Source, batches: list[Batch], labels: np.ndarray | None, config: PruneConfig, *, seed: int, fisher: Fisher | None = None,
+    source: Source,
+    batches: list[Batch],
+    labels: np.ndarray | None,
+    config: PruneConfig,
+    *,
+    seed: int,
+    fisher: Fisher | None = None,
 ) -> PruneResult:
     """Importance, plan, removal, mask tuning; the summary feeds the report.
 
@@ -82,8 +88,14 @@ def prune_model(
     started = time.perf_counter()
     fisher = fisher or fisher_information(source, batches, labels, seed, blocks=config.rearrange)
     timings["importance"] = time.perf_counter() - started
-    narrowing = None if width == surgery.hidden_size(teacher) else Narrowing(
-        unit_costs(lengths, width, surgery.head_dim(teacher), surgery.ffn_matrices(teacher)), prune_hidden.allowed_heads(teacher, fisher.head_scores, width))
+    narrowing = (
+        None
+        if width == surgery.hidden_size(teacher)
+        else Narrowing(
+            unit_costs(lengths, width, surgery.head_dim(teacher), surgery.ffn_matrices(teacher)),
+            prune_hidden.allowed_heads(teacher, fisher.head_scores, width),
+        )
+    )
     started = time.perf_counter()
     plan, searched = plan_pruning(fisher, costs, 1 - config.fraction, config, narrowing=narrowing)
     timings["search"] = time.perf_counter() - started
@@ -92,10 +104,25 @@ def prune_model(
     estimated = {"searched": round(searched, 6), "rearranged": round(_loss(plan, fisher), 6)}
     started = time.perf_counter()
     tune = config.rescale and config.fraction > 0
-    target = scheduled_target(teacher, fisher, costs, config, narrowing) if tune and config.tuning.target == "schedule" else teacher
+    target = (
+        scheduled_target(teacher, fisher, costs, config, narrowing)
+        if tune and config.tuning.target == "schedule"
+        else teacher
+    )
     del fisher  # its blocks (mpnet: ~0.5 GB) are not needed while tuning
-    fits = tune_masks(student, target, np.flatnonzero(plan.layers).tolist(), batches, source.input_names, config.tuning,
-                      cls_only=config.tuning.cls_only and source.task == "sequence-classification") if tune else []
+    fits = (
+        tune_masks(
+            student,
+            target,
+            np.flatnonzero(plan.layers).tolist(),
+            batches,
+            source.input_names,
+            config.tuning,
+            cls_only=config.tuning.cls_only and source.task == "sequence-classification",
+        )
+        if tune
+        else []
+    )
     timings["tuning"] = time.perf_counter() - started
     if narrowing is not None:  # after the tuning, which fits the kept units at the full width
         started = time.perf_counter()
@@ -118,7 +145,13 @@ class Narrowing:
 
 
 def plan_pruning(
-    fisher: Fisher, costs: UnitCosts, kept_share: float, config: PruneConfig, *, layers: bool = True, narrowing: Narrowing | None = None,
+    fisher: Fisher,
+    costs: UnitCosts,
+    kept_share: float,
+    config: PruneConfig,
+    *,
+    layers: bool = True,
+    narrowing: Narrowing | None = None,
 ) -> tuple[Plan, float]:
     """The search's plan at `kept_share` of the MACs (`costs`: at the model's width), rearranged where asked; and
     its estimated loss before rearranging. `narrowing`: hidden channels go too (see Narrowing)."""
@@ -126,17 +159,27 @@ def plan_pruning(
     total = sum(map(len, head_scores)) * costs.head + sum(map(len, neuron_scores)) * costs.neuron
     allowed = None if narrowing is None else narrowing.heads
     plan = search_plan(
-        head_scores if allowed is None else restrict(head_scores, allowed), neuron_scores,
-        fisher.layers if layers and "layers" in config.units else None, costs if narrowing is None else narrowing.costs, kept_share * total,
-        prune_heads="heads" in config.units, prune_neurons="ffn" in config.units,
+        head_scores if allowed is None else restrict(head_scores, allowed),
+        neuron_scores,
+        fisher.layers if layers and "layers" in config.units else None,
+        costs if narrowing is None else narrowing.costs,
+        kept_share * total,
+        prune_heads="heads" in config.units,
+        prune_neurons="ffn" in config.units,
     )
     heads = plan.heads if allowed is None else expand(plan.heads, allowed, list(map(len, head_scores)))
     plan = Plan(heads, round_neurons(neuron_scores, plan.neurons, config.neuron_multiple), plan.layers)
     searched = _loss(plan, fisher)
     if config.rearrange:
         within = allowed or [None] * len(plan.heads)
-        heads = [_rearrange_heads(keep, block, a) if kept else keep for keep, block, a, kept in zip(plan.heads, fisher.heads, within, plan.layers)]
-        neurons = [rearrange(keep, block) if kept and block.ndim == 2 else keep for keep, block, kept in zip(plan.neurons, fisher.neurons, plan.layers)]
+        heads = [
+            _rearrange_heads(keep, block, a) if kept else keep
+            for keep, block, a, kept in zip(plan.heads, fisher.heads, within, plan.layers)
+        ]
+        neurons = [
+            rearrange(keep, block) if kept and block.ndim == 2 else keep
+            for keep, block, kept in zip(plan.neurons, fisher.neurons, plan.layers)
+        ]
         plan = Plan(heads, neurons, plan.layers)
     return plan, searched
 
@@ -149,7 +192,9 @@ def _rearrange_heads(keep: np.ndarray, block: np.ndarray, allowed: np.ndarray | 
     return expand([inner], [allowed], [len(keep)])[0]
 
 
-def scheduled_target(teacher: nn.Module, fisher: Fisher, costs: UnitCosts, config: PruneConfig, narrowing: Narrowing | None = None) -> nn.Module:
+def scheduled_target(
+    teacher: nn.Module, fisher: Fisher, costs: UnitCosts, config: PruneConfig, narrowing: Narrowing | None = None
+) -> nn.Module:
     """The model pruned to √(kept share) of the MACs by the same method (whole layers stay): the nearer target
     of Kwon et al.'s two-step schedule, against which the pruned layers are fitted.
 
@@ -179,11 +224,17 @@ def _loss(plan: Plan, fisher: Fisher) -> float:
     return loss
 
 
-def _summary(teacher: nn.Module, student: nn.Module, plan: Plan, costs: UnitCosts, config: PruneConfig, lengths: list[int]) -> dict:
+def _summary(
+    teacher: nn.Module, student: nn.Module, plan: Plan, costs: UnitCosts, config: PruneConfig, lengths: list[int]
+) -> dict:
     heads_before, ffn_before = surgery.head_counts(teacher), surgery.ffn_widths(teacher)
     heads_after, ffn_after = surgery.head_counts(student), surgery.ffn_widths(student)
-    after = unit_costs(lengths, surgery.hidden_size(student), surgery.head_dim(student), surgery.ffn_matrices(student))  # at the width kept
-    origins = surgery.layer_origins(teacher)  # layers in the unpruned model's numbering (iterative steps prune pruned models)
+    after = unit_costs(
+        lengths, surgery.hidden_size(student), surgery.head_dim(student), surgery.ffn_matrices(student)
+    )  # at the width kept
+    origins = surgery.layer_origins(
+        teacher
+    )  # layers in the unpruned model's numbering (iterative steps prune pruned models)
     return {
         "fraction": config.fraction,
         "units": list(config.units),

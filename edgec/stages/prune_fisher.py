@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from edgec.compression import surgery
-from edgec.running.inference import Batch
 from edgec.ops.importance import gate_layer, mask_heads, mask_neurons, sensitivity_loss
 from edgec.progress import track
+from edgec.running.inference import Batch
 from edgec.source import Source
 
 
@@ -41,12 +41,16 @@ class Fisher:
         return [block.diagonal().astype(np.float64) if block.ndim == 2 else block for block in self.neurons]
 
 
-def fisher_information(source: Source, batches: list[Batch], labels: np.ndarray | None, seed: int, *, blocks: bool) -> Fisher:
+def fisher_information(
+    source: Source, batches: list[Batch], labels: np.ndarray | None, seed: int, *, blocks: bool
+) -> Fisher:
     """Run the importance pass; `blocks` keeps the neurons' Fisher blocks (else their diagonal only)."""
     model = source.model
     layers, heads, widths = surgery.encoder_layers(model), surgery.head_counts(model), surgery.ffn_widths(model)
     head_sums = [torch.zeros(h, h, dtype=torch.float64) for h in heads]
-    neuron_sums = [torch.zeros((f, f) if blocks else (f,), dtype=torch.float32 if blocks else torch.float64) for f in widths]
+    neuron_sums = [
+        torch.zeros((f, f) if blocks else (f,), dtype=torch.float32 if blocks else torch.float64) for f in widths
+    ]
     gate_sums = torch.zeros(len(layers), dtype=torch.float64)
     module, generator = source.reference_module(), torch.Generator().manual_seed(seed)
     masks: dict[tuple[str, int], torch.Tensor] = {}
@@ -68,7 +72,9 @@ def fisher_information(source: Source, batches: list[Batch], labels: np.ndarray 
                 elif kind == "layer":
                     gate_sums[i] += grad.double().pow(2).sum()
                 elif blocks:
-                    neuron_sums[i] += grad.T @ grad  # (neurons, neurons): summed here, so memory does not grow with texts
+                    neuron_sums[i] += (
+                        grad.T @ grad
+                    )  # (neurons, neurons): summed here, so memory does not grow with texts
                 else:
                     neuron_sums[i] += grad.double().pow(2).sum(dim=0)
     finally:
@@ -86,12 +92,18 @@ def _mask_hooks(model: torch.nn.Module, masks: dict[tuple[str, int], torch.Tenso
         return lambda module, args: (apply(args[0], masks[key]), *args[1:])
 
     def gate_hook(index):
-        return lambda module, args, kwargs, output: gate_layer(args[0] if args else next(iter(kwargs.values())), output, masks[("layer", index)])
+        return lambda module, args, kwargs, output: gate_layer(
+            args[0] if args else next(iter(kwargs.values())), output, masks[("layer", index)]
+        )
 
     for i, layer in enumerate(surgery.encoder_layers(model)):
         if heads[i]:
-            handles.append(surgery.get(layer, parts.attn_out).register_forward_pre_hook(unit_hook(("heads", i), mask_heads)))
+            handles.append(
+                surgery.get(layer, parts.attn_out).register_forward_pre_hook(unit_hook(("heads", i), mask_heads))
+            )
         if widths[i]:
-            handles.append(surgery.get(layer, parts.ffn_out).register_forward_pre_hook(unit_hook(("ffn", i), mask_neurons)))
+            handles.append(
+                surgery.get(layer, parts.ffn_out).register_forward_pre_hook(unit_hook(("ffn", i), mask_neurons))
+            )
         handles.append(layer.register_forward_hook(gate_hook(i), with_kwargs=True))
     return handles

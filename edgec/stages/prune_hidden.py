@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from edgec.compression import hidden_surgery, surgery
-from edgec.running.inference import Batch
 from edgec.ops import width as widths
 from edgec.recipe import PruneConfig
+from edgec.running.inference import Batch
 
 
 @torch.no_grad()
@@ -61,8 +61,9 @@ def allowed_heads(model: nn.Module, head_scores: list[np.ndarray], width: int) -
     return widths.allowed_heads(head_scores, capacity, columns)
 
 
-def keep_top_channels(student: nn.Module, teacher: nn.Module, batches: list[Batch], input_names: tuple[str, ...],
-                      width: int) -> list[int]:
+def keep_top_channels(
+    student: nn.Module, teacher: nn.Module, batches: list[Batch], input_names: tuple[str, ...], width: int
+) -> list[int]:
     """Remove all but the `width` channels of most activation energy in `teacher` (the model pruning started
     from, whose channels the student shares); returns the kept ones."""
     keep = widths.top_channels(channel_scores(teacher, batches, input_names), width)

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from edgec.compression import surgery
-from edgec.running.inference import Batch
 from edgec.ops.least_squares import NormalEquations
 from edgec.progress import bar
 from edgec.recipe import TuningConfig
+from edgec.running.inference import Batch
 
 
 class _Stop(Exception):
@@ -51,8 +51,14 @@ class _SubLayer:
 
 @torch.no_grad()
 def tune_masks(
-    student: nn.Module, target: nn.Module, kept_layers: list[int], batches: list[Batch], input_names: tuple[str, ...],
-    config: TuningConfig, *, cls_only: bool,
+    student: nn.Module,
+    target: nn.Module,
+    kept_layers: list[int],
+    batches: list[Batch],
+    input_names: tuple[str, ...],
+    config: TuningConfig,
+    *,
+    cls_only: bool,
 ) -> list[dict]:
     """Rescale the student's kept units in place; one record per fitted sub-layer (errors before and after).
 
@@ -68,12 +74,26 @@ def tune_masks(
         for index, target_layer in enumerate(surgery.encoder_layers(target)[: kept_layers[-1] + 1]):
             advance()
             if index not in position:  # the student skips this layer: its input passes on unchanged
-                target_in = [_run(target_layer, x, _layer_call(target, f)[1])["output"] for x, f in zip(target_in, feeds)]
+                target_in = [
+                    _run(target_layer, x, _layer_call(target, f)[1])["output"] for x, f in zip(target_in, feeds)
+                ]
                 continue
             layer = surgery.encoder_layers(student)[position[index]]
             last = index == kept_layers[-1]
-            target_in, stopped = _tune_layer(student, layer, position[index], target, target_layer, index, student_in,
-                                             target_in, feeds, config, cls_only and last, fits)
+            target_in, stopped = _tune_layer(
+                student,
+                layer,
+                position[index],
+                target,
+                target_layer,
+                index,
+                student_in,
+                target_in,
+                feeds,
+                config,
+                cls_only and last,
+                fits,
+            )
             if stopped or last:
                 break
             student_in = [_run(layer, x, _layer_call(target, f)[1])["output"] for x, f in zip(student_in, feeds)]
@@ -81,13 +101,25 @@ def tune_masks(
 
 
 def _tune_layer(
-    student: nn.Module, layer: nn.Module, position: int, target: nn.Module, target_layer: nn.Module, index: int,
-    student_in: list[torch.Tensor], target_in: list[torch.Tensor], feeds: list[dict], config: TuningConfig,
-    cls_only: bool, fits: list[dict],
+    student: nn.Module,
+    layer: nn.Module,
+    position: int,
+    target: nn.Module,
+    target_layer: nn.Module,
+    index: int,
+    student_in: list[torch.Tensor],
+    target_in: list[torch.Tensor],
+    feeds: list[dict],
+    config: TuningConfig,
+    cls_only: bool,
+    fits: list[dict],
 ) -> tuple[list[torch.Tensor], bool]:
     """Fit the attention, then the FFN of one layer; returns the target's outputs and whether tuning stops here."""
     parts, next_target = surgery.parts_for(student), None
-    for sub in (_SubLayer("heads", parts.attn_norm, parts.attn_out, parts.attention), _SubLayer("ffn", parts.ffn_norm, parts.ffn_out, parts.ffn)):
+    for sub in (
+        _SubLayer("heads", parts.attn_norm, parts.attn_out, parts.attention),
+        _SubLayer("ffn", parts.ffn_norm, parts.ffn_out, parts.ffn),
+    ):
         count = (surgery.head_counts if sub.kind == "heads" else surgery.ffn_widths)(student)[position]
         # The bias the sub-layer adds: its output Linear's, or a constant sub-layer's; zeros where it has none
         # (ModernBERT), which gains one only if a shift is fitted (surgery.output_bias).
@@ -95,19 +127,40 @@ def _tune_layer(
         bias = module.bias if module.bias is not None else torch.zeros(module.out_features, dtype=module.weight.dtype)
         if not count and not config.fit_bias:  # nothing to fit
             continue
-        equations, outputs = _equations(layer, target, target_layer, sub, count, bias, student_in, target_in, feeds, config,
-                                        cls_only and sub.kind == "ffn", surgery.head_dim(student))
+        equations, outputs = _equations(
+            layer,
+            target,
+            target_layer,
+            sub,
+            count,
+            bias,
+            student_in,
+            target_in,
+            feeds,
+            config,
+            cls_only and sub.kind == "ffn",
+            surgery.head_dim(student),
+        )
         next_target = outputs or next_target
         solution = equations.solve(ridge=config.ridge, fit_bias=config.fit_bias)
-        fits.append({"layer": index, "part": sub.kind, "units": count, "applied": solution.ok,
-                     "error_before": _relative(equations, torch.ones(count, dtype=torch.float64)),
-                     "error_after": _relative(equations, solution.scales, solution.shift)})
+        fits.append(
+            {
+                "layer": index,
+                "part": sub.kind,
+                "units": count,
+                "applied": solution.ok,
+                "error_before": _relative(equations, torch.ones(count, dtype=torch.float64)),
+                "error_after": _relative(equations, solution.scales, solution.shift),
+            }
+        )
         if not solution.ok:
             if config.stop_on_failure:
                 return target_in, True
             continue
         scales = solution.scales.float()
-        surgery.scale_units(student, position, scales if sub.kind == "heads" else None, scales if sub.kind == "ffn" else None)
+        surgery.scale_units(
+            student, position, scales if sub.kind == "heads" else None, scales if sub.kind == "ffn" else None
+        )
         if solution.shift is not None:
             surgery.output_bias(layer, sub.out if count else sub.constant).add_(solution.shift.to(bias.dtype))
     if next_target is None:  # the FFN was not fitted: advance the target on its own
@@ -116,8 +169,17 @@ def _tune_layer(
 
 
 def _equations(
-    layer: nn.Module, target: nn.Module, target_layer: nn.Module, sub: _SubLayer, count: int, bias: torch.Tensor,
-    student_in: list[torch.Tensor], target_in: list[torch.Tensor], feeds: list[dict], config: TuningConfig, first_token: bool,
+    layer: nn.Module,
+    target: nn.Module,
+    target_layer: nn.Module,
+    sub: _SubLayer,
+    count: int,
+    bias: torch.Tensor,
+    student_in: list[torch.Tensor],
+    target_in: list[torch.Tensor],
+    feeds: list[dict],
+    config: TuningConfig,
+    first_token: bool,
     head_dim: int,
 ) -> tuple[NormalEquations, list[torch.Tensor] | None]:
     """One sub-layer's normal equations over all batches; for an FFN also the target layer's outputs (the next inputs)."""
@@ -154,8 +216,16 @@ def _weight(layer: nn.Module, sub: _SubLayer, norm: nn.LayerNorm | None) -> tupl
 
 
 def _add(
-    equations: NormalEquations, kind: str, count: int, head_dim: int, mine: dict, target_sum: torch.Tensor, bias: torch.Tensor,
-    tokens: torch.Tensor, norm: nn.LayerNorm | None, weight: tuple[torch.Tensor, torch.Tensor | None] | None,
+    equations: NormalEquations,
+    kind: str,
+    count: int,
+    head_dim: int,
+    mine: dict,
+    target_sum: torch.Tensor,
+    bias: torch.Tensor,
+    tokens: torch.Tensor,
+    norm: nn.LayerNorm | None,
+    weight: tuple[torch.Tensor, torch.Tensor | None] | None,
 ) -> None:
     """One batch's share of the normal equations, in the configured space (`norm` given: post-norm)."""
     residual = mine["norm_in"] - (mine["out"] if count else bias)  # the student's residual input x_s
@@ -172,7 +242,9 @@ def _add(
         contributions = torch.einsum("tkd,hkd->tkh", units.view(-1, count, head_dim), matrix.view(-1, count, head_dim))
         equations.add_heads(scale(contributions) if scale is not None else contributions, target)
     else:
-        equations.add_neurons(units / _sigma(target_sum[tokens], norm)[:, None] if norm is not None else units, matrix, target, gram)
+        equations.add_neurons(
+            units / _sigma(target_sum[tokens], norm)[:, None] if norm is not None else units, matrix, target, gram
+        )
 
 
 def _sigma(norm_in: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
@@ -209,7 +281,15 @@ def _layer_call(model: nn.Module, feeds: dict[str, torch.Tensor]) -> tuple[torch
     return captured["hidden"], captured["call"]
 
 
-def _run(layer: nn.Module, hidden: torch.Tensor, call: _Call, *, norm: str | None = None, out: str | None = None, stop: bool = False) -> dict:
+def _run(
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    call: _Call,
+    *,
+    norm: str | None = None,
+    out: str | None = None,
+    stop: bool = False,
+) -> dict:
     """Run one layer: its output, or (`stop`) up to the LayerNorm at `norm`; the LayerNorm's input and the output
     projection's input and output (`out`) are captured on the way."""
     captured, handles = {}, []
@@ -222,7 +302,11 @@ def _run(layer: nn.Module, hidden: torch.Tensor, call: _Call, *, norm: str | Non
     if norm is not None:  # "" (pre-LN FFN): the sum is the layer's output
         handles.append(surgery.on_residual_sum(layer, norm, at_sum))
     if out is not None:
-        handles.append(surgery.get(layer, out).register_forward_hook(lambda module, args, output: captured.update(units=args[0], out=output)))
+        handles.append(
+            surgery.get(layer, out).register_forward_hook(
+                lambda module, args, output: captured.update(units=args[0], out=output)
+            )
+        )
     try:
         output = layer(hidden, *call.args, **call.kwargs)
         captured["output"] = output[0] if isinstance(output, tuple) else output

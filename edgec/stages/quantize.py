@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgec.running.inference import encode_batches, ort_session
+from edgec.ops import outliers
 from edgec.ops.calibration import RunningStats, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
-from edgec.ops import outliers
 from edgec.ops.smoothing import smoothing_scales
-from edgec.pipeline import Calibration, Context, release_freed_memory
 from edgec.parity.evalset import eval_texts
+from edgec.pipeline import Calibration, Context, release_freed_memory
 from edgec.progress import track
+from edgec.running.inference import encode_batches, ort_session
 from edgec.targets import QuantSettings, SessionSettings
 
 SMOOTHING_ALPHA = 0.8  # measured on MiniLM/STS-B: 0.7-0.9 best, 0.3 catastrophic, 0.5 mediocre
@@ -54,8 +54,13 @@ def _static_int8(ctx: Context, path: Path) -> Context:
     prepared, ranges, sensitivity, split = prepare_static(ctx, path.parent)
     release_freed_memory()  # calibration's sessions and copies, before quantization loads the model again
     note = quantize_static_int8(prepared, path, ranges, ctx.target.quantization, exclude=())
-    note |= {"calibration": ctx.recipe.quant.calibration, "calib_samples": len(ctx.calib), "smoothing_alpha": SMOOTHING_ALPHA,
-             "outlier_channels_in_float": sum(len(v) for v in split.values()), "inputs_with_outliers": len(split)}
+    note |= {
+        "calibration": ctx.recipe.quant.calibration,
+        "calib_samples": len(ctx.calib),
+        "smoothing_alpha": SMOOTHING_ALPHA,
+        "outlier_channels_in_float": sum(len(v) for v in split.values()),
+        "inputs_with_outliers": len(split),
+    }
     return ctx.with_note("quantize", note, onnx_path=path, calibration=Calibration(prepared, ranges, sensitivity))
 
 
@@ -76,15 +81,22 @@ def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """MatMul nodes whose second input is a constant weight (activation x activation products stay float, and so do
     the outlier channels' MatMuls of ops.outliers)."""
     constants = {i.name for i in model.graph.initializer}
-    return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants and not n.name.endswith(outliers.SUFFIX)]
+    return [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul" and n.input[1] in constants and not n.name.endswith(outliers.SUFFIX)
+    ]
 
 
 def embedding_gathers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Gather nodes that look rows of at least _MIN_INT8_ROW values up in a constant float table (token, position and
     type embeddings). Narrower tables stay float: MPNet's relative position bias holds one value per head and is
     looked up seq x seq times per run, so 8 bits would save a few bytes and cost a dequantizing Mul per lookup."""
-    tables = {i.name for i in model.graph.initializer
-              if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT and i.dims[1] >= _MIN_INT8_ROW}
+    tables = {
+        i.name
+        for i in model.graph.initializer
+        if len(i.dims) == 2 and i.data_type == onnx.TensorProto.FLOAT and i.dims[1] >= _MIN_INT8_ROW
+    }
     return [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
 
 
@@ -93,12 +105,18 @@ def quantize_dynamic_int8(source: Path, out: Path, settings: QuantSettings) -> d
 
     with quiet_root_logger():
         quantize_dynamic(
-            str(source), str(out), op_types_to_quantize=["MatMul", "Gather"], per_channel=settings.per_channel,
+            str(source),
+            str(out),
+            op_types_to_quantize=["MatMul", "Gather"],
+            per_channel=settings.per_channel,
             weight_type=QuantType.QInt8,
             # Fused contrib ops (MultiHeadAttention, FastGelu) carry no type info for ORT's quantizer.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
         )
-    return {"method": "dynamic int8 (activation ranges computed per batch at run time)", "per_channel": settings.per_channel}
+    return {
+        "method": "dynamic int8 (activation ranges computed per batch at run time)",
+        "per_channel": settings.per_channel,
+    }
 
 
 def quantize_static_int8(
@@ -117,8 +135,15 @@ def quantize_static_int8(
         {name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in ranges.items()},
     )
     quantizer = QDQQuantizer(
-        model, settings.per_channel, settings.reduce_range, types[settings.weight_type], types[settings.activation_type], tensors,
-        nodes, list(exclude), ["MatMul"],
+        model,
+        settings.per_channel,
+        settings.reduce_range,
+        types[settings.weight_type],
+        types[settings.activation_type],
+        tensors,
+        nodes,
+        list(exclude),
+        ["MatMul"],
         {
             "DefaultTensorType": onnx.TensorProto.FLOAT,
             "ActivationSymmetric": settings.activation_symmetric,
@@ -138,16 +163,22 @@ def quantize_static_int8(
     quantized.producer_name, quantized.producer_version = "edgec", ""
     onnx.save(quantized, str(out))
     return {
-        "method": "static int8 Q/DQ", "quantized_nodes": len(nodes), "int8_embedding_tables": len(tables),
-        "activations": settings.activation_type + (" symmetric" if settings.activation_symmetric else ""), "weights": f"{settings.weight_type} symmetric"
-        + (" per-channel" if settings.per_channel else "") + (" 7-bit (reduce_range)" if settings.reduce_range else ""),
+        "method": "static int8 Q/DQ",
+        "quantized_nodes": len(nodes),
+        "int8_embedding_tables": len(tables),
+        "activations": settings.activation_type + (" symmetric" if settings.activation_symmetric else ""),
+        "weights": f"{settings.weight_type} symmetric"
+        + (" per-channel" if settings.per_channel else "")
+        + (" 7-bit (reduce_range)" if settings.reduce_range else ""),
     }
 
 
 def calibration_feeds(ctx: Context) -> list[dict[str, np.ndarray]]:
     """The calibration texts as the model sees them (an embedding model takes each side of a pair alone)."""
     texts = eval_texts(ctx.source.task, ctx.calib)
-    return [b.feeds for b in encode_batches(ctx.source.tokenizer, texts, max_length=ctx.recipe.max_length, batch_size=16)]
+    return [
+        b.feeds for b in encode_batches(ctx.source.tokenizer, texts, max_length=ctx.recipe.max_length, batch_size=16)
+    ]
 
 
 def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -174,11 +205,15 @@ def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict, dict[
     feeds, session = calibration_feeds(ctx), ctx.target.session
     model = with_types(onnx.load(str(ctx.onnx_path)))
     groups = smoothable_groups(model)
-    absmax = {name: stats.channel_absmax for name, stats in collect_stats(model, sorted(groups), feeds, session).items()}
+    absmax = {
+        name: stats.channel_absmax for name, stats in collect_stats(model, sorted(groups), feeds, session).items()
+    }
     weights = {i.name: i for i in model.graph.initializer}
     # (in,) per input channel: the largest |weight| over every output of every MatMul sharing this input
-    row_absmax = {name: np.max([np.abs(onnx.numpy_helper.to_array(weights[n.input[1]])).max(axis=1) for n in nodes], axis=0)
-                  for name, nodes in groups.items()}  # one weight's numpy copy at a time, not all of them at once
+    row_absmax = {
+        name: np.max([np.abs(onnx.numpy_helper.to_array(weights[n.input[1]])).max(axis=1) for n in nodes], axis=0)
+        for name, nodes in groups.items()
+    }  # one weight's numpy copy at a time, not all of them at once
     scales = {name: smoothing_scales(absmax[name], row_absmax[name], SMOOTHING_ALPHA) for name in groups}
     scale_matmul_inputs(model, groups, scales)
     model = with_types(model)
@@ -216,11 +251,17 @@ def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: C
     names = sorted({n.input[0] for n in matmuls})
     stats = collect_stats(model, names, feeds, ctx.target.session, keep=_SENSITIVITY_ROWS)
     quant, settings = ctx.recipe.quant, ctx.target.quantization
-    split = {name: found for name in names if settings.split_outliers
-             and len(found := outliers.outlier_channels(stats[name].channel_absmax, stats[name].rows))}
+    split = {
+        name: found
+        for name in names
+        if settings.split_outliers
+        and len(found := outliers.outlier_channels(stats[name].channel_absmax, stats[name].rows))
+    }
     # the split inputs' ranges leave their outlier channels out: a pass over those inputs without them
     in_range = stats | (collect_stats(model, sorted(split), feeds, ctx.target.session, drop=split) if split else {})
-    ranges = {name: list(activation.range(quant.calibration, quant.percentile)) for name, activation in in_range.items()}
+    ranges = {
+        name: list(activation.range(quant.calibration, quant.percentile)) for name, activation in in_range.items()
+    }
     sensitivity = {
         node.name: matmul_quantization_error(
             stats[node.input[0]].rows,
@@ -250,7 +291,7 @@ def probe_runs(
         try:
             onnx.save(model, str(path))
         finally:
-            del model.graph.output[len(model.graph.output) - len(added):]
+            del model.graph.output[len(model.graph.output) - len(added) :]
         session = ort_session(path, settings)
         input_names = {i.name for i in session.get_inputs()}
         for feed in feeds:
@@ -258,7 +299,11 @@ def probe_runs(
 
 
 def collect_stats(
-    model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]], settings: SessionSettings, keep: int = 0,
+    model: onnx.ModelProto,
+    names: list[str],
+    feeds: list[dict[str, np.ndarray]],
+    settings: SessionSettings,
+    keep: int = 0,
     drop: dict[str, np.ndarray] | None = None,
 ) -> dict[str, RunningStats]:
     """Run the model with `names` exposed as outputs and accumulate each one's statistics over the real (unpadded)
@@ -277,7 +322,8 @@ def collect_stats(
 QUANTIZERS: dict[str, Callable[[Context, Path], Context]] = {
     "fp16": lambda ctx, path: ctx.with_note("quantize", to_fp16(ctx.onnx_path, path), onnx_path=path),
     "dynamic-int8": lambda ctx, path: ctx.with_note(
-        "quantize", quantize_dynamic_int8(ctx.onnx_path, path, ctx.target.quantization), onnx_path=path),
+        "quantize", quantize_dynamic_int8(ctx.onnx_path, path, ctx.target.quantization), onnx_path=path
+    ),
     "static-int8": _static_int8,
 }
 """The quantize stage's method for each precision.Needs.quantizer: writes the model at the path, returns the context."""

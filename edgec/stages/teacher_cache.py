@@ -57,8 +57,14 @@ class Encoded:
     def inputs(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """Examples `indices` padded to their longest (right padding), with the attention mask and any labels."""
         lengths = self.lengths[indices]
-        batch = {name: _pad([flat[self.offsets[i]:self.offsets[i + 1]] for i in indices], lengths,
-                            self.pad_id if name == "input_ids" else 0) for name, flat in self.ids.items()}
+        batch = {
+            name: _pad(
+                [flat[self.offsets[i] : self.offsets[i + 1]] for i in indices],
+                lengths,
+                self.pad_id if name == "input_ids" else 0,
+            )
+            for name, flat in self.ids.items()
+        }
         batch["attention_mask"] = torch.from_numpy((np.arange(lengths.max()) < lengths[:, None]).astype(np.int64))
         if self.labels is not None:
             batch["labels"] = torch.from_numpy(self.labels[indices])
@@ -73,8 +79,9 @@ class Encoded:
         return Encoded({k: v[flat] for k, v in self.ids.items()}, offsets, labels, self.pad_id)
 
 
-def encode(tokenizer, data: Dataset, task: str, input_names: tuple[str, ...], max_length: int,
-           label2id: dict[str, int]) -> Encoded:
+def encode(
+    tokenizer, data: Dataset, task: str, input_names: tuple[str, ...], max_length: int, label2id: dict[str, int]
+) -> Encoded:
     """Tokenize `data` once. A classifier reads text pairs and labels where the data has them; an embedding model
     reads every text (and pair side) on its own."""
     classifier = task == "sequence-classification"
@@ -83,8 +90,10 @@ def encode(tokenizer, data: Dataset, task: str, input_names: tuple[str, ...], ma
     encoded = tokenizer(data.texts, pairs, truncation=True, max_length=max_length)
     names = [name for name in input_names if name != "attention_mask"]
     lengths = [len(row) for row in encoded["input_ids"]]
-    ids = {name: np.fromiter((t for row in encoded[name] for t in row), dtype=np.int64, count=sum(lengths))
-           for name in names}
+    ids = {
+        name: np.fromiter((t for row in encoded[name] for t in row), dtype=np.int64, count=sum(lengths))
+        for name in names
+    }
     labels = label_ids(data, label2id, len(label2id)) if classifier and data.has_labels else None
     return Encoded(ids, np.concatenate([[0], np.cumsum(lengths)]), labels, tokenizer.pad_token_id or 0)
 
@@ -116,8 +125,9 @@ class TeacherCache:
         lengths, offsets = self.encoded.lengths[indices], self.encoded.offsets
         rows = [slice(offsets[i], offsets[i + 1]) for i in indices]
         for k, values in enumerate(self.outputs):
-            batch[f"teacher_out_{k}"] = (_pad([values[r] for r in rows], lengths, 0.0) if self.token_level
-                                         else torch.from_numpy(values[indices]))
+            batch[f"teacher_out_{k}"] = (
+                _pad([values[r] for r in rows], lengths, 0.0) if self.token_level else torch.from_numpy(values[indices])
+            )
         if self.hidden is not None:
             batch["teacher_hidden"] = _pad([self.hidden[r] for r in rows], lengths, 0.0)
         return batch
@@ -137,8 +147,17 @@ def bounded(encoded: Encoded, bytes_per_token: int, bytes_per_example: int, budg
 
 
 @torch.inference_mode()
-def build_cache(teacher: torch.nn.Module, encoded: Encoded, spec: TaskSpec, layers: tuple[int, ...],
-                *, budget_mb: float, precision: str, seed: int, batch_size: int = 64) -> TeacherCache:
+def build_cache(
+    teacher: torch.nn.Module,
+    encoded: Encoded,
+    spec: TaskSpec,
+    layers: tuple[int, ...],
+    *,
+    budget_mb: float,
+    precision: str,
+    seed: int,
+    batch_size: int = 64,
+) -> TeacherCache:
     """Run `teacher` once over the examples that fit `budget_mb` and keep its targets.
 
     `precision` bf16 runs the teacher under bf16 autocast (chosen only where the hardware computes bf16 natively);
@@ -178,7 +197,7 @@ def _pad(rows: list[np.ndarray], lengths: np.ndarray, value: float) -> torch.Ten
     longest = int(lengths.max())
     out = np.full((len(rows), longest, *rows[0].shape[1:]), value, dtype=rows[0].dtype)
     for i, row in enumerate(rows):
-        out[i, :len(row)] = row
+        out[i, : len(row)] = row
     return torch.from_numpy(out)
 
 
@@ -197,8 +216,12 @@ def _output_width(model: torch.nn.Module, task: str) -> int:
 
 def cache_note(cache: TeacherCache) -> dict:
     """What the report says about the cache."""
-    return {"examples": len(cache.encoded), "given": cache.given, "layers": list(cache.layers),
-            "megabytes": round(cache.nbytes / 2**20, 1), "seconds": round(cache.seconds, 2),
-            "tokens": int(cache.encoded.offsets[-1]), "mean_tokens": round(float(np.mean(cache.encoded.lengths)), 1)
-            if len(cache.encoded) else 0.0}
-
+    return {
+        "examples": len(cache.encoded),
+        "given": cache.given,
+        "layers": list(cache.layers),
+        "megabytes": round(cache.nbytes / 2**20, 1),
+        "seconds": round(cache.seconds, 2),
+        "tokens": int(cache.encoded.offsets[-1]),
+        "mean_tokens": round(float(np.mean(cache.encoded.lengths)), 1) if len(cache.encoded) else 0.0,
+    }

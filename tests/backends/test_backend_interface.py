@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SENTENCES
 
 import edgec
 from edgec.artifacts.artifact_ops import check_parity, predict
 from edgec.backends import Backend, registry
 from edgec.pipeline import Context, Stage
-
-from conftest import SENTENCES
 
 PROFILE = """
 name = "toy"
@@ -32,14 +31,19 @@ def emit(ctx: Context, staging: Path) -> Context:
     model = staging / "toy.onnx"
     shutil.copyfile(ctx.onnx_path, model)
     tokenizer = [Path(f) for f in ctx.source.tokenizer.save_pretrained(str(staging)) if Path(f).exists()]
-    return ctx.with_note("emit", {"backend": "toy", "model": model.name}, onnx_path=model, files=(model, *sorted(tokenizer)))
+    return ctx.with_note(
+        "emit", {"backend": "toy", "model": model.name}, onnx_path=model, files=(model, *sorted(tokenizer))
+    )
 
 
 @pytest.fixture
 def toy(monkeypatch, tmp_path):
     checked = []
     backend = Backend(
-        name="toy", emit=emit, needs="nothing", needs_module="numpy",
+        name="toy",
+        emit=emit,
+        needs="nothing",
+        needs_module="numpy",
         preflight=lambda profile, out: checked.append((profile.name, out.name)),
         extra_stages=lambda staging: (Stage("stamp", lambda ctx: ctx.with_note("stamp", "stamped")),),
     )
@@ -57,9 +61,10 @@ def test_a_toy_back_end_builds_a_checked_artifact_through_api_build(toy, tiny_mo
     assert checked == [("toy", "art")], "the preflight ran before any work"
     assert manifest.target.backend == "toy" and manifest.precision == "int8" and manifest.model_file == "toy.onnx"
     stages = [r.stage for r in manifest.parity.ledger]
-    assert stages[:2] == ["export", "quantize"] and stages[-1] == "artifact", "the precision's stages, then the toy's emit"
+    assert stages[:2] == ["export", "quantize"] and stages[-1] == "artifact", (
+        "the precision's stages, then the toy's emit"
+    )
     assert manifest.stages["stamp"] == "stamped" and manifest.parity.passed
     assert all(row.passed for row in check_parity(edgec.load_artifact(artifact.path), None))
     (embedding,) = predict(artifact, SENTENCES[:2]).values()
     assert embedding.shape[0] == 2 and np.isfinite(embedding).all()
-

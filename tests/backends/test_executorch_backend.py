@@ -7,12 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import invoke
 
 import edgec
 from edgec.artifacts.artifact_ops import check_parity, predict
 from edgec.recipe import PruneConfig, QuantConfig, Recipe
-
-from conftest import invoke
 
 pytest.importorskip("executorch", reason="pip install 'edgec[executorch]'")
 pytestmark = pytest.mark.slow
@@ -21,8 +20,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def int8_pte(tiny_models, data_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("executorch") / "int8"
-    return edgec.build(tiny_models("bert"), "executorch", calib=edgec.read_dataset(data_files["calib"]),
-                       eval=edgec.read_dataset(data_files["pairs"]), out=out)
+    return edgec.build(
+        tiny_models("bert"),
+        "executorch",
+        calib=edgec.read_dataset(data_files["calib"]),
+        eval=edgec.read_dataset(data_files["pairs"]),
+        out=out,
+    )
 
 
 def test_int8_pte_is_delegated_to_xnnpack_and_its_own_runtime_passes_parity(int8_pte):
@@ -69,19 +73,37 @@ def test_edgec_run_and_parity_take_the_pte(int8_pte, data_files):
 
 def test_pruned_models_lower_too(tiny_models, data_files, tmp_path):
     calib, pairs = edgec.read_dataset(data_files["calib"]), edgec.read_dataset(data_files["pairs"])
-    pruned = edgec.build(tiny_models("bert"), "executorch", recipe=Recipe(prune=PruneConfig(fraction=0.5)), calib=calib, eval=pairs,
-                         out=tmp_path / "pruned")
+    pruned = edgec.build(
+        tiny_models("bert"),
+        "executorch",
+        recipe=Recipe(prune=PruneConfig(fraction=0.5)),
+        calib=calib,
+        eval=pairs,
+        out=tmp_path / "pruned",
+    )
     stages = [r.stage for r in pruned.manifest.parity.ledger]
-    assert stages == ["prune", "artifact"] and pruned.manifest.stages["prune"]["macs_after"] < pruned.manifest.stages["prune"]["macs_before"]
+    assert (
+        stages == ["prune", "artifact"]
+        and pruned.manifest.stages["prune"]["macs_after"] < pruned.manifest.stages["prune"]["macs_before"]
+    )
     assert pruned.manifest.stages["emit"]["delegated_partitions"] >= 1 and pruned.manifest.parity.passed
 
 
 @pytest.mark.deep  # another lowering (~45 s); `make test` lowers int8 and pruned int8
 def test_fp32_lowers_too(tiny_models, data_files, tmp_path):
     calib, pairs = edgec.read_dataset(data_files["calib"]), edgec.read_dataset(data_files["pairs"])
-    fp32 = edgec.build(tiny_models("bert"), "executorch", recipe=Recipe(quant=QuantConfig(precision="fp32")), calib=calib, eval=pairs,
-                       out=tmp_path / "fp32")
-    assert fp32.manifest.parity.ledger[-1].metrics["cosine_mean"] > 0.9999 and fp32.manifest.stages["emit"]["quantization"] == "none (fp32)"
+    fp32 = edgec.build(
+        tiny_models("bert"),
+        "executorch",
+        recipe=Recipe(quant=QuantConfig(precision="fp32")),
+        calib=calib,
+        eval=pairs,
+        out=tmp_path / "fp32",
+    )
+    assert (
+        fp32.manifest.parity.ledger[-1].metrics["cosine_mean"] > 0.9999
+        and fp32.manifest.stages["emit"]["quantization"] == "none (fp32)"
+    )
 
 
 def test_without_executorch_the_build_says_how_to_install_it(tiny_models, tmp_path, monkeypatch):

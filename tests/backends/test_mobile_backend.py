@@ -14,16 +14,35 @@ from edgec.cli.main import app
 from edgec.errors import ConfigError
 from edgec.recipe import QuantConfig, Recipe
 
-BUNDLE = {"golden/texts.jsonl", "golden/outputs.npz", "edgec.json", "model.ort", "required_operators_and_types.config", "mobile_usability.json",
-          "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "report.md", "report.html", "parity.png", "predict.py",
-          "requirements.txt", "README.md"}
+BUNDLE = {
+    "golden/texts.jsonl",
+    "golden/outputs.npz",
+    "edgec.json",
+    "model.ort",
+    "required_operators_and_types.config",
+    "mobile_usability.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "report.md",
+    "report.html",
+    "parity.png",
+    "predict.py",
+    "requirements.txt",
+    "README.md",
+}
 
 
 @pytest.fixture(scope="module")
 def bundle(tiny_models, data_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("mobile") / "m.zip"
-    artifact = edgec.build(tiny_models("bert"), "mobile", calib=edgec.read_dataset(data_files["calib"]),
-                           eval=edgec.read_dataset(data_files["pairs"]), out=out)
+    artifact = edgec.build(
+        tiny_models("bert"),
+        "mobile",
+        calib=edgec.read_dataset(data_files["calib"]),
+        eval=edgec.read_dataset(data_files["pairs"]),
+        out=out,
+    )
     return out, artifact
 
 
@@ -58,7 +77,12 @@ def test_int8_is_static_qdq_without_dynamic_quantization_ops(bundle, tiny_models
     assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
     assert not ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
     with pytest.raises(ConfigError, match="does not support precision int8-dynamic"):
-        edgec.build(tiny_models("bert"), "mobile", recipe=Recipe(quant=QuantConfig(precision="int8-dynamic")), out=tmp_path / "m.zip")
+        edgec.build(
+            tiny_models("bert"),
+            "mobile",
+            recipe=Recipe(quant=QuantConfig(precision="int8-dynamic")),
+            out=tmp_path / "m.zip",
+        )
 
 
 def test_usability_report_counts_what_nnapi_and_coreml_could_take(bundle):
@@ -81,7 +105,9 @@ def test_run_parity_and_inspect_take_the_bundle(bundle, data_files):
     alone = runner.invoke(app, ["parity", str(out), "--json"])  # the golden sample, run by model.ort itself
     assert alone.exit_code == 0 and [r["model"] for r in json.loads(alone.stdout)["rows"]] == ["model.ort", "model.ort"]
     inspected = runner.invoke(app, ["inspect", str(out)])
-    assert inspected.exit_code == 0 and "every file matches" in inspected.stdout and "QuantizeLinear" in inspected.stdout
+    assert (
+        inspected.exit_code == 0 and "every file matches" in inspected.stdout and "QuantizeLinear" in inspected.stdout
+    )
 
 
 def test_mobile_needs_a_zip_path_and_a_bad_zip_is_refused(tiny_models, tmp_path):

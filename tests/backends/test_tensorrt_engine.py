@@ -11,7 +11,11 @@ import pytest
 
 from edgec.backends import tensorrt_engine
 from edgec.backends.tensorrt_engine import (
-    build_engine, check_tensorrt_major, engine_forward, engine_unavailable_reason, strongly_typed_flags,
+    build_engine,
+    check_tensorrt_major,
+    engine_forward,
+    engine_unavailable_reason,
+    strongly_typed_flags,
 )
 from edgec.errors import BackendUnavailable, InputError
 
@@ -23,6 +27,7 @@ NEEDS_ENGINE = pytest.mark.skipif(
 
 def _pretend(monkeypatch, *, tensorrt: bool, devices: int) -> None:
     """Make tensorrt look installed or not, and the CUDA driver report `devices` devices."""
+
     def find_spec(name, *args, **kwargs):
         if name == "tensorrt":
             return importlib.machinery.ModuleSpec("tensorrt", None) if tensorrt else None
@@ -102,10 +107,16 @@ def test_strongly_typed_flag_is_looked_up_by_name_in_both_majors():
 
 def _spec(**overrides) -> dict:
     spec = {
-        "onnx": "model.onnx", "engine": "model.plan", "timing_cache": "timing.cache", "tensorrt_majors": [10, 11],
-        "workspace_mib": 256, "builder_optimization_level": 2, "strongly_typed": True,
-        "profiles": [{"x": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]},
-                      "ids": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]}}],
+        "onnx": "model.onnx",
+        "engine": "model.plan",
+        "timing_cache": "timing.cache",
+        "tensorrt_majors": [10, 11],
+        "workspace_mib": 256,
+        "builder_optimization_level": 2,
+        "strongly_typed": True,
+        "profiles": [
+            {"x": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]}, "ids": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]}}
+        ],
     }
     return {**spec, **overrides}
 
@@ -123,8 +134,10 @@ def _tiny_onnx(path, weight: np.ndarray, bias: np.ndarray) -> None:
             helper.make_node("Add", ["product", "bias"], ["y"]),
         ],
         "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
-         helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", 4]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
         [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
     )
@@ -173,9 +186,13 @@ def test_a_parser_error_is_one_line_naming_the_node(tmp_path):
     from types import SimpleNamespace
 
     (tmp_path / "model.onnx").write_bytes(b"stand-in")
-    error = "In node 7 with name: /encoder/Attention and operator: Attention (parseNode):\n  UNSUPPORTED_NODE: no importer"
+    error = (
+        "In node 7 with name: /encoder/Attention and operator: Attention (parseNode):\n  UNSUPPORTED_NODE: no importer"
+    )
     parser = SimpleNamespace(parse_from_file=lambda path: False, num_errors=1, get_error=lambda i: error)
-    trt = SimpleNamespace(NetworkDefinitionCreationFlag=_Flags(STRONGLY_TYPED=0), OnnxParser=lambda network, logger: parser)
+    trt = SimpleNamespace(
+        NetworkDefinitionCreationFlag=_Flags(STRONGLY_TYPED=0), OnnxParser=lambda network, logger: parser
+    )
     builder = SimpleNamespace(create_network=lambda flags: "network")
     with pytest.raises(InputError) as caught:
         tensorrt_engine._parse_onnx(trt, builder, SimpleNamespace(errors=[]), tmp_path / "model.onnx", True)

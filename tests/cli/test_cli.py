@@ -5,17 +5,28 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
-
 from conftest import invoke
+from onnx import numpy_helper
 
 
 @pytest.fixture(scope="module")
 def built(tiny_models, data_files, tmp_path_factory):
     """An int8 artifact of the tiny BERT embedder, built through the CLI."""
     out = tmp_path_factory.mktemp("cli") / "art"
-    result = invoke("build", tiny_models("bert"), "--target", "ort-x86", "--precision", "int8",
-                    "--calib", data_files["calib"], "--eval", data_files["pairs"], "--out", out)
+    result = invoke(
+        "build",
+        tiny_models("bert"),
+        "--target",
+        "ort-x86",
+        "--precision",
+        "int8",
+        "--calib",
+        data_files["calib"],
+        "--eval",
+        data_files["pairs"],
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "parity ledger" in result.stdout and "passed" in result.stdout
     return out
@@ -23,7 +34,12 @@ def built(tiny_models, data_files, tmp_path_factory):
 
 def test_targets_lists_profiles():
     result = invoke("targets", "--verbose")
-    assert result.exit_code == 0 and "ort-x86" in result.stdout and "ort-arm64" in result.stdout and "min_cosine" in result.stdout
+    assert (
+        result.exit_code == 0
+        and "ort-x86" in result.stdout
+        and "ort-arm64" in result.stdout
+        and "min_cosine" in result.stdout
+    )
 
 
 def test_parity_passes_and_prints_json(built, data_files):
@@ -68,9 +84,13 @@ def test_bench_profile_shows_where_the_time_goes(built):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     operators = {o["op_type"]: o for o in report["profile"]["operators"]}
-    assert {"MatMulIntegerToFloat", "MultiHeadAttention"} <= set(operators), "ORT fused the Q/DQ MatMuls; the attention is fused"
+    assert {"MatMulIntegerToFloat", "MultiHeadAttention"} <= set(operators), (
+        "ORT fused the Q/DQ MatMuls; the attention is fused"
+    )
     assert sum(o["share"] for o in operators.values()) == pytest.approx(1.0) and len(report["profile"]["nodes"]) == 10
-    assert report["host"]["instruction_set"] and report["session"]["intra_op_threads"] == 0  # the artifact's own settings
+    assert (
+        report["host"]["instruction_set"] and report["session"]["intra_op_threads"] == 0
+    )  # the artifact's own settings
     table = invoke("bench", built, "--runs", 3, "--warmup", 1, "--seq-len", 8, "--profile", "--threads", 1)
     assert table.exit_code == 0 and "time per operator type" in table.stdout and "slowest nodes" in table.stdout
 
@@ -89,7 +109,10 @@ def test_bench_tune_records_the_chosen_settings_for_run_and_bench(built, tmp_pat
     report = json.loads(result.stdout)
     assert report["tuning"]["chosen"]["intra_op_threads"] == 1 and report["tuning"]["chosen"]["allow_spinning"] is False
     manifest = json.loads((tuned / "edgec.json").read_text())
-    assert manifest["session"]["settings"] == report["tuning"]["chosen"] and "edgec bench --tune" in manifest["session"]["chosen_by"]
+    assert (
+        manifest["session"]["settings"] == report["tuning"]["chosen"]
+        and "edgec bench --tune" in manifest["session"]["chosen_by"]
+    )
     assert report["session"] == report["tuning"]["chosen"], "the benchmark itself ran with the tuned settings"
     assert "every file matches" in invoke("inspect", tuned).stdout, "the manifest changed, the files it hashes did not"
     again = json.loads(invoke("bench", tuned, "--runs", 2, "--warmup", 0, "--seq-len", 8, "--json").stdout)
@@ -115,8 +138,19 @@ def test_run_embeddings(built):
 
 def test_run_classifier(tiny_models, data_files, tmp_path):
     out = tmp_path / "cls"
-    assert invoke("build", tiny_models("bert", "sequence-classification"), "--precision", "fp32",
-                  "--eval", data_files["labels"], "--out", out).exit_code == 0
+    assert (
+        invoke(
+            "build",
+            tiny_models("bert", "sequence-classification"),
+            "--precision",
+            "fp32",
+            "--eval",
+            data_files["labels"],
+            "--out",
+            out,
+        ).exit_code
+        == 0
+    )
     result = invoke("run", out, "we love this phone")
     assert result.exit_code == 0 and "LABEL_" in result.stdout
 
@@ -168,7 +202,11 @@ def test_build_bad_input(broken_models, tiny_models, tmp_path, case, extra, need
 
 @pytest.mark.parametrize(
     "name, content, needle",
-    [("empty.txt", "", "no examples"), ("bad.jsonl", "{nope\n", "not valid JSON"), ("x.csv", "a,b\n1,2\n", "not in the header")],
+    [
+        ("empty.txt", "", "no examples"),
+        ("bad.jsonl", "{nope\n", "not valid JSON"),
+        ("x.csv", "a,b\n1,2\n", "not in the header"),
+    ],
 )
 def test_build_bad_data(tiny_models, tmp_path, name, content, needle):
     path = tmp_path / name

@@ -30,8 +30,20 @@ def test_prune_whole_layers_writes_a_shallower_folder(tiny_models, data_files, t
     from transformers import AutoConfig
 
     out = tmp_path / "pruned"
-    result = invoke("prune", tiny_models("bert"), "--prune", "0.5", "--prune-units", "layers", "--calib-samples", "8",
-                    "--calib", data_files["calib"], "--out", out)
+    result = invoke(
+        "prune",
+        tiny_models("bert"),
+        "--prune",
+        "0.5",
+        "--prune-units",
+        "layers",
+        "--calib-samples",
+        "8",
+        "--calib",
+        data_files["calib"],
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "layers removed" in result.stdout
     assert AutoConfig.from_pretrained(out).num_hidden_layers == 1
@@ -41,9 +53,26 @@ def test_prune_whole_layers_writes_a_shallower_folder(tiny_models, data_files, t
 
 def test_build_with_prune_and_distill_shows_both_rows(tiny_models, data_files, tmp_path):
     result = invoke(
-        "build", tiny_models("distilbert"), "--precision", "fp32", "--prune", "0.4", "--distill", data_files["calib"],
-        "--distill-steps", "4", "--calib", data_files["calib"], "--eval", data_files["pairs"], "--max-drop", "100",
-        "--min-cosine", "0", "--out", tmp_path / "art",
+        "build",
+        tiny_models("distilbert"),
+        "--precision",
+        "fp32",
+        "--prune",
+        "0.4",
+        "--distill",
+        data_files["calib"],
+        "--distill-steps",
+        "4",
+        "--calib",
+        data_files["calib"],
+        "--eval",
+        data_files["pairs"],
+        "--max-drop",
+        "100",
+        "--min-cosine",
+        "0",
+        "--out",
+        tmp_path / "art",
     )
     assert result.exit_code == 0, result.output
     ledger = json.loads((tmp_path / "art" / "edgec.json").read_text())["parity"]["ledger"]
@@ -52,8 +81,20 @@ def test_build_with_prune_and_distill_shows_both_rows(tiny_models, data_files, t
 
 
 def test_prune_with_distillation_reports_the_run(tiny_models, data_files, tmp_path):
-    result = invoke("prune", tiny_models("bert"), "--prune", "0.4", "--distill", data_files["calib"], "--distill-steps", "3",
-                    "--calib", data_files["calib"], "--out", tmp_path / "out")
+    result = invoke(
+        "prune",
+        tiny_models("bert"),
+        "--prune",
+        "0.4",
+        "--distill",
+        data_files["calib"],
+        "--distill-steps",
+        "3",
+        "--calib",
+        data_files["calib"],
+        "--out",
+        tmp_path / "out",
+    )
     assert result.exit_code == 0, result.output
     assert "3 steps in" in result.stdout and "distill" in result.stdout
 
@@ -78,5 +119,7 @@ def test_bad_budgets_are_one_line_errors(tiny_models, data_files, tmp_path, extr
 
 
 def test_build_rejects_a_bad_budget_before_any_work(tiny_models, tmp_path):
-    _assert_one_line_error(invoke("build", tiny_models("bert"), "--prune", "2", "--out", tmp_path / "out"), "prune fraction")
+    _assert_one_line_error(
+        invoke("build", tiny_models("bert"), "--prune", "2", "--out", tmp_path / "out"), "prune fraction"
+    )
     assert not (tmp_path / "out").exists()

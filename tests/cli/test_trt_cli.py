@@ -3,17 +3,28 @@
 import json
 
 import pytest
+from conftest import fake_engine, invoke
 
 from edgec.backends import tensorrt as trt_backend
-
-from conftest import fake_engine, invoke
 
 
 @pytest.fixture(scope="module")
 def built(tiny_models, data_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli-trt") / "art"
-    result = invoke("build", tiny_models("bert"), "--target", "trt", "--calib", data_files["calib"],
-                    "--eval", data_files["pairs"], "--max-batch", "8", "--out", out)
+    result = invoke(
+        "build",
+        tiny_models("bert"),
+        "--target",
+        "trt",
+        "--calib",
+        data_files["calib"],
+        "--eval",
+        data_files["pairs"],
+        "--max-batch",
+        "8",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     return out, result.stdout
 
@@ -40,7 +51,12 @@ def test_engine_without_gpu_is_one_line_exit_2_and_leaves_the_artifact(built, da
 
 def test_engine_on_a_non_tensorrt_artifact_is_refused(tiny_models, data_files, tmp_path):
     out = tmp_path / "ort"
-    assert invoke("build", tiny_models("bert"), "--precision", "fp32", "--calib", data_files["calib"], "--out", out).exit_code == 0
+    assert (
+        invoke(
+            "build", tiny_models("bert"), "--precision", "fp32", "--calib", data_files["calib"], "--out", out
+        ).exit_code
+        == 0
+    )
     result = invoke("engine", out, "--data", data_files["calib"])
     assert result.exit_code == 2 and "not a TensorRT artifact" in result.stderr
 
@@ -56,10 +72,18 @@ def test_engine_gates_on_parity_exit_0_or_1(built, data_files, tmp_path, monkeyp
     passed = invoke("engine", out, "--data", data_files["pairs"])
     assert passed.exit_code == 0 and "PASS" in passed.stdout and (out / "model.engine").exists()
     honest = tensorrt_engine.engine_forward
-    monkeypatch.setattr(tensorrt_engine, "engine_forward", lambda path: lambda feeds: {k: -v for k, v in honest(path)(feeds).items()})
+    monkeypatch.setattr(
+        tensorrt_engine, "engine_forward", lambda path: lambda feeds: {k: -v for k, v in honest(path)(feeds).items()}
+    )
     failed = invoke("engine", out, "--data", data_files["pairs"])
-    assert failed.exit_code == 1 and "engine parity failed" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
-    assert (out / "model.engine.rejected").exists() and json.loads((out / "edgec.json").read_text())["engine"]["status"] == "built"
+    assert (
+        failed.exit_code == 1
+        and "engine parity failed" in failed.stderr
+        and len(failed.stderr.strip().splitlines()) == 1
+    )
+    assert (out / "model.engine.rejected").exists() and json.loads((out / "edgec.json").read_text())["engine"][
+        "status"
+    ] == "built"
 
 
 def test_engine_without_data_gates_on_the_golden_sample(built, tmp_path, monkeypatch):
@@ -71,9 +95,15 @@ def test_engine_without_data_gates_on_the_golden_sample(built, tmp_path, monkeyp
     shutil.copytree(built[0], out)
     fake_engine(monkeypatch)
     passed = invoke("engine", out)
-    assert passed.exit_code == 0 and "its golden sample: PASS" in " ".join(passed.stdout.split()) and (out / "model.engine").exists()
+    assert (
+        passed.exit_code == 0
+        and "its golden sample: PASS" in " ".join(passed.stdout.split())
+        and (out / "model.engine").exists()
+    )
     honest = tensorrt_engine.engine_forward
-    monkeypatch.setattr(tensorrt_engine, "engine_forward", lambda path: lambda feeds: {k: -v for k, v in honest(path)(feeds).items()})
+    monkeypatch.setattr(
+        tensorrt_engine, "engine_forward", lambda path: lambda feeds: {k: -v for k, v in honest(path)(feeds).items()}
+    )
     failed = invoke("engine", out)
     assert failed.exit_code == 1 and "engine parity failed on the golden sample" in failed.stderr
 

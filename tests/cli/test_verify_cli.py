@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import invoke
 
 pytestmark = pytest.mark.slow
@@ -18,7 +17,10 @@ def test_artifact_runs_on_emulated_aarch64_with_parity(arm64_runtime, tiny_model
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert "aarch64" in report["runtime"] and report["passed"] and report["examples"] == 8
-    assert report["metrics"]["cosine_mean"] > 0.99 and report["emulated_latency"]["note"] == "emulated: not a device figure"
+    assert (
+        report["metrics"]["cosine_mean"] > 0.99
+        and report["emulated_latency"]["note"] == "emulated: not a device figure"
+    )
 
 
 def test_verify_refuses_what_it_cannot_emulate(tiny_models, data_files, tmp_path):

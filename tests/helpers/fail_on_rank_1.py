@@ -3,8 +3,8 @@ disk or a lost node would do), so tests/test_multiprocess.py can check how the r
 
 import os
 
-from edgec.compression import training
 from edgec.cli.main import app
+from edgec.compression import training
 from edgec.errors import EdgecError
 
 _micro_step = training._Run.micro_step

@@ -4,8 +4,8 @@ tiny model the real accuracy never beats the start in two steps, and the kept we
 
 import itertools
 
-from edgec.compression import finetune
 from edgec.cli.main import app
+from edgec.compression import finetune
 
 _evaluator = finetune._evaluator
 

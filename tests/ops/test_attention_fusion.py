@@ -15,8 +15,15 @@ def _random_mpnet(layers: int = 3):
     from transformers import MPNetConfig, MPNetModel
 
     torch.manual_seed(0)
-    config = MPNetConfig(vocab_size=60, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=48,
-                         max_position_embeddings=72, pad_token_id=1)
+    config = MPNetConfig(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=72,
+        pad_token_id=1,
+    )
     model = MPNetModel(config, add_pooling_layer=False).eval()
     with torch.no_grad():
         for parameter in model.parameters():
@@ -63,7 +70,9 @@ def test_mpnet_attention_is_fused_with_its_position_bias_and_computes_the_same(t
     assert len(bias_inputs) == 1, "one position bias, computed once per run, feeds every layer"
     (bias,) = bias_inputs
     producer = next(n for n in fused.graph.node if bias in n.output)
-    assert producer.op_type == "Unsqueeze", "the bias reaches the op as (1, heads, seq, seq), not expanded over the batch"
+    assert producer.op_type == "Unsqueeze", (
+        "the bias reaches the op as (1, heads, seq, seq), not expanded over the batch"
+    )
     qkv = {n.input[i] for n in attention for i in range(3)}
     matmuls = {n.output[0]: n for n in fused.graph.node if n.op_type == "MatMul"}
     assert qkv <= set(matmuls), "Q, K and V stay separate weight MatMuls (static int8 quantizes them)"
@@ -75,9 +84,15 @@ def test_pruned_mpnet_slices_the_position_bias_to_each_layers_kept_heads(tmp_pat
     surgery.keep_heads(model, 1, [2])
     surgery.keep_heads(model, 2, [])  # no head left: the attention became a constant, nothing to fuse there
     fused = _fused_equals_unfused(model, tmp_path, expected_fused=2)
-    heads = [next(a.i for a in n.attribute if a.name == "num_heads") for n in fused.graph.node if n.op_type == "MultiHeadAttention"]
+    heads = [
+        next(a.i for a in n.attribute if a.name == "num_heads")
+        for n in fused.graph.node
+        if n.op_type == "MultiHeadAttention"
+    ]
     assert heads == [2, 1]
-    gathers = [n for n in fused.graph.node if n.op_type == "Gather" and any(a.name == "axis" and a.i == 1 for a in n.attribute)]
+    gathers = [
+        n for n in fused.graph.node if n.op_type == "Gather" and any(a.name == "axis" and a.i == 1 for a in n.attribute)
+    ]
     assert len(gathers) == 2, "each pruned layer reads its kept heads of the shared bias"
 
 

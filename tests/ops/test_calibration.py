@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from edgec.ops.calibration import RunningStats, activation_range, entropy_threshold, fake_quantize, matmul_quantization_error
+from edgec.ops.calibration import (
+    RunningStats,
+    activation_range,
+    entropy_threshold,
+    fake_quantize,
+    matmul_quantization_error,
+)
 
 
 @pytest.fixture
@@ -37,7 +43,7 @@ def test_statistics_accumulated_batch_by_batch_match_the_whole_set(heavy_tailed)
     whole, streamed = RunningStats(), RunningStats()
     whole.add(rows)
     for start in range(0, len(rows), 997):  # batches whose maxima grow: the histogram's edge doubles on the way
-        streamed.add(rows[start:start + 997])
+        streamed.add(rows[start : start + 997])
     assert streamed.range("minmax") == whole.range("minmax") == (pytest.approx(-70.0), pytest.approx(80.0))
     np.testing.assert_array_equal(streamed.channel_absmax, np.abs(rows).max(axis=0))
     assert streamed.positive.sum() + streamed.negative.sum() == rows.size

@@ -22,8 +22,13 @@ def _block() -> onnx.ModelProto:
         helper.make_node("Add", ["biased", "x"], ["joined"], name="residual"),
         helper.make_node("LayerNormalization", ["joined", "gamma", "beta"], ["y"], name="norm", axis=-1),
     ]
-    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], weights)
+    graph = helper.make_graph(
+        nodes,
+        "block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        weights,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -63,7 +68,8 @@ def test_embedding_tables_are_stored_int8_per_row_and_dequantized_after_the_look
     table = rng.normal(size=(50, 8)).astype(np.float32)
     table[7] *= 100  # an outlier row must not cost the other rows their precision
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="lookup")], "emb",
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="lookup")],
+        "emb",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
         [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["b", "s", 8])],
         [numpy_helper.from_array(table, "table")],
@@ -74,7 +80,9 @@ def test_embedding_tables_are_stored_int8_per_row_and_dequantized_after_the_look
     stored = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     assert stored["table_int8"].dtype == np.int8 and stored["table_row_scale"].shape == (50, 1)
     ids = np.array([[0, 7, 49], [3, 3, 1]], dtype=np.int64)
-    rows = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    rows = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[
+        0
+    ]
     expected = table[ids]
     peak = np.abs(expected).max(axis=-1, keepdims=True)
     assert np.all(np.abs(rows - expected) <= peak / 127 / 2 + 1e-6)

@@ -25,8 +25,9 @@ def test_only_channels_that_dwarf_the_bulk_are_outliers():
     assert _outliers(np.random.default_rng(1).normal(size=(4000, 512))).size == 0
     assert _outliers(_rows(), limit=1).tolist() == [7]
     rows = _rows()
-    assert sorted(outlier_channels(np.abs(rows).max(axis=0), rows[1::50]).tolist()) == [7, 300], \
+    assert sorted(outlier_channels(np.abs(rows).max(axis=0), rows[1::50]).tolist()) == [7, 300], (
         "the peaks of every token with the bulk's level from a sample (row 0 of each 50, the spikes, left out)"
+    )
 
 
 def test_splitting_them_off_cuts_the_int8_error():
@@ -34,7 +35,9 @@ def test_splitting_them_off_cuts_the_int8_error():
     channels = _outliers(rows)
     whole = matmul_quantization_error(rows, w, activation_range(rows, "minmax"), signed=False, per_channel=True)
     kept = np.delete(rows, channels, axis=1)
-    split = matmul_quantization_error(rows, w, activation_range(kept, "minmax"), signed=False, per_channel=True, outliers=channels)
+    split = matmul_quantization_error(
+        rows, w, activation_range(kept, "minmax"), signed=False, per_channel=True, outliers=channels
+    )
     assert split < whole / 5
 
 
@@ -46,8 +49,13 @@ def _model(join: str) -> onnx.ModelProto:
         nodes.append(helper.make_node("Sum", ["y", "x8"], ["out"], name="residual"))
     else:
         nodes.append(helper.make_node("Relu", ["y"], ["out"], name="act"))
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16]), helper.make_tensor_value_info("x8", TensorProto.FLOAT, ["n", 8])]
-    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 8])], inits)
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16]),
+        helper.make_tensor_value_info("x8", TensorProto.FLOAT, ["n", 8]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 8])], inits
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -65,5 +73,7 @@ def test_the_split_graph_computes_the_same_in_float_and_joins_a_residual_sum():
         assert ops.count("MatMul") == 2 and "Gather" in ops and any(n.name.endswith(SUFFIX) for n in model.graph.node)
         assert ("Add" in ops) == (join != "sum"), "a residual Sum takes the float part as one more input"
         weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        assert not weights[model.graph.node[0].input[1]][[3, 11]].any(), "the int8 MatMul's weight rows of the outliers are zero"
+        assert not weights[model.graph.node[0].input[1]][[3, 11]].any(), (
+            "the int8 MatMul's weight rows of the outliers are zero"
+        )
         np.testing.assert_allclose(_run(model, feeds), before, rtol=1e-5, atol=1e-5)

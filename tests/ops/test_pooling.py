@@ -14,8 +14,10 @@ def _identity_encoder(opset: int) -> onnx.ModelProto:
     graph = helper.make_graph(
         [helper.make_node("Identity", ["hidden_in"], ["last_hidden_state"])],
         "enc",
-        [helper.make_tensor_value_info("hidden_in", TensorProto.FLOAT, ["b", "s", 4]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"])],
+        [
+            helper.make_tensor_value_info("hidden_in", TensorProto.FLOAT, ["b", "s", 4]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"]),
+        ],
         [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["b", "s", 4])],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -26,7 +28,14 @@ def _identity_encoder(opset: int) -> onnx.ModelProto:
 @pytest.mark.parametrize("normalize", [False, True])
 def test_onnx_pooling_matches_torch_pooling(opset, mode, normalize):
     model = _identity_encoder(opset)
-    append_pooling(model, hidden="last_hidden_state", mask="attention_mask", mode=mode, normalize=normalize, output="sentence_embedding")
+    append_pooling(
+        model,
+        hidden="last_hidden_state",
+        mask="attention_mask",
+        mode=mode,
+        normalize=normalize,
+        output="sentence_embedding",
+    )
     onnx.checker.check_model(model)
     hidden = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
     mask = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=np.int64)

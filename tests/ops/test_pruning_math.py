@@ -105,7 +105,9 @@ def test_neuron_equations_equal_the_explicit_head_form():
     assert torch.allclose(factored.unit_sums, explicit.unit_sums, rtol=1e-4, atol=1e-4)
 
 
-def _direct_error(contributions: torch.Tensor, target: torch.Tensor, scales: torch.Tensor, shift: torch.Tensor | None) -> float:
+def _direct_error(
+    contributions: torch.Tensor, target: torch.Tensor, scales: torch.Tensor, shift: torch.Tensor | None
+) -> float:
     """‖Σ_j m_j u_j + Δb − t‖² computed from the data itself, not from the accumulated statistics."""
     fitted = torch.einsum("thd,h->td", contributions.double(), scales.double())
     if shift is not None:
@@ -122,13 +124,18 @@ def test_least_squares_judges_its_fit_by_the_true_residual(ridge, tokens):
     contributions, target = torch.randn(tokens, 3, 4), torch.randn(tokens, 4)
     equations = NormalEquations.empty(3, 4)
     equations.add_heads(contributions[: tokens // 2], target[: tokens // 2])
-    equations.add_heads(contributions[tokens // 2:], target[tokens // 2:])
+    equations.add_heads(contributions[tokens // 2 :], target[tokens // 2 :])
     solution = equations.solve(ridge=ridge, fit_bias=True)
     ones = torch.ones(3, dtype=torch.float64)
     for scales, shift in ((ones, None), (solution.scales, None), (solution.scales, solution.shift)):
-        assert equations.error(scales, shift) == pytest.approx(_direct_error(contributions, target, scales, shift), rel=1e-6)
+        assert equations.error(scales, shift) == pytest.approx(
+            _direct_error(contributions, target, scales, shift), rel=1e-6
+        )
     if solution.ok:
-        assert _direct_error(contributions, target, solution.scales, solution.shift) <= _direct_error(contributions, target, ones, None) + 1e-6
+        assert (
+            _direct_error(contributions, target, solution.scales, solution.shift)
+            <= _direct_error(contributions, target, ones, None) + 1e-6
+        )
 
 
 def test_a_well_posed_fit_recovers_the_scales_and_an_out_of_range_one_is_refused():
@@ -148,16 +155,23 @@ def test_masks_scale_the_right_slices():
     mask = torch.tensor([[1.0, 0.0, 1.0, 0.5], [0.0, 1.0, 1.0, 1.0]])
     out = mask_heads(x, mask)
     assert out[0, :, 2:4].abs().sum() == 0 and torch.all(out[0, :, 6:8] == 0.5) and out[1, :, 0:2].abs().sum() == 0
-    assert torch.equal(mask_neurons(torch.ones(2, 3, 4), torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1]]))[1, 2], torch.tensor([0.0, 0, 0, 1]))
+    assert torch.equal(
+        mask_neurons(torch.ones(2, 3, 4), torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1]]))[1, 2],
+        torch.tensor([0.0, 0, 0, 1]),
+    )
 
 
 def test_sensitivity_loss_gives_per_example_gradients():
     mask = torch.ones(3, 4, requires_grad=True)
     features = torch.randn(3, 4)
     embedding = features * mask  # each example depends on its own mask row only
-    loss = sensitivity_loss("feature-extraction", (embedding,), torch.ones(3, 2), None, torch.Generator().manual_seed(0))
+    loss = sensitivity_loss(
+        "feature-extraction", (embedding,), torch.ones(3, 2), None, torch.Generator().manual_seed(0)
+    )
     (grad,) = torch.autograd.grad(loss, [mask])
     assert grad.shape == (3, 4) and grad.abs().sum() > 0
     logits = torch.randn(3, 5, requires_grad=True)
-    loss = sensitivity_loss("sequence-classification", (logits,), torch.ones(3, 2), torch.tensor([0, 1, 2]), torch.Generator())
+    loss = sensitivity_loss(
+        "sequence-classification", (logits,), torch.ones(3, 2), torch.tensor([0, 1, 2]), torch.Generator()
+    )
     assert torch.isclose(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2]), reduction="sum"))

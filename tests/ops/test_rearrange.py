@@ -76,6 +76,8 @@ def test_layers_alone_can_meet_a_budget_the_units_cannot():
     heads, neurons = _scores()
     costs = unit_costs([10], hidden=8, head_dim=2)
     total = 16 * costs.head + 64 * costs.neuron
-    plan = search_plan(heads, neurons, np.array([3.0, 1.0, 2.0, 4.0]), costs, 0.5 * total, prune_heads=False, prune_neurons=False)
+    plan = search_plan(
+        heads, neurons, np.array([3.0, 1.0, 2.0, 4.0]), costs, 0.5 * total, prune_heads=False, prune_neurons=False
+    )
     assert plan.layers.tolist() == [True, False, False, True]  # the two least important layers
     assert all(h.all() for h, kept in zip(plan.heads, plan.layers) if kept)

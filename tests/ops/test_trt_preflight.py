@@ -57,8 +57,10 @@ def test_clean_transformer_graph_has_no_hazards():
 
 
 def test_contrib_nodes_are_one_grouped_error_naming_the_op_and_count():
-    nodes = [helper.make_node("FastGelu", [f"t{i}"], [f"t{i + 1}"], name=f"gelu{i}", domain="com.microsoft")
-             for i in range(5)]
+    nodes = [
+        helper.make_node("FastGelu", [f"t{i}"], [f"t{i + 1}"], name=f"gelu{i}", domain="com.microsoft")
+        for i in range(5)
+    ]
     hazards = preflight(_model(nodes, [_float("t0")], [_float("t5")]), {"t0": (0, 1)})
     assert len(hazards) == 1
     (error,) = _errors(hazards)
@@ -91,8 +93,9 @@ def test_op_missing_from_the_matrix_is_an_error_too():
 
 
 def test_contrib_op_inside_an_if_branch_is_found():
-    branch = helper.make_graph([helper.make_node("Gelu", ["x"], ["z"], domain="com.microsoft", name="inner")],
-                               "then", [], [_float("z")])
+    branch = helper.make_graph(
+        [helper.make_node("Gelu", ["x"], ["z"], domain="com.microsoft", name="inner")], "then", [], [_float("z")]
+    )
     other = helper.make_graph([helper.make_node("Identity", ["x"], ["w"])], "else", [], [_float("w")])
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=branch, else_branch=other)
@@ -109,9 +112,11 @@ def test_double_input_is_an_error():
 
 
 def test_inner_double_is_a_warning_and_uint32_an_error():
-    nodes = [helper.make_node("Cast", ["x"], ["d"], to=TensorProto.DOUBLE),
-             helper.make_node("Cast", ["d"], ["u"], to=TensorProto.UINT32),
-             helper.make_node("Cast", ["u"], ["y"], to=TensorProto.FLOAT)]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["d"], to=TensorProto.DOUBLE),
+        helper.make_node("Cast", ["d"], ["u"], to=TensorProto.UINT32),
+        helper.make_node("Cast", ["u"], ["y"], to=TensorProto.FLOAT),
+    ]
     hazards = preflight(_model(nodes, [_float("x")], [_float("y")]), VARIED)
     assert [h.what for h in _errors(hazards)] == ["1 tensor is UINT32, a type TensorRT has no tensors of (e.g. 'u')."]
     assert any("1 inner tensor is DOUBLE" in h.what for h in _warnings(hazards))
@@ -119,10 +124,13 @@ def test_inner_double_is_a_warning_and_uint32_an_error():
 
 def test_int64_inputs_and_initializers_are_warnings():
     shift = numpy_helper.from_array(np.array([1], np.int64), "one")
-    nodes = [helper.make_node("Add", ["input_ids", "one"], ["a"]),
-             helper.make_node("Add", ["a", "attention_mask"], ["y"])]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
-              for n in ("input_ids", "attention_mask")]
+    nodes = [
+        helper.make_node("Add", ["input_ids", "one"], ["a"]),
+        helper.make_node("Add", ["a", "attention_mask"], ["y"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask")
+    ]
     output = helper.make_tensor_value_info("y", TensorProto.INT64, ["batch", "seq"])
     varied = {"input_ids": (0, 1), "attention_mask": (0, 1)}
     hazards = preflight(_model(nodes, inputs, [output], [shift]), varied)
@@ -152,8 +160,10 @@ def test_dynamic_dims_give_no_shape_error_and_profile_names_are_checked():
     model = _model([helper.make_node("Relu", ["x"], ["y"])], [_float("x")], [_float("y")])
     assert preflight(model, VARIED) == []
     whats = [h.what for h in _errors(preflight(model, {"ids": (0,), "x": (3,)}))]
-    assert whats == ["The optimization profile varies axis 3 of input 'x', which has rank 3.",
-                     "The optimization profile varies input 'ids', which the graph lacks."]
+    assert whats == [
+        "The optimization profile varies axis 3 of input 'x', which has rank 3.",
+        "The optimization profile varies input 'ids', which the graph lacks.",
+    ]
 
 
 @pytest.mark.parametrize(("target", "flagged"), [((2, 64, 8), True), ((-1, 64, 8), False), ((0, 0, 8), False)])

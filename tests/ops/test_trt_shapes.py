@@ -23,6 +23,9 @@ def test_histogram_reports_what_does_not_fit():
 
 
 def test_trtexec_shape_strings():
-    profile = {"input_ids": {"min": [1, 1], "opt": [1, 16], "max": [8, 64]}, "attention_mask": {"min": [1, 1], "opt": [1, 16], "max": [8, 64]}}
+    profile = {
+        "input_ids": {"min": [1, 1], "opt": [1, 16], "max": [8, 64]},
+        "attention_mask": {"min": [1, 1], "opt": [1, 16], "max": [8, 64]},
+    }
     assert trtexec_shapes(profile, "max") == "input_ids:8x64,attention_mask:8x64"
     assert round_up(17) == 24 and round_up(16) == 16

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import invoke, make_tiny_model
 from onnx import numpy_helper
 
 import edgec
 from edgec.artifacts.artifact import MANIFEST, file_table
 from edgec.recipe import ParityThresholds, QuantConfig, Recipe
-
-from conftest import invoke, make_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +32,17 @@ def artifacts(data_files, tmp_path_factory) -> dict[str, Path]:
     built = {}
     for precision in ("fp32", "int8"):
         # Loose gates: a random model is not what quantization is tuned for; the build-time outputs are what is checked.
-        recipe = Recipe(quant=QuantConfig(precision=precision), max_length=64, parity=ParityThresholds(min_cosine=0.5, max_drop=100))
-        built[precision] = edgec.build(model, "ort-x86", recipe=recipe, calib=edgec.read_dataset(data_files["calib"]),
-                                       eval=edgec.read_dataset(data_files["pairs"]), out=root / precision).path
+        recipe = Recipe(
+            quant=QuantConfig(precision=precision), max_length=64, parity=ParityThresholds(min_cosine=0.5, max_drop=100)
+        )
+        built[precision] = edgec.build(
+            model,
+            "ort-x86",
+            recipe=recipe,
+            calib=edgec.read_dataset(data_files["calib"]),
+            eval=edgec.read_dataset(data_files["pairs"]),
+            out=root / precision,
+        ).path
     return built
 
 
@@ -45,9 +52,14 @@ def _edit_model(folder: Path, change: Callable[[onnx.ModelProto], None]) -> None
     onnx.save(model, str(folder / "model.onnx"))
 
 
-def _initializer(model: onnx.ModelProto, pick: Callable[[onnx.TensorProto, np.ndarray], bool]) -> tuple[onnx.TensorProto, np.ndarray]:
-    return next((t, numpy_helper.to_array(t)) for t in sorted(model.graph.initializer, key=lambda t: -np.prod(t.dims))
-                if pick(t, numpy_helper.to_array(t)))
+def _initializer(
+    model: onnx.ModelProto, pick: Callable[[onnx.TensorProto, np.ndarray], bool]
+) -> tuple[onnx.TensorProto, np.ndarray]:
+    return next(
+        (t, numpy_helper.to_array(t))
+        for t in sorted(model.graph.initializer, key=lambda t: -np.prod(t.dims))
+        if pick(t, numpy_helper.to_array(t))
+    )
 
 
 def _replace(tensor: onnx.TensorProto, values: np.ndarray) -> None:
@@ -58,14 +70,20 @@ def scale_float_weights(folder: Path) -> None:
     def change(model):
         tensor, values = _initializer(model, lambda t, v: v.dtype == np.float32 and v.ndim == 2)
         _replace(tensor, values * 1.5)
+
     _edit_model(folder, change)
 
 
 def _weight_scales(model: onnx.ModelProto) -> onnx.TensorProto:
     """The scale input of the DequantizeLinear of the largest int8 weight."""
     constants = {t.name: t for t in model.graph.initializer}
-    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants
-               and constants[n.input[0]].data_type == onnx.TensorProto.INT8]
+    weights = [
+        n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in constants
+        and constants[n.input[0]].data_type == onnx.TensorProto.INT8
+    ]
     node = max(weights, key=lambda n: np.prod(constants[n.input[0]].dims))
     return constants[node.input[1]]
 
@@ -74,6 +92,7 @@ def permute_int8_weights(folder: Path) -> None:
     def change(model):
         tensor, values = _initializer(model, lambda t, v: v.dtype == np.int8 and v.ndim == 2)
         _replace(tensor, values[np.random.default_rng(0).permutation(len(values))])
+
     _edit_model(folder, change)
 
 
@@ -91,6 +110,7 @@ def nan_constant(folder: Path) -> None:
         values = values.copy()
         values[0] = np.nan
         _replace(tensor, values)
+
     _edit_model(folder, change)
 
 
@@ -102,6 +122,7 @@ def remove_a_node(folder: Path) -> None:
                 if name == node.output[0]:
                     other.input[i] = node.input[0]
         model.graph.node.remove(node)
+
     _edit_model(folder, change)
 
 
@@ -113,6 +134,7 @@ def rename_the_output(folder: Path) -> None:
                 if name == old:
                     node.output[i] = "embedding"
         model.graph.output[0].name = "embedding"
+
     _edit_model(folder, change)
 
 
@@ -127,6 +149,7 @@ def swap_vocabulary(folder: Path) -> None:
         words = [w for w in vocab if not w.startswith(("[", "##"))]
         rotated = dict(zip(words, words[1:] + words[:1]))  # every word gets the next word's id
         return {rotated.get(w, w): i for w, i in vocab.items()}
+
     _edit_vocab(folder, change)
 
 
@@ -194,4 +217,6 @@ def test_damage_fails_parity(artifacts, tmp_path, kind, rehashed):
 
 def test_the_suite_covers_at_least_eight_kinds_of_damage():
     assert len(DAMAGES) >= 8, sorted(DAMAGES)
-    print(f"{len(DAMAGES)} kinds of damage, each caught with the hashes as built and rewritten: {', '.join(sorted(DAMAGES))}")
+    print(
+        f"{len(DAMAGES)} kinds of damage, each caught with the hashes as built and rewritten: {', '.join(sorted(DAMAGES))}"
+    )

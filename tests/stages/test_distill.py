@@ -8,19 +8,21 @@ import torch
 from conftest import SENTENCES
 
 from edgec.compression import surgery
-from edgec.parity.evalset import reference_outputs
 from edgec.data import Dataset, Example
 from edgec.errors import ConfigError
 from edgec.ops import distillation
+from edgec.parity.evalset import reference_outputs
+from edgec.parity.runtime import measure_module
 from edgec.pipeline import Context
 from edgec.recipe import DistillConfig, ParityThresholds, Recipe
 from edgec.source import load_source, pool
-from edgec.parity.runtime import measure_module
 from edgec.stages.distill import distill, distill_student, prepare, student_loss
 from edgec.targets import load_target
 
 DATA = Dataset(tuple(Example(t) for t in SENTENCES), "sentences")
-FAST = DistillConfig(steps=20, batch_size=8, learning_rate=1e-3, warmup=0.1, eval_every=10, patience=100, precision="fp32")
+FAST = DistillConfig(
+    steps=20, batch_size=8, learning_rate=1e-3, warmup=0.1, eval_every=10, patience=100, precision="fp32"
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,13 @@ def metric(source, name: str):
 
 def run(source, student, config=FAST, evaluate=None, seed=0):
     return distill_student(
-        student, source.model, source=source, data=DATA, config=config,
-        evaluate=evaluate or metric(source, "cosine_mean"), seed=seed,
+        student,
+        source.model,
+        source=source,
+        data=DATA,
+        config=config,
+        evaluate=evaluate or metric(source, "cosine_mean"),
+        seed=seed,
     )
 
 
@@ -167,8 +174,13 @@ def _context(teacher_source, student, train, tmp_path) -> Context:
     return Context(
         source=dataclasses.replace(teacher_source, model=student),
         recipe=Recipe(distill=dataclasses.replace(FAST, steps=4, eval_every=2)),
-        target=load_target("ort-x86"), thresholds=ParityThresholds(), workdir=tmp_path, calib=DATA,
-        evaluation=reference_outputs(teacher_source, DATA, 64), train=train, teacher=teacher_source.model,
+        target=load_target("ort-x86"),
+        thresholds=ParityThresholds(),
+        workdir=tmp_path,
+        calib=DATA,
+        evaluation=reference_outputs(teacher_source, DATA, 64),
+        train=train,
+        teacher=teacher_source.model,
     )
 
 
@@ -199,8 +211,10 @@ def test_cached_teacher_equals_the_live_teacher(sources, task, data):
     the teacher run at every step."""
     source = sources[task]
     student = damaged(source.model)
-    prepared = {cached: prepare(source.model, source, data, dataclasses.replace(FAST, teacher_cache=cached), 0)
-                for cached in (True, False)}
+    prepared = {
+        cached: prepare(source.model, source, data, dataclasses.replace(FAST, teacher_cache=cached), 0)
+        for cached in (True, False)
+    }
     assert prepared[True].cache is not None and prepared[False].cache is None
     indices = [3, 0, 17, 8, 11]
     values, grads = {}, {}
@@ -216,14 +230,18 @@ def test_cached_teacher_equals_the_live_teacher(sources, task, data):
     assert ratio < 2e-3  # float16 hidden-state targets: 1e-4 to 2e-4 seen
 
     rising = lambda c: lambda model: float(next(c))  # noqa: E731 - every evaluation improves: the last weights are kept
-    runs = {cached: run(source, student, dataclasses.replace(FAST, teacher_cache=cached), rising(itertools.count()))
-            for cached in (True, False)}
+    runs = {
+        cached: run(source, student, dataclasses.replace(FAST, teacher_cache=cached), rising(itertools.count()))
+        for cached in (True, False)
+    }
     for (_, a), (_, b) in zip(runs[True].losses, runs[False].losses):
         assert a == pytest.approx(b, rel=1e-3)
     # Adam turns tiny gradient differences into step-sized ones where a gradient is near zero, so compare how far
     # the two runs moved apart with how far they moved.
-    start, cached_weights, live_weights = (torch.cat([p.flatten() for p in m.state_dict().values()])
-                                           for m in (student, runs[True].model, runs[False].model))
+    start, cached_weights, live_weights = (
+        torch.cat([p.flatten() for p in m.state_dict().values()])
+        for m in (student, runs[True].model, runs[False].model)
+    )
     assert (cached_weights - live_weights).norm() < 0.05 * (live_weights - start).norm()  # 0.0003 and 0.005 seen
 
 

@@ -55,8 +55,9 @@ def clock(monkeypatch):
 def compressed(model, schedule: str, tmp_path, minutes: float = 1.0) -> dict:
     recipe = Recipe(
         prune=PruneConfig(fraction=0.6, schedule=schedule, iterations=3),
-        distill=DistillConfig(steps=100_000, minutes=minutes, batch_size=8, eval_every=5, patience=1000,
-                              precision="fp32"),
+        distill=DistillConfig(
+            steps=100_000, minutes=minutes, batch_size=8, eval_every=5, patience=1000, precision="fp32"
+        ),
     )
     return compress(model, recipe, calib=DATA, eval=DATA, train=DATA, out=tmp_path / schedule)
 

@@ -84,7 +84,9 @@ def test_classifier_importance_uses_the_labels(tiny_models, data_files):
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
 def test_pruned_build_exports_fuses_and_runs(tiny_models, data_files, tmp_path, model_type):
     recipe = Recipe(prune=PruneConfig(fraction=0.6), quant=QuantConfig(precision="fp32"), parity=LOOSE)
-    artifact = edgec.build(tiny_models(model_type), "ort-x86", recipe=recipe, calib=read_dataset(data_files["calib"]), out=tmp_path / "a")
+    artifact = edgec.build(
+        tiny_models(model_type), "ort-x86", recipe=recipe, calib=read_dataset(data_files["calib"]), out=tmp_path / "a"
+    )
     ledger = artifact.manifest.parity.ledger
     assert [row.stage for row in ledger] == ["prune", "export", "optimize", "artifact"]
     # ONNX Runtime computes what the pruned PyTorch model computes
@@ -98,8 +100,12 @@ def test_pruned_build_exports_fuses_and_runs(tiny_models, data_files, tmp_path, 
 
 
 def test_pruned_int8_build_with_distillation(tiny_models, data_files, tmp_path):
-    recipe = Recipe(prune=PruneConfig(fraction=0.5), distill=edgec.DistillConfig(steps=6, batch_size=8, eval_every=3, precision="fp32"),
-                    quant=QuantConfig(precision="int8"), parity=LOOSE)
+    recipe = Recipe(
+        prune=PruneConfig(fraction=0.5),
+        distill=edgec.DistillConfig(steps=6, batch_size=8, eval_every=3, precision="fp32"),
+        quant=QuantConfig(precision="int8"),
+        parity=LOOSE,
+    )
     calib = read_dataset(data_files["calib"])
     artifact = edgec.build(tiny_models("bert"), "ort-x86", recipe=recipe, calib=calib, train=calib, out=tmp_path / "a")
     stages = [row.stage for row in artifact.manifest.parity.ledger]
@@ -111,10 +117,16 @@ def test_pruned_int8_build_with_distillation(tiny_models, data_files, tmp_path):
 def test_removed_layers_leave_the_export_which_fuses_and_runs(tiny_models, data_files, tmp_path, model_type):
     import onnx
 
-    recipe = Recipe(prune=PruneConfig(fraction=0.5, units=("layers",)), quant=QuantConfig(precision="fp32"), parity=LOOSE)
-    artifact = edgec.build(tiny_models(model_type), "ort-x86", recipe=recipe, calib=read_dataset(data_files["calib"]), out=tmp_path / "a")
+    recipe = Recipe(
+        prune=PruneConfig(fraction=0.5, units=("layers",)), quant=QuantConfig(precision="fp32"), parity=LOOSE
+    )
+    artifact = edgec.build(
+        tiny_models(model_type), "ort-x86", recipe=recipe, calib=read_dataset(data_files["calib"]), out=tmp_path / "a"
+    )
     summary = artifact.manifest.stages["prune"]
-    assert len(summary["layers_removed"]) == 1 and len(summary["layers_kept"]) == 1  # half the compute: one of two layers
+    assert (
+        len(summary["layers_removed"]) == 1 and len(summary["layers_kept"]) == 1
+    )  # half the compute: one of two layers
     ledger = artifact.manifest.parity.ledger
     assert [row.stage for row in ledger] == ["prune", "export", "optimize", "artifact"]
     assert abs(ledger[-1].metrics["cosine_mean"] - ledger[0].metrics["cosine_mean"]) < 1e-4
@@ -133,8 +145,18 @@ def test_half_pruned_new_architectures_pass_the_default_gate(tiny_models, data_f
     from conftest import invoke
 
     out = tmp_path / "half"
-    result = invoke("build", tiny_models(model_type), "--target", "ort-x86", "--prune", "0.5",
-                    "--calib", data_files["calib"], "--out", out)
+    result = invoke(
+        "build",
+        tiny_models(model_type),
+        "--target",
+        "ort-x86",
+        "--prune",
+        "0.5",
+        "--calib",
+        data_files["calib"],
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     manifest = edgec.load_artifact(out).manifest
     assert manifest.parity.passed and manifest.precision == "int8"

@@ -9,14 +9,13 @@ import torch
 from conftest import SENTENCES
 
 from edgec.compression import surgery
-from edgec.source import save_pruned
 from edgec.data import Dataset, Example
 from edgec.errors import ConfigError
-from edgec.running.inference import encode_batches
 from edgec.ops import width
 from edgec.ops.macs import encoder_macs, unit_costs
 from edgec.recipe import PruneConfig
-from edgec.source import load_source
+from edgec.running.inference import encode_batches
+from edgec.source import load_source, save_pruned
 from edgec.stages.prune import prune_source
 from edgec.stages.prune_hidden import channel_scores
 
@@ -37,7 +36,9 @@ def test_allowed_heads_per_layer_and_shared_columns():
     # MPNet: columns 0..3 in layer 0; layer 1 kept heads reading columns 3, 1, 0, 2; column sums 5+2, 1+4, 3+9, 2+0
     columns = [np.arange(4), np.array([3, 1, 0, 2])]
     assert [a.tolist() for a in width.allowed_heads(scores, 2, columns)] == [[0, 2], [2, 3]]
-    masks = width.expand([np.array([True, False]), np.array([False, True])], [np.array([0, 2]), np.array([1, 3])], [4, 4])
+    masks = width.expand(
+        [np.array([True, False]), np.array([False, True])], [np.array([0, 2]), np.array([1, 3])], [4, 4]
+    )
     assert [m.tolist() for m in masks] == [[True, False, False, False], [False, False, False, True]]
 
 
@@ -45,7 +46,10 @@ def test_channel_scores_follow_the_activations(tiny_models):
     source = load_source(tiny_models("bert"))
     model = copy.deepcopy(source.model)
     with torch.no_grad():  # channel 5 is zero after every LayerNorm: no energy
-        for norm in [model.base_model.embeddings.LayerNorm, *(m for m in model.modules() if "LayerNorm" in type(m).__name__)]:
+        for norm in [
+            model.base_model.embeddings.LayerNorm,
+            *(m for m in model.modules() if "LayerNorm" in type(m).__name__),
+        ]:
             norm.weight[5], norm.bias[5] = 0.0, 0.0
     batches = encode_batches(source.tokenizer, CALIB, max_length=64)
     scores = channel_scores(model, batches, source.input_names)

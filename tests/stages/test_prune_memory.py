@@ -41,15 +41,27 @@ def deep_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("deep")
     tokenizer = _tokenizer(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=12, num_attention_heads=4, intermediate_size=512,
-                        max_position_embeddings=72, pad_token_id=0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=72,
+        pad_token_id=0,
+    )
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
 
 
 def _peak(folder, count: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(count), json.dumps(WORDS)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(folder), str(count), json.dumps(WORDS)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
