@@ -4,6 +4,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgec-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# What ruff checks and formats (mypy's modules are listed in pyproject.toml).
+LINTED := edgec tests benchmarks examples scripts
 
 .PHONY: demo test test-deep install bench clean
 
@@ -22,7 +24,11 @@ $(STAMP): $(PY) pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
+# Lint, format and type checks first: they take seconds, the suite takes minutes.
 test: $(STAMP)
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 # Slow checks: minutes-long checks on the real MiniLM (marker `deep`; skipped where the model or ../shared/data is

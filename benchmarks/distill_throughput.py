@@ -31,7 +31,7 @@ from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.compression.training import resolve_precision  # noqa: E402
 from edgec.data import Dataset, Example, read_sts_benchmark  # noqa: E402
 from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402
-from edgec.source import (
+from edgec.source import (  # noqa: E402
     load_source,
     save_pruned,
 )
@@ -78,7 +78,7 @@ def timed_steps(prepared, student, steps: int) -> list[float]:
         )
     finally:
         distill.student_loss = real
-    return [b - a for a, b in zip(stamps[1:], stamps[2:])]  # from the second step on
+    return [b - a for a, b in zip(stamps[1:], stamps[2:])]  # noqa: RUF007 - from the second step on
 
 
 def measure(args: argparse.Namespace) -> dict:

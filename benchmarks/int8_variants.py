@@ -67,7 +67,9 @@ def main() -> None:
             )
             folder = WORK / name / ("variant-" + label.replace(", ", "-").replace(" ", "_"))
             rows[label] = _cached(
-                folder, args.rebuild, lambda f, p=profile: edgec_row(model_dir, f, p, "int8", calib, test, evaluation)
+                folder,
+                args.rebuild,
+                lambda f, p=profile: edgec_row(model_dir, f, p, "int8", calib, test, evaluation),  # noqa: B023
             )
         started = time.perf_counter()
         latencies = time_rows(rows, model_dir, len(source.tokenizer), lengths, args.rounds, args.runs)

@@ -97,7 +97,11 @@ def run_trials(trials: int, seed: int) -> dict:
             name = rng.choice(sorted(SIGNALS))
             window, delay = full, rng.uniform(0.5, full)
             build = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_enabled
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=ctrl_c_enabled,  # noqa: PLW1509
             )
             time.sleep(delay)
             build.send_signal(SIGNALS[name])

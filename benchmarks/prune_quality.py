@@ -39,7 +39,7 @@ from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.parity.ledger import parity_score  # noqa: E402
 from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.recipe import PruneConfig, TuningConfig  # noqa: E402
-from edgec.source import (
+from edgec.source import (  # noqa: E402
     load_source,
     save_pruned,
 )

@@ -34,7 +34,7 @@ from edgec.parity.ledger import parity_score  # noqa: E402
 from edgec.parity.runtime import measure_model, measure_module  # noqa: E402
 from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402
 from edgec.running.bench import BenchConfig, bench_onnx  # noqa: E402
-from edgec.source import (
+from edgec.source import (  # noqa: E402
     load_source,
     save_pruned,
 )
@@ -69,7 +69,7 @@ def variants(name: str, model_dir: Path, work: Path, fractions: list[float], min
         found.append({**common, "distill": "no", "folder": folder, "distill_s": 0.0})
         if minutes <= 0:
             continue
-        score = lambda m: parity_score(
+        score = lambda m: parity_score(  # noqa: E731
             measure_module(dataclasses.replace(source, model=m), "distill", dev, MEASURE_ONLY).metrics
         )
         distilled = distill_student(

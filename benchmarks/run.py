@@ -200,7 +200,7 @@ def build_rows(
             rows[f"edgec {precision}, attention unfused"] = _cached(
                 work / f"edgec-{precision}-unfused",
                 rebuild,
-                lambda f, p=precision: edgec_row(model_dir, f, unfused, p, calib, test, evaluation),
+                lambda f, p=precision: edgec_row(model_dir, f, unfused, p, calib, test, evaluation),  # noqa: B023
             )
     for fraction in fractions:
         for multiple in [1, *multiples]:

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edgec.artifacts.artifact import Artifact, load_artifact, staged_output
 from edgec.artifacts.package import package
@@ -25,7 +25,7 @@ from edgec.pipeline import Context, run_stages
 from edgec.plan import front_end_stages, resolve_recipe, resolve_target, selects, stages_for
 from edgec.precision import Precision
 from edgec.processes import check_single_process, main_process_output
-from edgec.recipe import Recipe
+from edgec.recipe import PruneConfig, Recipe
 from edgec.source import LoadOptions, Source, load_source, save_pruned
 from edgec.targets import TargetProfile, load_target, package_data
 
@@ -82,7 +82,9 @@ def build(
         source, recipe, calib, evaluation, selection, prune_calib = _prepare(
             model, recipe, calib, eval, load, on_stage, selects(stages)
         )
-        thresholds = profile.thresholds(recipe.quant.precision, recipe.parity, pruned=recipe.prune is not None)
+        thresholds = profile.thresholds(
+            cast(Precision, recipe.quant.precision), recipe.parity, pruned=recipe.prune is not None
+        )
         ctx = Context(
             source,
             recipe,
@@ -112,7 +114,7 @@ def _prepare(
     model: str | Path,
     recipe: Recipe,
     calib: Dataset | None,
-    eval: Dataset | None,
+    eval: Dataset | None,  # noqa: A002
     load: LoadOptions,
     on_stage: Callable[[str], None],
     selecting: bool,
@@ -173,7 +175,8 @@ def compress(
         source, recipe, calib, evaluation, selection, prune_calib = _prepare(
             model, recipe, calib, eval, load, on_stage, selects(stages)
         )
-        if "layers" in recipe.prune.units and source.model.config.model_type == "modernbert":  # surgery.standard_layout
+        prune = cast(PruneConfig, recipe.prune)  # not None: refused above
+        if "layers" in prune.units and source.model.config.model_type == "modernbert":  # surgery.standard_layout
             raise ConfigError(
                 "a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers alternate "
                 "local and global attention by position); prune with --units heads,ffn, or prune while building "

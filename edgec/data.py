@@ -218,7 +218,7 @@ def _read_table(stream, path: Path, columns: Columns) -> Iterator[Example]:
         )
     consistency = _Consistency(path)
     for row in reader:
-        get = lambda name: row.get(name) if name else None  # noqa: E731
+        get = lambda name: row.get(name) if name else None  # noqa: E731, B023
         # An empty cell is a missing value; the consistency check then says whether the column may have one.
         pair, label, score = (
             None if value in (None, "") else value

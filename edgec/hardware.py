@@ -77,7 +77,8 @@ class HostCPU:
 
 def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
     """(model name, flags) of the first CPU listed; x86 calls them flags, Arm Features."""
-    model, flags = "unknown", set()
+    model = "unknown"
+    flags: set[str] = set()
     try:
         text = path.read_text()
     except OSError:

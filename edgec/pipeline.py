@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -75,7 +75,7 @@ class Context:
 
     @property
     def precision(self) -> Precision:
-        return self.recipe.quant.precision
+        return cast(Precision, self.recipe.quant.precision)  # plan.resolve_recipe has chosen it
 
     def with_note(self, stage: str, note: Any, **changes: Any) -> Context:
         return dataclasses.replace(self, notes={**self.notes, stage: note}, **changes)

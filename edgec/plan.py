@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edgec.backends import get_backend
 from edgec.errors import ConfigError
@@ -111,7 +111,7 @@ def stages_for(recipe: Recipe, profile: TargetProfile, staging: Path) -> list[St
     stages = [*front_end_stages(recipe), Stage("export", backend.export)]
     if profile.fuse:
         stages.append(Stage("optimize", optimize))
-    needs = recipe.quant.precision.needs
+    needs = cast(Precision, recipe.quant.precision).needs  # resolved by resolve_recipe
     if "quantize" in needs.stages and needs.quantizer not in backend.own_quantizers:
         stages.append(Stage("quantize", quantize))
     if "fallback" in needs.stages and recipe.quant.fallback:

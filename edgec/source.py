@@ -7,12 +7,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from edgec.compression.surgery import remove_dead_units, standard_layout
 from edgec.errors import InputError, UnsupportedModelError, first_line
 from edgec.recipe import TASKS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2", "modernbert")
 OUTPUT_NAMES = {
@@ -53,8 +57,8 @@ class Source:
     """A loaded model: the module, its tokenizer and what edgec learned about it."""
 
     path: Path
-    model: torch.nn.Module
-    tokenizer: object
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     task: str
     model_type: str
     pooling: Pooling | None
@@ -132,7 +136,7 @@ def resolve_model_dir(model: str | Path) -> Path:
 
         try:
             return Path(snapshot_download(str(model), local_files_only=True))
-        except Exception:  # noqa: BLE001 - any cache miss means the same thing here
+        except Exception:  # noqa: BLE001, S110 - any cache miss means the same thing here
             pass
     raise InputError(
         f"model folder {model} does not exist (and it is not in the local HF cache); pass a local model folder"

@@ -56,7 +56,7 @@ def sweep(
     fractions: list[float],
     precisions: list[str],
     calib: Dataset | None,
-    eval: Dataset | None,
+    eval: Dataset | None,  # noqa: A002
     out: str | Path,
     bench: BenchConfig,
     force: bool = False,
@@ -165,7 +165,7 @@ def measure_cell(
     recipe: Recipe,
     *,
     calib: Dataset | None,
-    eval: Dataset | None,
+    eval: Dataset | None,  # noqa: A002
     train: Dataset | None,
     out: Path,
     bench: BenchConfig,
@@ -217,7 +217,7 @@ def write_tables(folder: Path, rows: list[dict], timed_on: str) -> None:
     writer.writeheader()
     writer.writerows(rows)
     (folder / "sweep.csv").write_text(text.getvalue())
-    fmt = lambda v: (
+    fmt = lambda v: (  # noqa: E731
         ""
         if v is None
         else f"{v:.4f}"

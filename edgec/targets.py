@@ -201,7 +201,7 @@ class TargetProfile:
                 f"target {self.name}: instruction_sets.{isa} may change quantization and session, not {', '.join(unknown)}"
             )
         where = f"target {self.name}: instruction_sets.{isa}"
-        merged = lambda cls, base, key: config_from_dict(
+        merged = lambda cls, base, key: config_from_dict(  # noqa: E731
             cls, {**dataclasses.asdict(base), **changes.get(key, {})}, f"{where}.{key}"
         )
         return merged(QuantSettings, self.quantization, "quantization"), merged(

@@ -35,7 +35,7 @@ def test_a_second_writer_of_the_same_output_fails_at_once(tmp_path):
     out = tmp_path / "m"
     with staged_output(out, force=False) as staging:
         (staging / "a").write_text("first")
-        with pytest.raises(InputError, match=rf"another edgec run \(pid {os.getpid()}\) is writing {out}"):
+        with pytest.raises(InputError, match=rf"another edgec run \(pid {os.getpid()}\) is writing {out}"):  # noqa: SIM117
             with staged_output(out, force=True):
                 pass
     assert (out / "a").read_text() == "first" and _siblings(out) == ["m"]
@@ -139,7 +139,7 @@ def test_an_interrupted_build_leaves_nothing(tiny_models, data_files, tmp_path, 
         _build_command(tiny_models("bert"), data_files, out),
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_ctrl_c_enabled,
+        preexec_fn=_ctrl_c_enabled,  # noqa: PLW1509
     )
     _stop_mid_build(build, tmp_path)
     _interrupt(build, signum)

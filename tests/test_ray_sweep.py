@@ -63,7 +63,7 @@ def test_a_ray_sweep_gives_the_serial_rows_and_artifacts(both):
                 f"{a['name']}: another model.onnx"
             )
         else:  # the same plan; mask tuning's sums run on the worker's one thread, so its scales may differ in the last bits
-            plan = lambda manifest: {
+            plan = lambda manifest: {  # noqa: E731
                 k: v for k, v in manifest["stages"]["prune"].items() if k not in ("least_squares", "seconds")
             }
             assert plan(ray_manifest) == plan(serial_manifest)
@@ -148,8 +148,8 @@ def test_the_budgeted_search_on_ray_keeps_the_serial_candidates(tiny_models, dat
         bench=BENCH,
         fractions=(0.0, 0.5),
     )
-    _, serial_choice, serial = search(tiny_models("bert"), "ort-x86", out=tmp_path / "serial", **common)
-    _, ray_choice, on_ray = search(tiny_models("bert"), "ort-x86", out=tmp_path / "ray", ray=RayCluster(), **common)
+    _, serial_choice, serial = search(tiny_models("bert"), "ort-x86", out=tmp_path / "serial", **common)  # noqa: RUF059
+    _, ray_choice, on_ray = search(tiny_models("bert"), "ort-x86", out=tmp_path / "ray", ray=RayCluster(), **common)  # noqa: RUF059
     assert [(c.fraction, c.precision, round(c.drop, 6), c.size_mb) for c in on_ray] == [
         (c.fraction, c.precision, round(c.drop, 6), c.size_mb) for c in serial
     ]

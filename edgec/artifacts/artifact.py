@@ -103,7 +103,7 @@ def output_lock(out: Path) -> Iterator[None]:
     """
     path = _lock_path(out)
     while True:
-        handle = open(path, "a+")
+        handle = open(path, "a+")  # noqa: SIM115
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

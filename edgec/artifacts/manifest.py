@@ -118,7 +118,7 @@ class Manifest:
             ledger = tuple(ParityRow(**{**row, "failures": tuple(row["failures"])}) for row in parity.pop("ledger"))
             thresholds = config_from_dict(ParityThresholds, parity.pop("thresholds"), f"{where}: parity.thresholds")
             session = values.pop("session", None)
-            typed = {
+            typed: dict[str, Any] = {
                 "source": SourceRecord(**values.pop("source")),
                 "target": TargetProfile.from_dict(values.pop("target"), f"{where}: target"),
                 "session": SessionRecord(

@@ -13,8 +13,9 @@ runtime (pte_forward), against the same fp32 reference and thresholds as every o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ def require_executorch() -> None:
         ) from None
 
 
-def _encode(ctx: Context, texts: list[str], pairs: list[str] | None) -> tuple[torch.Tensor, ...]:
+def _encode(ctx: Context, texts: list[str], pairs: Sequence[str | None] | None) -> tuple[torch.Tensor, ...]:
     """The model's inputs, in source.input_names order, for a list of texts (padded to their longest)."""
     encoded = ctx.source.tokenizer(
         texts, pairs, padding=True, truncation=True, max_length=ctx.recipe.max_length, return_tensors="pt"
@@ -73,7 +74,7 @@ def _export(module: torch.nn.Module, ctx: Context, example: tuple[torch.Tensor, 
     shapes = tuple({0: batch, 1: seq} for _ in example)
     try:
         return torch.export.export(module, example, dynamic_shapes=shapes, strict=False)
-    except Exception as exc:  # torch.export raises many types for code it cannot trace
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many types for code it cannot trace
         raise InputError(
             f"torch.export could not capture {ctx.source.model_type} for ExecuTorch ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:300]}); use an ONNX Runtime target for this model"
@@ -111,7 +112,7 @@ def quantizer(module: torch.nn.Module, *, ffn_output: str):
 
 def ffn_output_names(module: torch.nn.Module) -> list[str]:
     """Qualified names (in `module`) of every encoder layer's FFN output Linear."""
-    model = module.model if hasattr(module, "model") else module
+    model = cast(torch.nn.Module, module.model if hasattr(module, "model") else module)
     parts = surgery.parts_for(model)
     outputs = {id(surgery.get(layer, parts.ffn_out)) for layer in surgery.encoder_layers(model)}
     return [

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 from edgec.compression.surgery import hidden_size
 from edgec.pipeline import Context
+from edgec.source import Pooling
 
 _POOLING_KEYS = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}
 # Kept from the source where it has one: prompts and the similarity function sentence-transformers applies.
@@ -32,7 +34,7 @@ def write_library_files(ctx: Context, folder: Path) -> tuple[Path, ...]:
 
 
 def _sentence_transformers_files(ctx: Context, folder: Path) -> list[Path]:
-    pooling = ctx.source.pooling
+    pooling = cast(Pooling, ctx.source.pooling)  # feature extraction always has one
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},

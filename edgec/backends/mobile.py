@@ -15,6 +15,7 @@ import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import onnx
 
@@ -71,7 +72,7 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, Path, Path]:
                 save_optimized_onnx_model=True,
                 enable_type_reduction=True,
             )
-        except Exception as exc:  # the converter raises whatever its session raised
+        except Exception as exc:  # noqa: BLE001 - the converter raises whatever its session raised
             raise InputError(
                 f"ONNX Runtime could not convert the model to ORT format ({exc}); {log.getvalue()[-300:]!r}"
             ) from None
@@ -182,7 +183,7 @@ def emit(ctx: Context, staging: Path) -> Context:
     work = ctx.workdir / "mobile"
     work.mkdir(parents=True)
     onnx_copy = work / "model.onnx"
-    shutil.copyfile(ctx.onnx_path, onnx_copy)
+    shutil.copyfile(cast(Path, ctx.onnx_path), onnx_copy)
     ort_model, config, optimized = convert_to_ort(onnx_copy, work / "converted")
     model, config_out = staging / MODEL_FILE, staging / CONFIG_FILE
     shutil.copyfile(ort_model, model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import shutil
 from pathlib import Path
+from typing import cast
 
 from edgec.backends.device_runner import RUNNER_FILE, write_device_runner
 from edgec.backends.interop import write_library_files
@@ -19,7 +20,7 @@ MODEL_FILE = "model.onnx"
 def copy_model_and_tokenizer(ctx: Context, staging: Path) -> tuple[Path, tuple[Path, ...]]:
     """The context's ONNX as model.onnx and the tokenizer's files: what every artifact holds."""
     model = staging / MODEL_FILE
-    shutil.copyfile(ctx.onnx_path, model)
+    shutil.copyfile(cast(Path, ctx.onnx_path), model)
     tokenizer_files = ctx.source.tokenizer.save_pretrained(str(staging))
     return model, (model, *sorted(Path(f) for f in tokenizer_files if Path(f).exists()))
 

@@ -13,6 +13,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -34,7 +35,7 @@ from edgec.pipeline import Context, Stage
 from edgec.precision import Precision
 from edgec.stages.mixed_precision import type_for_engine, write_rounding_model
 from edgec.stages.quantize import calibration_feeds
-from edgec.targets import TargetProfile
+from edgec.targets import TargetProfile, TensorRTSettings
 
 SPEC_FILE = "trt_build.json"
 SCRIPT_FILE = "build_engine.sh"
@@ -68,7 +69,7 @@ def emit(ctx: Context, staging: Path) -> Context:
     model, files = copy_model_and_tokenizer(ctx, staging)
     typing = None
     if ctx.precision.needs.fp16_parts:
-        typing = type_for_engine(ctx.onnx_path, model, calibration_feeds(ctx), ctx.target.session)
+        typing = type_for_engine(cast(Path, ctx.onnx_path), model, calibration_feeds(ctx), ctx.target.session)
     graph = onnx.load(str(model), load_external_data=False)
     hazards = preflight(graph, {i.name: (0, 1) for i in graph.graph.input})
     errors = [h for h in hazards if h.severity == "error"]
@@ -131,7 +132,7 @@ def token_lengths(ctx: Context) -> np.ndarray:
 
 def build_spec(ctx: Context, graph: onnx.ModelProto, model: Path, hazards: list[Hazard]) -> dict:
     """Everything TensorRT needs to build the engine, with what it was derived from."""
-    settings = ctx.target.tensorrt
+    settings = cast(TensorRTSettings, ctx.target.tensorrt)  # a TensorRT profile has its section
     max_seq_len = ctx.recipe.max_length  # the build capped it at settings.max_seq_len
     lengths = token_lengths(ctx)
     inputs = [i.name for i in graph.graph.input]
@@ -236,7 +237,10 @@ def build_artifact_engine(
         record = {"status": "built", "file": spec["engine"], **built, "parity": parity}
     else:
         os.replace(candidate, artifact.path / REJECTED_ENGINE_FILE)
-        record = {**artifact.manifest.engine, "rejected": {"file": REJECTED_ENGINE_FILE, **built, "parity": parity}}
+        record = {
+            **cast(dict[str, Any], artifact.manifest.engine),
+            "rejected": {"file": REJECTED_ENGINE_FILE, **built, "parity": parity},
+        }
     dataclasses.replace(artifact.manifest, engine=record, files=file_table(artifact.path)).write(artifact.path)
     return record, row
 

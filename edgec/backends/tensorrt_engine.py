@@ -85,7 +85,7 @@ def _recording_logger(trt):
     """A tensorrt logger that passes warnings and errors to edgec's log and keeps the errors, for failure messages."""
     error_levels = (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR)
 
-    class RecordingLogger(trt.ILogger):
+    class RecordingLogger(trt.ILogger):  # type: ignore[name-defined]  # tensorrt is imported at run time, untyped
         def __init__(self):
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
@@ -100,7 +100,7 @@ def _recording_logger(trt):
     return RecordingLogger()
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 

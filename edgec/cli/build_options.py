@@ -9,7 +9,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -50,7 +50,7 @@ class Quantization:
 
     def config(self) -> QuantConfig:
         return QuantConfig(
-            precision=self.precision,
+            precision=cast(Any, self.precision),  # a word: QuantConfig.__post_init__ parses it
             calibration=self.calibration,
             percentile=self.percentile,
             calib_samples=self.calib_samples,
@@ -96,7 +96,7 @@ class Pruning:
         """The prune config asked for (None without --prune); `calib_samples` changes pruning's calibration count."""
         if self.prune is None:
             return None
-        samples = {} if calib_samples is None else {"calib_samples": calib_samples}
+        samples: dict[str, Any] = {} if calib_samples is None else {"calib_samples": calib_samples}
         units = tuple(u.strip() for u in self.prune_units.split(",") if u.strip())
         return PruneConfig(
             fraction=self.prune,

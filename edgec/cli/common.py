@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, cast, get_type_hints
 
 import typer
 from rich.console import Console
@@ -110,7 +110,7 @@ def errors_to_exit_codes(command: F) -> F:
             print("edgec: interrupted; nothing was left at the output", file=sys.stderr)
             raise typer.Exit(exc.exit_code if isinstance(exc, Interrupted) else 130) from None
 
-    return wrapper
+    return cast(F, wrapper)
 
 
 def numbers(text: str, option: str) -> list[float]:

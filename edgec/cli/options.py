@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, overload
 
 import typer
 
@@ -66,6 +66,10 @@ class DataColumns:
     label_column: Annotated[str | None, typer.Option(help="CSV/TSV column holding the class label.")] = None
     score_column: Annotated[str | None, typer.Option(help="CSV/TSV column holding a similarity score.")] = None
 
+    @overload
+    def read(self, path: Path, *, sample: int | None = None) -> Dataset: ...
+    @overload
+    def read(self, path: Path | None, *, sample: int | None = None) -> Dataset | None: ...
     def read(self, path: Path | None, *, sample: int | None = None) -> Dataset | None:
         """The data file an option names (or a deterministic sample of it, read in one streaming pass), or None."""
         if path is None:

@@ -49,7 +49,8 @@ def run_search(model: str, out: Path, options: BuildOptions, limits: SearchBudge
     budgets = limits.budgets(options.thresholds.max_drop)
     fractions = tuple(numbers(limits.search_prune, "--search-prune"))
     ray = limits.ray.cluster()
-    if (eval_set or calib) is None:
+    evaluation = eval_set or calib
+    if evaluation is None:
         raise ConfigError("a budgeted search measures the drop on data; pass --eval (or --calib)")
     with stage_progress() as on_stage:
         _, chosen, tried = search_candidates(
@@ -58,7 +59,7 @@ def run_search(model: str, out: Path, options: BuildOptions, limits: SearchBudge
             budgets=budgets,
             recipe=recipe,
             calib=calib,
-            eval=eval_set or calib,
+            eval=evaluation,
             train=train,
             out=out,
             bench=limits.bench(),
@@ -69,7 +70,7 @@ def run_search(model: str, out: Path, options: BuildOptions, limits: SearchBudge
             on_stage=on_stage,
             ray=ray,
         )
-    selection, held_out = selection_split(eval_set or calib, recipe.seed)
+    selection, held_out = selection_split(evaluation, recipe.seed)
     examples = min(limits.search_samples, len(selection))
     stdout.print(
         table(

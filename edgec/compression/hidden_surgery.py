@@ -65,7 +65,7 @@ def head_linears(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Linear]]:
     """(square, reading) Linears of the pooler and task head that meet the stream."""
     width = hidden_size(model)
     roots = dict.fromkeys((model, model.base_model))
-    found = lambda paths: [
+    found = lambda paths: [  # noqa: E731
         m for p in paths for root in roots if isinstance(m := _find(root, p), nn.Linear) and m.in_features == width
     ]
     square = [m for m in found(_SQUARE_HEADS) if m.out_features == width]

@@ -4,6 +4,7 @@ between the part stages may select on and the part the gate judges."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -54,6 +55,7 @@ def label_ids(dataset: Dataset, label2id: dict[str, int], classes: int) -> np.nd
                     f"{where}: label {label!r} is not one of the model's labels ({known}); use those names or ids"
                 )
             label = label2id[label]
+        label = cast(int, label)  # has_labels: every example has one, and names became ids above
         if not 0 <= label < classes:
             raise InputError(
                 f"{where}: class id {label} is outside the model's {classes} classes; use ids 0..{classes - 1}"

@@ -59,7 +59,7 @@ def compare(task: str, reference: Outputs, candidate: Outputs) -> dict[str, floa
 
 def output_statistics(reference: Outputs, candidate: Outputs) -> dict[str, float]:
     """Polygraphy-style error statistics per output (`name.max_abs`, ...), over real tokens for token-level outputs."""
-    result = {}
+    result: dict[str, float] = {}
     for name, ref in reference.values.items():
         got = candidate.values[name]
         if ref.ndim >= 3:  # (examples, tokens, ...): padding positions are not outputs

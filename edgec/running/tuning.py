@@ -63,7 +63,7 @@ def tune_session(
     current = base if base.intra_op_threads else dataclasses.replace(base, intra_op_threads=cores)
     trials: list[Trial] = []
     for knob, values in knob_values(cores).items():
-        measured = {repr(v): [] for v in values}
+        measured: dict[str, list[float]] = {repr(v): [] for v in values}
         for _ in range(rounds):
             for value in values:
                 measured[repr(value)].append(measure(dataclasses.replace(current, **{knob: value})))

@@ -120,7 +120,7 @@ def _export(module: torch.nn.Module, example: tuple, names: tuple[str, ...], pat
                 dynamo=False,
                 do_constant_folding=True,
             )
-    except Exception as exc:  # the exporter raises many types for code it cannot trace
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types for code it cannot trace
         raise InputError(
             f"the fixed-shape export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
             "drop --accelerator to build the general mobile graph"

@@ -53,7 +53,7 @@ def test_bundle_is_one_zip_with_the_documented_layout(bundle):
 
 
 def test_the_ort_file_itself_passes_parity(bundle, data_files):
-    out, artifact = bundle
+    out, artifact = bundle  # noqa: RUF059
     final = artifact.manifest.parity.ledger[-1]
     assert final.model == "model.ort" and not final.simulated and artifact.manifest.parity.passed
     session = ort.InferenceSession(str(artifact.model_path), providers=["CPUExecutionProvider"])

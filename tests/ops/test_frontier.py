@@ -9,8 +9,8 @@ def test_finds_the_smallest_passing_k_with_each_k_checked_once(count):
         checked = []
 
         def passes(k):
-            checked.append(k)
-            return k >= threshold
+            checked.append(k)  # noqa: B023
+            return k >= threshold  # noqa: B023
 
         expected = threshold if threshold <= count else None
         assert fewest_passing(count, passes) == expected
