@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(PY) -m mypy
 	$(PY) -m pytest -q
 
-# Slow checks: minutes-long checks on the real MiniLM (marker `deep`; skipped where the model or ../shared/data is
+# Slow checks: minutes-long checks on the real MiniLM, Ray and torchrun (marker `deep`; skipped where the model or ../shared/data is
 # absent), then the property tests with ten times the examples (EDGEC_DEEP=1).
 test-deep: $(STAMP)
 	$(PY) -m pytest -q -m deep

@@ -18,7 +18,8 @@ import edgec
 from edgec.compression.finetune import finetune
 from edgec.recipe import TrainConfig
 
-pytestmark = pytest.mark.slow
+# `make test-deep` only (torchrun with two processes per test: ~1 min), keeping `make test` within its 15 minutes on 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 HERE = Path(__file__).resolve().parent
 # 16 examples, micro-batches of 4: two optimizer steps of 8 examples are one epoch, so neither run wraps around
 # (accelerate pads a short last batch across processes, one process does not).

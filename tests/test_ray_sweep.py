@@ -17,7 +17,8 @@ from edgec.running.bench import BenchConfig
 from edgec.sweep import CellJob, build_cell, sweep
 
 ray = pytest.importorskip("ray", reason="pip install 'edgec[ray]'")
-pytestmark = pytest.mark.slow
+# `make test-deep` only (a local Ray instance and 4-cell sweeps: ~1.5 min), keeping `make test` within its 15 minutes on 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.deep]
 BENCH = BenchConfig(seq_len=16, threads=1, warmup=1, runs=5)
 GRID = {"fractions": [0.0, 0.5], "precisions": ["fp32", "int8"]}
 
