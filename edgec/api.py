@@ -1,11 +1,10 @@
 """build() and compress(): the orchestration of one build (a model, a recipe and a target profile in; a verified
 artifact folder out) and of one compression (a smaller Hugging Face folder out). What each step does lives in
-plan (which stages), pipeline (running them), build_outputs and package (what is written after them)."""
+plan (which stages), inputs (the model, the samples and the reference outputs), pipeline (running the stages),
+build_outputs and package (what is written after them)."""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
 import shutil
 import tempfile
@@ -18,23 +17,16 @@ from edgec.artifacts.artifact import Artifact, load_artifact, staged_output
 from edgec.artifacts.package import package
 from edgec.backends import get_backend
 from edgec.build_outputs import build_profile, manifest_for, parity_failure_message, write_golden
-from edgec.data import Dataset, read_dataset
+from edgec.data import Dataset
 from edgec.errors import ConfigError, ParityError
-from edgec.parity.evalset import EvalSet, reference_outputs, selection_split
+from edgec.inputs import prepare_inputs
 from edgec.pipeline import Context, run_stages
 from edgec.plan import front_end_stages, resolve_recipe, resolve_target, selects, stages_for
 from edgec.precision import Precision
 from edgec.processes import check_single_process, main_process_output
 from edgec.recipe import PruneConfig, Recipe
-from edgec.source import LoadOptions, Source, load_source, save_pruned
-from edgec.targets import TargetProfile, load_target, package_data
-
-log = logging.getLogger("edgec")
-
-
-def default_calibration_file() -> Path:
-    """The project's own corpus (calibration/corpus.txt, installed as edgec.corpus)."""
-    return package_data("edgec.corpus", "calibration") / "corpus.txt"
+from edgec.source import LoadOptions, save_pruned
+from edgec.targets import TargetProfile, load_target
 
 
 def build(
@@ -79,7 +71,7 @@ def build(
     started = time.perf_counter()
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         stages = stages_for(recipe, profile, staging)
-        source, recipe, calib, evaluation, selection, prune_calib = _prepare(
+        source, recipe, calib, evaluation, selection, prune_calib = prepare_inputs(
             model, recipe, calib, eval, load, on_stage, selects(stages)
         )
         thresholds = profile.thresholds(
@@ -110,41 +102,6 @@ def build(
     return load_artifact(out) if out.suffix == ".zip" else Artifact(out, manifest)
 
 
-def _prepare(
-    model: str | Path,
-    recipe: Recipe,
-    calib: Dataset | None,
-    eval: Dataset | None,  # noqa: A002
-    load: LoadOptions,
-    on_stage: Callable[[str], None],
-    selecting: bool,
-) -> tuple[Source, Recipe, Dataset, EvalSet, EvalSet | None, Dataset | None]:
-    """The model, the calibration sample, the reference outputs on the gate's data (and on the selection part of
-    --eval where a stage of the build selects: `selecting`), and pruning's calibration sample (PruneConfig.calib_samples, which
-    may exceed quantization's; None without pruning)."""
-    on_stage("load")
-    source = load_source(model, task=recipe.task, options=load)
-    recipe = dataclasses.replace(recipe, max_length=min(recipe.max_length, source.max_length))
-    samples = recipe.quant.calib_samples
-    prune_samples = recipe.prune.calib_samples if recipe.prune is not None else 0
-    pool = calib or read_dataset(default_calibration_file(), sample=max(samples, prune_samples), seed=recipe.seed)
-    calib = pool.sample(samples, recipe.seed)
-    prune_calib = pool.sample(prune_samples, recipe.seed) if recipe.prune is not None else None
-    on_stage("reference")
-    if eval is None:
-        log.warning(
-            "no --eval: parity is measured on the %d calibration texts the quantizer also saw, with no task metric; "
-            "pass --eval FILE with labels or scores for a gate that means something",
-            len(calib),
-        )
-        return source, recipe, calib, reference_outputs(source, calib, recipe.max_length), None, prune_calib
-    if not selecting:
-        return source, recipe, calib, reference_outputs(source, eval, recipe.max_length), None, prune_calib
-    chosen, held_out = selection_split(eval, recipe.seed)
-    gate = reference_outputs(source, held_out, recipe.max_length)
-    return source, recipe, calib, gate, reference_outputs(source, chosen, recipe.max_length), prune_calib
-
-
 def compress(
     model: str | Path,
     recipe: Recipe,
@@ -172,7 +129,7 @@ def compress(
     # issue 18: under torchrun every process prunes and distills (the collectives need them all); rank 0 saves.
     with main_process_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         stages = front_end_stages(recipe)
-        source, recipe, calib, evaluation, selection, prune_calib = _prepare(
+        source, recipe, calib, evaluation, selection, prune_calib = prepare_inputs(
             model, recipe, calib, eval, load, on_stage, selects(stages)
         )
         prune = cast(PruneConfig, recipe.prune)  # not None: refused above
