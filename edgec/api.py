@@ -19,8 +19,8 @@ from edgec.backends import get_backend
 from edgec.build_outputs import build_profile, manifest_for, parity_failure_message, write_golden
 from edgec.data import Dataset
 from edgec.errors import ConfigError, ParityError
-from edgec.inputs import prepare_inputs
-from edgec.pipeline import Context, run_stages
+from edgec.inputs import start_context
+from edgec.pipeline import run_stages
 from edgec.plan import front_end_stages, resolve_recipe, resolve_target, selects, stages_for
 from edgec.precision import Precision
 from edgec.processes import check_single_process, main_process_output
@@ -71,24 +71,21 @@ def build(
     started = time.perf_counter()
     with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         stages = stages_for(recipe, profile, staging)
-        source, recipe, calib, evaluation, selection, prune_calib = prepare_inputs(
-            model, recipe, calib, eval, load, on_stage, selects(stages)
-        )
         thresholds = profile.thresholds(
             cast(Precision, recipe.quant.precision), recipe.parity, pruned=recipe.prune is not None
         )
-        ctx = Context(
-            source,
+        ctx = start_context(
+            model,
             recipe,
             profile,
             thresholds,
             Path(work),
-            calib,
-            evaluation,
-            selection,
-            prune_calib,
+            calib=calib,
+            eval=eval,
             train=train,
-            teacher=source.model,
+            load=load,
+            on_stage=on_stage,
+            selecting=selects(stages),
         )
         ctx = run_stages(ctx.with_note("target", choice) if choice else ctx, stages, on_stage)
         on_stage("golden sample")
@@ -129,32 +126,29 @@ def compress(
     # issue 18: under torchrun every process prunes and distills (the collectives need them all); rank 0 saves.
     with main_process_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
         stages = front_end_stages(recipe)
-        source, recipe, calib, evaluation, selection, prune_calib = prepare_inputs(
-            model, recipe, calib, eval, load, on_stage, selects(stages)
+        profile = load_target("ort")
+        thresholds = profile.thresholds(Precision.FP32, recipe.parity, pruned=True)
+        ctx = start_context(
+            model,
+            recipe,
+            profile,
+            thresholds,
+            Path(work),
+            calib=calib,
+            eval=eval,
+            train=train,
+            load=load,
+            on_stage=on_stage,
+            selecting=selects(stages),
+            deadline=deadline,
         )
-        prune = cast(PruneConfig, recipe.prune)  # not None: refused above
-        if "layers" in prune.units and source.model.config.model_type == "modernbert":  # surgery.standard_layout
+        prune = cast(PruneConfig, ctx.recipe.prune)  # not None: refused above
+        if "layers" in prune.units and ctx.source.model.config.model_type == "modernbert":  # surgery.standard_layout
             raise ConfigError(
                 "a ModernBERT with whole layers removed cannot be saved as a transformers folder (its layers alternate "
                 "local and global attention by position); prune with --units heads,ffn, or prune while building "
                 "(`edgec build --prune`)"
             )
-        profile = load_target("ort")
-        thresholds = profile.thresholds(Precision.FP32, recipe.parity, pruned=True)
-        ctx = Context(
-            source,
-            recipe,
-            profile,
-            thresholds,
-            Path(work),
-            calib,
-            evaluation,
-            selection,
-            prune_calib,
-            train=train,
-            teacher=source.model,
-            deadline=deadline,
-        )
         ctx = run_stages(ctx, stages, on_stage)
         summary = ctx.notes["prune"]
         on_stage("save")
@@ -163,5 +157,5 @@ def compress(
         **summary,
         "distill": ctx.notes.get("distill"),
         "ledger": ctx.ledger,
-        "reference_metric": evaluation.reference_metric,
+        "reference_metric": ctx.evaluation.reference_metric,
     }

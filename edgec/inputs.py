@@ -1,5 +1,6 @@
-"""What a build starts from: the source model, the calibration samples (quantization's and pruning's), and the
-uncompressed model's outputs on the data the gate judges (and on the selection part of --eval where a stage selects)."""
+"""What a build starts from: the context its first stage gets, with the source model, the calibration samples
+(quantization's and pruning's), and the uncompressed model's outputs on the data the gate judges (and on the selection
+part of --eval where a stage selects)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgec.data import Dataset, read_dataset
-from edgec.parity.evalset import EvalSet, reference_outputs, selection_split
-from edgec.recipe import Recipe
-from edgec.source import LoadOptions, Source, load_source
-from edgec.targets import package_data
+from edgec.parity.evalset import reference_outputs, selection_split
+from edgec.pipeline import Context
+from edgec.recipe import ParityThresholds, Recipe
+from edgec.source import LoadOptions, load_source
+from edgec.targets import TargetProfile, package_data
 
 log = logging.getLogger("edgec")
 
@@ -22,18 +24,24 @@ def default_calibration_file() -> Path:
     return package_data("edgec.corpus", "calibration") / "corpus.txt"
 
 
-def prepare_inputs(
+def start_context(
     model: str | Path,
     recipe: Recipe,
+    target: TargetProfile,
+    thresholds: ParityThresholds,
+    workdir: Path,
+    *,
     calib: Dataset | None,
     eval: Dataset | None,  # noqa: A002
+    train: Dataset | None,
     load: LoadOptions,
     on_stage: Callable[[str], None],
     selecting: bool,
-) -> tuple[Source, Recipe, Dataset, EvalSet, EvalSet | None, Dataset | None]:
-    """The model, the calibration sample, the reference outputs on the gate's data (and on the selection part of
-    --eval where a stage of the build selects: `selecting`), and pruning's calibration sample (PruneConfig.calib_samples, which
-    may exceed quantization's; None without pruning)."""
+    deadline: float | None = None,
+) -> Context:
+    """The context the first stage gets: the model (its own teacher), the calibration sample, the reference outputs
+    on the gate's data (and on the selection part of --eval where a stage of the build selects: `selecting`), and
+    pruning's calibration sample (PruneConfig.calib_samples, which may exceed quantization's; None without pruning)."""
     on_stage("load")
     source = load_source(model, task=recipe.task, options=load)
     recipe = dataclasses.replace(recipe, max_length=min(recipe.max_length, source.max_length))
@@ -43,15 +51,31 @@ def prepare_inputs(
     calib = pool.sample(samples, recipe.seed)
     prune_calib = pool.sample(prune_samples, recipe.seed) if recipe.prune is not None else None
     on_stage("reference")
+    selection = None
     if eval is None:
         log.warning(
             "no --eval: parity is measured on the %d calibration texts the quantizer also saw, with no task metric; "
             "pass --eval FILE with labels or scores for a gate that means something",
             len(calib),
         )
-        return source, recipe, calib, reference_outputs(source, calib, recipe.max_length), None, prune_calib
-    if not selecting:
-        return source, recipe, calib, reference_outputs(source, eval, recipe.max_length), None, prune_calib
-    chosen, held_out = selection_split(eval, recipe.seed)
-    gate = reference_outputs(source, held_out, recipe.max_length)
-    return source, recipe, calib, gate, reference_outputs(source, chosen, recipe.max_length), prune_calib
+        evaluation = reference_outputs(source, calib, recipe.max_length)
+    elif not selecting:
+        evaluation = reference_outputs(source, eval, recipe.max_length)
+    else:
+        chosen, held_out = selection_split(eval, recipe.seed)
+        evaluation = reference_outputs(source, held_out, recipe.max_length)
+        selection = reference_outputs(source, chosen, recipe.max_length)
+    return Context(
+        source,
+        recipe,
+        target,
+        thresholds,
+        workdir,
+        calib,
+        evaluation,
+        selection,
+        prune_calib,
+        train=train,
+        teacher=source.model,
+        deadline=deadline,
+    )
