@@ -2,6 +2,7 @@
 
     python benchmarks/finetune_sst2.py --model minilm --minutes 20     # runs, writes results-finetune-sst2-minilm.json
     python benchmarks/finetune_sst2.py --model minilm --render          # RESULTS.md section from the committed JSON
+    python benchmarks/finetune_sst2.py --model minilm --minutes 20 --isa avx2   # as on an AVX2-only CPU (see ISA_CAPS)
 
 The command is the CLI itself (`python -m edgec finetune ... --minutes M`, every other option at its default,
 `--precision auto` among them). The best checkpoint is chosen on a validation split held out of SST-2 *train*
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,11 @@ from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 
 SST2 = HERE.parent.parent / "shared" / "data" / "sst2"
+
+# Running a bigger CPU as an AVX2-only one: every kernel library torch trains with is capped at AVX2 (ATen's own
+# kernels, oneDNN's matmuls and MKL's), so bf16 is no longer native and `--precision auto` must see that and
+# take fp32, as it would on a Zen 3 EPYC. The microarchitecture stays this machine's: only the instruction set is.
+ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 
 
 def write_split(train: Dataset, validation_size: int, folder: Path) -> tuple[Path, Path]:
@@ -73,14 +80,16 @@ def run(args: argparse.Namespace) -> dict:
             str(out),
             "--force",
         ]
-        subprocess.run(cli, check=True)
+        subprocess.run(cli, check=True, env={**os.environ, **ISA_CAPS.get(args.isa, {})})
         record = json.loads((out / "edgec_finetune.json").read_text())
         accuracy = dev_accuracy(out, dev)
+    capped = f" --isa {args.isa}" if args.isa else ""
     return {
         "model": args.model,
-        "machine": machine(),
+        "isa": args.isa,
+        "machine": machine() + (f"; kernels capped at {args.isa} ({ISA_CAPS[args.isa]})" if args.isa else ""),
         "versions": package_versions(),
-        "command": f"python benchmarks/finetune_sst2.py --model {args.model} --minutes {args.minutes:g}",
+        "command": f"python benchmarks/finetune_sst2.py --model {args.model} --minutes {args.minutes:g}{capped}",
         "cli": "edgec finetune MODEL --data train.jsonl --eval validation.jsonl --minutes " + f"{args.minutes:g}",
         "validation_examples": args.validation,
         "dev_examples": len(dev),
@@ -94,7 +103,8 @@ def markdown(result: dict) -> str:
     curve = ", ".join(f"{step}: {score:.2f}" for step, score in record["history"])
     return "\n".join(
         [
-            f"## edgec finetune: {result['model']} on SST-2, default settings, {config['minutes']:g} minutes",
+            f"## edgec finetune: {result['model']} on SST-2, default settings, {config['minutes']:g} minutes"
+            + (f", as on an {result['isa'].upper()}-only CPU" if result.get("isa") else ""),
             "",
             f"Machine: {result['machine']}. Versions: "
             + ", ".join(f"{k} {v}" for k, v in result["versions"].items())
@@ -125,13 +135,15 @@ def main() -> None:
         "--validation", type=int, default=2000, help="SST-2 train sentences held out for checkpoint choice."
     )
     parser.add_argument("--out", type=Path, help="Keep the fine-tuned folder here (default: a temporary folder).")
+    parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="Train as on a CPU with only this instruction set.")
     parser.add_argument("--render", action="store_true", help="Only rewrite RESULTS.md from the committed JSON.")
     args = parser.parse_args()
-    results = HERE / f"results-finetune-sst2-{args.model}.json"
+    name = f"finetune-sst2-{args.model}" + (f"-{args.isa}" if args.isa else "")
+    results = HERE / f"results-{name}.json"
     if not args.render:
         results.write_text(json.dumps(run(args), indent=2) + "\n")
     table = markdown(json.loads(results.read_text()))
-    write_section(HERE / "RESULTS.md", f"finetune-sst2-{args.model}", table, "benchmarks/finetune_sst2.py")
+    write_section(HERE / "RESULTS.md", name, table, "benchmarks/finetune_sst2.py")
     print(table)
 
 

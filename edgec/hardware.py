@@ -40,6 +40,11 @@ _INT8_LADDER = (
     ("i8mm", "arm-i8mm"),
     ("asimddp", "arm-dotprod"),
 )
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+# ONEDNN_MAX_CPU_ISA caps the kernels oneDNN (torch's CPU matmuls, bf16 ones included) may use. Under a cap
+# below AVX512_CORE_BF16 a bf16 CPU computes bf16 like one without it: emulated, several times slower than fp32.
+_ONEDNN_BF16_LEVELS = ("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16")
 X86_INSTRUCTION_SETS = ("amx", "avx512-vnni", "avx-vnni", "avx512", "avx2", "baseline")
 ARM_INSTRUCTION_SETS = ("arm-i8mm", "arm-dotprod")
 INSTRUCTION_SETS = X86_INSTRUCTION_SETS + ARM_INSTRUCTION_SETS
@@ -61,7 +66,7 @@ class HostCPU:
     @property
     def native_bf16(self) -> bool:
         """bf16 matrix arithmetic in hardware (AVX512-BF16, AMX-BF16, or Arm's BF16); elsewhere autocast emulates it."""
-        return any(f in self.flags for f in ("avx512_bf16", "amx_bf16", "bf16"))
+        return any(f in self.flags for f in _BF16_FLAGS)
 
     @property
     def instruction_set(self) -> str:
@@ -73,6 +78,17 @@ class HostCPU:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "instruction_set": self.instruction_set, "native_bf16": self.native_bf16}
+
+
+def torch_bf16_cap(cpu: HostCPU, onednn_max_isa: str | None) -> str | None:
+    """Why torch cannot use this CPU's native bf16 although it has it (an ONEDNN_MAX_CPU_ISA below bf16), or None.
+
+    Only oneDNN reads the cap; ONNX Runtime's int8 kernels ignore it, so `instruction_set` stays the hardware's.
+    """
+    cap = (onednn_max_isa or "").strip().upper()
+    if cpu.machine not in ("x86_64", "AMD64") or not cpu.native_bf16 or cap in ("", "ALL", "DEFAULT"):
+        return None
+    return None if cap in _ONEDNN_BF16_LEVELS else f"ONEDNN_MAX_CPU_ISA={cap} keeps torch off its native bf16"
 
 
 def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:

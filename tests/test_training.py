@@ -182,6 +182,32 @@ def test_auto_precision_takes_bf16_only_where_the_cpu_computes_it_natively(cpu, 
     assert ("emulate" in reason) == (chosen == "fp32")
 
 
+@pytest.mark.parametrize(
+    ("cpu", "cap", "chosen"),
+    [
+        (ZEN4, "AVX2", "fp32"),
+        (ZEN4, "avx512_core_vnni", "fp32"),
+        (ZEN4, "AVX512_CORE_BF16", "bf16"),
+        (ZEN4, "ALL", "bf16"),
+        (SAPPHIRE_RAPIDS, "AVX512_CORE", "fp32"),
+        (SAPPHIRE_RAPIDS, "AVX512_CORE_AMX", "bf16"),
+    ],
+)
+def test_auto_precision_follows_a_onednn_cap_that_turns_native_bf16_into_emulated(cpu, cap, chosen):
+    precision, reason = training.choose_precision("auto", cpu, gpu_bf16=None, onednn_max_isa=cap)
+    assert precision == chosen
+    assert ("ONEDNN_MAX_CPU_ISA" in reason) == (chosen == "fp32")
+
+
+def test_resolve_precision_reads_the_processes_onednn_cap(monkeypatch):
+    monkeypatch.setattr(training, "host", lambda: ZEN4)
+    monkeypatch.setattr(training, "_gpu_bf16", lambda: None)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert training.resolve_precision("auto")[0] == "fp32"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert training.resolve_precision("auto")[0] == "bf16"
+
+
 def test_auto_precision_on_a_gpu_follows_its_bf16_support_and_requests_are_kept():
     assert training.choose_precision("auto", ZEN3, gpu_bf16=True)[0] == "bf16"
     assert training.choose_precision("auto", ZEN4, gpu_bf16=False)[0] == "fp32"

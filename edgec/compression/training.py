@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_lis
 from torch.optim.lr_scheduler import LambdaLR
 
 from edgec.errors import ConfigError, PeerProcessFailed
-from edgec.hardware import HostCPU, host
+from edgec.hardware import HostCPU, host, torch_bf16_cap
 from edgec.processes import state as process_state
 from edgec.progress import bar
 from edgec.recipe import TrainConfig
@@ -127,8 +128,11 @@ def _ranks(accelerator: Accelerator, micro_batches: int) -> tuple[dict[str, int]
     return tuple(sorted(gathered, key=lambda entry: entry["rank"]))
 
 
-def choose_precision(requested: str, cpu: HostCPU, gpu_bf16: bool | None) -> tuple[str, str]:
-    """The autocast precision to train in, and why. `gpu_bf16` is None without a GPU, else whether it has bf16.
+def choose_precision(
+    requested: str, cpu: HostCPU, gpu_bf16: bool | None, onednn_max_isa: str | None = None
+) -> tuple[str, str]:
+    """The autocast precision to train in, and why. `gpu_bf16` is None without a GPU, else whether it has bf16;
+    `onednn_max_isa` is the process's ONEDNN_MAX_CPU_ISA, if any.
 
     auto takes bf16 only where it is native: on a CPU without AVX512-BF16 or AMX, bf16 autocast is emulated and a
     training step ran ~7x slower than fp32 (a MiniLM step on an AVX2-only EPYC), so auto takes fp32 there.
@@ -141,9 +145,12 @@ def choose_precision(requested: str, cpu: HostCPU, gpu_bf16: bool | None) -> tup
             if gpu_bf16
             else ("fp32", "auto: fp32, the GPU has no bf16")
         )
-    if cpu.native_bf16:
+    capped = torch_bf16_cap(cpu, onednn_max_isa)
+    if cpu.native_bf16 and capped is None:
         native = ", ".join(f for f in cpu.flags if "bf16" in f)
         return "bf16", f"auto: bf16, the CPU computes it natively ({native})"
+    if capped:
+        return "fp32", f"auto: fp32, {capped} and would emulate it several times slower"
     return (
         "fp32",
         f"auto: fp32, the CPU ({cpu.instruction_set}) has no native bf16 and would emulate it several times slower",
@@ -151,8 +158,8 @@ def choose_precision(requested: str, cpu: HostCPU, gpu_bf16: bool | None) -> tup
 
 
 def resolve_precision(requested: str) -> tuple[str, str]:
-    """choose_precision on this host's CPU and GPU."""
-    return choose_precision(requested, host(), _gpu_bf16())
+    """choose_precision on this host's CPU and GPU, under any oneDNN instruction-set cap of this process."""
+    return choose_precision(requested, host(), _gpu_bf16(), os.environ.get("ONEDNN_MAX_CPU_ISA"))
 
 
 def _gpu_bf16() -> bool | None:
