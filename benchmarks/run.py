@@ -3,6 +3,7 @@
     python benchmarks/run.py --models mpnet --build-only   # build (and score) every row; artifacts kept in benchmarks/work/run
     python benchmarks/run.py --models mpnet                # reuse them, time every row in interleaved rounds, write RESULTS.md
     python benchmarks/run.py --models minilm --rounds 1 --lengths 128 --rebuild
+    python benchmarks/run.py --render                     # RESULTS.md sections from the committed JSONs
 
 Rows per model: PyTorch fp32; Optimum dynamic int8 with the preset Optimum has for this host's instruction set;
 edgec fp32 and int8 (and, where edgec fused attention that adds a position bias, the same without that fusion);
@@ -251,6 +252,10 @@ def time_rows(
     }
 
 
+def results_file(model: str) -> Path:
+    return HERE / f"results-ort-{model}.json"
+
+
 def machine() -> str:
     cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     cpu = host()
@@ -272,15 +277,17 @@ def ratio_rows(results: list[dict]) -> list[tuple[str, str]]:
     return pairs
 
 
-def markdown(name: str, results: list[dict], lengths: list[int], command: str, seconds: float) -> str:
-    versions = package_versions()
+def markdown(record: dict) -> str:
+    """The RESULTS.md section of one model's run, from its results JSON."""
+    name, results, lengths = record["model"], record["rows"], record["lengths"]
+    versions = record["versions"]
     by_label = {r["runtime"]: r for r in results}
     preset = by_label[OPTIMUM].get("preset", "?")
     lines = [
         f"## {name}: edgec vs PyTorch and Optimum, by sequence length (STS-B test)",
         "",
-        f"Machine: {machine()}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        f"Command: `{command}` ({seconds / 60:.0f} min of timing). Latency: batch 1, 2 intra-op threads, median of per-round p50s, "
+        f"Machine: {record['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        f"Command: `{record['command']}` ({record['timing_s'] / 60:.0f} min of timing). Latency: batch 1, 2 intra-op threads, median of per-round p50s, "
         f"each measured in a fresh process, rounds interleaved. Optimum: dynamic int8, its `{preset}` preset (per-channel), "
         "the one it has for this host's instruction set. Calibration: 256 STS-B *train* sentences.",
         "",
@@ -321,7 +328,12 @@ def main() -> None:
         "--rebuild", action="store_true", help="Build every row again instead of reusing benchmarks/work/run."
     )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--render", action="store_true", help="Only rewrite RESULTS.md from the committed JSONs.")
     args = parser.parse_args()
+    if args.render:
+        for name in args.models.split(","):
+            write_section(args.output, f"ort-precisions-{name}", markdown(json.loads(results_file(name).read_text())))
+        return
     command = ("python benchmarks/run.py " + " ".join(sys.argv[1:])).strip()
     lengths = [int(n) for n in args.lengths.split(",")]
     fractions = [float(f) for f in args.fractions.split(",") if f]
@@ -349,9 +361,18 @@ def main() -> None:
             }
             for label, row in rows.items()
         ]
-        table = markdown(name, results, lengths, command, time.perf_counter() - started)
+        record = {
+            "model": name,
+            "machine": machine(),
+            "versions": package_versions(),
+            "command": command,
+            "timing_s": time.perf_counter() - started,
+            "lengths": lengths,
+            "rows": results,
+        }
+        results_file(name).write_text(json.dumps(record, indent=1))
+        table = markdown(record)
         write_section(args.output, f"ort-precisions-{name}", table)
-        (HERE / f"results-ort-{name}.json").write_text(json.dumps(results, indent=1))
         print(table, flush=True)
 
 

@@ -84,29 +84,22 @@ def test_impossible_budgets_save_the_closest_candidate(fake_cells, tiny_models, 
     assert "no candidate met --max-latency-ms" in message and str(tmp_path / "o") in message
 
 
-def test_search_through_the_cli_on_a_tiny_model(tiny_models, data_files, tmp_path):
-    args = [
-        "build",
-        str(tiny_models("bert")),
-        "--precision",
-        "int8",
-        "--search-prune",
-        "0,0.5",
-        "--seq-len",
-        "16",
-        "--calib",
-        str(data_files["pairs"]),
-        "--eval",
-        str(data_files["pairs"]),
-    ]
-    met = CliRunner().invoke(
-        app, [*args, "--max-latency-ms", "1000", "--max-drop", "100", "--out", str(tmp_path / "a")]
-    )
-    assert met.exit_code == 0, met.output
-    assert "budgeted search" in met.stdout and "<-" in met.stdout and (tmp_path / "a" / "edgec.json").exists()
-    missed = CliRunner().invoke(app, [*args, "--max-size-mb", "0.000001", "--out", str(tmp_path / "b")])
-    assert missed.exit_code == 1 and "no candidate met --max-size-mb" in missed.stderr
-    assert (tmp_path / "b" / "edgec.json").exists(), "the closest candidate is saved"
+def test_build_with_a_budget_runs_edgec_search_with_the_same_options(tiny_models, data_files, tmp_path, monkeypatch):
+    """The `edgec build --max-latency-ms` alias hands its options to `edgec search` (whose runs
+    tests/cli/test_search_cli.py checks end to end) instead of building once."""
+    from edgec.cli import build as build_command
+
+    calls = []
+    monkeypatch.setattr(build_command, "run_search", lambda *args: calls.append(args))
+    monkeypatch.setattr(build_command, "build_artifact", lambda *a, **k: pytest.fail("a budgeted build must search"))
+    args = ["build", str(tiny_models("bert")), "--precision", "int8", "--search-prune", "0,0.5"]
+    out = tmp_path / "a"
+    result = CliRunner().invoke(app, [*args, "--max-latency-ms", "1000", "--max-drop", "100", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    [(model, given_out, options, limits)] = calls
+    assert (model, given_out) == (str(tiny_models("bert")), out)
+    assert options.recipe().quant.precision == "int8"
+    assert (limits.search_prune, limits.max_latency_ms, options.thresholds.max_drop) == ("0,0.5", 1000.0, 100.0)
 
 
 def test_search_refuses_targets_it_cannot_time(tiny_models, tmp_path):

@@ -18,8 +18,9 @@ import edgec
 from edgec.compression.finetune import finetune
 from edgec.recipe import TrainConfig
 
-# `make test-deep` only (torchrun with two processes per test: ~1 min), keeping `make test` within its 15 minutes on 2 cores.
-pytestmark = [pytest.mark.slow, pytest.mark.deep]
+# Two torchrun runs (a fine-tune and a distillation, each asserting both ranks trained) are in `make test`, ~25 s;
+# the rest start two processes each and run in `make test-deep`, keeping `make test` within its 15 minutes.
+pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 # 16 examples, micro-batches of 4: two optimizer steps of 8 examples are one epoch, so neither run wraps around
 # (accelerate pads a short last batch across processes, one process does not).
@@ -115,6 +116,7 @@ def test_two_processes_score_as_one_process_with_accumulation(setup, two_process
         assert abs(a - b) <= SCORE_TOLERANCE
 
 
+@pytest.mark.deep
 def test_two_processes_train_the_same_weights_as_one_process_with_accumulation(setup, tmp_path, monkeypatch):
     """The weights after the last step (tests/helpers/keep_last_weights.py keeps them, not the best checkpoint)."""
     done = torchrun(
@@ -194,6 +196,7 @@ def test_two_process_distillation_runs_on_both_ranks(tiny_models, data_files, tm
     assert (out / "model.safetensors").is_file() and not list(tmp_path.glob(".pruned.*"))
 
 
+@pytest.mark.deep
 def test_a_failing_rank_fails_the_run_with_one_line(setup, tmp_path):
     out = tmp_path / "crashed"
     done = torchrun(*_finetune_args(setup, out), cwd=tmp_path, extra=[str(HERE / "helpers" / "fail_on_rank_1.py")])

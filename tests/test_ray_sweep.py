@@ -17,8 +17,9 @@ from edgec.running.bench import BenchConfig
 from edgec.sweep import CellJob, build_cell, sweep
 
 ray = pytest.importorskip("ray", reason="pip install 'edgec[ray]'")
-# `make test-deep` only (a local Ray instance and 4-cell sweeps: ~1.5 min), keeping `make test` within its 15 minutes on 2 cores.
-pytestmark = [pytest.mark.slow, pytest.mark.deep]
+# The 4-cell sweep on a local Ray instance is in `make test` (~1 min); the other Ray checks start more sweeps and
+# run in `make test-deep`, keeping `make test` within its 15 minutes on 2 cores.
+pytestmark = pytest.mark.slow
 BENCH = BenchConfig(seq_len=16, threads=1, warmup=1, runs=5)
 GRID = {"fractions": [0.0, 0.5], "precisions": ["fp32", "int8"]}
 
@@ -114,6 +115,7 @@ def _flaky(job: CellJob, out: Path) -> dict:
     return build_cell(job, out)
 
 
+@pytest.mark.deep
 def test_a_failed_task_is_retried_once_then_reported_and_the_rest_finish(tiny_models, data_files, tmp_path):
     ray.cloudpickle.register_pickle_by_value(__import__(__name__))  # the workers cannot import this test module
     model = tmp_path / "model"
@@ -157,6 +159,7 @@ def test_the_budgeted_search_on_ray_keeps_the_serial_candidates(tiny_models, dat
     assert (tmp_path / "ray" / "edgec.json").is_file()
 
 
+@pytest.mark.deep
 def test_sweep_command_takes_ray(tiny_models, data_files, tmp_path):
     result = invoke(
         "sweep",
