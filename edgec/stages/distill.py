@@ -132,10 +132,8 @@ def run(
     minutes: float | None,
 ) -> TrainResult:
     """One training run of a copy of `student` against the prepared targets, for at most `minutes`."""
-    config = prepared.config
-    training = config.training()
-    if minutes is not None:
-        training = dataclasses.replace(training, minutes=max(minutes, _LEAST_MINUTES))
+    config = prepared.config  # a TrainConfig with distillation's own settings added: the loop takes it as it is
+    training = config if minutes is None else dataclasses.replace(config, minutes=max(minutes, _LEAST_MINUTES))
     examples = prepared.cache.encoded if prepared.cache is not None else prepared.encoded
     collate = prepared.cache.batch if prepared.cache is not None else examples.inputs
     loader = shuffled_loader(list(range(len(examples))), collate, training.batch_size, seed, examples.lengths.tolist())
