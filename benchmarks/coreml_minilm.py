@@ -43,7 +43,7 @@ def build(model_dir: Path, out: Path, mobile: dict | None) -> dict:
         "passed": artifact.manifest.parity.passed,
         "ort_mb": artifact.manifest.sizes.model_bytes / 1e6,
         "build_s": seconds,
-        "operators": artifact.manifest.stages["emit"]["operator_counts"],
+        "operators": artifact.manifest.stages.emit.operator_counts,
     }
 
 

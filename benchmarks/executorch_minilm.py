@@ -115,7 +115,7 @@ def measure(name: str, rounds: int, runs: int, work: Path) -> dict:
                 "round_p50s": p50s[key],
                 "build_s": seconds,
                 "passed": parity.passed,
-                "delegated_partitions": artifact.manifest.stages["emit"].get("delegated_partitions"),
+                "delegated_partitions": artifact.manifest.stages.emit.delegated_partitions,
                 "eval_pairs": parity.eval_examples,
                 "selection_pairs": parity.selection_examples,
             }

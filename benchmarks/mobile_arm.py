@@ -52,7 +52,7 @@ def measure(name: str, samples: int, work: Path) -> dict:
         "mobile_spearman": final(mobile)["spearman"],
         "mobile_cosine": final(mobile)["cosine_mean"],
         "mobile_build_s": mobile_s,
-        "mobile_usability": mobile.manifest.stages["emit"]["usability"],
+        "mobile_usability": mobile.manifest.stages.emit.usability,
         "arm_host_spearman": final(arm)["spearman"],
         "arm_host_cosine": final(arm)["cosine_mean"],
         "arm_build_s": arm_s,

@@ -96,20 +96,20 @@ def prune_row(source: Source, calibration: Calibration, config, scorer: Scorer) 
     result = prune_model(source, calibration.batches, calibration.labels, config, seed=0, fisher=calibration.fisher)
     seconds = time.perf_counter() - started + calibration.seconds
     summary = result.summary
-    fits = summary["least_squares"]
+    fits = summary.least_squares
     row = {
         "fraction": config.fraction,
         "calibration": calibration.count,
         "units": list(config.units),
         "rearrange": config.rearrange,
-        "tuning": summary["tuning"],
-        "macs_kept": round(summary["macs_after"] / summary["macs_before"], 4),
-        "layers_removed": summary["layers_removed"],
-        "heads_after": summary["heads_after"],
-        "ffn_after": summary["ffn_after"],
-        "estimated_loss": summary["estimated_loss"],
+        "tuning": summary.tuning,
+        "macs_kept": round(summary.macs_after / summary.macs_before, 4),
+        "layers_removed": summary.layers_removed,
+        "heads_after": summary.heads_after,
+        "ffn_after": summary.ffn_after,
+        "estimated_loss": summary.estimated_loss,
         "prune_seconds": round(seconds, 1),
-        "stage_seconds": summary["seconds"],
+        "stage_seconds": summary.seconds,
         "fit_error_before": _mean(f["error_before"] for f in fits),
         "fit_error_after": _mean(f["error_after"] for f in fits),
         "fits_applied": sum(f["applied"] for f in fits),

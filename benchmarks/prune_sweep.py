@@ -123,7 +123,7 @@ def compile_and_measure(variant: dict, precision: str, work: Path, test_eval) ->
         "model_path": str(artifact.model_path),
         "size_mb": artifact.model_path.stat().st_size / 1e6,
         "params_m": sum(p.numel() for p in pruned.parameters()) / 1e6,
-        "macs_kept": summary["macs_after"] / summary["macs_before"] if summary else 1.0,
+        "macs_kept": summary.macs_after / summary.macs_before if summary else 1.0,
         "prune_s": variant["prune_s"],
         "distill_s": variant["distill_s"],
         "build_s": build_s,

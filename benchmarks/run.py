@@ -134,8 +134,8 @@ def edgec_row(model_dir: Path, folder: Path, profile, precision: str, calib, tes
         **_accuracy(scored.metrics),
         "path": str(artifact.model_path),
         "size_mb": artifact.model_path.stat().st_size / 1e6,
-        "biased_attention": manifest.stages.get("optimize", {}).get("biased_attention", 0),
-        "quantization": manifest.stages.get("quantize", {}).get("weights"),
+        "biased_attention": manifest.stages.optimize.biased_attention if manifest.stages.optimize else 0,
+        "quantization": manifest.stages.quantize.weights if manifest.stages.quantize else None,
     }
 
 
@@ -148,7 +148,7 @@ def pruned_folder(model_dir: Path, folder: Path, fraction: float, multiple: int,
     )
     summary = compress(model_dir, recipe, calib=calib, out=out, force=True)
     (folder / "summary.json").write_text(
-        json.dumps({k: summary[k] for k in ("macs_before", "macs_after", "heads_after", "ffn_after")})
+        json.dumps({k: summary.prune.to_json()[k] for k in ("macs_before", "macs_after", "heads_after", "ffn_after")})
     )
     return out
 

@@ -35,7 +35,7 @@ def build_row(name: str, model_dir: Path, target: str, work: Path) -> dict:
     final, reference = manifest.parity.ledger[-1], manifest.parity.reference_metric["spearman"]
     spec = json.loads((artifact.path / "trt_build.json").read_text())
     profile = next(iter(spec["profiles"][0].values()))
-    typing = manifest.stages["emit"]["typing"]
+    typing = manifest.stages.emit.typing
     return {
         "model": name,
         "target": target,
@@ -52,7 +52,7 @@ def build_row(name: str, model_dir: Path, target: str, work: Path) -> dict:
         "fp16_nodes": typing["fp16_nodes"],
         "fp32_nodes": typing["fp32_nodes"],
         "fp32_by_data": sorted(typing["fp32_by_data"]),
-        "kept_in_float": len(manifest.stages.get("fallback", {}).get("kept_in_float", [])),
+        "kept_in_float": len(fallback.kept_in_float) if (fallback := manifest.stages.fallback) else 0,
         "profile": "/".join("x".join(map(str, profile[k])) for k in ("min", "opt", "max")),
         "files_mb": {k: round(v["bytes"] / 1e6, 1) for k, v in manifest.files.items() if v["bytes"] > 1e6},
         "build_s": time.perf_counter() - started,

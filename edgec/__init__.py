@@ -1,6 +1,6 @@
 """edgec: compile trained Hugging Face Transformers into verified edge artifacts."""
 
-from edgec.api import build, compress
+from edgec.api import Compressed, build, compress
 from edgec.artifacts.artifact import Artifact, load_artifact
 from edgec.data import Columns, Dataset, Example, read_dataset
 from edgec.errors import BackendUnavailable, ConfigError, EdgecError, InputError, ParityError
@@ -13,6 +13,7 @@ __all__ = [
     "Artifact",
     "BackendUnavailable",
     "Columns",
+    "Compressed",
     "ConfigError",
     "Dataset",
     "DistillConfig",

@@ -10,16 +10,19 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from edgec.artifacts.artifact import Artifact, load_artifact, staged_output
 from edgec.artifacts.package import package
+from edgec.artifacts.stage_notes import DistillNote, PruneNote
 from edgec.backends import get_backend
 from edgec.build_outputs import build_profile, manifest_for, parity_failure_message, write_golden
 from edgec.data import Dataset
 from edgec.errors import ConfigError, ParityError
 from edgec.inputs import start_context
+from edgec.parity.ledger import ParityRow
 from edgec.pipeline import run_stages
 from edgec.plan import front_end_stages, resolve_recipe, resolve_target, selects, stages_for
 from edgec.precision import Precision
@@ -27,6 +30,19 @@ from edgec.processes import check_single_process, main_process_output
 from edgec.recipe import PruneConfig, Recipe
 from edgec.source import LoadOptions, save_pruned
 from edgec.targets import TargetProfile, load_target
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compressed:
+    """What `compress` did, for its caller to report."""
+
+    prune: PruneNote
+    distill: DistillNote | None
+    """None without distillation."""
+    ledger: tuple[ParityRow, ...]
+    """The front-end stages' rows (PyTorch, against the unpruned model)."""
+    reference_metric: dict[str, float]
+    """The unpruned model's task metric on the gate's data (empty without labels or scores)."""
 
 
 def build(
@@ -111,12 +127,12 @@ def compress(
     load: LoadOptions = LoadOptions(),
     on_stage: Callable[[str], None] = lambda name: None,
     deadline: float | None = None,
-) -> dict:
+) -> Compressed:
     """Prune (and distill) `model` and save it as a Hugging Face folder that transformers loads as is.
 
     `deadline` (a time.perf_counter() value) ends distillation then, whatever recipe.distill.minutes says: a caller
-    with one wall-clock budget for several steps gives distillation what is left. Returns the prune summary with
-    the parity ledger of the front-end stages (PyTorch, vs the unpruned model).
+    with one wall-clock budget for several steps gives distillation what is left. Returns the prune and distill
+    notes with the parity ledger of the front-end stages (PyTorch, vs the unpruned model).
     """
     out = Path(out)
     if recipe.prune is None:
@@ -150,12 +166,9 @@ def compress(
                 "(`edgec build --prune`)"
             )
         ctx = run_stages(ctx, stages, on_stage)
-        summary = ctx.notes["prune"]
+        summary = cast(PruneNote, ctx.notes.prune)  # the prune stage ran
         on_stage("save")
         save_pruned(ctx.source, summary, staging)
-    return {
-        **summary,
-        "distill": ctx.notes.get("distill"),
-        "ledger": ctx.ledger,
-        "reference_metric": ctx.evaluation.reference_metric,
-    }
+    return Compressed(
+        prune=summary, distill=ctx.notes.distill, ledger=ctx.ledger, reference_metric=ctx.evaluation.reference_metric
+    )

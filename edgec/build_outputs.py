@@ -52,7 +52,7 @@ def manifest_for(ctx: Context, seconds: float, sample: dict) -> Manifest:
     """Everything needed to trust, reproduce and run the artifact, except the file table."""
     model_file = ctx.files[0]
     if ctx.onnx_path is None:  # issue 18: a program made without ONNX (ExecuTorch) names its own inputs and outputs
-        io = ctx.notes["emit"]["io"]
+        io = ctx.notes.emit.io
     else:  # the artifact's file, or the ONNX it was converted from
         model = onnx.load(str(ctx.onnx_path), load_external_data=False)
         io = {"inputs": _signature(model.graph.input), "outputs": _signature(model.graph.output)}
@@ -84,7 +84,7 @@ def manifest_for(ctx: Context, seconds: float, sample: dict) -> Manifest:
             source_weights_bytes=sum(p.stat().st_size for p in ctx.source.weight_files),
         ),
         stages=ctx.notes,
-        engine=ctx.notes.get("engine"),
+        engine=ctx.notes.engine,
         build_seconds=round(seconds, 1),
         parity=ParityRecord(
             passed=ctx.ledger[-1].passed,

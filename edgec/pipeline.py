@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import torch
 
+from edgec.artifacts.stage_notes import StageNotes
 from edgec.data import Dataset
 from edgec.parity.evalset import EvalSet
 from edgec.parity.ledger import ParityRow
@@ -69,8 +70,8 @@ class Context:
     a built TensorRT engine) or, where its runtime is absent, a stand-in ONNX (rows marked simulated)."""
     files: tuple[Path, ...] = ()
     """Files the emitted artifact consists of, besides the manifest and report."""
-    notes: dict[str, Any] = field(default_factory=dict)
-    """What each stage wants the report to say, keyed by stage name."""
+    notes: StageNotes = field(default_factory=StageNotes)
+    """What each stage wants the report to say, one typed note per stage."""
     ledger: tuple[ParityRow, ...] = ()
 
     @property
@@ -78,7 +79,8 @@ class Context:
         return cast(Precision, self.recipe.quant.precision)  # plan.resolve_recipe has chosen it
 
     def with_note(self, stage: str, note: Any, **changes: Any) -> Context:
-        return dataclasses.replace(self, notes={**self.notes, stage: note}, **changes)
+        """This context with `stage`'s note (of its stage_notes type) and the fields in `changes` replaced."""
+        return dataclasses.replace(self, notes=self.notes.with_note(stage, note), **changes)
 
 
 @dataclass(frozen=True)

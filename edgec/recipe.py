@@ -214,31 +214,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DistillConfig:
-    """Recovering accuracy by training the pruned student against the uncompressed teacher."""
+class DistillConfig(TrainConfig):
+    """Recovering accuracy by training the pruned student against the uncompressed teacher.
 
-    steps: int = 1000
-    """Most optimizer steps."""
-    minutes: float | None = None
-    """Wall-time budget; training stops at whichever of steps and minutes comes first."""
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.06
-    """Share of the budget with a linearly rising learning rate (then linear decay to zero)."""
-    max_length: int = 128
-    """Longest tokenized training text."""
+    A TrainConfig (the training loop's settings, defined once there: steps, minutes, batch size, learning rate, ...)
+    with distillation's own settings added; the loop takes it as it is. Its fields stay flat, so a recipe's
+    `distill` table and `DistillConfig(steps=...)` read as they did when it repeated them."""
+
     hidden_weight: float = 1.0
     """Weight of the per-layer hidden-state loss next to the output loss."""
     temperature: float = 2.0
     """Softmax temperature of the logits KL loss (classifiers)."""
-    eval_every: int = 100
-    """Steps between parity checks on the eval set (early stop, best checkpoint kept)."""
-    patience: int = 5
-    """Checks without improvement before training stops."""
-    max_grad_norm: float = 1.0
-    precision: str = "auto"
-    """Autocast, as TrainConfig.precision: auto, bf16, fp16 (GPU) or fp32."""
     hidden_layers: int = 4
     """Teacher layers (evenly spaced, the last among them) whose hidden states the student's layers at the same
     depth are fitted to; 0 fits the outputs alone."""
@@ -252,28 +238,12 @@ class DistillConfig:
     """Most memory the teacher's cached outputs may take; past it, fewer texts (drawn deterministically) are used."""
 
     def __post_init__(self) -> None:
-        self.training()  # the shared loop's settings validate themselves
+        super().__post_init__()  # the shared loop's settings
         _require(self.hidden_weight >= 0, f"distill hidden_weight must be >= 0, got {self.hidden_weight}")
         _require(self.temperature > 0, f"distill temperature must be > 0, got {self.temperature}")
         _require(self.hidden_layers >= 0, f"distill hidden_layers must be >= 0, got {self.hidden_layers}")
         _require(0.0 <= self.label_weight <= 1.0, f"distill label_weight must be in [0, 1], got {self.label_weight}")
         _require(self.cache_mb > 0, f"distill cache_mb must be > 0, got {self.cache_mb}")
-
-    def training(self) -> TrainConfig:
-        """The training loop's settings for this distillation."""
-        names = (
-            "steps",
-            "minutes",
-            "batch_size",
-            "learning_rate",
-            "weight_decay",
-            "warmup",
-            "max_length",
-            "eval_every",
-            "patience",
-            "max_grad_norm",
-        )
-        return TrainConfig(**{n: getattr(self, n) for n in names}, precision=self.precision)
 
 
 @dataclass(frozen=True, kw_only=True)

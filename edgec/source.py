@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from edgec.artifacts.stage_notes import PruneNote
 from edgec.compression.surgery import remove_dead_units, standard_layout
 from edgec.errors import InputError, UnsupportedModelError, first_line
 from edgec.recipe import TASKS
@@ -326,7 +327,7 @@ def save_model(source: Source, folder: Path, model: torch.nn.Module | None = Non
                     (folder / module_dir.name / file.name).write_bytes(file.read_bytes())
 
 
-def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:
+def save_pruned(pruned: Source, summary: PruneNote, folder: Path) -> None:
     """Write a pruned model (the prune stage's `summary` says what it removed) as a Hugging Face folder: weights in
     transformers' layout, tokenizer, pooling."""
     names = (
@@ -340,5 +341,5 @@ def save_pruned(pruned: Source, summary: dict, folder: Path) -> None:
         "hidden_after",
         "seconds",
     )
-    layout = {k: summary[k] for k in names if k in summary}
+    layout = {k: v for k, v in summary.to_json().items() if k in names}  # config.json's edgec_pruning record
     save_model(pruned, folder, model=standard_layout(pruned.model, layout))

@@ -159,10 +159,16 @@ def run_large(args: argparse.Namespace, train: Dataset, validation: Dataset) -> 
         tuned, recipe, calib=calib, eval=validation, train=train, out=compressed, force=True, deadline=deadline
     )
     seconds = time.perf_counter() - started
-    ledger = [dataclasses.asdict(row) for row in summary["ledger"]]  # family.json keeps the rows as JSON objects
+    # family.json keeps the prune note's keys, the distill note and the ledger's rows as JSON objects.
+    compressed_record = {
+        **summary.prune.to_json(),
+        "distill": summary.distill.to_json() if summary.distill else None,
+        "ledger": [dataclasses.asdict(row) for row in summary.ledger],
+        "reference_metric": summary.reference_metric,
+    }
     return {
         "finetune": record,
-        "compress": {**summary, "ledger": ledger},
+        "compress": compressed_record,
         "fraction": fraction,
         "seconds": seconds,
         "models": {"finetuned": tuned, "compressed": compressed},

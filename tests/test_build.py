@@ -1,7 +1,5 @@
 """End-to-end builds of tiny random models: every architecture, precision and task."""
 
-import json
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -9,6 +7,7 @@ from conftest import ARCHITECTURES, SENTENCES
 from transformers import AutoTokenizer
 
 import edgec
+from edgec.artifacts.manifest import Manifest
 from edgec.errors import InputError, ParityError
 from edgec.parity import metrics
 from edgec.parity.evalset import reference_outputs
@@ -154,11 +153,11 @@ def test_failed_parity_is_rejected_not_published(tiny_models, data_files, tmp_pa
     with pytest.raises(ParityError, match="first lost at stage 'quantize'"):
         _build(tiny_models("electra"), tmp_path / "out", "int8", data, parity=ParityThresholds(min_cosine=0.9999999999))
     assert not (tmp_path / "out").exists()
-    rejected = json.loads((tmp_path / "out.rejected" / "edgec.json").read_text())
-    assert not rejected["parity"]["passed"]
+    rejected = Manifest.read(tmp_path / "out.rejected")
+    assert not rejected.parity.passed
     # The fallback tried everything: every MatMul back in float (the int8 embedding tables still miss the bar).
-    every = rejected["stages"]["fallback"]["kept_in_float"]
-    assert len(every) == rejected["stages"]["quantize"]["quantized_nodes"]
+    every = rejected.stages.fallback.kept_in_float
+    assert len(every) == rejected.stages.quantize.quantized_nodes
     assert all(name.endswith("MatMul") for name in every)
 
 
@@ -185,8 +184,8 @@ def test_fallback_keeps_only_the_sensitive_node_in_float(outlier_model, data_fil
     artifact = _build(outlier_model, tmp_path / "fb", "int8", data, parity=ParityThresholds(min_cosine=0.99999))
     stages = artifact.manifest.stages
     assert artifact.manifest.parity.passed
-    assert stages["fallback"]["kept_in_float"] == ["/encoder/layer.1/output/dense/MatMul"]
-    assert stages["quantize"]["quantized_nodes"] > 1
+    assert stages.fallback.kept_in_float == ["/encoder/layer.1/output/dense/MatMul"]
+    assert stages.quantize.quantized_nodes > 1
     ledger = {r.stage: r for r in artifact.manifest.parity.ledger}
     assert ledger["quantize"].failures and not ledger["fallback"].failures
     assert "/encoder/layer.1/output/dense/MatMul" in (tmp_path / "fb" / "report.md").read_text()

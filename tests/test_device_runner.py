@@ -61,7 +61,7 @@ def test_the_runner_and_its_pinned_requirements_ship_with_the_artifact(embedder)
     assert {"predict.py", "requirements.txt"} <= set(embedder.manifest.files)
     pins = (embedder.path / "requirements.txt").read_text().split()
     assert pins == [f"{name}=={metadata.version(name)}" for name in ("onnxruntime", "tokenizers", "numpy")]
-    assert embedder.manifest.stages["emit"]["runner"] == "predict.py"
+    assert embedder.manifest.stages.emit.runner == "predict.py"
 
 
 def test_predict_py_needs_no_torch_and_matches_the_verified_tokenization(embedder):

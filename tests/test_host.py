@@ -83,7 +83,7 @@ def test_a_build_takes_the_hosts_instruction_set_and_records_it(
     assert manifest.target.quantization == expected.quantization
     assert artifact.session == expected.session and manifest.session.chosen_by == f"target ort-x86 for {faked}"
     reduce_range = expected.quantization.reduce_range
-    assert ("7-bit" in manifest.stages["quantize"]["weights"]) == reduce_range
+    assert ("7-bit" in manifest.stages.quantize.weights) == reduce_range
     report = (artifact.path / "report.md").read_text()
     assert f"**instruction set / session**: {faked} (built on" in report
     assert "## Where the time goes" in report and "MatMulIntegerToFloat" in report

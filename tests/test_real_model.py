@@ -39,8 +39,8 @@ def test_minilm_static_int8_keeps_sts_parity(minilm_int8, sts_sample, tmp_path):
     reference = manifest.parity.reference_metric["spearman"]
     assert final["cosine_mean"] > 0.99
     assert reference - final["spearman"] <= 1.0
-    assert manifest.stages["optimize"]["fused_ops"]["MultiHeadAttention"] == 6
-    assert manifest.stages["optimize"]["residual_sums"] >= 12
+    assert manifest.stages.optimize.fused_ops["MultiHeadAttention"] == 6
+    assert manifest.stages.optimize.residual_sums >= 12
     assert manifest.sizes.model_bytes <= 0.27 * manifest.sizes.source_weights_bytes
     # Activations are really quantized (4 per layer: QKV, attention output, FFN in, FFN out), not just weights.
     graph = onnx.load(str(out / "model.onnx")).graph

@@ -75,7 +75,7 @@ def full_artifact(tiny_models, data_files, tmp_path_factory):
         parity=ParityThresholds(min_cosine=0.99998, max_drop=5),
     )
     artifact = edgec.build(folder, "ort-x86", recipe=recipe, calib=data, eval=data, out=root / "art")
-    assert artifact.manifest.stages["fallback"]["kept_in_float"]
+    assert artifact.manifest.stages.fallback.kept_in_float
     result = invoke("bench", artifact.path, "--baseline", "pytorch", "--seq-len", "16", "--runs", "3", "--warmup", "1")
     assert result.exit_code == 0, result.output
     return artifact.path
@@ -117,7 +117,7 @@ def test_report_html_has_every_chart_and_table_inline(full_artifact):
     assert [row[0] for row in speed[1:]] == ["artifact (int8, ONNX Runtime)", "source (bert, PyTorch fp32)"]
     assert "not measured" not in " ".join(speed[1] + speed[2]) and speed[2][5].endswith("x")
     kept = [row[0] for row in sensitivity[1:] if row[2] == "yes"]
-    assert set(kept) <= set(edgec.load_artifact(full_artifact).manifest.stages["fallback"]["kept_in_float"]) and kept
+    assert set(kept) <= set(edgec.load_artifact(full_artifact).manifest.stages.fallback.kept_in_float) and kept
     assert page.headings[1:] == [
         "Parity gate",
         "Parity ledger",

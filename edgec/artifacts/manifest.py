@@ -2,8 +2,9 @@
 
 `Manifest.read` and `Manifest.write` are the only code that touches the JSON; everything else reads attributes.
 `format` is the schema version: this edgec refuses a manifest from a newer one (it cannot know what changed), and
-one from an older schema (rebuild it). Sub-records whose shape depends on the stage or back end that wrote them
-(stage notes, the engine record, the golden sample, bench figures) stay JSON values.
+one from an older schema (rebuild it). The stage notes are typed in `stage_notes`, which reads and writes their part
+of the JSON. Sub-records whose shape depends on the back end or the tool that wrote them (the engine record, the
+golden sample, bench figures) stay JSON values.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgec.artifacts.stage_notes import StageNotes
 from edgec.errors import ConfigError, InputError
 from edgec.parity.ledger import ParityRow
 from edgec.precision import Precision
@@ -88,8 +90,8 @@ class Manifest:
     io: dict[str, list[dict[str, Any]]]
     """The model's inputs and outputs: name, dtype and shape of each."""
     sizes: Sizes
-    stages: dict[str, Any]
-    """Each stage's note, by stage name (what the report says about it)."""
+    stages: StageNotes
+    """Each stage's note (what the report says about it)."""
     engine: dict[str, Any] | None
     """The TensorRT engine's record (built, deferred, rejected); None for other back ends."""
     build_seconds: float
@@ -105,6 +107,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
+        values["stages"] = self.stages.to_json()
         if values["bench"] is None:  # written only once bench records figures, as before the type existed
             del values["bench"]
         return values
@@ -130,6 +133,7 @@ class Manifest:
                 "precision": Precision.parse(values.pop("precision")),
                 "recipe": Recipe.from_dict(values.pop("recipe")),
                 "sizes": Sizes(**values.pop("sizes")),
+                "stages": StageNotes.from_json(values.pop("stages")),
                 "parity": ParityRecord(**parity, thresholds=thresholds, ledger=ledger),
             }
             return cls(**values, **typed)

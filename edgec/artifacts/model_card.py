@@ -66,7 +66,7 @@ def tags(manifest: Manifest) -> list[str]:
     ]
     if manifest.task == "feature-extraction" and backend == "ort":
         found.append("sentence-transformers")
-    if "prune" in manifest.stages:
+    if manifest.stages.prune:
         found.append("pruned")
     return list(dict.fromkeys(found))
 
@@ -118,26 +118,26 @@ def recipe_lines(manifest: Manifest) -> list[str]:
     """The recipe as bullets: front-end stages, export, fusions, quantization, what pruning left."""
     recipe, notes = manifest.recipe, manifest.stages
     lines = []
-    if "prune" in notes:
+    if notes.prune and recipe.prune:
         prune = recipe.prune
         lines.append(
             f"- Pruned {prune.fraction:.0%} of the encoder's compute ({', '.join(prune.units)}), "
             "post-training (Fisher importance, least-squares rescaling):"
         )
-        lines += [f"  - {label}: {value}" for label, value in pruning_rows(notes["prune"])]
-    if notes.get("distill"):
-        lines.append(f"- Distilled from the unpruned model: {notes['distill']['steps']} steps")
+        lines += [f"  - {label}: {value}" for label, value in pruning_rows(notes.prune)]
+    if notes.distill:
+        lines.append(f"- Distilled from the unpruned model: {notes.distill.steps} steps")
     inputs = ", ".join(i["name"] for i in manifest.io["inputs"])
     lines.append(
         f"- Exported to ONNX (opset {recipe.opset}), inputs {inputs}; truncation at {recipe.max_length} tokens"
     )
-    fused = notes.get("optimize", {}).get("fused_ops", {})
+    fused = notes.optimize.fused_ops if notes.optimize else {}
     if fused:
         lines.append("- ONNX Runtime fusions: " + ", ".join(f"{op} x{n}" for op, n in fused.items()))
-    if notes.get("quantize"):
-        lines.append(f"- Quantized: {notes['quantize'].get('method', manifest.precision)}")
-    if notes.get("fallback", {}).get("kept_in_float"):
-        lines.append(f"- Kept in float after int8 broke parity: {', '.join(notes['fallback']['kept_in_float'])}")
+    if notes.quantize:
+        lines.append(f"- Quantized: {notes.quantize.method}")
+    if notes.fallback and notes.fallback.kept_in_float:
+        lines.append(f"- Kept in float after int8 broke parity: {', '.join(notes.fallback.kept_in_float)}")
     if manifest.pooling:
         pooling = manifest.pooling
         normalized = ", then L2-normalized" if pooling["normalize"] else ""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgec.artifacts.stage_notes import DistillNote, MobileEmitNote, PruneNote, TensorRTEmitNote
 from edgec.running.profiling import NODE_HEADER, OPERATOR_HEADER, Profile, node_rows, operator_rows
 
 if TYPE_CHECKING:
@@ -82,31 +83,28 @@ def summary_rows(manifest: Manifest) -> list[tuple[str, str]]:
         ),
         (
             "fused ops",
-            ", ".join(f"{k} {v}" for k, v in notes.get("optimize", {}).get("fused_ops", {}).items()) or "none",
+            ", ".join(f"{k} {v}" for k, v in (notes.optimize.fused_ops if notes.optimize else {}).items()) or "none",
         ),
         ("eval data", eval_data_row(parity)),
         ("parity", ("passed" if parity.passed else "FAILED") + _simulated_note(parity.ledger)),
     ]
-    if notes.get("target"):
-        rows.insert(1, ("target choice", notes["target"]))
+    if notes.target:
+        rows.insert(1, ("target choice", notes.target))
     if manifest.session:
         rows.insert(2, ("instruction set / session", session_summary(manifest)))
-    if manifest.engine:
-        rows += tensorrt_rows(notes["emit"], manifest.engine)
-    if notes.get("emit", {}).get("backend") == "mobile":
-        rows += mobile_rows(notes["emit"])
-    quantize = notes.get("quantize", {})
-    if quantize:
-        rows.append(
-            ("quantization", ", ".join(f"{k}={v}" for k, v in quantize.items() if not isinstance(v, (list, dict))))
-        )
-    fallback = notes.get("fallback", {})
-    if fallback.get("kept_in_float"):
-        rows.append(("kept in float (sensitive)", ", ".join(fallback["kept_in_float"])))
-    if "prune" in notes:
-        rows += pruning_rows(notes["prune"])
-    if notes.get("distill"):
-        rows.append(distillation_row(notes["distill"]))
+    if manifest.engine and isinstance(notes.emit, TensorRTEmitNote):
+        rows += tensorrt_rows(notes.emit, manifest.engine)
+    if isinstance(notes.emit, MobileEmitNote):
+        rows += mobile_rows(notes.emit)
+    if notes.quantize:
+        settings = notes.quantize.to_json().items()
+        rows.append(("quantization", ", ".join(f"{k}={v}" for k, v in settings if not isinstance(v, (list, dict)))))
+    if notes.fallback and notes.fallback.kept_in_float:
+        rows.append(("kept in float (sensitive)", ", ".join(notes.fallback.kept_in_float)))
+    if notes.prune:
+        rows += pruning_rows(notes.prune)
+    if notes.distill:
+        rows.append(distillation_row(notes.distill))
     return rows
 
 
@@ -134,14 +132,14 @@ def _simulated_note(ledger: Sequence[ParityRow]) -> str:
     return ""
 
 
-def tensorrt_rows(emit: dict[str, Any], engine: dict[str, Any]) -> list[tuple[str, str]]:
+def tensorrt_rows(emit: TensorRTEmitNote, engine: dict[str, Any]) -> list[tuple[str, str]]:
     """What a TensorRT build wrote and whether the engine itself exists."""
-    shapes = lambda axis: "/".join(str(next(iter(emit["profile"].values()))[k][axis]) for k in ("min", "opt", "max"))  # noqa: E731
-    typing = emit.get("typing")  # absent in artifacts of edgec before strongly typed TensorRT
+    shapes = lambda axis: "/".join(str(next(iter(emit.profile.values()))[k][axis]) for k in ("min", "opt", "max"))  # noqa: E731
+    typing = emit.typing
     fp32 = ", ".join(f"{k} {v}" for k, v in typing["fp32_nodes"].items()) if typing else ""
     types = f"fp16 {typing['fp16_nodes']} nodes, fp32 {fp32}" if typing else "fp32"
     spec = (
-        f"{emit['spec']}, {emit['script']}; strongly typed ({types}); "
+        f"{emit.spec}, {emit.script}; strongly typed ({types}); "
         f"profile min/opt/max batch {shapes(0)}, sequence {shapes(1)}"
     )
     if engine["file"]:
@@ -153,7 +151,7 @@ def tensorrt_rows(emit: dict[str, Any], engine: dict[str, Any]) -> list[tuple[st
         state = f"{engine['status']}; build it with {engine['build_with']}"
     if engine.get("rejected"):
         state += f"; a later build failed parity and is kept as {engine['rejected']['file']}"
-    warnings = emit["preflight_warnings"]
+    warnings = emit.preflight_warnings
     return [
         ("TensorRT spec", spec),
         ("TensorRT engine", state),
@@ -161,34 +159,34 @@ def tensorrt_rows(emit: dict[str, Any], engine: dict[str, Any]) -> list[tuple[st
     ]
 
 
-def mobile_rows(emit: dict[str, Any]) -> list[tuple[str, str]]:
+def mobile_rows(emit: MobileEmitNote) -> list[tuple[str, str]]:
     """What a mobile bundle holds and how much of it ORT's mobile accelerators could take."""
     return [
         (
             "ORT format",
-            f"{emit['model']} ({emit['conversion']}); {emit['operator_config']} for a reduced ONNX Runtime build "
-            f"({len(emit['operator_counts'])} operator types)",
+            f"{emit.model} ({emit.conversion}); {emit.operator_config} for a reduced ONNX Runtime build "
+            f"({len(emit.operator_counts)} operator types)",
         ),
         (
             "mobile usability (ORT's check)",
-            "; ".join(f"{ep}: {verdict}" for ep, verdict in emit["usability"].items())
+            "; ".join(f"{ep}: {verdict}" for ep, verdict in emit.usability.items())
             + " (details in mobile_usability.json)",
         ),
     ]
 
 
-def distillation_row(note: dict[str, Any]) -> tuple[str, str]:
+def distillation_row(note: DistillNote) -> tuple[str, str]:
     """How distillation went, from its stage note (the last run; an iterative schedule lists every run's steps)."""
-    runs = note.get("runs", [note])
-    steps = " + ".join(str(run["steps"]) for run in runs)
-    ranks = note.get("ranks") or []
+    runs = note.runs or [note]
+    steps = " + ".join(str(run.steps) for run in runs)
+    ranks = note.ranks
     each = ", ".join(f"rank {r['rank']}: {r['micro_batches']} micro-batches" for r in ranks)
     text = (
-        f"{steps} steps in {sum(run['seconds'] for run in runs):.0f} s, best at step {note['best_step']} "
-        f"(score {note['best_score']:.4f}), stopped by {note['stopped']}"
+        f"{steps} steps in {sum(run.seconds for run in runs):.0f} s, best at step {note.best_step} "
+        f"(score {note.best_score:.4f}), stopped by {note.stopped}"
     )
     text += f" on {len(ranks)} processes ({each})" if len(ranks) > 1 else ""
-    cache = note.get("teacher_cache")  # absent in artifacts of edgec before the teacher's cache
+    cache = note.teacher_cache
     if cache:
         text += (
             f"; teacher run once over {cache['examples']} of {cache['given']} texts in {cache['seconds']:.0f} s "
@@ -197,41 +195,42 @@ def distillation_row(note: dict[str, Any]) -> tuple[str, str]:
     return ("distillation", text)
 
 
-def pruning_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+def pruning_rows(summary: PruneNote) -> list[tuple[str, str]]:
     """What pruning removed: compute, parameters, what each layer kept, and which layers went."""
     heads, ffn = kept_per_layer(summary)
     per_layer = lambda kept, before: " ".join("-" if k is None else f"{k}/{b}" for k, b in zip(kept, before))  # noqa: E731
-    removed = summary.get("layers_removed") or []
+    removed = summary.layers_removed
     return [
         (
             "encoder MACs per text",
-            f"{summary['macs_before'] / 1e6:.1f} M -> {summary['macs_after'] / 1e6:.1f} M "
-            f"(-{1 - summary['macs_after'] / summary['macs_before']:.1%}, at {summary['mean_tokens']} tokens)",
+            f"{summary.macs_before / 1e6:.1f} M -> {summary.macs_after / 1e6:.1f} M "
+            f"(-{1 - summary.macs_after / summary.macs_before:.1%}, at {summary.mean_tokens} tokens)",
         ),
-        ("parameters", f"{summary['params_before']:,} -> {summary['params_after']:,}"),
+        ("parameters", f"{summary.params_before:,} -> {summary.params_after:,}"),
         ("layers removed", f"{', '.join(map(str, removed))} (of 0-{len(heads) - 1}; '-' below)" if removed else "none"),
-        ("heads kept per layer", per_layer(heads, summary["heads_before"])),
-        ("FFN neurons kept per layer", per_layer(ffn, summary["ffn_before"])),
+        ("heads kept per layer", per_layer(heads, summary.heads_before)),
+        ("FFN neurons kept per layer", per_layer(ffn, summary.ffn_before)),
         *(
-            [("hidden size", f"{summary['hidden_before']} -> {summary['hidden_after']}")]
-            if summary.get("hidden_after", summary.get("hidden_before")) != summary.get("hidden_before")
+            [("hidden size", f"{summary.hidden_before} -> {summary.hidden_after}")]
+            if summary.hidden_after != summary.hidden_before
             else []
         ),
-        ("pruning time", ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())),
+        ("pruning time", ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items())),
     ]
 
 
-def kept_per_layer(summary: dict[str, Any]) -> tuple[list[int | None], list[int | None]]:
+def kept_per_layer(summary: PruneNote) -> tuple[list[int | None], list[int | None]]:
     """Heads and FFN neurons kept, in the unpruned model's layer numbering (None: the layer was removed)."""
-    layers = len(summary["heads_before"])
-    kept = summary.get("layers_kept", list(range(layers)))
-    heads, ffn = [None] * layers, [None] * layers
+    layers = len(summary.heads_before)
+    kept = summary.layers_kept if summary.layers_kept is not None else list(range(layers))
+    heads: list[int | None] = [None] * layers
+    ffn: list[int | None] = [None] * layers
     for position, index in enumerate(kept):
-        heads[index], ffn[index] = summary["heads_after"][position], summary["ffn_after"][position]
+        heads[index], ffn[index] = summary.heads_after[position], summary.ffn_after[position]
     return heads, ffn
 
 
-def pruning_plot_png(summary: dict[str, Any]) -> bytes:
+def pruning_plot_png(summary: PruneNote) -> bytes:
     """Heat map of the share of heads and FFN neurons each layer kept (removed layers marked x)."""
     import matplotlib
 
@@ -241,7 +240,7 @@ def pruning_plot_png(summary: dict[str, Any]) -> bytes:
 
     kept = kept_per_layer(summary)
     share = lambda values, before: [(v or 0) / b if b else 0.0 for v, b in zip(values, before)]  # noqa: E731
-    grid = np.array([share(kept[0], summary["heads_before"]), share(kept[1], summary["ffn_before"])])
+    grid = np.array([share(kept[0], summary.heads_before), share(kept[1], summary.ffn_before)])
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * grid.shape[1] + 2), 2.2), dpi=100)
     image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (row, col), value in np.ndenumerate(grid):
@@ -258,7 +257,7 @@ def pruning_plot_png(summary: dict[str, Any]) -> bytes:
     ax.set_yticks([0, 1], ["heads", "FFN"])
     ax.set_xticks(range(grid.shape[1]), [str(i) for i in range(grid.shape[1])])
     ax.set_xlabel("layer")
-    ax.set_title(f"Kept per layer (prune {summary['fraction']})")
+    ax.set_title(f"Kept per layer (prune {summary.fraction})")
     fig.colorbar(image, ax=ax, label="share kept")
     fig.tight_layout()
     return figure_png(fig)
@@ -369,10 +368,10 @@ def write_reports(folder: Path, manifest: Manifest, profile: tuple[Profile, dict
 
     notes = manifest.stages
     charts = {"parity.png": ("parity per stage", parity_plot_png(manifest))}
-    if notes.get("prune"):
-        charts["pruning.png"] = ("kept per layer", pruning_plot_png(notes["prune"]))
-    if notes.get("fallback", {}).get("sensitivity"):
-        charts["sensitivity.png"] = ("int8 sensitivity per node", sensitivity_plot_png(notes["fallback"]))
+    if notes.prune:
+        charts["pruning.png"] = ("kept per layer", pruning_plot_png(notes.prune))
+    if notes.fallback and notes.fallback.sensitivity:
+        charts["sensitivity.png"] = ("int8 sensitivity per node", sensitivity_plot_png(notes.fallback))
     if manifest.bench:
         charts["speed.png"] = ("latency and size against the source", speed_size_plot_png(speed_size_rows(manifest)))
     for name, (_, png) in charts.items():
@@ -383,8 +382,8 @@ def write_reports(folder: Path, manifest: Manifest, profile: tuple[Profile, dict
     statistics = statistics_table(manifest.parity.ledger[-1].metrics)
     speed, speed_note = speed_size_table(manifest), bench_note(manifest)
     sensitivity = None
-    if "sensitivity.png" in charts:
-        sensitivity = (["MatMul", "error alone in int8", "kept in float"], sensitivity_rows(notes["fallback"]))
+    if notes.fallback and "sensitivity.png" in charts:
+        sensitivity = (["MatMul", "error alone in int8", "kept in float"], sensitivity_rows(notes.fallback))
     sections = [  # (title, tables, note, charts)
         ("Parity gate", [gates], None, []),
         ("Parity ledger", [ledger] + ([statistics] if statistics[1] else []), None, ["parity.png"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edgec.artifacts.report import figure_png, format_value
+from edgec.artifacts.stage_notes import FallbackNote
 
 if TYPE_CHECKING:
     from edgec.artifacts.manifest import Manifest
@@ -53,20 +54,20 @@ def gate_rows(manifest: Manifest) -> list[list[str]]:
     return rows
 
 
-def sensitivity_rows(fallback: dict[str, Any], top: int = 10) -> list[list[str]]:
+def sensitivity_rows(fallback: FallbackNote, top: int = 10) -> list[list[str]]:
     """The most sensitive MatMuls by their own int8 error, and whether the fallback kept each in float."""
-    kept = set(fallback["kept_in_float"])
+    kept = set(fallback.kept_in_float)
     return [[name, format_value(error), "yes" if name in kept else ""] for name, error in _ranked(fallback, top)]
 
 
-def sensitivity_plot_png(fallback: dict[str, Any], top: int = 20) -> bytes:
+def sensitivity_plot_png(fallback: FallbackNote, top: int = 20) -> bytes:
     """The fallback's per-node int8 sensitivity (each MatMul's own quantization error), those kept in float marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ranked, kept = _ranked(fallback, top)[::-1], set(fallback["kept_in_float"])  # most sensitive at the top
+    ranked, kept = _ranked(fallback, top)[::-1], set(fallback.kept_in_float)  # most sensitive at the top
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(ranked) + 1.2), dpi=100)
     ax.barh(
         [name for name, _ in ranked],
@@ -80,8 +81,8 @@ def sensitivity_plot_png(fallback: dict[str, Any], top: int = 20) -> bytes:
     return figure_png(fig)
 
 
-def _ranked(fallback: dict[str, Any], top: int) -> list[tuple[str, float]]:
-    return sorted(fallback["sensitivity"].items(), key=lambda item: (-item[1], item[0]))[:top]
+def _ranked(fallback: FallbackNote, top: int) -> list[tuple[str, float]]:
+    return sorted((fallback.sensitivity or {}).items(), key=lambda item: (-item[1], item[0]))[:top]
 
 
 def speed_size_rows(manifest: Manifest) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from edgec.artifacts.artifact import Artifact
+from edgec.artifacts.stage_notes import ExecuTorchEmitNote
 from edgec.backends.registry import Backend, register_backend
 from edgec.compression import surgery
 from edgec.errors import BackendUnavailable, InputError
@@ -190,7 +191,7 @@ def emit(ctx: Context, staging: Path) -> Context:
     (staging / IO_FILE).write_text(json.dumps(io, indent=2) + "\n")
     tokenizer_files = ctx.source.tokenizer.save_pretrained(str(staging))
     files = (model, staging / IO_FILE, *sorted(Path(f) for f in tokenizer_files if Path(f).exists()))
-    note = {"backend": "executorch", "model": MODEL_FILE, "io_file": IO_FILE, **program, "io": io}
+    note = ExecuTorchEmitNote(model=MODEL_FILE, io_file=IO_FILE, io=io, **program)
     return ctx.with_note("emit", note, files=files, parity_model=model)
 
 

@@ -19,6 +19,7 @@ from typing import cast
 
 import onnx
 
+from edgec.artifacts.stage_notes import MobileEmitNote
 from edgec.backends.device_runner import RUNNER_FILE, write_device_runner
 from edgec.backends.registry import Backend, register_backend
 from edgec.errors import ConfigError, InputError
@@ -201,18 +202,17 @@ def emit(ctx: Context, staging: Path) -> Context:
         shutil.copyfile(work / "tokenizer" / path.name, path)
     runner = write_device_runner(staging)
     ops = Counter(n.op_type for n in onnx.load(str(optimized), load_external_data=False).graph.node)
-    note = {
-        "backend": "mobile",
-        "model": MODEL_FILE,
-        "operator_config": CONFIG_FILE,
-        "conversion": f"ORT format, fixed {_CONVERSION_LEVEL} optimizations, ARM",
-        "operator_counts": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "usability": {ep: u["suitability"] for ep, u in usability.items() if ep != "accelerator"},
-        "accelerator": {k: v for k, v in usability["accelerator"].items() if k != "remaining_nodes"}
+    note = MobileEmitNote(
+        model=MODEL_FILE,
+        operator_config=CONFIG_FILE,
+        conversion=f"ORT format, fixed {_CONVERSION_LEVEL} optimizations, ARM",
+        operator_counts=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        usability={ep: u["suitability"] for ep, u in usability.items() if ep != "accelerator"},
+        accelerator={k: v for k, v in usability["accelerator"].items() if k != "remaining_nodes"}
         if accelerator
         else None,
-        "runner": RUNNER_FILE if runner else None,
-    }
+        runner=RUNNER_FILE if runner else None,
+    )
     # The manifest's signature comes from the ONNX the .ort was converted from (same inputs and outputs).
     return ctx.with_note("emit", note, files=(model, config_out, *tokenizer, *runner), parity_model=model)
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import cast
 
+from edgec.artifacts.stage_notes import OrtEmitNote
 from edgec.backends.device_runner import RUNNER_FILE, write_device_runner
 from edgec.backends.interop import write_library_files
 from edgec.backends.registry import Backend, register_backend
@@ -30,7 +31,7 @@ def emit(ctx: Context, staging: Path) -> Context:
     model, files = copy_model_and_tokenizer(ctx, staging)
     files += write_library_files(ctx, staging)
     runner = write_device_runner(staging)
-    note = {"backend": "ort", "model": MODEL_FILE, "runner": RUNNER_FILE if runner else None}
+    note = OrtEmitNote(model=MODEL_FILE, runner=RUNNER_FILE if runner else None)
     return ctx.with_note("emit", note, onnx_path=model, files=(*files, *runner))
 
 

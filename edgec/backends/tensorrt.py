@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from edgec.artifacts.artifact import Artifact, file_table, package_versions, sha256_file
+from edgec.artifacts.stage_notes import TensorRTEmitNote
 from edgec.backends.onnxruntime import copy_model_and_tokenizer
 from edgec.backends.registry import Backend, register_backend
 from edgec.backends.tensorrt_engine import INSTALL_HINT, build_engine, engine_unavailable_reason
@@ -81,15 +82,14 @@ def emit(ctx: Context, staging: Path) -> Context:
     script = staging / SCRIPT_FILE
     script.write_text(trtexec_script(spec))
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    note = {
-        "backend": "tensorrt",
-        "model": model.name,
-        "spec": SPEC_FILE,
-        "script": SCRIPT_FILE,
-        "typing": typing,
-        "profile": spec["profiles"][0],
-        "preflight_warnings": [h.what for h in hazards],
-    }
+    note = TensorRTEmitNote(
+        model=model.name,
+        spec=SPEC_FILE,
+        script=SCRIPT_FILE,
+        typing=typing,
+        profile=spec["profiles"][0],
+        preflight_warnings=[h.what for h in hazards],
+    )
     stand_in = simulation_model(model, ctx.precision, ctx.workdir)
     return ctx.with_note("emit", note, onnx_path=model, files=files, parity_model=stand_in)
 

@@ -11,6 +11,7 @@ import typer
 
 from edgec.artifacts.artifact import load_artifact, verify_hashes
 from edgec.artifacts.report import ledger_table, summary_rows
+from edgec.artifacts.stage_notes import ExecuTorchEmitNote, MobileEmitNote
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson
 
@@ -31,13 +32,13 @@ def inspect(
     """Show what an artifact holds and how it was verified."""
     loaded = load_artifact(artifact)
     manifest, changed = loaded.manifest, verify_hashes(loaded)
-    emit, suffix = manifest.stages["emit"], loaded.model_path.suffix
+    emit = manifest.stages.emit
     # An ORT-format model is not ONNX: its operators were counted from the ONNX it was converted from. An ExecuTorch
     # program's graph is its delegate calls (issue 18).
-    if suffix == ".ort":
-        ops = emit["operator_counts"]
-    elif suffix == ".pte":
-        ops = {f"executorch_call_delegate ({emit['delegate']})": emit["delegated_partitions"]}
+    if isinstance(emit, MobileEmitNote):
+        ops = emit.operator_counts
+    elif isinstance(emit, ExecuTorchEmitNote):
+        ops = {f"executorch_call_delegate ({emit.delegate})": emit.delegated_partitions}
     else:
         ops = operator_counts(loaded.model_path)
     if as_json:

@@ -65,8 +65,8 @@ def prune(
         )
     if not process_state().is_main_process:  # under torchrun (distillation on several processes), one summary
         return
-    rows = pruning_rows(summary) + ([distillation_row(summary["distill"])] if summary["distill"] else [])
+    rows = pruning_rows(summary.prune) + ([distillation_row(summary.distill)] if summary.distill else [])
     stdout.print(table(f"edgec prune: {out}", ["", ""], [list(r) for r in rows]))
     stdout.print(
-        table("parity vs the unpruned model (PyTorch)", *format_ledger(summary["ledger"], summary["reference_metric"]))
+        table("parity vs the unpruned model (PyTorch)", *format_ledger(summary.ledger, summary.reference_metric))
     )

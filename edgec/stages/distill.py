@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from edgec.artifacts.stage_notes import DistillNote
 from edgec.compression import surgery
 from edgec.compression.training import TrainResult, resolve_precision, shuffled_loader, train
 from edgec.data import Dataset
@@ -72,9 +73,9 @@ def distill_share(ctx: Context, share: float) -> Context:
 
     remaining = None if ctx.deadline is None else share * (ctx.deadline - time.perf_counter()) / 60
     result = run(prepared, ctx.source.model, evaluate, seed=ctx.recipe.seed, minutes=remaining)
-    previous = ctx.notes.get("distill")
-    runs = [*(previous.get("runs", [previous]) if previous else []), result_note(prepared, result)]
-    note = {**runs[-1], "runs": runs} if len(runs) > 1 else runs[-1]
+    previous = ctx.notes.distill
+    runs = [*((previous.runs or [previous]) if previous else []), result_note(prepared, result)]
+    note = dataclasses.replace(runs[-1], runs=runs) if len(runs) > 1 else runs[-1]
     return ctx.with_note(
         "distill", note, source=dataclasses.replace(ctx.source, model=result.model), distillation=prepared
     )
@@ -131,10 +132,8 @@ def run(
     minutes: float | None,
 ) -> TrainResult:
     """One training run of a copy of `student` against the prepared targets, for at most `minutes`."""
-    config = prepared.config
-    training = config.training()
-    if minutes is not None:
-        training = dataclasses.replace(training, minutes=max(minutes, _LEAST_MINUTES))
+    config = prepared.config  # a TrainConfig with distillation's own settings added: the loop takes it as it is
+    training = config if minutes is None else dataclasses.replace(config, minutes=max(minutes, _LEAST_MINUTES))
     examples = prepared.cache.encoded if prepared.cache is not None else prepared.encoded
     collate = prepared.cache.batch if prepared.cache is not None else examples.inputs
     loader = shuffled_loader(list(range(len(examples))), collate, training.batch_size, seed, examples.lengths.tolist())
@@ -185,20 +184,20 @@ def _targets(prepared: Distillation, batch: dict[str, torch.Tensor]) -> tuple[tu
     return outputs, hidden
 
 
-def result_note(prepared: Distillation, result: TrainResult) -> dict:
+def result_note(prepared: Distillation, result: TrainResult) -> DistillNote:
     """The report's record of one distillation run."""
     examples = len(prepared.cache.encoded if prepared.cache is not None else prepared.encoded)
-    return {
-        "texts": examples,
-        "steps": result.steps,
-        "examples_per_second": round(result.steps * prepared.config.batch_size / max(result.seconds, 1e-9), 2),
-        "best_step": result.best_step,
-        "best_score": result.best_score,
-        "stopped": result.stopped,
-        "seconds": round(result.seconds, 2),
-        "precision": result.precision_reason,
-        "ranks": list(result.ranks),
-        "teacher_cache": cache_note(prepared.cache) if prepared.cache is not None else None,
-        "layers": [list(p) for p in distillation.layer_pairs(surgery.layer_origins(result.model), prepared.layers)],
-        "history": [list(entry) for entry in result.history],
-    }
+    return DistillNote(
+        texts=examples,
+        steps=result.steps,
+        examples_per_second=round(result.steps * prepared.config.batch_size / max(result.seconds, 1e-9), 2),
+        best_step=result.best_step,
+        best_score=result.best_score,
+        stopped=result.stopped,
+        seconds=round(result.seconds, 2),
+        precision=result.precision_reason,
+        ranks=list(result.ranks),
+        teacher_cache=cache_note(prepared.cache) if prepared.cache is not None else None,
+        layers=[list(p) for p in distillation.layer_pairs(surgery.layer_origins(result.model), prepared.layers)],
+        history=[list(entry) for entry in result.history],
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import onnx
 
+from edgec.artifacts.stage_notes import ExportNote
 from edgec.ops.pooling import append_pooling
 from edgec.pipeline import Context
 from edgec.source import TOKEN_STATES
@@ -47,7 +48,7 @@ def export(ctx: Context, *, token_states: bool = False) -> Context:
     model.producer_name, model.producer_version = "edgec", ""  # no tool versions inside the model file
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    note = {"exporter": "optimum-onnx", "opset": ctx.recipe.opset, "inputs": [i.name for i in model.graph.input]}
+    note = ExportNote(exporter="optimum-onnx", opset=ctx.recipe.opset, inputs=[i.name for i in model.graph.input])
     return ctx.with_note("export", note, onnx_path=path)
 
 

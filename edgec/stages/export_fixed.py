@@ -19,6 +19,7 @@ from __future__ import annotations
 import onnx
 import torch
 
+from edgec.artifacts.stage_notes import ExportNote
 from edgec.errors import ConfigError, InputError
 from edgec.ops.pooling import append_pooling
 from edgec.pipeline import Context
@@ -96,13 +97,13 @@ def export_fixed(ctx: Context) -> Context:
     graph.producer_name, graph.producer_version = "edgec", ""
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
-    note = {
-        "exporter": "torch.onnx (TorchScript), fixed shapes",
-        "accelerator": settings.accelerator,
-        "fixed_shape": [batch, seq],
-        "opset": _OPSET[settings.accelerator],
-        "inputs": list(names),
-    }
+    note = ExportNote(
+        exporter="torch.onnx (TorchScript), fixed shapes",
+        accelerator=settings.accelerator,
+        fixed_shape=[batch, seq],
+        opset=_OPSET[settings.accelerator],
+        inputs=list(names),
+    )
     return ctx.with_note("export", note, onnx_path=path)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from edgec.artifacts.stage_notes import FallbackNote
 from edgec.ops.frontier import fewest_passing
 from edgec.parity.ledger import ParityRow
 from edgec.pipeline import Context, measure, selection_data
@@ -19,11 +21,11 @@ def fallback(ctx: Context) -> Context:
     """
     selection = selection_data(ctx)
     if measure(ctx, "quantize", selection).passed:
-        return ctx.with_note("fallback", {"kept_in_float": [], "reason": "int8 passed parity as quantized"})
+        return ctx.with_note("fallback", FallbackNote(kept_in_float=[], reason="int8 passed parity as quantized"))
     calibration = ctx.calibration
     ranked = sorted(calibration.sensitivity, key=lambda n: (-calibration.sensitivity[n], n))
     if not ranked:
-        return ctx.with_note("fallback", {"kept_in_float": [], "reason": "no quantized MatMul to keep in float"})
+        return ctx.with_note("fallback", FallbackNote(kept_in_float=[], reason="no quantized MatMul to keep in float"))
     out_dir = ctx.workdir / "fallback"
     out_dir.mkdir(parents=True)
     tried: dict[int, tuple[Path, ParityRow]] = {}
@@ -33,16 +35,16 @@ def fallback(ctx: Context) -> Context:
         quantize_static_int8(
             calibration.prepared, path, calibration.ranges, ctx.target.quantization, exclude=tuple(ranked[:k])
         )
-        tried[k] = (path, measure(ctx.with_note("fallback", {}, onnx_path=path), f"fallback k={k}", selection))
+        tried[k] = (path, measure(dataclasses.replace(ctx, onnx_path=path), f"fallback k={k}", selection))
         return tried[k][1].passed
 
     chosen = fewest_passing(len(ranked), attempt) or max(tried)  # none passes: all in float, and the gate fails
     path = out_dir / "model.onnx"
     tried[chosen][0].rename(path)
-    note = {
-        "kept_in_float": ranked[:chosen],
-        "tries": sorted(tried),
+    note = FallbackNote(
+        kept_in_float=ranked[:chosen],
+        tries=sorted(tried),
         # Every quantized MatMul's own int8 error, most sensitive first (the report charts it).
-        "sensitivity": {n: round(calibration.sensitivity[n], 5) for n in ranked},
-    }
+        sensitivity={n: round(calibration.sensitivity[n], 5) for n in ranked},
+    )
     return ctx.with_note("fallback", note, onnx_path=path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from edgec.artifacts.stage_notes import PruneStep
 from edgec.pipeline import Context, Stage
 from edgec.recipe import Recipe
 from edgec.stages.distill import distill_share
@@ -36,12 +37,10 @@ def prune_step(ctx: Context, step: int) -> Context:
     """Prune the current model to step `step`'s share of the original MACs (importance and least squares on the
     current, distilled model); the note keeps the original's figures and one row per step."""
     config = ctx.recipe.prune
-    previous = ctx.notes.get("prune")
+    previous = ctx.notes.prune
     target = kept_shares(config.fraction, config.iterations)[step - 1]
-    original = previous["macs_before"] if previous else None
-    current = previous["macs_after"] if previous else None
     # The share of the current model's MACs to remove so that `target` of the original's is left.
-    fraction = 1.0 - target if previous is None else max(0.0, 1.0 - target * original / current)
+    fraction = 1.0 - target if previous is None else max(0.0, 1.0 - target * previous.macs_before / previous.macs_after)
     result = prune_source(
         ctx.source,
         ctx.prune_calib or ctx.calib,
@@ -50,16 +49,17 @@ def prune_step(ctx: Context, step: int) -> Context:
         seed=ctx.recipe.seed,
     )
     summary = result.summary
-    row = {
-        "step": step,
-        "fraction": round(fraction, 4),
-        "macs_after": summary["macs_after"],
-        "seconds": summary["seconds"],
-    }
-    steps = [*(previous["steps"] if previous else []), row]
+    row = PruneStep(step=step, fraction=round(fraction, 4), macs_after=summary.macs_after, seconds=summary.seconds)
+    steps = [*((previous.steps or []) if previous else []), row]
     if previous:  # layers are numbered as in the original model (layer origins), so the removals add up
-        keep = ("macs_before", "params_before", "heads_before", "ffn_before", "hidden_before")
-        removed = sorted({*previous["layers_removed"], *summary["layers_removed"]})
-        summary = {**summary, **{k: previous[k] for k in keep}, "layers_removed": removed}
-    summary = {**summary, "fraction": config.fraction, "schedule": "iterative", "steps": steps}
+        summary = dataclasses.replace(
+            summary,
+            macs_before=previous.macs_before,
+            params_before=previous.params_before,
+            heads_before=previous.heads_before,
+            ffn_before=previous.ffn_before,
+            hidden_before=previous.hidden_before,
+            layers_removed=sorted({*previous.layers_removed, *summary.layers_removed}),
+        )
+    summary = dataclasses.replace(summary, fraction=config.fraction, schedule="iterative", steps=steps)
     return ctx.with_note("prune", summary, source=dataclasses.replace(ctx.source, model=result.model))

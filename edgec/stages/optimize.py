@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from edgec.artifacts.stage_notes import OptimizeNote
 from edgec.ops.attention_fusion import fuse_biased_attention
 from edgec.ops.graph import residual_adds_to_sum
 from edgec.pipeline import Context
@@ -59,5 +60,5 @@ def optimize(ctx: Context) -> Context:
     model.producer_name, model.producer_version = "edgec", ""
     path = out_dir / "model.onnx"
     optimized.save_model_to_file(str(path))  # also declares the com.microsoft opset the fused ops need
-    note = {"fused_ops": fused, "residual_sums": sums, "biased_attention": biased}
+    note = OptimizeNote(fused_ops=fused, residual_sums=sums, biased_attention=biased)
     return ctx.with_note("optimize", note, onnx_path=path)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from edgec.artifacts.stage_notes import PruneNote
 from edgec.compression import surgery
 from edgec.data import Dataset
 from edgec.errors import ConfigError
@@ -43,7 +44,7 @@ from edgec.stages.prune_tuning import tune_masks
 class PruneResult:
     model: nn.Module
     """The pruned copy, in eval mode (the input model is untouched)."""
-    summary: dict
+    summary: PruneNote
     """MACs and parameters before/after, units kept per layer, layers removed, least-squares fits, timings."""
 
 
@@ -129,7 +130,9 @@ def prune_model(
         prune_hidden.keep_top_channels(student, teacher, batches, source.input_names, width)
         timings["hidden"] = time.perf_counter() - started
     summary = _summary(teacher, student, plan, costs, config, lengths)
-    summary.update(estimated_loss=estimated, least_squares=fits, seconds={k: round(v, 2) for k, v in timings.items()})
+    summary = dataclasses.replace(
+        summary, estimated_loss=estimated, least_squares=fits, seconds={k: round(v, 2) for k, v in timings.items()}
+    )
     return PruneResult(student.eval(), summary)
 
 
@@ -226,7 +229,7 @@ def _loss(plan: Plan, fisher: Fisher) -> float:
 
 def _summary(
     teacher: nn.Module, student: nn.Module, plan: Plan, costs: UnitCosts, config: PruneConfig, lengths: list[int]
-) -> dict:
+) -> PruneNote:
     heads_before, ffn_before = surgery.head_counts(teacher), surgery.ffn_widths(teacher)
     heads_after, ffn_after = surgery.head_counts(student), surgery.ffn_widths(student)
     after = unit_costs(
@@ -235,22 +238,22 @@ def _summary(
     origins = surgery.layer_origins(
         teacher
     )  # layers in the unpruned model's numbering (iterative steps prune pruned models)
-    return {
-        "fraction": config.fraction,
-        "units": list(config.units),
-        "calibration_texts": costs.texts,
-        "mean_tokens": round(sum(lengths) / len(lengths), 1),
-        "macs_before": encoder_macs(heads_before, ffn_before, costs),
-        "macs_after": encoder_macs(heads_after, ffn_after, after),
-        "params_before": sum(p.numel() for p in teacher.parameters()),
-        "params_after": sum(p.numel() for p in student.parameters()),
-        "heads_before": heads_before,
-        "heads_after": heads_after,
-        "ffn_before": ffn_before,
-        "ffn_after": ffn_after,
-        "hidden_before": surgery.hidden_size(teacher),
-        "hidden_after": surgery.hidden_size(student),
-        "layers_kept": [origins[i] for i in np.flatnonzero(plan.layers)],
-        "layers_removed": [origins[i] for i in np.flatnonzero(~plan.layers)],
-        "tuning": dataclasses.asdict(config.tuning) if config.rescale else None,
-    }
+    return PruneNote(
+        fraction=config.fraction,
+        units=list(config.units),
+        calibration_texts=costs.texts,
+        mean_tokens=round(sum(lengths) / len(lengths), 1),
+        macs_before=encoder_macs(heads_before, ffn_before, costs),
+        macs_after=encoder_macs(heads_after, ffn_after, after),
+        params_before=sum(p.numel() for p in teacher.parameters()),
+        params_after=sum(p.numel() for p in student.parameters()),
+        heads_before=heads_before,
+        heads_after=heads_after,
+        ffn_before=ffn_before,
+        ffn_after=ffn_after,
+        hidden_before=surgery.hidden_size(teacher),
+        hidden_after=surgery.hidden_size(student),
+        layers_kept=[origins[i] for i in np.flatnonzero(plan.layers)],
+        layers_removed=[origins[i] for i in np.flatnonzero(~plan.layers)],
+        tuning=dataclasses.asdict(config.tuning) if config.rescale else None,
+    )

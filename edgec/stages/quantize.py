@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgec.artifacts.stage_notes import QuantizeNote
 from edgec.ops import outliers
 from edgec.ops.calibration import RunningStats, matmul_quantization_error
 from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
@@ -53,18 +55,18 @@ def quantize(ctx: Context) -> Context:
 def _static_int8(ctx: Context, path: Path) -> Context:
     prepared, ranges, sensitivity, split = prepare_static(ctx, path.parent)
     release_freed_memory()  # calibration's sessions and copies, before quantization loads the model again
-    note = quantize_static_int8(prepared, path, ranges, ctx.target.quantization, exclude=())
-    note |= {
-        "calibration": ctx.recipe.quant.calibration,
-        "calib_samples": len(ctx.calib),
-        "smoothing_alpha": SMOOTHING_ALPHA,
-        "outlier_channels_in_float": sum(len(v) for v in split.values()),
-        "inputs_with_outliers": len(split),
-    }
+    note = dataclasses.replace(
+        quantize_static_int8(prepared, path, ranges, ctx.target.quantization, exclude=()),
+        calibration=ctx.recipe.quant.calibration,
+        calib_samples=len(ctx.calib),
+        smoothing_alpha=SMOOTHING_ALPHA,
+        outlier_channels_in_float=sum(len(v) for v in split.values()),
+        inputs_with_outliers=len(split),
+    )
     return ctx.with_note("quantize", note, onnx_path=path, calibration=Calibration(prepared, ranges, sensitivity))
 
 
-def to_fp16(source: Path, out: Path) -> dict:
+def to_fp16(source: Path, out: Path) -> QuantizeNote:
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     model = OnnxModel(onnx.load(str(source)))
@@ -74,7 +76,7 @@ def to_fp16(source: Path, out: Path) -> dict:
     model.convert_float_to_float16(use_symbolic_shape_infer=True, keep_io_types=True, node_block_list=pooling)
     model.model.producer_name, model.model.producer_version = "edgec", ""
     model.save_model_to_file(str(out))
-    return {"method": "fp16 weights and activations, fp32 inputs/outputs and pooling"}
+    return QuantizeNote(method="fp16 weights and activations, fp32 inputs/outputs and pooling")
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -100,7 +102,7 @@ def embedding_gathers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
 
 
-def quantize_dynamic_int8(source: Path, out: Path, settings: QuantSettings) -> dict:
+def quantize_dynamic_int8(source: Path, out: Path, settings: QuantSettings) -> QuantizeNote:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_root_logger():
@@ -113,15 +115,14 @@ def quantize_dynamic_int8(source: Path, out: Path, settings: QuantSettings) -> d
             # Fused contrib ops (MultiHeadAttention, FastGelu) carry no type info for ORT's quantizer.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
         )
-    return {
-        "method": "dynamic int8 (activation ranges computed per batch at run time)",
-        "per_channel": settings.per_channel,
-    }
+    return QuantizeNote(
+        method="dynamic int8 (activation ranges computed per batch at run time)", per_channel=settings.per_channel
+    )
 
 
 def quantize_static_int8(
     source: Path, out: Path, ranges: dict[str, list[float]], settings: QuantSettings, exclude: tuple[str, ...]
-) -> dict:
+) -> QuantizeNote:
     """Q/DQ on the inputs of weight MatMuls only; outputs stay float so no requantization error piles up."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
@@ -162,15 +163,15 @@ def quantize_static_int8(
     quantize_embedding_tables(quantized, tables)
     quantized.producer_name, quantized.producer_version = "edgec", ""
     onnx.save(quantized, str(out))
-    return {
-        "method": "static int8 Q/DQ",
-        "quantized_nodes": len(nodes),
-        "int8_embedding_tables": len(tables),
-        "activations": settings.activation_type + (" symmetric" if settings.activation_symmetric else ""),
-        "weights": f"{settings.weight_type} symmetric"
+    return QuantizeNote(
+        method="static int8 Q/DQ",
+        quantized_nodes=len(nodes),
+        int8_embedding_tables=len(tables),
+        activations=settings.activation_type + (" symmetric" if settings.activation_symmetric else ""),
+        weights=f"{settings.weight_type} symmetric"
         + (" per-channel" if settings.per_channel else "")
         + (" 7-bit (reduce_range)" if settings.reduce_range else ""),
-    }
+    )
 
 
 def calibration_feeds(ctx: Context) -> list[dict[str, np.ndarray]]:

@@ -12,6 +12,7 @@ from conftest import SENTENCES
 
 import edgec
 from edgec.artifacts.artifact_ops import check_parity, predict
+from edgec.artifacts.stage_notes import EmitNote
 from edgec.backends import Backend, registry
 from edgec.pipeline import Context, Stage
 
@@ -32,7 +33,7 @@ def emit(ctx: Context, staging: Path) -> Context:
     shutil.copyfile(ctx.onnx_path, model)
     tokenizer = [Path(f) for f in ctx.source.tokenizer.save_pretrained(str(staging)) if Path(f).exists()]
     return ctx.with_note(
-        "emit", {"backend": "toy", "model": model.name}, onnx_path=model, files=(model, *sorted(tokenizer))
+        "emit", EmitNote(backend="toy", model=model.name), onnx_path=model, files=(model, *sorted(tokenizer))
     )
 
 
@@ -64,7 +65,8 @@ def test_a_toy_back_end_builds_a_checked_artifact_through_api_build(toy, tiny_mo
     assert stages[:2] == ["export", "quantize"] and stages[-1] == "artifact", (
         "the precision's stages, then the toy's emit"
     )
-    assert manifest.stages["stamp"] == "stamped" and manifest.parity.passed
+    assert manifest.stages.other["stamp"] == "stamped" and manifest.parity.passed
+    assert manifest.stages.emit == EmitNote(backend="toy", model="toy.onnx"), "a back end outside edgec: the core type"
     assert all(row.passed for row in check_parity(edgec.load_artifact(artifact.path), None))
     (embedding,) = predict(artifact, SENTENCES[:2]).values()
     assert embedding.shape[0] == 2 and np.isfinite(embedding).all()

@@ -32,8 +32,8 @@ def int8_pte(tiny_models, data_files, tmp_path_factory):
 def test_int8_pte_is_delegated_to_xnnpack_and_its_own_runtime_passes_parity(int8_pte):
     manifest = int8_pte.manifest
     assert manifest.model_file == "model.pte" and manifest.precision == "int8"
-    emit = manifest.stages["emit"]
-    assert emit["delegate"] == "XnnpackBackend" and emit["delegated_partitions"] >= 1 and "PT2E" in emit["quantization"]
+    emit = manifest.stages.emit
+    assert emit.delegate == "XnnpackBackend" and emit.delegated_partitions >= 1 and "PT2E" in emit.quantization
     rows = manifest.parity.ledger
     assert [r.stage for r in rows] == ["artifact"] and rows[0].model == "model.pte" and not rows[0].simulated
     assert manifest.parity.passed and rows[0].metrics["cosine_mean"] > 0.9
@@ -43,7 +43,7 @@ def test_int8_pte_is_delegated_to_xnnpack_and_its_own_runtime_passes_parity(int8
 def test_int8_pte_runs_no_fallback_so_its_gate_keeps_every_eval_pair(int8_pte, data_files):
     # The ONNX int8 path splits --eval for its float fallback (tests/test_build.py); the .pte has no fallback stage.
     parity = int8_pte.manifest.parity
-    assert "fallback" not in int8_pte.manifest.stages
+    assert int8_pte.manifest.stages.fallback is None
     assert (parity.selection_examples, parity.eval_examples) == (0, len(edgec.read_dataset(data_files["pairs"])))
 
 
@@ -84,9 +84,9 @@ def test_pruned_models_lower_too(tiny_models, data_files, tmp_path):
     stages = [r.stage for r in pruned.manifest.parity.ledger]
     assert (
         stages == ["prune", "artifact"]
-        and pruned.manifest.stages["prune"]["macs_after"] < pruned.manifest.stages["prune"]["macs_before"]
+        and pruned.manifest.stages.prune.macs_after < pruned.manifest.stages.prune.macs_before
     )
-    assert pruned.manifest.stages["emit"]["delegated_partitions"] >= 1 and pruned.manifest.parity.passed
+    assert pruned.manifest.stages.emit.delegated_partitions >= 1 and pruned.manifest.parity.passed
 
 
 @pytest.mark.deep  # another lowering (~45 s); `make test` lowers int8 and pruned int8
@@ -102,7 +102,7 @@ def test_fp32_lowers_too(tiny_models, data_files, tmp_path):
     )
     assert (
         fp32.manifest.parity.ledger[-1].metrics["cosine_mean"] > 0.9999
-        and fp32.manifest.stages["emit"]["quantization"] == "none (fp32)"
+        and fp32.manifest.stages.emit.quantization == "none (fp32)"
     )
 
 

@@ -38,13 +38,13 @@ def test_coreml_graph_is_one_partition_with_only_the_embedding_lookup_on_the_cpu
     assert report["provider"] == "CoreML MLProgram" and report["partitions"] == 1 and report["suitability"] == "YES"
     assert report["supported_share"] > 75
     assert [(n["op"], n["why"]) for n in report["remaining_nodes"]] == [("Gather", "op not in the provider's list")]
-    assert coreml.manifest.stages["emit"]["accelerator"]["suitability"] == "YES"
+    assert coreml.manifest.stages.emit.accelerator["suitability"] == "YES"
 
 
 def test_the_graph_is_float_with_fixed_shapes_and_no_shape_ops(coreml):
     assert coreml.manifest.precision == "fp32"
     assert all(i["shape"] == [2, 16] for i in coreml.manifest.io["inputs"])
-    ops = Counter(coreml.manifest.stages["emit"]["operator_counts"])
+    ops = Counter(coreml.manifest.stages.emit.operator_counts)
     assert not {"Expand", "Equal", "Where", "ConstantOfShape", "Range", "Shape", "QuantizeLinear"} & set(ops)
     assert ops["Gather"] == 1  # the word embeddings; token types are arithmetic
 
@@ -79,7 +79,7 @@ def test_nnapi_names_what_it_cannot_take(tiny_models, data_files, tmp_path):
     assert (
         "Erf" in left and "LayerNormalization" not in left and "Gather" not in left
     )  # int32 ids: NNAPI's Gather takes them
-    assert "ReduceMean" in artifact.manifest.stages["emit"]["operator_counts"]  # LayerNorm as primitives (opset 16)
+    assert "ReduceMean" in artifact.manifest.stages.emit.operator_counts  # LayerNorm as primitives (opset 16)
 
 
 def test_classifiers_shape_too_and_xnnpack_is_not_checked(tiny_models, data_files, tmp_path):

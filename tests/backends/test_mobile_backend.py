@@ -68,12 +68,12 @@ def test_operator_config_lists_exactly_the_models_operators(bundle):
     _, artifact = bundle
     config = config_operators((artifact.path / "required_operators_and_types.config").read_text())
     assert set(config) == {"ai.onnx"}, "only standard ONNX ops: no CPU-only contrib ops in a mobile graph"
-    assert config["ai.onnx"] == set(artifact.manifest.stages["emit"]["operator_counts"])
+    assert config["ai.onnx"] == set(artifact.manifest.stages.emit.operator_counts)
 
 
 def test_int8_is_static_qdq_without_dynamic_quantization_ops(bundle, tiny_models, tmp_path):
     _, artifact = bundle
-    ops = set(artifact.manifest.stages["emit"]["operator_counts"])
+    ops = set(artifact.manifest.stages.emit.operator_counts)
     assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
     assert not ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
     with pytest.raises(ConfigError, match="does not support precision int8-dynamic"):

@@ -162,7 +162,7 @@ def test_fp16_is_an_fp16_typed_onnx_with_layernorm_and_pooling_in_fp32(fp16_arti
         and "flags" not in spec
         and spec["quantization"].startswith("none; float parts typed fp16")
     )
-    typing = fp16_artifact.manifest.stages["emit"]["typing"]
+    typing = fp16_artifact.manifest.stages.emit.typing
     assert typing["fp16_nodes"] > 0 and typing["fp32_nodes"]["LayerNormalization"] == len(norms)
     final = fp16_artifact.manifest.parity.ledger[-1]
     assert final.model == "tensorrt-fp16-rounding.onnx" and final.simulated
@@ -174,7 +174,7 @@ def test_fp32_on_a_tensorrt_target_stays_fp32(tiny_models, tmp_path):
         tiny_models("bert"), "trt-fp16", recipe=Recipe(quant=QuantConfig(precision="fp32")), out=tmp_path / "o"
     )
     assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in _graph(art).initializer)
-    assert art.manifest.parity.ledger[-1].model == "model.onnx" and art.manifest.stages["emit"]["typing"] is None
+    assert art.manifest.parity.ledger[-1].model == "model.onnx" and art.manifest.stages.emit.typing is None
 
 
 def test_trt_alias_chooses_by_calibration_data(tiny_models, data_files, tmp_path):
@@ -182,9 +182,9 @@ def test_trt_alias_chooses_by_calibration_data(tiny_models, data_files, tmp_path
     without = edgec.build(tiny_models("bert"), "trt", out=tmp_path / "b")
     assert (
         with_calib.manifest.target.name == "trt-int8"
-        and "calibration data was given" in with_calib.manifest.stages["target"]
+        and "calibration data was given" in with_calib.manifest.stages.target
     )
-    assert without.manifest.target.name == "trt-fp16" and "--calib" in without.manifest.stages["target"]
+    assert without.manifest.target.name == "trt-fp16" and "--calib" in without.manifest.stages.target
 
 
 def test_max_seq_len_caps_profile_and_truncation(tiny_models, data_files, tmp_path):

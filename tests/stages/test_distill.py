@@ -189,11 +189,11 @@ def test_distill_stage(sources, tmp_path):
     student = damaged(source.model)
     ctx = _context(source, student, DATA, tmp_path)
     out = distill(ctx)
-    note = out.notes["distill"]
+    note = out.notes.distill
     assert out.source.model is not student and not out.source.model.training
-    assert (note["steps"], note["stopped"], note["texts"]) == (4, "steps", len(SENTENCES))
-    assert [step for step, _ in note["history"]] == [0, 2, 4]
-    assert note["best_score"] == max(score for _, score in note["history"]) > note["history"][0][1]
+    assert (note.steps, note.stopped, note.texts) == (4, "steps", len(SENTENCES))
+    assert [step for step, _ in note.history] == [0, 2, 4]
+    assert note.best_score == max(score for _, score in note.history) > note.history[0][1]
 
 
 def test_distill_stage_needs_training_text(sources, tmp_path):

@@ -71,19 +71,19 @@ def test_iterative_schedule_respects_its_time_budget(tiny_models, tmp_path, cloc
     """60 s of work-clock budget, 3 steps: distillations of 20, 17.5 and 12.5 s around two 5 s pruning steps, the
     last ending at the deadline; the one-shot schedule spends the same 60 s in one distillation."""
     started = clock.now
-    summary = compressed(tiny_models("bert"), "iterative", tmp_path)
-    runs = summary["distill"]["runs"]
-    assert [run["steps"] for run in runs] == [20, 18, 12]
-    assert all(run["stopped"] == "minutes" for run in runs)
+    result = compressed(tiny_models("bert"), "iterative", tmp_path)
+    summary, runs = result.prune, result.distill.runs
+    assert [run.steps for run in runs] == [20, 18, 12]
+    assert all(run.stopped == "minutes" for run in runs)
     spent = clock.now - started - PRUNE_SECONDS  # the budget starts with the first distillation, after one prune
     assert 60.0 <= spent <= 60.0 + STEP_SECONDS
-    assert [step["step"] for step in summary["steps"]] == [1, 2, 3] and summary["schedule"] == "iterative"
-    assert summary["macs_after"] <= (1 - 0.6 + 0.05) * summary["macs_before"]
-    assert summary["macs_after"] < summary["steps"][0]["macs_after"]
+    assert [step.step for step in summary.steps] == [1, 2, 3] and summary.schedule == "iterative"
+    assert summary.macs_after <= (1 - 0.6 + 0.05) * summary.macs_before
+    assert summary.macs_after < summary.steps[0].macs_after
 
     started = clock.now
     one_shot = compressed(tiny_models("bert"), "one-shot", tmp_path)
-    assert one_shot["distill"]["steps"] == 60 and one_shot["distill"]["stopped"] == "minutes"
+    assert one_shot.distill.steps == 60 and one_shot.distill.stopped == "minutes" and one_shot.distill.runs is None
     assert clock.now - started == pytest.approx(60.0)  # (its one pruning step is not on the work clock)
 
 
@@ -103,8 +103,9 @@ def test_iterative_schedule_with_layers_and_hidden_keeps_the_original_numbering(
         prune=PruneConfig(fraction=0.7, units=("heads", "ffn", "layers", "hidden"), schedule="iterative", iterations=2),
         distill=DistillConfig(steps=100_000, minutes=0.2, batch_size=8, eval_every=5, patience=1000, precision="fp32"),
     )
-    summary = compress(tiny_models("mpnet"), recipe, calib=DATA, eval=DATA, train=DATA, out=tmp_path / "out")
-    assert summary["hidden_before"] == 32 and summary["hidden_after"] < 32 and len(summary["heads_before"]) == 2
-    assert sorted(summary["layers_kept"] + summary["layers_removed"]) == [0, 1]
-    assert summary["macs_after"] <= (1 - 0.7 + 0.05) * summary["macs_before"]
-    assert [len(run["layers"]) <= len(summary["layers_kept"]) for run in summary["distill"]["runs"]] == [True, True]
+    result = compress(tiny_models("mpnet"), recipe, calib=DATA, eval=DATA, train=DATA, out=tmp_path / "out")
+    summary = result.prune
+    assert summary.hidden_before == 32 and summary.hidden_after < 32 and len(summary.heads_before) == 2
+    assert sorted(summary.layers_kept + summary.layers_removed) == [0, 1]
+    assert summary.macs_after <= (1 - 0.7 + 0.05) * summary.macs_before
+    assert [len(run.layers) <= len(summary.layers_kept) for run in result.distill.runs] == [True, True]

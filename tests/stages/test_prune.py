@@ -31,11 +31,11 @@ def test_budget_is_met_and_shapes_are_consistent(tiny_models, model_type, fracti
     source = load_source(tiny_models(model_type))
     result = prune_source(source, CALIB, PruneConfig(fraction=fraction), max_length=64, seed=0)
     summary, model = result.summary, result.model
-    removed = 1 - summary["macs_after"] / summary["macs_before"]
+    removed = 1 - summary.macs_after / summary.macs_before
     assert fraction <= removed <= fraction + 0.03, removed  # the budget is a ceiling; one unit of slack at most
-    assert summary["heads_after"] == surgery.head_counts(model) and summary["ffn_after"] == surgery.ffn_widths(model)
+    assert summary.heads_after == surgery.head_counts(model) and summary.ffn_after == surgery.ffn_widths(model)
     parts, size = surgery.parts_for(model), surgery.head_dim(model)
-    for layer, heads, width in zip(surgery.encoder_layers(model), summary["heads_after"], summary["ffn_after"]):
+    for layer, heads, width in zip(surgery.encoder_layers(model), summary.heads_after, summary.ffn_after):
         thirds, halves = 3 if parts.qkv_fused else 1, 2 if parts.ffn_gated else 1  # ModernBERT's fused Wqkv, gated Wi
         if heads:
             assert surgery.get(layer, parts.key).out_features == thirds * heads * size
@@ -43,22 +43,22 @@ def test_budget_is_met_and_shapes_are_consistent(tiny_models, model_type, fracti
         if width:
             assert surgery.get(layer, parts.ffn_in).out_features == halves * width
             assert surgery.get(layer, parts.ffn_out).in_features == width
-    assert summary["params_after"] < summary["params_before"]
+    assert summary.params_after < summary.params_before
     assert torch.isfinite(_embed(source, model)).all()
 
 
 def test_zero_budget_is_the_identity(tiny_models):
     source = load_source(tiny_models("bert"))
     result = prune_source(source, CALIB, PruneConfig(fraction=0.0), max_length=64, seed=0)
-    assert result.summary["heads_after"] == result.summary["heads_before"]
-    assert result.summary["ffn_after"] == result.summary["ffn_before"]
+    assert result.summary.heads_after == result.summary.heads_before
+    assert result.summary.ffn_after == result.summary.ffn_before
     assert torch.equal(_embed(source, result.model), _embed(source, source.model))
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "mpnet", "modernbert", "deberta-v2"])
 def test_least_squares_lowers_the_layer_reconstruction_error(tiny_models, model_type):
     source = load_source(tiny_models(model_type))
-    fits = prune_source(source, CALIB, PruneConfig(fraction=0.5), max_length=64, seed=0).summary["least_squares"]
+    fits = prune_source(source, CALIB, PruneConfig(fraction=0.5), max_length=64, seed=0).summary.least_squares
     assert fits and all(f["error_after"] <= f["error_before"] for f in fits)
     assert any(f["error_after"] < 0.99 * f["error_before"] for f in fits)
 
@@ -77,8 +77,8 @@ def test_classifier_importance_uses_the_labels(tiny_models, data_files):
     labelled = read_dataset(data_files["labels"])
     with_labels = prune_source(source, labelled, PruneConfig(fraction=0.5), max_length=64, seed=0).summary
     without = prune_source(source, CALIB, PruneConfig(fraction=0.5), max_length=64, seed=0).summary
-    assert with_labels["macs_after"] <= with_labels["macs_before"] * 0.5
-    assert (with_labels["heads_after"], with_labels["ffn_after"]) != (without["heads_after"], without["ffn_after"])
+    assert with_labels.macs_after <= with_labels.macs_before * 0.5
+    assert (with_labels.heads_after, with_labels.ffn_after) != (without.heads_after, without.ffn_after)
 
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)
@@ -110,7 +110,7 @@ def test_pruned_int8_build_with_distillation(tiny_models, data_files, tmp_path):
     artifact = edgec.build(tiny_models("bert"), "ort-x86", recipe=recipe, calib=calib, train=calib, out=tmp_path / "a")
     stages = [row.stage for row in artifact.manifest.parity.ledger]
     assert stages[:3] == ["prune", "distill", "export"] and "quantize" in stages
-    assert artifact.manifest.stages["distill"]["steps"] == 6
+    assert artifact.manifest.stages.distill.steps == 6
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "mpnet"])
@@ -123,17 +123,15 @@ def test_removed_layers_leave_the_export_which_fuses_and_runs(tiny_models, data_
     artifact = edgec.build(
         tiny_models(model_type), "ort-x86", recipe=recipe, calib=read_dataset(data_files["calib"]), out=tmp_path / "a"
     )
-    summary = artifact.manifest.stages["prune"]
-    assert (
-        len(summary["layers_removed"]) == 1 and len(summary["layers_kept"]) == 1
-    )  # half the compute: one of two layers
+    summary = artifact.manifest.stages.prune
+    assert len(summary.layers_removed) == 1 and len(summary.layers_kept) == 1  # half the compute: one of two layers
     ledger = artifact.manifest.parity.ledger
     assert [row.stage for row in ledger] == ["prune", "export", "optimize", "artifact"]
     assert abs(ledger[-1].metrics["cosine_mean"] - ledger[0].metrics["cosine_mean"]) < 1e-4
     graph = onnx.load(str(artifact.model_path)).graph
     norms = sum(node.op_type in ("LayerNormalization", "SkipLayerNormalization") for node in graph.node)
     assert norms <= 3  # embeddings + the kept layer's two (the unpruned model has five)
-    assert f"**layers removed**: {summary['layers_removed'][0]} (of 0-1" in (artifact.path / "report.md").read_text()
+    assert f"**layers removed**: {summary.layers_removed[0]} (of 0-1" in (artifact.path / "report.md").read_text()
 
 
 @pytest.mark.parametrize("model_type", ["modernbert", "deberta-v2"])
@@ -160,5 +158,5 @@ def test_half_pruned_new_architectures_pass_the_default_gate(tiny_models, data_f
     assert result.exit_code == 0, result.output
     manifest = edgec.load_artifact(out).manifest
     assert manifest.parity.passed and manifest.precision == "int8"
-    summary = manifest.stages["prune"]
-    assert summary["macs_after"] <= 0.5 * summary["macs_before"]
+    summary = manifest.stages.prune
+    assert summary.macs_after <= 0.5 * summary.macs_before

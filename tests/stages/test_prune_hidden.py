@@ -62,14 +62,14 @@ def test_prune_with_hidden_meets_the_budget_and_saves(tiny_models, model_type, t
     config = PruneConfig(fraction=0.6, units=("heads", "ffn", "hidden"), hidden_size=16)
     result = prune_source(source, CALIB, config, max_length=64, seed=0)
     model, summary = result.model, result.summary
-    assert summary["hidden_before"] == 32 and summary["hidden_after"] == surgery.hidden_size(model) == 16
+    assert summary.hidden_before == 32 and summary.hidden_after == surgery.hidden_size(model) == 16
     assert max(surgery.head_counts(model)) <= 2  # 16 channels hold 2 heads of 8
     if model_type == "mpnet":
         assert len({c for layer in surgery.bias_columns(model) for c in layer.tolist()}) <= 2
-    assert summary["macs_after"] <= 0.4 * summary["macs_before"] * 1.0001
+    assert summary.macs_after <= 0.4 * summary.macs_before * 1.0001
     lengths = [len(source.tokenizer(t)["input_ids"]) for t in SENTENCES]
     costs = unit_costs(lengths, 16, 8)
-    assert summary["macs_after"] == pytest.approx(encoder_macs(summary["heads_after"], summary["ffn_after"], costs))
+    assert summary.macs_after == pytest.approx(encoder_macs(summary.heads_after, summary.ffn_after, costs))
     assert_saved_folder_computes_the_same(source, model, summary, tmp_path)
 
 
@@ -80,10 +80,10 @@ def test_hidden_with_layers_in_the_kwon_flow(tiny_models, tmp_path):
     config = PruneConfig(fraction=0.7, units=("heads", "ffn", "layers", "hidden"), hidden_size=16)
     result = prune_source(source, CALIB, config, max_length=64, seed=0)
     model, summary = result.model, result.summary
-    assert summary["hidden_after"] == surgery.hidden_size(model) == 16 and max(surgery.head_counts(model)) <= 2
-    assert summary["macs_after"] <= 0.3 * summary["macs_before"] * 1.0001
-    assert sorted(summary["layers_kept"] + summary["layers_removed"]) == [0, 1]
-    assert surgery.layer_origins(model) == summary["layers_kept"] and "hidden" in summary["seconds"]
+    assert summary.hidden_after == surgery.hidden_size(model) == 16 and max(surgery.head_counts(model)) <= 2
+    assert summary.macs_after <= 0.3 * summary.macs_before * 1.0001
+    assert sorted(summary.layers_kept + summary.layers_removed) == [0, 1]
+    assert surgery.layer_origins(model) == summary.layers_kept and "hidden" in summary.seconds
     assert_saved_folder_computes_the_same(source, model, summary, tmp_path)
 
 

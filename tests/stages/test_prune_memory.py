@@ -29,7 +29,7 @@ rng = np.random.default_rng(0)
 texts = [" ".join(rng.choice(words, size=12)) for _ in range(count)]
 source = load_source(folder)
 result = prune_source(source, Dataset(tuple(Example(t) for t in texts), "random"), PruneConfig(fraction=0.5, calib_samples=count), max_length=64, seed=0)
-print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "tokens": result.summary["mean_tokens"] * count}))
+print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "tokens": result.summary.mean_tokens * count}))
 """
 
 

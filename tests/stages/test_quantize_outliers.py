@@ -23,12 +23,12 @@ def test_a_build_splits_the_outlier_channels_off_in_float(tiny_models, data_file
         calib=edgec.read_dataset(data_files["calib"]),
         out=tmp_path / "a",
     )
-    note = artifact.manifest.stages["quantize"]
-    assert note["inputs_with_outliers"] > 0 and note["outlier_channels_in_float"] == 2 * note["inputs_with_outliers"]
+    note = artifact.manifest.stages.quantize
+    assert note.inputs_with_outliers > 0 and note.outlier_channels_in_float == 2 * note.inputs_with_outliers
     model = onnx.load(str(artifact.model_path))
     made = {o: n for n in model.graph.node for o in n.output}
     float_parts = [n for n in model.graph.node if n.op_type == "MatMul" and n.name.endswith(outliers.SUFFIX)]
-    assert len(float_parts) >= note["inputs_with_outliers"], "one float part per MatMul reading a split input"
+    assert len(float_parts) >= note.inputs_with_outliers, "one float part per MatMul reading a split input"
     for matmul in float_parts:
         gather = made[matmul.input[0]]
         assert gather.op_type == "Gather" and made.get(gather.input[0], gather).op_type != "DequantizeLinear", (
