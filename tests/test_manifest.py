@@ -63,6 +63,17 @@ def test_a_manifest_missing_a_field_says_so(artifact, tmp_path):
         edgec.load_artifact(broken)
 
 
+@pytest.mark.parametrize("note", ["not an object", ["a", "list"], 3])
+def test_a_stage_note_that_is_no_object_is_one_line(artifact, tmp_path, note):
+    broken = shutil.copytree(artifact.path, tmp_path / "broken")
+    values = json.loads((broken / MANIFEST).read_text())
+    values["stages"]["emit"] = note
+    (broken / MANIFEST).write_text(json.dumps(values))
+    result = invoke("inspect", broken)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert "not a manifest this edgec can read" in result.stderr
+
+
 def test_stage_notes_come_back_as_the_typed_notes_the_build_wrote(artifact, tmp_path):
     manifest = Manifest.read(artifact.path)
     assert manifest.stages == artifact.manifest.stages, "the build's notes, read back from edgec.json"

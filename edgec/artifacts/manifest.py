@@ -137,7 +137,7 @@ class Manifest:
                 "parity": ParityRecord(**parity, thresholds=thresholds, ledger=ledger),
             }
             return cls(**values, **typed)
-        except (KeyError, TypeError, ConfigError) as exc:
+        except (KeyError, TypeError, AttributeError, ConfigError) as exc:  # AttributeError: a note that is no object
             raise InputError(
                 f"{where} is not a manifest this edgec can read ({type(exc).__name__}: {exc}); rebuild the artifact"
             ) from None
