@@ -51,20 +51,20 @@ def start_context(
     calib = pool.sample(samples, recipe.seed)
     prune_calib = pool.sample(prune_samples, recipe.seed) if recipe.prune is not None else None
     on_stage("reference")
-    selection = None
+    selection, narrows = None, recipe.prunes_hidden
     if eval is None:
         log.warning(
             "no --eval: parity is measured on the %d calibration texts the quantizer also saw, with no task metric; "
             "pass --eval FILE with labels or scores for a gate that means something",
             len(calib),
         )
-        evaluation = reference_outputs(source, calib, recipe.max_length)
+        evaluation = reference_outputs(source, calib, recipe.max_length, hidden_pruned=narrows)
     elif not selecting:
-        evaluation = reference_outputs(source, eval, recipe.max_length)
+        evaluation = reference_outputs(source, eval, recipe.max_length, hidden_pruned=narrows)
     else:
         chosen, held_out = selection_split(eval, recipe.seed)
-        evaluation = reference_outputs(source, held_out, recipe.max_length)
-        selection = reference_outputs(source, chosen, recipe.max_length)
+        evaluation = reference_outputs(source, held_out, recipe.max_length, hidden_pruned=narrows)
+        selection = reference_outputs(source, chosen, recipe.max_length, hidden_pruned=narrows)
     return Context(
         source,
         recipe,

@@ -251,7 +251,9 @@ class ParityThresholds:
     """Limits the final artifact must meet against the fp32 reference. None means not checked."""
 
     min_cosine: float | None = None
-    """Embeddings: lowest allowed mean cosine similarity to the reference."""
+    """Embeddings: lowest allowed mean cosine similarity to the reference; for an embedding narrowed by hidden-size
+    pruning, whose cosine to the reference is undefined, lowest allowed mean similarity correlation
+    (parity.metrics.similarity_agreement)."""
     max_drop: float | None = None
     """Task metric points (Spearman x100 or accuracy %) the artifact may lose, when labels or scores exist."""
     min_agreement: float | None = None
@@ -298,6 +300,11 @@ class Recipe:
                 "the iterative schedule distills between pruning steps within one time budget; "
                 "pass --distill FILE and --distill-minutes M",
             )
+
+    @property
+    def prunes_hidden(self) -> bool:
+        """Whether hidden channels may go: then, and only then, an embedding may be narrower than the reference's."""
+        return self.prune is not None and "hidden" in self.prune.units
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

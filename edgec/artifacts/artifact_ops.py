@@ -50,6 +50,7 @@ def check_parity(
                 thresholds,
                 simulated,
                 reproduce=same_runtime,
+                hidden_pruned=manifest.recipe.prunes_hidden,
             )
         task, evaluation = reference_for(artifact, data, reference)
         return [

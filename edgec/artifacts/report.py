@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 LEDGER_COLUMNS = (
     "cosine_mean",
     "cosine_min",
+    "similarity_corr_mean",
+    "similarity_corr_min",
     "spearman",
     "agreement",
     "kl",
@@ -42,10 +45,16 @@ def format_ledger(rows: Sequence[ParityRow], reference: dict[str, float]) -> tup
         body.append(["reference (PyTorch fp32)", *[format_value(reference.get(c)) for c in columns], "", ""])
     for row in rows:
         verdict = "pass" if not row.failures else "FAIL: " + "; ".join(row.failures)
-        stage = row.stage + (" (simulated)" if row.simulated else "")
+        stage = row.stage + (" (simulated)" if row.simulated else "") + (" (width-free)" if row.comparison else "")
         values = [format_value(row.metrics.get(c)) for c in columns]
         body.append([stage, *values, f"{row.seconds:.1f} s", verdict])
     return header, body
+
+
+def comparison_note(rows: Sequence[ParityRow]) -> str | None:
+    """Why some rows were not compared with the reference value by value (ParityRow.comparison), once per reason."""
+    reasons = sorted({r.comparison for r in rows if r.comparison})
+    return " ".join(f"{', '.join(r.stage for r in rows if r.comparison == c)}: {c}." for c in reasons) or None
 
 
 _STATISTICS = ("max_abs", "mean_abs", "median_abs", "q_abs", "max_rel", "mean_rel", "median_rel")
@@ -272,8 +281,13 @@ def figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
+_CLOSENESS = ("cosine_mean", "similarity_corr_mean", "agreement")
+"""What a row's closeness to the reference is, in this order: a narrower embedding has no cosine (parity.ledger)."""
+
+
 def parity_plot_png(manifest: Manifest) -> bytes:
-    """The ledger per stage: closeness to the reference (mean cosine or top-1 agreement) against its threshold and,
+    """The ledger per stage: closeness to the reference (mean cosine, a narrower embedding's mean similarity
+    correlation, or top-1 agreement) against its threshold and,
     where the data has scores or labels, the task metric's drop against max_drop."""
     import matplotlib
 
@@ -285,20 +299,21 @@ def parity_plot_png(manifest: Manifest) -> bytes:
     stages = [r.stage for r in rows]
     colors = ["#2a9d8f" if not r.failures else "#e76f51" for r in rows]
     fig, axes = plt.subplots(1, 2 if reference else 1, figsize=(11 if reference else 6, 3.2), dpi=100, squeeze=False)
-    metric = "cosine_mean" if "cosine_mean" in rows[0].metrics else "agreement"
-    values = [r.metrics[metric] for r in rows]
-    threshold = thresholds.min_cosine if metric == "cosine_mean" else thresholds.min_agreement
+    metric = next((m for m in _CLOSENESS if any(m in r.metrics for r in rows)), "agreement")
+    values = [r.metrics.get(metric, float("nan")) for r in rows]  # a row that failed before measuring has none
+    threshold = thresholds.min_agreement if metric == "agreement" else thresholds.min_cosine
     ax = axes[0][0]
     ax.bar_label(ax.bar(stages, values, color=colors), labels=[f"{v:.5f}" for v in values], fontsize=7)
     if threshold is not None:
         ax.axhline(threshold, color="#444", linestyle="--", linewidth=1, label=f"threshold {threshold}")
         ax.legend(loc="lower left")
     ax.set_ylabel(f"{metric} vs fp32 reference")
-    ax.set_ylim(min(min(values) - 0.01, threshold - 0.01 if threshold is not None else 1, 0.95), 1.004)
+    lowest = min((v for v in values if math.isfinite(v)), default=1.0)
+    ax.set_ylim(min(lowest - 0.01, threshold - 0.01 if threshold is not None else 1, 0.95), 1.004)
     ax.set_title(f"Closeness per stage ({manifest.precision})")
     if reference:
         name, before = next(iter(reference.items()))
-        drops = [before - r.metrics[name] for r in rows]
+        drops = [before - r.metrics.get(name, float("nan")) for r in rows]
         ax = axes[0][1]
         ax.bar_label(ax.bar(stages, drops, color=colors), labels=[f"{d:+.2f}" for d in drops], fontsize=7)
         if thresholds.max_drop is not None:
@@ -386,7 +401,12 @@ def write_reports(folder: Path, manifest: Manifest, profile: tuple[Profile, dict
         sensitivity = (["MatMul", "error alone in int8", "kept in float"], sensitivity_rows(notes.fallback))
     sections = [  # (title, tables, note, charts)
         ("Parity gate", [gates], None, []),
-        ("Parity ledger", [ledger] + ([statistics] if statistics[1] else []), None, ["parity.png"]),
+        (
+            "Parity ledger",
+            [ledger] + ([statistics] if statistics[1] else []),
+            comparison_note(manifest.parity.ledger),
+            ["parity.png"],
+        ),
         ("Speed and size against the source", [speed], speed_note, ["speed.png"] if "speed.png" in charts else []),
         *([("int8 fallback: per-node sensitivity", [sensitivity], None, ["sensitivity.png"])] if sensitivity else []),
         *([("Pruning", [], None, ["pruning.png"])] if "pruning.png" in charts else []),

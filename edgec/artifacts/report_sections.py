@@ -30,6 +30,16 @@ def gate_rows(manifest: Manifest) -> list[list[str]]:
                 verdict(final["cosine_mean"] >= limit),
             ]
         )
+    if thresholds.min_cosine is not None and "similarity_corr_mean" in final:  # a narrower embedding (parity.ledger)
+        limit = thresholds.min_cosine
+        rows.append(
+            [
+                "mean similarity correlation with the reference (width-free)",
+                f"{final['similarity_corr_mean']:.6f}",
+                f">= {limit}",
+                verdict(final["similarity_corr_mean"] >= limit),
+            ]
+        )
     if thresholds.min_agreement is not None and "agreement" in final:
         limit = thresholds.min_agreement
         rows.append(
@@ -41,7 +51,7 @@ def gate_rows(manifest: Manifest) -> list[list[str]]:
             ]
         )
     for name, before in parity.reference_metric.items():
-        if thresholds.max_drop is not None:
+        if thresholds.max_drop is not None and name in final:
             drop, limit = before - final[name], thresholds.max_drop
             rows.append(
                 [

@@ -280,6 +280,7 @@ def build_checked_engine(
                 engine.name,
                 thresholds,
                 reproduce=False,
+                hidden_pruned=manifest.recipe.prunes_hidden,
             )[0]
     else:
         task, evaluation = reference_for(artifact, data, reference)

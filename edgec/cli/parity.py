@@ -11,7 +11,7 @@ import typer
 
 from edgec.artifacts.artifact import load_artifact
 from edgec.artifacts.artifact_ops import check_parity
-from edgec.artifacts.report import LEDGER_COLUMNS, statistics_table
+from edgec.artifacts.report import LEDGER_COLUMNS, comparison_note, statistics_table
 from edgec.cli.common import command, stdout, table
 from edgec.cli.options import ArtifactPath, AsJson, DataColumns, Reference, Thresholds
 from edgec.parity.integrity import integrity_failures
@@ -77,6 +77,8 @@ def print_rows(rows: list[ParityRow], title: str) -> None:
         stats_header, stats_rows = statistics_table(row.metrics)
         if stats_rows:
             stdout.print(table(f"error statistics per output ({row.stage})", stats_header, stats_rows))
+    if note := comparison_note(rows):
+        stdout.print(note, markup=False)
     if any(r.simulated for r in rows):
         stdout.print(
             f"simulated: ONNX Runtime CPU ran the model in the engine's place ({rows[0].model}); "

@@ -31,6 +31,9 @@ class EvalSet:
     """The uncompressed model's own task metric (spearman or accuracy) where the data has scores/labels."""
     labels: np.ndarray | None
     """Class ids of the data's labels (names mapped through the model's label2id), classifiers only."""
+    hidden_pruned: bool = False
+    """The models judged against this reference may have lost hidden channels (Recipe.prunes_hidden): an embedding
+    narrower than the reference's is then compared width-free (parity.ledger.compare_width_free), not refused."""
 
 
 def eval_texts(task: str, dataset: Dataset) -> Dataset:
@@ -82,8 +85,9 @@ def task_metric(task: str, outputs: Outputs, dataset: Dataset, labels: np.ndarra
     return {}
 
 
-def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> EvalSet:
-    """Tokenize the eval data once and run the uncompressed fp32 PyTorch model on it.
+def reference_outputs(source: Source, dataset: Dataset, max_length: int, *, hidden_pruned: bool = False) -> EvalSet:
+    """Tokenize the eval data once and run the uncompressed fp32 PyTorch model on it; `hidden_pruned`: the models
+    judged against it may be narrower (EvalSet.hidden_pruned).
 
     A reference that is not finite is a broken source model, not a parity result: it is refused.
     """
@@ -98,7 +102,8 @@ def reference_outputs(source: Source, dataset: Dataset, max_length: int) -> Eval
                 f"{source.path}: the model's own output {name} has {bad} NaN/inf values on {dataset.source}; "
                 "fix or re-save the model"
             )
-    return EvalSet(dataset, batches, reference, task_metric(source.task, reference, dataset, labels), labels)
+    metric = task_metric(source.task, reference, dataset, labels)
+    return EvalSet(dataset, batches, reference, metric, labels, hidden_pruned)
 
 
 def selection_split(dataset: Dataset, seed: int) -> tuple[Dataset, Dataset]:

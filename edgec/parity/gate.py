@@ -27,6 +27,14 @@ def failures(
         and _below(result["cosine_mean"], thresholds.min_cosine)
     ):
         found.append(f"mean cosine {result['cosine_mean']:.6f} < {thresholds.min_cosine}")
+    if (  # a narrower embedding's width-free agreement (ledger.compare_width_free) stands where cosine cannot
+        thresholds.min_cosine is not None
+        and "similarity_corr_mean" in result
+        and _below(result["similarity_corr_mean"], thresholds.min_cosine)
+    ):
+        found.append(
+            f"mean similarity correlation {result['similarity_corr_mean']:.6f} < {thresholds.min_cosine} (min_cosine)"
+        )
     if (
         thresholds.min_agreement is not None
         and "agreement" in result

@@ -152,9 +152,13 @@ def check(
     thresholds: ParityThresholds,
     simulated: bool = False,
     reproduce: bool = True,
+    hidden_pruned: bool = False,
 ) -> list[ParityRow]:
     """Run the artifact on its golden texts: the row against the fp32 reference and, with `reproduce` (the same
-    runtime as at build time: not an engine against its CPU simulation), the row against its own build."""
+    runtime as at build time: not an engine against its CPU simulation), the row against its own build.
+
+    `hidden_pruned` (the build's Recipe.prunes_hidden): the artifact's embedding may be narrower than the stored
+    reference's, and is then compared with it width-free; against its own build the widths match."""
     outputs, counts, batches = run(sample.texts, forward, tokenizer, max_length, task)
     names = ("golden vs fp32 reference", "golden vs the build's own outputs")
     if counts.shape != sample.token_counts.shape or (counts != sample.token_counts).any():
@@ -167,6 +171,6 @@ def check(
     for name, stored, limits in ((names[0], sample.reference, thresholds), (names[1], sample.artifact, REPRODUCTION))[
         : 1 + reproduce
     ]:
-        evaluation = EvalSet(sample.texts, batches, stored, {}, None)
+        evaluation = EvalSet(sample.texts, batches, stored, {}, None, hidden_pruned)
         rows.append(parity_row(name, model, task, evaluation, outputs, limits, simulated=simulated))
     return rows

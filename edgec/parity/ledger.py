@@ -26,6 +26,9 @@ class ParityRow:
     """Wall time of the stage itself (not of this measurement)."""
     simulated: bool = False
     """True where the artifact's own runtime was not available and ONNX Runtime CPU stood in."""
+    comparison: str | None = None
+    """None: the outputs were compared with the reference's value by value (cosine, agreement, absolute error); else
+    what was compared instead, and why (compare_width_free)."""
 
     @property
     def passed(self) -> bool:
@@ -55,6 +58,45 @@ def compare(task: str, reference: Outputs, candidate: Outputs) -> dict[str, floa
             )
         }
     return result
+
+
+def compare_width_free(reference: Outputs, candidate: Outputs) -> tuple[dict[str, float], str]:
+    """Agreement of a narrower embedding with the reference's (hidden-size pruning), and what the row says about it.
+
+    Per-example cosine and absolute error need the same coordinates; a narrower model has others. What users take
+    from an embedding model is its similarities, so each text's cosine similarities to the other texts are
+    correlated with the reference's (metrics.similarity_agreement), gated by min_cosine; the task metric (Spearman
+    of pair similarities) is width-free and gated by max_drop as for any row.
+    """
+    ref, got = reference.values["sentence_embedding"], candidate.values["sentence_embedding"]
+    agreement = metrics.similarity_agreement(ref, got)
+    why = (
+        f"width-free: embeddings {got.shape[1]} wide against the reference's {ref.shape[1]} (hidden-size pruning), "
+        "so per-example cosine and absolute error are undefined; each text's similarities to the others are "
+        "correlated with the reference's instead (similarity_corr)"
+    )
+    return {"similarity_corr_mean": float(agreement.mean()), "similarity_corr_min": float(agreement.min())}, why
+
+
+def shape_mismatch(task: str, evaluation: EvalSet, candidate: Outputs) -> tuple[str | None, bool]:
+    """(the failure a candidate's output shapes earn, whether its embedding is compared width-free).
+
+    Only an embedding narrower than the reference's after hidden-size pruning is expected; any other difference
+    means the wrong model or the wrong reference, and fails the row rather than comparing unlike arrays.
+    """
+    for name, ref in evaluation.reference.values.items():
+        got = candidate.values[name]
+        if got.shape == ref.shape:
+            continue
+        narrower = got.ndim == ref.ndim == 2 and got.shape[0] == ref.shape[0] and 0 < got.shape[1] < ref.shape[1]
+        if task == "feature-extraction" and narrower and evaluation.hidden_pruned:
+            return None, True
+        return (
+            f"output {name} is {got.shape} where the reference's is {ref.shape}; only hidden-size pruning "
+            "(--prune-units ...,hidden) narrows an embedding: check that the model and its reference match",
+            False,
+        )
+    return None, False
 
 
 def output_statistics(reference: Outputs, candidate: Outputs) -> dict[str, float]:
@@ -87,15 +129,20 @@ def parity_row(
         return ParityRow(
             stage, model, {}, (f"the model lacks output(s) {', '.join(missing)} (it has {found})",), simulated=simulated
         )
+    mismatch, width_free = shape_mismatch(task, evaluation, outputs)
+    if mismatch:
+        return ParityRow(stage, model, {}, (mismatch,), simulated=simulated)
     mask = outputs.mask if task in TOKEN_LEVEL_TASKS else None
     non_finite = {name: metrics.non_finite_count(values, mask) for name, values in outputs.values.items()}
-    result = compare(task, evaluation.reference, outputs)
+    if width_free:
+        result, comparison = compare_width_free(evaluation.reference, outputs)
+    else:
+        result, comparison = compare(task, evaluation.reference, outputs), None
     result |= task_metric(task, outputs, evaluation.dataset, evaluation.labels)
-    result |= output_statistics(evaluation.reference, outputs) if statistics else {}
+    result |= output_statistics(evaluation.reference, outputs) if statistics and not width_free else {}
     result |= {f"{name}.non_finite": float(count) for name, count in non_finite.items() if count}
-    return ParityRow(
-        stage, model, result, failures(result, thresholds, evaluation.reference_metric, non_finite), simulated=simulated
-    )
+    verdict = failures(result, thresholds, evaluation.reference_metric, non_finite)
+    return ParityRow(stage, model, result, verdict, simulated=simulated, comparison=comparison)
 
 
 def first_loss(ledger: tuple[ParityRow, ...]) -> ParityRow | None:
@@ -105,7 +152,7 @@ def first_loss(ledger: tuple[ParityRow, ...]) -> ParityRow | None:
 
 def parity_score(metrics: dict[str, float]) -> float:
     """One number to maximize: the task metric where the data has one, else closeness to the reference."""
-    for name in ("spearman", "accuracy", "cosine_mean", "agreement"):
+    for name in ("spearman", "accuracy", "cosine_mean", "similarity_corr_mean", "agreement"):
         if name in metrics:
             return metrics[name]
     return -metrics["mean_abs_error"]

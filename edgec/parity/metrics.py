@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -11,6 +11,34 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = a.astype(np.float64), b.astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return np.einsum("nd,nd->n", a, b) / np.maximum(norms, 1e-12)
+
+
+def similarity_agreement(reference: np.ndarray, candidate: np.ndarray, anchors: int = 1024) -> np.ndarray:
+    """Per row of two (n, d) and (n, d') embedding arrays, the Spearman correlation of its cosine similarities to the
+    other rows (up to `anchors` of them, evenly spaced) under the reference and under the candidate.
+
+    Width-free: it compares how each model ranks the other texts by similarity, which is what similarity search and
+    STS use, so it holds where d != d' (hidden-size pruning). A text's similarity to itself, or to a copy of itself
+    (the reference's cosine 1), is 1 under any model and is left out: STS pairs repeat sentences, and counting those
+    lets a broken model agree. Embeddings unrelated to the reference's score near 0; a row whose similarities are all
+    equal (a collapsed model, or fewer than three rows) gives NaN, which the gate fails.
+    """
+    if len(reference) < 3:  # one other text: its similarity cannot correlate with anything
+        return np.full(len(reference), np.nan)
+    columns = np.unique(np.linspace(0, len(reference) - 1, min(len(reference), anchors)).round().astype(int))
+
+    def similarities(embeddings: np.ndarray) -> np.ndarray:
+        unit = embeddings.astype(np.float64)
+        unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+        return unit @ unit[columns].T  # (n, anchors)
+
+    a, b = similarities(reference), similarities(candidate)
+    same = a > 1 - 1e-6  # the text itself, or the same text again
+    a[same], b[same] = np.nan, np.nan
+    a, b = (rankdata(x, axis=1, nan_policy="omit") for x in (a, b))
+    a, b = (np.nan_to_num(x - np.nanmean(x, axis=1, keepdims=True)) for x in (a, b))  # left-out entries: 0
+    spread = np.sqrt(np.einsum("na,na->n", a, a) * np.einsum("na,na->n", b, b))
+    return np.einsum("na,na->n", a, b) / np.where(spread > 1e-9, spread, np.nan)  # all ranks tied: undefined
 
 
 def pair_spearman(embeddings: np.ndarray, scores: np.ndarray) -> float:

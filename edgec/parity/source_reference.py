@@ -27,4 +27,7 @@ def reference_for(artifact: Artifact, data: Dataset, reference: str | Path | Non
         raise InputError(
             f"{source_path} changed since the build (weights sha256 differ); pass --reference with the original model"
         )
-    return source.task, reference_outputs(source, data, manifest.recipe.max_length)
+    evaluation = reference_outputs(
+        source, data, manifest.recipe.max_length, hidden_pruned=manifest.recipe.prunes_hidden
+    )
+    return source.task, evaluation
