@@ -116,7 +116,7 @@ def test_a_width_mismatch_without_hidden_pruning_fails_in_one_line(tiny_models, 
     """A narrow model's artifact checked against a wider --reference than it was built from: one failing line."""
     data = edgec.read_dataset(data_files["pairs"])
     summary = edgec.compress(tiny_models("bert"), edgec.Recipe(prune=HIDDEN), calib=data, eval=data, out=tmp_path / "m")
-    assert summary["ledger"][0].comparison and summary["ledger"][0].passed  # compress: width-free as well
+    assert summary.ledger[0].comparison and summary.ledger[0].passed  # compress: width-free as well
     recipe = edgec.Recipe(quant=edgec.QuantConfig(precision="fp32"))
     artifact = edgec.build(tmp_path / "m", "ort", recipe=recipe, calib=data, eval=data, out=tmp_path / "a")
     (row,) = check_parity(artifact, data, reference=tiny_models("bert"))
