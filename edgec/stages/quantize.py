@@ -14,16 +14,18 @@ import onnx
 from edgec.artifacts.stage_notes import QuantizeNote
 from edgec.ops import outliers
 from edgec.ops.calibration import RunningStats, matmul_quantization_error
-from edgec.ops.graph import bypass_activation_dequantize, producers, quantize_embedding_tables, scale_matmul_inputs
+from edgec.ops.graph import bypass_activation_dequantize, quantize_embedding_tables, scale_matmul_inputs
 from edgec.ops.smoothing import smoothing_scales
 from edgec.parity.evalset import eval_texts
 from edgec.pipeline import Calibration, Context, release_freed_memory
 from edgec.progress import track
+from edgec.recipe import QuantConfig
 from edgec.running.inference import encode_batches, ort_session
 from edgec.targets import QuantSettings, SessionSettings
 
-SMOOTHING_ALPHA = 0.8  # measured on MiniLM/STS-B: 0.7-0.9 best, 0.3 catastrophic, 0.5 mediocre
-_GELU_OPS = ("Gelu", "FastGelu", "BiasGelu", "QuickGelu")
+# Measured on MiniLM/STS-B: 0.7-0.9 best, 0.3 catastrophic, 0.5 mediocre; on all-mpnet-base-v2 (STS-B dev cosine to
+# fp32, benchmarks/mpnet_int8_study.py): 0.8 best of 0.5, 0.65, 0.8 and 0.9.
+SMOOTHING_ALPHA = 0.8
 # Rows (tokens) of each weight-MatMul input kept to estimate the fallback's per-node error: a uniform sample of all
 # real tokens, bounded so that calibration memory does not grow with the number of texts.
 _SENSITIVITY_ROWS = 1024
@@ -198,27 +200,11 @@ def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict, dict[str, np.ndarray]]:
     """Smooth activation outliers into the weights, calibrate, split off outlier channels: the float model to quantize,
-    its ranges, sensitivities, and the outlier channels of each MatMul input that has some.
-
-    Two calibration passes: per-channel |max| of each MatMul input sets the smoothing scales
-    (ops.smoothing); the ranges are then measured on the smoothed inputs. Only real tokens count.
-    """
-    feeds, session = calibration_feeds(ctx), ctx.target.session
+    its ranges, sensitivities, and the outlier channels of each MatMul input that has some."""
+    feeds = calibration_feeds(ctx)
     model = with_types(onnx.load(str(ctx.onnx_path)))
-    groups = smoothable_groups(model)
-    absmax = {
-        name: stats.channel_absmax for name, stats in collect_stats(model, sorted(groups), feeds, session).items()
-    }
-    weights = {i.name: i for i in model.graph.initializer}
-    # (in,) per input channel: the largest |weight| over every output of every MatMul sharing this input
-    row_absmax = {
-        name: np.max([np.abs(onnx.numpy_helper.to_array(weights[n.input[1]])).max(axis=1) for n in nodes], axis=0)
-        for name, nodes in groups.items()
-    }  # one weight's numpy copy at a time, not all of them at once
-    scales = {name: smoothing_scales(absmax[name], row_absmax[name], SMOOTHING_ALPHA) for name in groups}
-    scale_matmul_inputs(model, groups, scales)
-    model = with_types(model)
-    ranges, sensitivity, split = calibrate(model, feeds, ctx)
+    model = smooth(model, smoothable_groups(model), feeds, ctx.target.session)
+    ranges, sensitivity, split = calibrate(model, feeds, ctx.recipe.quant, ctx.target.quantization, ctx.target.session)
     if split:
         for node in weight_matmuls(model):
             if node.input[0] in split:
@@ -230,28 +216,59 @@ def prepare_static(ctx: Context, out_dir: Path) -> tuple[Path, dict, dict, dict[
 
 
 def smoothable_groups(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    """Weight MatMuls grouped by their shared input, except inputs coming out of a Gelu (the FFN down-projection).
+    """Weight MatMuls grouped by their shared input: every input is smoothed, the FFN down-projection's too.
 
-    The down-projection's input is 4x wider, so its smoothing Mul costs the most, and per-channel weights
-    already contain its error (measured on MiniLM: smoothing it halved the remaining error for ~2% more time).
+    The down-projection reads GELU outputs, where all-mpnet-base-v2's layers 6-10 have 1-3 channels (of 3072) at
+    30-100 while the median channel peaks near 2: one per-tensor scale leaves most channels a handful of the 256
+    levels. Measured on STS-B dev (benchmarks/mpnet_int8_study.py): that down-projection alone took the embeddings'
+    cosine to fp32 from 1.0 to 0.918 (every other MatMul kind alone: >= 0.999); smoothing it too lifted the int8
+    model's cosine from 0.917 to 0.996 for one Mul per layer on the 4x wider input (whose time the shared machine
+    measured too noisily to settle: benchmarks/RESULTS.md, mpnet int8 study).
     """
-    made = producers(model)
     groups: dict[str, list[onnx.NodeProto]] = {}
     for node in weight_matmuls(model):
-        producer = made.get(node.input[0])
-        if producer is None or producer.op_type not in _GELU_OPS:
-            groups.setdefault(node.input[0], []).append(node)
+        groups.setdefault(node.input[0], []).append(node)
     return groups
 
 
-def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: Context) -> tuple[dict, dict, dict]:
+def smooth(
+    model: onnx.ModelProto,
+    groups: dict[str, list[onnx.NodeProto]],
+    feeds: list[dict[str, np.ndarray]],
+    session: SessionSettings,
+    alpha: float = SMOOTHING_ALPHA,
+) -> onnx.ModelProto:
+    """The model with each group's shared input divided per channel by ops.smoothing's scales, which multiply the
+    weights' rows instead (groups: input name -> the weight MatMuls reading it). The scales come from a calibration
+    pass: per-channel |max| of each input over its real tokens, and of each weight row over every MatMul sharing it;
+    the ranges are then measured on the smoothed inputs."""
+    absmax = {
+        name: stats.channel_absmax for name, stats in collect_stats(model, sorted(groups), feeds, session).items()
+    }
+    weights = {i.name: i for i in model.graph.initializer}
+    # (in,) per input channel: the largest |weight| over every output of every MatMul sharing this input
+    row_absmax = {
+        name: np.max([np.abs(onnx.numpy_helper.to_array(weights[n.input[1]])).max(axis=1) for n in nodes], axis=0)
+        for name, nodes in groups.items()
+    }  # one weight's numpy copy at a time, not all of them at once
+    scales = {name: smoothing_scales(absmax[name], row_absmax[name], alpha) for name in groups}
+    scale_matmul_inputs(model, groups, scales)
+    return with_types(model)
+
+
+def calibrate(
+    model: onnx.ModelProto,
+    feeds: list[dict[str, np.ndarray]],
+    quant: QuantConfig,
+    settings: QuantSettings,
+    session: SessionSettings,
+) -> tuple[dict, dict, dict]:
     """Activation ranges of every weight-MatMul input, each MatMul's quantization error (for fallback), and, where the
     target splits them off, each input's outlier channels (ops.outliers; its range is then that of the other channels)."""
     matmuls = weight_matmuls(model)
     weights = {i.name: i for i in model.graph.initializer}
     names = sorted({n.input[0] for n in matmuls})
-    stats = collect_stats(model, names, feeds, ctx.target.session, keep=_SENSITIVITY_ROWS)
-    quant, settings = ctx.recipe.quant, ctx.target.quantization
+    stats = collect_stats(model, names, feeds, session, keep=_SENSITIVITY_ROWS)
     split = {
         name: found
         for name in names
@@ -259,7 +276,7 @@ def calibrate(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ctx: C
         and len(found := outliers.outlier_channels(stats[name].channel_absmax, stats[name].rows))
     }
     # the split inputs' ranges leave their outlier channels out: a pass over those inputs without them
-    in_range = stats | (collect_stats(model, sorted(split), feeds, ctx.target.session, drop=split) if split else {})
+    in_range = stats | (collect_stats(model, sorted(split), feeds, session, drop=split) if split else {})
     ranges = {
         name: list(activation.range(quant.calibration, quant.percentile)) for name, activation in in_range.items()
     }
