@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -371,6 +372,23 @@ def arm64_runtime() -> Path:
         return ensure_arm64_runtime()
     except BackendUnavailable as error:
         pytest.skip(f"no emulated aarch64 runtime on this host: {error}")
+
+
+@contextlib.contextmanager
+def gelu_outputs_unsmoothed():
+    """Static int8 with the FFN-out inputs (GELU outputs) left out of smoothing. Smoothing evens out a planted FFN
+    outlier; tests of the fallback need the error smoothing leaves, which is what the fallback is for."""
+    from edgec.ops.graph import producers
+    from edgec.stages import quantize
+
+    smoothable = quantize.smoothable_groups
+
+    def without_gelu_outputs(model):
+        return {k: v for k, v in smoothable(model).items() if "Gelu" not in producers(model)[k].op_type}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantize, "smoothable_groups", without_gelu_outputs)
+        yield
 
 
 def invoke(*args):

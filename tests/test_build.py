@@ -3,18 +3,16 @@
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import ARCHITECTURES, SENTENCES
+from conftest import ARCHITECTURES, SENTENCES, gelu_outputs_unsmoothed
 from transformers import AutoTokenizer
 
 import edgec
 from edgec.artifacts.manifest import Manifest
 from edgec.errors import InputError, ParityError
-from edgec.ops.graph import producers
 from edgec.parity import metrics
 from edgec.parity.evalset import reference_outputs
 from edgec.recipe import ParityThresholds, QuantConfig, Recipe
 from edgec.source import load_source
-from edgec.stages import quantize
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 
@@ -181,17 +179,10 @@ def outlier_model(tiny_models, tmp_path):
     return folder
 
 
-def test_fallback_keeps_only_the_sensitive_node_in_float(outlier_model, data_files, tmp_path, monkeypatch):
-    # Smoothing evens this outlier out; the fallback is for the error smoothing leaves, so here the GELU outputs (the
-    # FFN-out inputs) stay unsmoothed.
-    smoothable = quantize.smoothable_groups
-    monkeypatch.setattr(
-        quantize,
-        "smoothable_groups",
-        lambda model: {k: v for k, v in smoothable(model).items() if "Gelu" not in producers(model)[k].op_type},
-    )
+def test_fallback_keeps_only_the_sensitive_node_in_float(outlier_model, data_files, tmp_path):
     data = edgec.read_dataset(data_files["pairs"])
-    artifact = _build(outlier_model, tmp_path / "fb", "int8", data, parity=ParityThresholds(min_cosine=0.99999))
+    with gelu_outputs_unsmoothed():
+        artifact = _build(outlier_model, tmp_path / "fb", "int8", data, parity=ParityThresholds(min_cosine=0.99999))
     stages = artifact.manifest.stages
     assert artifact.manifest.parity.passed
     assert stages.fallback.kept_in_float == ["/encoder/layer.1/output/dense/MatMul"]
