@@ -5,6 +5,7 @@ part of --eval where a stage selects)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -51,20 +52,23 @@ def start_context(
     calib = pool.sample(samples, recipe.seed)
     prune_calib = pool.sample(prune_samples, recipe.seed) if recipe.prune is not None else None
     on_stage("reference")
-    selection, narrows = None, recipe.prunes_hidden
+    selection = None
+    reference = functools.partial(
+        reference_outputs, source, max_length=recipe.max_length, hidden_pruned=recipe.prunes_hidden
+    )
     if eval is None:
         log.warning(
             "no --eval: parity is measured on the %d calibration texts the quantizer also saw, with no task metric; "
             "pass --eval FILE with labels or scores for a gate that means something",
             len(calib),
         )
-        evaluation = reference_outputs(source, calib, recipe.max_length, hidden_pruned=narrows)
+        evaluation = reference(calib)
     elif not selecting:
-        evaluation = reference_outputs(source, eval, recipe.max_length, hidden_pruned=narrows)
+        evaluation = reference(eval)
     else:
         chosen, held_out = selection_split(eval, recipe.seed)
-        evaluation = reference_outputs(source, held_out, recipe.max_length, hidden_pruned=narrows)
-        selection = reference_outputs(source, chosen, recipe.max_length, hidden_pruned=narrows)
+        evaluation = reference(held_out)
+        selection = reference(chosen)
     return Context(
         source,
         recipe,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 # Field metadata: the key is left out of the JSON while the field is None, as the untyped note left it out.
 _WRITTEN_WHEN_SET = "written_when_set"
@@ -51,6 +51,18 @@ class Note:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in values.items() if k in names}
         return cls(**known, extra={k: v for k, v in values.items() if k not in names})
+
+
+_N = TypeVar("_N", bound="Note")
+
+
+def _with_nested(note: _N, values: dict[str, Any], key: str, kind: type[Note]) -> _N:
+    """`note` with its list field `key` read as notes of `kind` (Note.from_json leaves nested notes as JSON)."""
+    items = values.get(key)
+    if items is None:
+        return note
+    nested: dict[str, Any] = {key: [kind.from_json(item) for item in items]}
+    return dataclasses.replace(note, **nested)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,9 +111,7 @@ class PruneNote(Note):
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> Self:
-        steps = values.get("steps")
-        note = super().from_json(values)
-        return note if steps is None else dataclasses.replace(note, steps=[PruneStep.from_json(s) for s in steps])
+        return _with_nested(super().from_json(values), values, "steps", PruneStep)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,9 +137,7 @@ class DistillNote(Note):
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> Self:
-        runs = values.get("runs")
-        note = super().from_json(values)
-        return note if runs is None else dataclasses.replace(note, runs=[DistillNote.from_json(r) for r in runs])
+        return _with_nested(super().from_json(values), values, "runs", DistillNote)
 
 
 @dataclass(frozen=True, kw_only=True)
