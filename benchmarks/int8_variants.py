@@ -72,7 +72,7 @@ def main() -> None:
                 lambda f, p=profile: edgec_row(model_dir, f, p, "int8", calib, test, evaluation),  # noqa: B023
             )
         started = time.perf_counter()
-        latencies = time_rows(rows, model_dir, len(source.tokenizer), lengths, args.rounds, args.runs)
+        latencies, _ = time_rows(rows, model_dir, len(source.tokenizer), lengths, args.rounds, args.runs)
         for label, row in rows.items():
             result = {
                 "model": name,

@@ -257,7 +257,7 @@ def run_model(name: str, args, previous: dict | None) -> dict:
             optimum = args.optimum or optimum_dynamic_int8(model_dir, folder / "optimum", study.source)[0]
             rows = {label: {"path": str(folder / f"{index}.onnx")} for index, label in enumerate(FINAL)}
             rows["Optimum dynamic int8"] = {"path": str(optimum)}
-            latency = time_rows(rows, model_dir, len(study.source.tokenizer), [128], args.rounds, args.runs)
+            latency, _ = time_rows(rows, model_dir, len(study.source.tokenizer), [128], args.rounds, args.runs)
             log("latency", "ms at 128 tokens", {label: by_length[128] for label, by_length in latency.items()})
     result.setdefault("seconds", {})[args.steps] = time.perf_counter() - started
     return result

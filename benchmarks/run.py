@@ -226,10 +226,12 @@ def build_rows(
 
 def time_rows(
     rows: dict[str, dict], model_dir: Path, vocab: int, lengths: list[int], rounds: int, runs: int
-) -> dict[str, dict[int, float]]:
-    """Median over rounds of each (row, length)'s p50; every round visits every row and length, each in a fresh process."""
+) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, list[float | None]]]]:
+    """Median over rounds of each (row, length)'s p50, and the other load of every measurement (BenchResult.other_load);
+    every round visits every row and length, each in a fresh process."""
     task = load_source(model_dir).task
     p50s: dict[str, dict[int, list[float]]] = {label: {n: [] for n in lengths} for label in rows}
+    loads: dict[str, dict[int, list[float | None]]] = {label: {n: [] for n in lengths} for label in rows}
     for _ in range(rounds):  # interleaved rounds: slow drifts of a shared machine hit every row alike
         for length in lengths:
             config = BenchConfig(batch=1, seq_len=length, threads=2, warmup=10, runs=runs)
@@ -247,9 +249,22 @@ def time_rows(
                     )
                     result = bench_onnx(path, vocab, config, settings)
                 p50s[label][length].append(result.p50_ms)
-    return {
+                loads[label][length].append(result.other_load)
+    medians = {
         label: {n: statistics.median(values) for n, values in by_length.items()} for label, by_length in p50s.items()
     }
+    return medians, loads
+
+
+def load_line(results: list[dict]) -> str:
+    """What else ran while timing: the other load of every measurement (older JSONs did not record it)."""
+    loads = [v for r in results for by_round in r.get("other_load", {}).values() for v in by_round if v is not None]
+    if not loads:
+        return "Other processes' share of the CPU while timing: not recorded."
+    return (
+        f"Other processes' share of the CPU while timing ({len(loads)} measurements): median {statistics.median(loads):.1%}, "
+        f"worst {max(loads):.1%}."
+    )
 
 
 def results_file(model: str) -> Path:
@@ -290,6 +305,7 @@ def markdown(record: dict) -> str:
         f"Command: `{record['command']}` ({record['timing_s'] / 60:.0f} min of timing). Latency: batch 1, 2 intra-op threads, median of per-round p50s, "
         f"each measured in a fresh process, rounds interleaved. Optimum: dynamic int8, its `{preset}` preset (per-channel), "
         "the one it has for this host's instruction set. Calibration: 256 STS-B *train* sentences.",
+        load_line(results),
         "",
         "| row | STS-B Spearman | cosine to fp32 (mean / worst) | size MB | MACs kept | "
         + " | ".join(f"{n} tok ms" for n in lengths)
@@ -350,13 +366,16 @@ def main() -> None:
             )
             continue
         started = time.perf_counter()
-        latencies = time_rows(rows, model_dir, len(load_source(model_dir).tokenizer), lengths, args.rounds, args.runs)
+        latencies, loads = time_rows(
+            rows, model_dir, len(load_source(model_dir).tokenizer), lengths, args.rounds, args.runs
+        )
         results = [
             {
                 "model": name,
                 "runtime": label,
                 **{k: v for k, v in row.items() if k != "path"},
                 "latency_ms": {str(n): ms for n, ms in latencies[label].items()},
+                "other_load": {str(n): values for n, values in loads[label].items()},
                 "host": host().to_dict(),
             }
             for label, row in rows.items()

@@ -21,6 +21,10 @@ from edgec.running.bench import BenchConfig, bench_model, bench_pytorch, profile
 from edgec.running.profiling import NODE_HEADER, OPERATOR_HEADER, node_rows, operator_rows
 from edgec.running.tuning import onnx_latency, tune_session
 
+BUSY_MACHINE = 0.05
+"""Other load above which timings are flagged. ONNX Runtime's threads meet at every operator, so one busy process
+stalls them all: on 2 cores, a niced Python process made an int8 mpnet run take 150 ms instead of 42."""
+
 
 def register(app: typer.Typer) -> None:
     command(app, "bench", bench)
@@ -162,6 +166,12 @@ def _print(artifact: Path, loaded: Artifact, report: dict, results: list, measur
     stdout.print(table(title, ["runtime", "p50 ms", "p90 ms", "p99 ms", "inputs/s", "peak RSS MB"], rows))
     if report["speedup_vs_pytorch"]:
         stdout.print(f"speed-up vs PyTorch fp32 (p50): {report['speedup_vs_pytorch']:.2f}x")
+    busiest = max((r.other_load for r in results if r.other_load is not None), default=None)
+    if busiest is not None and busiest > BUSY_MACHINE:
+        stdout.print(
+            f"warning: other processes took {busiest:.0%} of this machine's CPU while timing, so these figures are "
+            "slower than a quiet machine's; rerun with the machine to itself"
+        )
     if measured:
         caption = f"{measured.runs} profiled runs, {measured.kernel_ms:.2f} ms of kernels per run"
         stdout.print(table(f"time per operator type ({caption})", OPERATOR_HEADER, operator_rows(measured)))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import queue as queue_module
 import resource
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +36,9 @@ class BenchResult:
     mean_ms: float
     throughput_per_s: float
     peak_rss_mb: float
+    other_load: float | None = None
+    """Share of the machine's CPU time that other processes (and the hypervisor) took while the runs were timed;
+    None where /proc/stat is unreadable. Above a few percent, the figures are not those of a quiet machine."""
 
 
 def synthetic_inputs(vocab_size: int, config: BenchConfig, input_names: list[str]) -> dict[str, np.ndarray]:
@@ -48,23 +53,62 @@ def synthetic_inputs(vocab_size: int, config: BenchConfig, input_names: list[str
     return {k: v for k, v in feeds.items() if k in input_names}
 
 
-def summarize(runtime: str, times_ms: list[float], config: BenchConfig) -> BenchResult:
+def summarize(runtime: str, timing: tuple[list[float], float | None], config: BenchConfig) -> BenchResult:
+    times_ms, other_load = timing
     times = np.asarray(times_ms)
     p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    return BenchResult(runtime, p50, p90, p99, float(times.mean()), config.batch * 1000.0 / float(times.mean()), peak)
+    mean = float(times.mean())
+    return BenchResult(runtime, p50, p90, p99, mean, config.batch * 1000.0 / mean, peak, other_load)
 
 
-def timed(run, config: BenchConfig) -> list[float]:
-    """Milliseconds of each of config.runs calls of `run`, after config.warmup untimed ones."""
+def timed(run, config: BenchConfig) -> tuple[list[float], float | None]:
+    """Milliseconds of each of config.runs calls of `run`, after config.warmup untimed ones, and the other load
+    while they ran (see BenchResult.other_load)."""
     for _ in range(config.warmup):
         run()
     times = []
+    before = cpu_seconds()
     for _ in range(config.runs):
         start = time.perf_counter()
         run()
         times.append((time.perf_counter() - start) * 1000.0)
-    return times
+    return times, other_load(before, cpu_seconds())
+
+
+@dataclass(frozen=True)
+class CpuSeconds:
+    wall: float
+    machine_busy: float
+    """CPU seconds every core spent on anything but idling since boot, time stolen by the hypervisor included."""
+    own: float
+    """CPU seconds of this process and of the children it has waited for."""
+
+
+def cpu_seconds() -> CpuSeconds | None:
+    """Where the machine's CPU time has gone so far; None where /proc/stat is unreadable (not Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu  user nice system idle iowait irq softirq steal ...: everything but idle and iowait is busy
+    ticks = [int(v) for v in fields[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    own = os.times()
+    return CpuSeconds(
+        time.perf_counter(),
+        busy / os.sysconf("SC_CLK_TCK"),
+        own.user + own.system + own.children_user + own.children_system,
+    )
+
+
+def other_load(before: CpuSeconds | None, after: CpuSeconds | None) -> float | None:
+    """Share of the machine's CPU capacity between two readings that went to anything but this process."""
+    if before is None or after is None or after.wall <= before.wall:
+        return None
+    others = (after.machine_busy - before.machine_busy) - (after.own - before.own)
+    capacity = (after.wall - before.wall) * (os.cpu_count() or 1)
+    return min(1.0, max(0.0, others / capacity))
 
 
 def session_for(config: BenchConfig, settings: SessionSettings) -> SessionSettings:
@@ -82,7 +126,6 @@ def _bench_onnx(model_path: str, vocab_size: int, config: BenchConfig, settings:
 
 def _bench_pte(model_path: str, vocab_size: int, config: BenchConfig) -> BenchResult:
     import json
-    from pathlib import Path
 
     from edgec.backends.executorch import IO_FILE, pte_forward, set_threads
 
