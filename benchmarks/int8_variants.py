@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import models  # noqa: E402
-from run import STS, WORK, _cached, edgec_row, machine, time_rows, write_section  # noqa: E402
+from run import STS, WORK, _cached, edgec_row, machine, per_row, time_rows, write_section  # noqa: E402
 
 from edgec.data import read_sts_benchmark  # noqa: E402
 from edgec.hardware import host  # noqa: E402
@@ -72,7 +73,8 @@ def main() -> None:
                 lambda f, p=profile: edgec_row(model_dir, f, p, "int8", calib, test, evaluation),  # noqa: B023
             )
         started = time.perf_counter()
-        latencies, _ = time_rows(rows, model_dir, len(source.tokenizer), lengths, args.rounds, args.runs)
+        rounds, _ = time_rows(rows, model_dir, len(source.tokenizer), lengths, args.rounds, args.runs)
+        latencies = per_row(rounds, statistics.median)
         for label, row in rows.items():
             result = {
                 "model": name,

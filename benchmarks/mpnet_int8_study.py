@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import models  # noqa: E402
-from run import STS, WORK, machine, optimum_dynamic_int8, time_rows, write_section  # noqa: E402
+from run import STS, WORK, machine, optimum_dynamic_int8, per_row, time_rows, write_section  # noqa: E402
 
 import edgec  # noqa: E402
 from edgec.data import Dataset, read_sts_benchmark  # noqa: E402
@@ -257,7 +258,8 @@ def run_model(name: str, args, previous: dict | None) -> dict:
             optimum = args.optimum or optimum_dynamic_int8(model_dir, folder / "optimum", study.source)[0]
             rows = {label: {"path": str(folder / f"{index}.onnx")} for index, label in enumerate(FINAL)}
             rows["Optimum dynamic int8"] = {"path": str(optimum)}
-            latency, _ = time_rows(rows, model_dir, len(study.source.tokenizer), [128], args.rounds, args.runs)
+            rounds, _ = time_rows(rows, model_dir, len(study.source.tokenizer), [128], args.rounds, args.runs)
+            latency = per_row(rounds, statistics.median)
             log("latency", "ms at 128 tokens", {label: by_length[128] for label, by_length in latency.items()})
     result.setdefault("seconds", {})[args.steps] = time.perf_counter() - started
     return result
