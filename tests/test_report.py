@@ -133,6 +133,9 @@ def test_bench_records_into_the_artifact_and_keeps_the_hashes(full_artifact):
     assert [r["runtime"] for r in manifest.bench["results"]] == ["onnxruntime", "pytorch fp32"]
     assert manifest.bench["config"]["seq_len"] == 16 and "speed.png" in manifest.files
     assert "| source (bert, PyTorch fp32) |" in (full_artifact / "README.md").read_text()
+    # what else ran while it timed travels with the figures (Linux reads it from /proc/stat)
+    assert all(0.0 <= r["other_load"] <= 1.0 for r in manifest.bench["results"])
+    assert "Other processes took" in (full_artifact / "report.md").read_text()
     assert edgec.artifacts.artifact.verify_hashes(edgec.load_artifact(full_artifact)) == []
 
 

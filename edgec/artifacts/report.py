@@ -304,29 +304,44 @@ def parity_plot_png(manifest: Manifest) -> bytes:
     threshold = thresholds.min_agreement if metric == "agreement" else thresholds.min_cosine
     ax = axes[0][0]
     ax.bar_label(ax.bar(stages, values, color=colors), labels=[f"{v:.5f}" for v in values], fontsize=7)
-    if threshold is not None:
+    lowest = min((v for v in values if math.isfinite(v)), default=1.0)
+    bottom = min(lowest - 0.01, 0.95)
+    # A threshold far below the data (a measure-only build's -1) would squash every bar into a sliver.
+    if threshold is not None and threshold >= bottom - 0.05:
+        bottom = min(bottom, threshold - 0.01)
         ax.axhline(threshold, color="#444", linestyle="--", linewidth=1, label=f"threshold {threshold}")
         ax.legend(loc="lower left")
+    elif threshold is not None:
+        _off_chart_note(ax, f"threshold {threshold}: below the chart")
     ax.set_ylabel(f"{metric} vs fp32 reference")
-    lowest = min((v for v in values if math.isfinite(v)), default=1.0)
-    ax.set_ylim(min(lowest - 0.01, threshold - 0.01 if threshold is not None else 1, 0.95), 1.004)
+    ax.set_ylim(bottom, 1 + 0.08 * (1 - bottom))  # head room for the value labels under the title
     ax.set_title(f"Closeness per stage ({manifest.precision})")
     if reference:
         name, before = next(iter(reference.items()))
         drops = [before - r.metrics.get(name, float("nan")) for r in rows]
         ax = axes[0][1]
         ax.bar_label(ax.bar(stages, drops, color=colors), labels=[f"{d:+.2f}" for d in drops], fontsize=7)
-        if thresholds.max_drop is not None:
+        shown = [d for d in drops if math.isfinite(d)] + [0.0]
+        if thresholds.max_drop is not None and thresholds.max_drop <= 3 * max(max(map(abs, shown)), 1.0):
+            shown.append(thresholds.max_drop)
             limit = thresholds.max_drop
             ax.axhline(limit, color="#444", linestyle="--", linewidth=1, label=f"max_drop {limit}")
             ax.legend(loc="upper left")
+        elif thresholds.max_drop is not None:
+            _off_chart_note(ax, f"max_drop {thresholds.max_drop}: above the chart")
         ax.axhline(0, color="#999", linewidth=0.8)
+        pad = 0.25 * ((max(shown) - min(shown)) or 1.0)  # room for the value labels above and below the bars
+        ax.set_ylim(min(shown) - pad, max(shown) + pad)
         ax.set_ylabel(f"{name} drop (points)")
         ax.set_title(f"{name} drop per stage (reference {before:.2f})")
     for ax in axes[0]:
         ax.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def _off_chart_note(ax, text: str) -> None:
+    ax.set_xlabel(text, fontsize=8, color="#444")
 
 
 def sweep_plot_png(rows: list[dict[str, Any]]) -> bytes:

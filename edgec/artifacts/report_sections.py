@@ -181,7 +181,9 @@ def bench_note(manifest: Manifest) -> str:
     threads = (
         c.get("threads") or (bench.get("session") or {}).get("intra_op_threads") or "all"
     )  # None: the session settings
+    loads = [r["other_load"] for r in bench.get("results", []) if r.get("other_load") is not None]
+    busy = f" Other processes took {max(loads):.0%} of the CPU while it timed." if loads else ""
     return (
         f"edgec bench: batch {c['batch']}, sequence {c['seq_len']}, {threads} threads, {c['runs']} runs after "
-        f"{c['warmup']} warm-up, on {bench.get('host', 'this machine')}."
+        f"{c['warmup']} warm-up, on {bench.get('host', 'this machine')}.{busy}"
     )
