@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgec.running.profiling import TOP_NODES, Profile, profile_session, summarize_profile
+from edgec.running.profiling import TOP_NODES, Profile, node_times, profile_session, summarize_profile
 
 
 def _run(ts: int, dur: int) -> dict:
@@ -38,18 +38,25 @@ def test_warmup_runs_are_left_out_and_time_is_per_run():
     assert Profile.from_dict(profile.to_dict()) == profile
 
 
+def test_node_times_keeps_every_node_where_the_summary_keeps_the_slowest():
+    events = [_run(0, 100)] + [_node(f"n{i}", "Add", 1 + i, 10 + i) for i in range(TOP_NODES + 2)]
+    nodes = node_times(events, skip_runs=0)
+    assert [n.name for n in nodes] == [f"n{i}" for i in range(TOP_NODES + 2)]  # in the order they ran
+    assert sum(n.share for n in nodes) == pytest.approx(1.0)
+    assert summarize_profile(events, skip_runs=0).nodes == tuple(sorted(nodes, key=lambda n: -n.ms)[:TOP_NODES])
+
+
 def test_a_trace_without_runs_after_the_warmup_is_an_error():
     with pytest.raises(ValueError, match="none after"):
         summarize_profile([_run(0, 10)], skip_runs=1)
 
 
-def test_a_real_session_is_profiled(tmp_path):
+def _model(path):
+    """x (n, 32) -> MatMul by a constant (4 KB: large enough for ORT to write it in its own file) -> Relu -> y."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgec.targets import SessionSettings
-
-    weight = numpy_helper.from_array(np.ones((8, 8), np.float32), "w")
+    weight = numpy_helper.from_array(np.ones((32, 32), np.float32), "w")
     nodes = [
         helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
         helper.make_node("Relu", ["h"], ["y"], name="act"),
@@ -57,17 +64,35 @@ def test_a_real_session_is_profiled(tmp_path):
     graph = helper.make_graph(
         nodes,
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 32])],
         [weight],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_real_session_is_profiled(tmp_path):
+    from edgec.targets import SessionSettings
+
     profile = profile_session(
-        tmp_path / "m.onnx",
-        {"x": np.ones((4, 8), np.float32), "unused": np.ones(1)},
+        _model(tmp_path / "m.onnx"),
+        {"x": np.ones((4, 32), np.float32), "unused": np.ones(1)},
         SessionSettings(graph_optimization_level="disabled"),
         warmup=2,
         runs=3,
     )
     assert profile.runs == 3 and {o.op_type for o in profile.operators} == {"MatMul", "Relu"}
     assert len(profile.nodes) <= TOP_NODES and sum(o.share for o in profile.operators) == pytest.approx(1.0)
+
+
+def test_a_session_writes_the_graph_it_runs_beside_its_weights(tmp_path):
+    import onnx
+
+    from edgec.running.inference import ort_session
+    from edgec.targets import SessionSettings
+
+    written = tmp_path / "runtime.onnx"
+    ort_session(_model(tmp_path / "m.onnx"), SessionSettings(graph_optimization_level="basic"), optimized_model=written)
+    graph = onnx.load(str(written), load_external_data=False).graph
+    assert {n.name for n in graph.node} == {"proj", "act"} and (tmp_path / "runtime.onnx.data").exists()

@@ -98,8 +98,18 @@ def torch_forward(module: torch.nn.Module, input_names: tuple[str, ...], output_
     return forward
 
 
-def ort_session(model_path: str | Path, settings: SessionSettings, *, profile_prefix: str | None = None):
-    """An ONNX Runtime CPU session with the target's settings; `profile_prefix` turns ORT's profiler on."""
+def ort_session(
+    model_path: str | Path,
+    settings: SessionSettings,
+    *,
+    profile_prefix: str | None = None,
+    optimized_model: str | Path | None = None,
+):
+    """An ONNX Runtime CPU session with the target's settings; `profile_prefix` turns ORT's profiler on.
+
+    `optimized_model` writes the graph as ONNX Runtime runs it, after its own load-time optimizations (the nodes a
+    profile's names refer to), with its weights in a `.data` file beside it so the graph loads without them.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -115,6 +125,11 @@ def ort_session(model_path: str | Path, settings: SessionSettings, *, profile_pr
     options.log_severity_level = 3
     if profile_prefix is not None:
         options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+    if optimized_model is not None:
+        options.optimized_model_filepath = str(optimized_model)
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", Path(optimized_model).name + ".data"
+        )
     try:
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises a type per cause; every one means this file is unusable

@@ -71,14 +71,21 @@ class Profile:
         )
 
 
-def summarize_profile(events: list[dict[str, Any]], skip_runs: int) -> Profile:
-    """Per operator type and per node kernel time from a profiler trace, leaving out the first `skip_runs` runs."""
+def _kept_runs(events: list[dict[str, Any]], skip_runs: int) -> list[dict[str, Any]]:
+    """The trace's model runs after the first `skip_runs`, in order."""
     runs = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
     )
     kept = runs[skip_runs:]
     if not kept:
         raise ValueError(f"the trace holds {len(runs)} runs, none after the {skip_runs} skipped")
+    return kept
+
+
+def node_times(events: list[dict[str, Any]], skip_runs: int) -> tuple[NodeTime, ...]:
+    """Every node's kernel time per inference from a profiler trace, leaving out the first `skip_runs` runs; in the
+    order the nodes first ran."""
+    kept = _kept_runs(events, skip_runs)
     start = kept[0]["ts"]
     by_node: dict[str, float] = defaultdict(float)
     op_of, shapes_of = {}, {}
@@ -91,28 +98,38 @@ def summarize_profile(events: list[dict[str, Any]], skip_runs: int) -> Profile:
         shapes_of[name] = _shapes(event["args"].get("input_type_shape", []))
     count = len(kept)
     total = sum(by_node.values()) / count
+    return tuple(
+        NodeTime(name, op_of[name], ms / count, ms / count / total if total else 0.0, shapes_of[name])
+        for name, ms in by_node.items()
+    )
+
+
+def summarize_profile(events: list[dict[str, Any]], skip_runs: int) -> Profile:
+    """Per operator type and per node kernel time from a profiler trace, leaving out the first `skip_runs` runs."""
+    kept = _kept_runs(events, skip_runs)
+    nodes = node_times(events, skip_runs)
+    total = sum(n.ms for n in nodes)
     by_op: dict[str, float] = defaultdict(float)
     nodes_of_op: dict[str, int] = defaultdict(int)
-    for name, ms in by_node.items():
-        by_op[op_of[name]] += ms / count
-        nodes_of_op[op_of[name]] += 1
+    for node in nodes:
+        by_op[node.op_type] += node.ms
+        nodes_of_op[node.op_type] += 1
     share = lambda ms: ms / total if total else 0.0  # noqa: E731
     operators = tuple(
         OperatorTime(op, ms, share(ms), nodes_of_op[op]) for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1])
     )
-    slowest = sorted(by_node.items(), key=lambda kv: -kv[1])[:TOP_NODES]
-    nodes = tuple(NodeTime(name, op_of[name], ms / count, share(ms / count), shapes_of[name]) for name, ms in slowest)
-    return Profile(count, float(np.median([r["dur"] for r in kept])) / 1000.0, total, operators, nodes)
+    slowest = tuple(sorted(nodes, key=lambda n: -n.ms)[:TOP_NODES])
+    return Profile(len(kept), float(np.median([r["dur"] for r in kept])) / 1000.0, total, operators, slowest)
 
 
 def _shapes(inputs: list[dict[str, list[int]]]) -> str:
     return ", ".join("x".join(str(d) for d in shape) or "scalar" for item in inputs for shape in item.values())
 
 
-def profile_session(
+def profile_trace(
     model_path: str | Path, feeds: dict[str, np.ndarray], session_settings, *, warmup: int, runs: int
-) -> Profile:
-    """Run the model `warmup + runs` times under ONNX Runtime's profiler and summarize the last `runs`."""
+) -> list[dict[str, Any]]:
+    """Run the model `warmup + runs` times under ONNX Runtime's profiler; the trace's events (all runs)."""
     from edgec.running.inference import ort_session
 
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as folder:
@@ -122,7 +139,15 @@ def profile_session(
         for _ in range(warmup + runs):
             session.run(None, feeds)
         trace = Path(session.end_profiling())
-        return summarize_profile(json.loads(trace.read_text()), skip_runs=warmup)
+        return json.loads(trace.read_text())
+
+
+def profile_session(
+    model_path: str | Path, feeds: dict[str, np.ndarray], session_settings, *, warmup: int, runs: int
+) -> Profile:
+    """Run the model `warmup + runs` times under ONNX Runtime's profiler and summarize the last `runs`."""
+    events = profile_trace(model_path, feeds, session_settings, warmup=warmup, runs=runs)
+    return summarize_profile(events, skip_runs=warmup)
 
 
 def operator_rows(profile: Profile) -> list[list[str]]:
