@@ -24,7 +24,6 @@ from pathlib import Path
 import onnx
 
 from edgec.running.bench import BenchConfig, in_fresh_process, session_for, synthetic_inputs
-from edgec.running.inference import ort_session
 from edgec.running.profiling import node_times, profile_trace, summarize_profile
 from edgec.targets import SessionSettings
 
@@ -138,13 +137,18 @@ class CoreProfile:
 
 
 def _profile_core(model_path: str, vocab: int, config: BenchConfig, settings: SessionSettings) -> CoreProfile:
-    session = session_for(config, settings)
-    with tempfile.TemporaryDirectory(prefix="edgec-core-") as folder:
-        written = Path(folder) / "runtime.onnx"
-        ort_session(model_path, session, optimized_model=written)  # a session of its own: only to write the graph
-        runtime = onnx.load(str(written), load_external_data=False)
     feeds = synthetic_inputs(vocab, config, ["input_ids", "attention_mask", "token_type_ids"])
-    events = profile_trace(model_path, feeds, session, warmup=config.warmup, runs=config.runs)
+    with tempfile.TemporaryDirectory(prefix="edgec-core-") as folder:
+        written = Path(folder) / "runtime.onnx"  # the graph the profiled session runs, whose names the trace uses
+        events = profile_trace(
+            model_path,
+            feeds,
+            session_for(config, settings),
+            warmup=config.warmup,
+            runs=config.runs,
+            optimized_model=written,
+        )
+        runtime = onnx.load(str(written), load_external_data=False)
     summary, nodes = summarize_profile(events, config.warmup), node_times(events, config.warmup)
     core, constant = attention_core(runtime), constant_work(runtime)
     known = {n.name for n in runtime.graph.node}

@@ -85,7 +85,10 @@ def _kept_runs(events: list[dict[str, Any]], skip_runs: int) -> list[dict[str, A
 def node_times(events: list[dict[str, Any]], skip_runs: int) -> tuple[NodeTime, ...]:
     """Every node's kernel time per inference from a profiler trace, leaving out the first `skip_runs` runs; in the
     order the nodes first ran."""
-    kept = _kept_runs(events, skip_runs)
+    return _node_times(events, _kept_runs(events, skip_runs))
+
+
+def _node_times(events: list[dict[str, Any]], kept: list[dict[str, Any]]) -> tuple[NodeTime, ...]:
     start = kept[0]["ts"]
     by_node: dict[str, float] = defaultdict(float)
     op_of, shapes_of = {}, {}
@@ -107,7 +110,7 @@ def node_times(events: list[dict[str, Any]], skip_runs: int) -> tuple[NodeTime, 
 def summarize_profile(events: list[dict[str, Any]], skip_runs: int) -> Profile:
     """Per operator type and per node kernel time from a profiler trace, leaving out the first `skip_runs` runs."""
     kept = _kept_runs(events, skip_runs)
-    nodes = node_times(events, skip_runs)
+    nodes = _node_times(events, kept)
     total = sum(n.ms for n in nodes)
     by_op: dict[str, float] = defaultdict(float)
     nodes_of_op: dict[str, int] = defaultdict(int)
@@ -127,13 +130,25 @@ def _shapes(inputs: list[dict[str, list[int]]]) -> str:
 
 
 def profile_trace(
-    model_path: str | Path, feeds: dict[str, np.ndarray], session_settings, *, warmup: int, runs: int
+    model_path: str | Path,
+    feeds: dict[str, np.ndarray],
+    session_settings,
+    *,
+    warmup: int,
+    runs: int,
+    optimized_model: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the model `warmup + runs` times under ONNX Runtime's profiler; the trace's events (all runs)."""
+    """Run the model `warmup + runs` times under ONNX Runtime's profiler; the trace's events (all runs).
+    `optimized_model` also writes the graph the profiled session runs (`inference.ort_session`)."""
     from edgec.running.inference import ort_session
 
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as folder:
-        session = ort_session(model_path, session_settings, profile_prefix=str(Path(folder) / "trace"))
+        session = ort_session(
+            model_path,
+            session_settings,
+            profile_prefix=str(Path(folder) / "trace"),
+            optimized_model=optimized_model,
+        )
         inputs = {i.name for i in session.get_inputs()}
         feeds = {k: v for k, v in feeds.items() if k in inputs}
         for _ in range(warmup + runs):
