@@ -128,7 +128,7 @@ def _match(graph: _Graph, softmax: onnx.NodeProto) -> dict | None:
         return None
     if len({p["bias"] is None for p in (query, key, value)}) != 1:  # the op takes all three biases or none
         return None
-    bias = _unexpanded(graph, biases[0]) if biases else ""
+    bias = _unexpanded(graph, biases[0]) if biases else ("", None)
     if bias is None:  # a bias of another shape or making: MultiHeadAttention may not take it as it is
         return None
     return {
@@ -136,7 +136,8 @@ def _match(graph: _Graph, softmax: onnx.NodeProto) -> dict | None:
         "key": key,
         "value": value,
         "scale": scale,
-        "bias": bias,
+        "bias": bias[0],
+        "repoint": bias[1],
         "mask_input": mask_input,
         "filter_value": filter_value,
         "output": reshape.output[0],
@@ -209,10 +210,15 @@ def _head_split(graph: _Graph, name: str, perm: list[int]) -> dict | None:
     return {"input": projection, "bias": bias, "heads": heads}
 
 
-def _unexpanded(graph: _Graph, name: str) -> str | None:
+def _unexpanded(graph: _Graph, name: str) -> tuple[str, tuple[onnx.NodeProto, str] | None] | None:
     """The position bias without its broadcast over the batch, for `Expand(Unsqueeze(bias, 0), ...)`: the
-    (1, heads, seq, seq) tensor. A pruned layer reads `Gather(that, kept_heads, axis=1)`, which is re-pointed at the
-    unexpanded tensor. None for a bias made any other way (its shape is not known to suit the op)."""
+    (1, heads, seq, seq) tensor the op reads, and None; or, for a pruned layer's `Gather(that, kept_heads, axis=1)`,
+    the Gather's output and (the Gather, the unexpanded tensor it is to read instead). None for a bias made any
+    other way (its shape is not known to suit the op).
+
+    The Gather is re-pointed in `_replace`, not here: layers that keep the same heads share one Gather (the exporter
+    writes it once; MPNet's hidden pruning keeps the same bias columns in every layer), and each layer's match must
+    still find the Expand behind it."""
     gather = graph.op(name, "Gather")
     target = gather.input[0] if gather is not None and _attribute(gather, "axis", 0) == 1 else name
     expand = graph.op(target, "Expand")
@@ -223,9 +229,8 @@ def _unexpanded(graph: _Graph, name: str) -> str | None:
     if axes is None or [int(a) for a in axes.reshape(-1)] != [0]:
         return None
     if gather is None:
-        return expand.input[0]
-    gather.input[0] = expand.input[0]
-    return name
+        return expand.input[0], None
+    return name, (gather, expand.input[0])
 
 
 def _add_padding_mask(model: onnx.ModelProto, mask_input: str) -> None:
@@ -252,6 +257,9 @@ def _replace(model: onnx.ModelProto, match: dict, index: int) -> None:
         scale=match["scale"],
         mask_filter_value=match["filter_value"],
     )
+    if match["repoint"] is not None:  # the Gather of kept heads now reads the bias before its Expand
+        gather, unexpanded = match["repoint"]
+        gather.input[0] = unexpanded
     reshape = match["reshape"]
     reshape.output[0] = f"{reshape.output[0]}_edgec_unfused"  # now read by nobody: removed with the rest of the core
     position = next(i for i, n in enumerate(model.graph.node) if n.name == match["name"])

@@ -42,6 +42,9 @@ def optimize(ctx: Context) -> Context:
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     # opt_level 0: Python fusions only; ONNX Runtime's own graph optimizations run at session load,
     # so the file stays portable across CPUs and runtime versions.
+    # num_heads and hidden_size 0: ORT reads each layer's heads and head size from its Q Reshape, which pruning varies
+    # by layer. Its log "Input hidden size (h) is not same as weight matrix dimension of q,k,v (w)" compares those
+    # heads x head_dim with the stream's width, which differ after head or hidden pruning; it fuses all the same.
     optimized = optimize_model(
         str(ctx.onnx_path),
         model_type=_FUSION_MODEL_TYPE,

@@ -96,6 +96,19 @@ def test_pruned_mpnet_slices_the_position_bias_to_each_layers_kept_heads(tmp_pat
     assert len(gathers) == 2, "each pruned layer reads its kept heads of the shared bias"
 
 
+def test_layers_that_keep_the_same_heads_share_one_bias_gather_and_every_one_is_fused(tmp_path):
+    """The exporter writes one Gather of kept heads for layers that keep the same heads (as MPNet's hidden pruning
+    makes them): fusing the first layer must not hide the bias from the others."""
+    model = _random_mpnet()
+    for layer in range(3):
+        surgery.keep_heads(model, layer, [0, 2])
+    fused = _fused_equals_unfused(model, tmp_path, expected_fused=3)
+    gathers = [
+        n for n in fused.graph.node if n.op_type == "Gather" and any(a.name == "axis" and a.i == 1 for a in n.attribute)
+    ]
+    assert len(gathers) == 1, "the layers read one shared Gather of the bias"
+
+
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
 def test_encoders_without_a_position_bias_are_left_to_ort(tiny_models, tmp_path, model_type):
     """After ORT's own fusions, BERT-like graphs hold no unfused attention: the rewrite changes nothing."""

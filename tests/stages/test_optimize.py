@@ -1,0 +1,72 @@
+"""The optimize stage on hidden-pruned encoders (issue 14): the residual stream narrower than the unpruned one and,
+with heads pruned too, than the Q/K/V projections (heads x head_dim). Every attention is still fused, and the fused
+graph computes what the exported one computes."""
+
+import dataclasses
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import SENTENCES
+
+from edgec.compression import hidden_surgery, surgery
+from edgec.data import Dataset, Example
+from edgec.parity.evalset import reference_outputs
+from edgec.pipeline import Context
+from edgec.recipe import ParityThresholds, QuantConfig, Recipe
+from edgec.source import Source, load_source
+from edgec.stages.export import export
+from edgec.stages.optimize import optimize
+from edgec.targets import load_target
+
+DATA = Dataset(tuple(Example(t) for t in SENTENCES), "sentences")
+
+
+def _hidden_pruned(folder) -> Source:
+    """The tiny model (32 channels, 2 layers of 4 heads of 8) with 24 channels and heads 1 and 3 kept in both layers:
+    16-wide Q/K/V projections on a 24-wide stream, where ORT's fusion logs that the widths differ. Keeping the same
+    heads in both layers is what MPNet's hidden pruning does (its layers share the bias columns the width holds)."""
+    source = load_source(folder)
+    model = source.model
+    for layer in (0, 1):
+        surgery.keep_heads(model, layer, [1, 3])
+    hidden_surgery.keep_channels(model, [c for c in range(32) if c % 4 != 2])
+    return dataclasses.replace(source, model=model)
+
+
+def _context(source: Source, workdir) -> Context:
+    return Context(
+        source=source,
+        recipe=Recipe(quant=QuantConfig(precision="fp32")),
+        target=load_target("ort-x86"),
+        thresholds=ParityThresholds(),
+        workdir=workdir,
+        calib=DATA,
+        evaluation=reference_outputs(source, DATA, 64, hidden_pruned=True),
+    )
+
+
+def _run(path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()}), strict=True))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "mpnet"])
+def test_hidden_pruned_attention_is_fused_and_computes_the_same(tiny_models, tmp_path, model_type):
+    source = _hidden_pruned(tiny_models(model_type))
+    exported = export(_context(source, tmp_path), token_states=True)
+    optimized = optimize(exported)
+    ops = [n.op_type for n in onnx.load(str(optimized.onnx_path)).graph.node]
+    assert ops.count("MultiHeadAttention") == 2 and "Softmax" not in ops, "one fused attention per layer"
+    assert optimized.notes.optimize.fused_ops["MultiHeadAttention"] == 2
+    encoded = source.tokenizer(SENTENCES[:6], padding=True, return_tensors="np")
+    feeds = {k: v.astype(np.int64) for k, v in encoded.items()}
+    before, after = _run(exported.onnx_path, feeds), _run(optimized.onnx_path, feeds)
+    real = feeds["attention_mask"].astype(bool)  # padded positions are nobody's output
+    assert after["last_hidden_state"].shape[-1] == 24
+    np.testing.assert_allclose(
+        after["last_hidden_state"][real], before["last_hidden_state"][real], rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(after["sentence_embedding"], before["sentence_embedding"], rtol=1e-4, atol=1e-4)
