@@ -10,7 +10,8 @@ selected on. The verdict is computed: at the small model's int8 latency, the mos
 least as fast, against the small model's int8 accuracy.
 
     python examples/train_large_then_compress.py --small MINILM --large MPNET --train train.jsonl \\
-        --validation validation.jsonl --dev dev.tsv --budget-minutes 40 --out proof/ [--family small|large] [--time]
+        --validation validation.jsonl --dev dev.tsv --dev-text-column sentence --budget-minutes 40 --out proof/ \\
+        [--family small|large] [--time]
 
 `--family` runs one family (a long run can be split); `--time` times every family's artifacts found in --out and
 writes proof.json, proof.md and proof.png. Without either, both families run and are timed.
@@ -50,6 +51,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--validation", type=Path, required=True, help="Labelled data every selection is made on.")
     parser.add_argument("--dev", type=Path, required=True, help="Labelled data the reported accuracy comes from.")
     parser.add_argument("--text-column", default="text")
+    parser.add_argument(
+        "--dev-text-column", default=None, help="Text column of --dev, if it differs (SST-2's dev.tsv: sentence)."
+    )
     parser.add_argument("--budget-minutes", type=float, default=40.0, help="Wall clock per family, T.")
     parser.add_argument("--finetune-share", type=float, default=0.3, help="Share of T the large model fine-tunes.")
     parser.add_argument(
@@ -73,8 +77,8 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def read(path: Path, args: argparse.Namespace) -> Dataset:
-    return edgec.read_dataset(path, Columns(text=args.text_column, label="label"))
+def read(path: Path, text_column: str) -> Dataset:
+    return edgec.read_dataset(path, Columns(text=text_column, label="label"))
 
 
 def encoder_cost(model_dir: Path | str, lengths: list[int]) -> float:
@@ -208,7 +212,8 @@ def int8_artifacts(
 
 
 def run_family(name: str, args: argparse.Namespace) -> None:
-    train, validation, dev = read(args.train, args), read(args.validation, args), read(args.dev, args)
+    train, validation = read(args.train, args.text_column), read(args.validation, args.text_column)
+    dev = read(args.dev, args.dev_text_column or args.text_column)
     started = time.perf_counter()
     family = (run_small if name == "small" else run_large)(args, train, validation)
     family["seconds"] = time.perf_counter() - started

@@ -63,7 +63,9 @@ def distill_share(ctx: Context, share: float) -> Context:
     config = dataclasses.replace(config, max_length=min(config.max_length, ctx.recipe.max_length))
     if ctx.deadline is None and config.minutes is not None:
         ctx = dataclasses.replace(ctx, deadline=time.perf_counter() + 60 * config.minutes)
-    prepared = ctx.distillation or prepare(ctx.teacher, ctx.source, ctx.train, config, ctx.recipe.seed)
+    # The cache serves every later distillation of the build, so its bound is a share of all the time left.
+    seconds = None if ctx.deadline is None else config.cache_share * (ctx.deadline - time.perf_counter())
+    prepared = ctx.distillation or prepare(ctx.teacher, ctx.source, ctx.train, config, ctx.recipe.seed, seconds)
 
     selection = selection_data(ctx)  # the early stop and best checkpoint choose on it, never on the gate's data
 
@@ -81,9 +83,11 @@ def distill_share(ctx: Context, share: float) -> Context:
     )
 
 
-def prepare(teacher: torch.nn.Module, source, data: Dataset, config: DistillConfig, seed: int) -> Distillation:
+def prepare(
+    teacher: torch.nn.Module, source, data: Dataset, config: DistillConfig, seed: int, seconds: float | None = None
+) -> Distillation:
     """Tokenize `data` once and, unless config.teacher_cache is off, run the teacher once over it (within
-    config.cache_mb). `source` gives the tokenizer, task, pooling and input names."""
+    config.cache_mb, and within `seconds` when given). `source` gives the tokenizer, task, pooling and input names."""
     if not len(data):
         raise InputError("distillation needs at least one training text; the training file is empty")
     spec = TaskSpec(source.task, source.pooling or Pooling(), source.input_names)
@@ -98,7 +102,16 @@ def prepare(teacher: torch.nn.Module, source, data: Dataset, config: DistillConf
     if config.teacher_cache:
         precision, _ = resolve_precision(config.precision)
         teacher.eval()
-        cache = build_cache(teacher, encoded, spec, layers, budget_mb=config.cache_mb, precision=precision, seed=seed)
+        cache = build_cache(
+            teacher,
+            encoded,
+            spec,
+            layers,
+            budget_mb=config.cache_mb,
+            seconds=seconds,
+            precision=precision,
+            seed=seed,
+        )
     return Distillation(teacher, spec, encoded, cache, layers, config)
 
 
@@ -118,7 +131,8 @@ def distill_student(
     in eval mode (higher is better); see edgec.compression.training.train for when it runs and when training stops.
     """
     started = time.perf_counter()
-    prepared = prepare(teacher, source, data, config, seed)
+    seconds = None if config.minutes is None else config.cache_share * 60 * config.minutes
+    prepared = prepare(teacher, source, data, config, seed, seconds)
     minutes = None if config.minutes is None else config.minutes - (time.perf_counter() - started) / 60
     return run(prepared, student, evaluate, seed=seed, minutes=minutes)
 

@@ -22,6 +22,8 @@ from edgec.source import Pooling, task_outputs
 # Outputs with one row per token are stored per token, the others per example.
 _TOKEN_LEVEL = ("token-classification", "question-answering")
 _HIDDEN_BYTES = 2  # float16
+# Examples per step of the teacher's pass between checks of the time bound.
+_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,10 @@ class TeacherCache:
     layers: tuple[int, ...]
     token_level: bool
     given: int
-    """Examples there were before the size bound; len(encoded) were kept."""
+    """Examples there were before the bounds; len(encoded) were kept."""
     seconds: float
+    limited_by: str | None = None
+    """Which bound left texts out: "memory" (cache_mb), "time" (the budget's cache_share) or None (every text)."""
 
     @property
     def nbytes(self) -> int:
@@ -156,9 +160,11 @@ def build_cache(
     budget_mb: float,
     precision: str,
     seed: int,
+    seconds: float | None = None,
     batch_size: int = 64,
 ) -> TeacherCache:
-    """Run `teacher` once over the examples that fit `budget_mb` and keep its targets.
+    """Run `teacher` once over the examples that fit `budget_mb` and keep its targets; with `seconds`, stop after the
+    first chunk of examples that ends past it and keep the examples done (a random sample, never the shortest).
 
     `precision` bf16 runs the teacher under bf16 autocast (chosen only where the hardware computes bf16 natively);
     fp32 otherwise. The hidden states are stored as float16 whatever the precision.
@@ -170,26 +176,47 @@ def build_cache(
     per_example = 0 if token_level else 4 * _output_width(teacher, spec.task)
     kept = bounded(encoded, per_token, per_example, budget_mb, seed)
     tokens, examples = int(kept.offsets[-1]), len(kept)
+    # Allocated for every kept example; pages the teacher never reaches are never touched.
     hidden = np.zeros((tokens, len(layers), hidden_size), dtype=np.float16) if layers else None
     outputs: list[np.ndarray] = []
     home = next(teacher.parameters()).device
     autocast = torch.autocast(home.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    for indices in length_sorted_batches(kept.lengths, batch_size):
-        batch = {k: v.to(home) for k, v in kept.inputs(indices.tolist()).items()}
-        with autocast:
-            task_out, states = spec.forward(teacher, batch)
-        real = batch["attention_mask"].bool().cpu()
-        rows = np.concatenate([np.arange(kept.offsets[i], kept.offsets[i + 1]) for i in indices])
-        for k, value in enumerate(task_out):
-            value = value.float().cpu()
-            value = (value[real] if token_level else value).numpy()  # token level: (real tokens, ...)
-            if len(outputs) <= k:
-                outputs.append(np.zeros((tokens if token_level else examples, *value.shape[1:]), dtype=np.float32))
-            outputs[k][rows if token_level else indices] = value
-        if hidden is not None:
-            hidden[rows] = torch.stack([states[t] for t in layers], dim=2).cpu()[real].to(torch.float16).numpy()
-    seconds = time.perf_counter() - started
-    return TeacherCache(kept, tuple(outputs), hidden, tuple(layers), token_level, len(encoded), seconds)
+    # Random chunks, length-sorted inside: a time bound then keeps a random sample at little padding cost.
+    order = np.random.default_rng(seed).permutation(examples)
+    done = 0
+    while done < examples and (seconds is None or done == 0 or time.perf_counter() - started < seconds):
+        chunk = order[done : done + _CHUNK]
+        for positions in length_sorted_batches(kept.lengths[chunk], batch_size):
+            indices = chunk[positions]
+            batch = {k: v.to(home) for k, v in kept.inputs(indices.tolist()).items()}
+            with autocast:
+                task_out, states = spec.forward(teacher, batch)
+            real = batch["attention_mask"].bool().cpu()
+            rows = _token_rows(kept, indices)
+            for k, value in enumerate(task_out):
+                value = value.float().cpu()
+                value = (value[real] if token_level else value).numpy()  # token level: (real tokens, ...)
+                if len(outputs) <= k:
+                    outputs.append(np.zeros((tokens if token_level else examples, *value.shape[1:]), dtype=np.float32))
+                outputs[k][rows if token_level else indices] = value
+            if hidden is not None:
+                hidden[rows] = torch.stack([states[t] for t in layers], dim=2).cpu()[real].to(torch.float16).numpy()
+        done += len(chunk)
+    if done < examples:  # the time bound ended the pass: keep the examples it reached
+        reached = np.sort(order[:done])
+        rows = _token_rows(kept, reached)
+        outputs = [values[rows] if token_level else values[reached] for values in outputs]
+        hidden = hidden[rows] if hidden is not None else None
+        kept = kept.subset(reached)
+    limit = "time" if done < examples else "memory" if len(kept) < len(encoded) else None
+    seconds_taken = time.perf_counter() - started
+    return TeacherCache(kept, tuple(outputs), hidden, tuple(layers), token_level, len(encoded), seconds_taken, limit)
+
+
+def _token_rows(encoded: Encoded, indices: np.ndarray) -> np.ndarray:
+    """Flat token positions of examples `indices`, in that order."""
+    offsets = encoded.offsets
+    return np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in indices])
 
 
 def _pad(rows: list[np.ndarray], lengths: np.ndarray, value: float) -> torch.Tensor:
@@ -219,6 +246,7 @@ def cache_note(cache: TeacherCache) -> dict:
     return {
         "examples": len(cache.encoded),
         "given": cache.given,
+        "limited_by": cache.limited_by,
         "layers": list(cache.layers),
         "megabytes": round(cache.nbytes / 2**20, 1),
         "seconds": round(cache.seconds, 2),

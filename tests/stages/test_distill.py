@@ -16,6 +16,7 @@ from edgec.parity.runtime import measure_module
 from edgec.pipeline import Context
 from edgec.recipe import DistillConfig, ParityThresholds, Recipe
 from edgec.source import load_source, pool
+from edgec.stages import teacher_cache
 from edgec.stages.distill import distill, distill_student, prepare, student_loss
 from edgec.targets import load_target
 
@@ -255,6 +256,26 @@ def test_cache_holds_what_fits_its_bound(sources):
     assert small.nbytes <= 40 * per_token
     again = prepare(source.model, source, DATA, dataclasses.replace(FAST, cache_mb=40 * per_token / 2**20), 0).cache
     assert np.array_equal(small.encoded.ids["input_ids"], again.encoded.ids["input_ids"])  # the same texts each time
+
+
+def test_a_time_bound_keeps_the_chunks_done_with_their_exact_targets(sources, monkeypatch):
+    """seconds=0: the pass stops after its first chunk; what it kept is the same as the whole cache on those texts."""
+    source = sources["feature-extraction"]
+    whole = prepare(source.model, source, DATA, FAST, 0).cache
+    monkeypatch.setattr(teacher_cache, "_CHUNK", 4)
+    timed = prepare(source.model, source, DATA, FAST, 0, seconds=0.0).cache
+    assert len(timed.encoded) == 4 and timed.given == len(SENTENCES) and timed.limited_by == "time"
+    assert whole.limited_by is None
+
+    def texts(cache):
+        ids = cache.encoded.ids["input_ids"]
+        return [tuple(ids[a:b]) for a, b in itertools.pairwise(cache.encoded.offsets)]
+
+    position = {text: i for i, text in enumerate(texts(whole))}
+    for i, text in enumerate(texts(timed)):  # other batch neighbours and padding: equal to rounding
+        expected, got = whole.batch([position[text]]), timed.batch([i])
+        assert torch.allclose(expected["teacher_hidden"].float(), got["teacher_hidden"].float(), atol=2e-3)
+        assert torch.allclose(expected["teacher_out_0"], got["teacher_out_0"], atol=1e-5)
 
 
 def test_labels_enter_the_loss(sources):
