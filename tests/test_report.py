@@ -76,7 +76,9 @@ def full_artifact(tiny_models, data_files, tmp_path_factory):
     )
     with gelu_outputs_unsmoothed():
         artifact = edgec.build(folder, "ort-x86", recipe=recipe, calib=data, eval=data, out=root / "art")
+    # Pruning alone stays within the budget, so the fallback spends what it left (judged against the reference).
     assert artifact.manifest.stages.fallback.kept_in_float
+    assert artifact.manifest.stages.fallback.against == "the fp32 reference"
     result = invoke("bench", artifact.path, "--baseline", "pytorch", "--seq-len", "16", "--runs", "3", "--warmup", "1")
     assert result.exit_code == 0, result.output
     return artifact.path

@@ -65,7 +65,13 @@ EVERY_KIND = StageNotes(
     export=ExportNote(exporter="torch.onnx", opset=16, inputs=["input_ids"], accelerator="coreml", fixed_shape=[1, 64]),
     optimize=OptimizeNote(fused_ops={"MultiHeadAttention": 2}, residual_sums=4, biased_attention=0),
     quantize=QuantizeNote(method="static int8 Q/DQ", quantized_nodes=12, weights="int8 symmetric", calib_samples=8),
-    fallback=FallbackNote(kept_in_float=["/m/MatMul"], tries=[1, 2], sensitivity={"/m/MatMul": 0.2}),
+    fallback=FallbackNote(
+        kept_in_float=["/m/MatMul"],
+        quantized_nodes=11,
+        against="the fp32 reference",
+        tries=[1, 2],
+        sensitivity={"/m/MatMul": 0.2},
+    ),
     emit=TensorRTEmitNote(
         model="model.onnx", spec="trt_build.json", script="build_engine.sh", profile={"input_ids": {}}, typing=None
     ),
@@ -145,3 +151,15 @@ def test_notes_from_before_later_fields_read_with_their_defaults():
     assert notes.prune.hidden_before is None and notes.prune.layers_kept is None
     assert notes.distill.teacher_cache is None and notes.distill.ranks == []
     assert isinstance(notes.emit, TensorRTEmitNote) and notes.emit.typing is None
+
+
+def test_int8_matmuls_counts_what_the_fallback_left_in_int8():
+    """From the quantize stage's count and the names kept in float, which artifacts from before the fallback
+    recorded its own count also carry; None where static int8 did not run."""
+    assert EVERY_KIND.int8_matmuls() == (11, 12)
+    old_fallback = {k: v for k, v in EVERY_KIND.fallback.to_json().items() if k != "quantized_nodes"}
+    old = StageNotes.from_json({"quantize": EVERY_KIND.quantize.to_json(), "fallback": old_fallback})
+    assert old.fallback.quantized_nodes is None and old.int8_matmuls() == (11, 12)
+    assert StageNotes(quantize=EVERY_KIND.quantize).int8_matmuls() == (12, 12)  # --no-fallback
+    assert StageNotes(quantize=QuantizeNote(method="fp16")).int8_matmuls() is None
+    assert StageNotes().int8_matmuls() is None

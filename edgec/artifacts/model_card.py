@@ -135,7 +135,9 @@ def recipe_lines(manifest: Manifest) -> list[str]:
     if fused:
         lines.append("- ONNX Runtime fusions: " + ", ".join(f"{op} x{n}" for op, n in fused.items()))
     if notes.quantize:
-        lines.append(f"- Quantized: {notes.quantize.method}")
+        counts = notes.int8_matmuls()
+        share = f" ({counts[0]} of {counts[1]} weight MatMuls in int8)" if counts else ""
+        lines.append(f"- Quantized: {notes.quantize.method}{share}")
     if notes.fallback and notes.fallback.kept_in_float:
         lines.append(f"- Kept in float after int8 broke parity: {', '.join(notes.fallback.kept_in_float)}")
     if manifest.pooling:

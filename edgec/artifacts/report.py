@@ -108,6 +108,10 @@ def summary_rows(manifest: Manifest) -> list[tuple[str, str]]:
     if notes.quantize:
         settings = notes.quantize.to_json().items()
         rows.append(("quantization", ", ".join(f"{k}={v}" for k, v in settings if not isinstance(v, (list, dict)))))
+    if counts := notes.int8_matmuls():
+        against = notes.fallback.against if notes.fallback else None
+        judged = f" (the fallback judged int8 against {against})" if against else ""
+        rows.append(("weight MatMuls in int8", f"{counts[0]} of {counts[1]}{judged}"))
     if notes.fallback and notes.fallback.kept_in_float:
         rows.append(("kept in float (sensitive)", ", ".join(notes.fallback.kept_in_float)))
     if notes.prune:

@@ -179,7 +179,17 @@ class QuantizeNote(Note):
 
 @dataclass(frozen=True, kw_only=True)
 class FallbackNote(Note):
+    """Which weight MatMuls the fallback moved back to float, and how many it left in int8."""
+
     kept_in_float: list[str]
+    """Most sensitive first."""
+    quantized_nodes: int | None = field(default=None, metadata=_WHEN_SET)
+    """Weight MatMuls still in int8 in the model the stage left (of QuantizeNote.quantized_nodes); None in artifacts
+    of edgec before it recorded this."""
+    against: str | None = field(default=None, metadata=_WHEN_SET)
+    """What int8 and the tries were judged against: the fp32 reference, or (where the float model quantized already
+    missed the gate, as after heavy pruning) the fp32 model it was quantized from; None in artifacts of edgec before
+    it recorded this."""
     reason: str | None = field(default=None, metadata=_WHEN_SET)
     """Why nothing was tried (int8 passed as quantized, or no MatMul was quantized)."""
     tries: list[int] | None = field(default=None, metadata=_WHEN_SET)
@@ -279,6 +289,14 @@ class StageNotes:
             raise TypeError(f"the {stage} stage's note must be a {kind.__name__}, got {type(note).__name__}")
         changes: dict[str, Any] = {stage: note}
         return dataclasses.replace(self, **changes)
+
+    def int8_matmuls(self) -> tuple[int, int] | None:
+        """(weight MatMuls in int8, weight MatMuls in all) in the model the stages left; None where static int8 did
+        not run. Counted from the names kept in float, which artifacts older than FallbackNote.quantized_nodes have."""
+        if self.quantize is None or self.quantize.quantized_nodes is None:
+            return None
+        kept = len(self.fallback.kept_in_float) if self.fallback else 0
+        return self.quantize.quantized_nodes - kept, self.quantize.quantized_nodes
 
     def to_json(self) -> dict[str, Any]:
         values = {name: _json(getattr(self, name)) for name in _KINDS if getattr(self, name) is not None}

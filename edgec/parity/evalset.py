@@ -3,6 +3,7 @@ between the part stages may select on and the part the gate judges."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import cast
 
@@ -83,6 +84,15 @@ def task_metric(task: str, outputs: Outputs, dataset: Dataset, labels: np.ndarra
     if task == "sequence-classification" and labels is not None:
         return {"accuracy": metrics.accuracy(outputs.values["logits"], labels)}
     return {}
+
+
+def chained(evaluation: EvalSet, task: str, outputs: Outputs) -> EvalSet:
+    """The same data with another model's outputs (and task metric) as the reference: a chained comparison, which
+    judges what one step did to the model it started from, where the ledger judges every stage against the
+    uncompressed model. Both models have the same width, so the comparison is value by value even after hidden-size
+    pruning."""
+    metric = task_metric(task, outputs, evaluation.dataset, evaluation.labels)
+    return dataclasses.replace(evaluation, reference=outputs, reference_metric=metric, hidden_pruned=False)
 
 
 def reference_outputs(source: Source, dataset: Dataset, max_length: int, *, hidden_pruned: bool = False) -> EvalSet:

@@ -7,7 +7,7 @@ from pathlib import Path
 from edgec.parity.evalset import EvalSet
 from edgec.parity.ledger import ParityRow, parity_row
 from edgec.recipe import ParityThresholds
-from edgec.running.inference import Forward, collect_outputs, ort_forward, ort_session, torch_forward
+from edgec.running.inference import Forward, Outputs, collect_outputs, ort_forward, ort_session, torch_forward
 from edgec.source import OUTPUT_NAMES, TOKEN_LEVEL_TASKS, Source
 from edgec.targets import SessionSettings
 
@@ -40,14 +40,21 @@ def measure_model(
     statistics: bool = False,
 ) -> ParityRow:
     """One ledger row: run the model file on the eval set and compare it with the reference."""
-    outputs = collect_outputs(
+    outputs = model_outputs(model_path, task, evaluation, settings, f"parity: {stage}")
+    return parity_row(
+        stage, model_path.name, task, evaluation, outputs, thresholds, simulated=simulated, statistics=statistics
+    )
+
+
+def model_outputs(
+    model_path: Path, task: str, evaluation: EvalSet, settings: SessionSettings, description: str
+) -> Outputs:
+    """The model file's outputs on the eval set's batches."""
+    return collect_outputs(
         model_forward(model_path, settings, task),
         evaluation.batches,
         token_level=task in TOKEN_LEVEL_TASKS,
-        description=f"parity: {stage}",
-    )
-    return parity_row(
-        stage, model_path.name, task, evaluation, outputs, thresholds, simulated=simulated, statistics=statistics
+        description=description,
     )
 
 
