@@ -4,7 +4,8 @@ Each family gets the same wall-clock budget T (Li et al., ICML 2020, "Train Larg
 - small: `edgec finetune` for T;
 - large: `edgec finetune` for a share of T, then pruned to the small model's cost and distilled from its fine-tuned
   self (labels mixed in) until T is spent, pruning included.
-Both families' int8 builds (not counted in T) are timed in the same run, rounds interleaved. Checkpoints, early stops
+Both families' int8 builds (not counted in T) are timed in the same run, rounds interleaved, fastest round
+reported. Checkpoints, early stops
 and int8 fallbacks select on a validation split held out of train; the accuracy reported is on dev, which nothing
 selected on. The verdict is computed: at the small model's int8 latency, the most accurate large-family artifact at
 least as fast, against the small model's int8 accuracy.
@@ -22,15 +23,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
+import sys
 import time
 from pathlib import Path
 
 import edgec
 from edgec.api import compress
+from edgec.artifacts.artifact import package_versions
 from edgec.compression.finetune import finetune
 from edgec.compression.surgery import ffn_widths, head_counts, head_dim, hidden_size
 from edgec.data import Columns, Dataset
+from edgec.hardware import host
 from edgec.ops.macs import encoder_macs, unit_costs
 from edgec.parity.evalset import reference_outputs
 from edgec.parity.runtime import measure_model
@@ -217,23 +220,28 @@ def run_family(name: str, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     family = (run_small if name == "small" else run_large)(args, train, validation)
     family["seconds"] = time.perf_counter() - started
+    family["command"] = "python examples/train_large_then_compress.py " + " ".join(sys.argv[1:])
     family["artifacts"] = int8_artifacts(family, name, args, train, validation, dev)
     family["models"] = {k: str(v) for k, v in family["models"].items()}
     (args.out / name / "family.json").write_text(json.dumps(family, indent=2, default=str) + "\n")
 
 
 def time_artifacts(rows: list[dict], args: argparse.Namespace) -> None:
-    """p50 latency of every artifact: the median over interleaved rounds, each in a fresh process."""
+    """Latency of every artifact: each round's p50, rounds interleaved, and the fastest round reported. This VM has
+    run the same file at two speeds in consecutive processes (benchmarks/RESULTS.md, issue 13): the fastest round
+    is the machine undisturbed, the same statistic for every artifact; the rounds and what else ran are kept."""
     config = BenchConfig(batch=1, seq_len=args.seq_len, threads=2, warmup=20, runs=args.runs)
-    per_round = {row["name"]: [] for row in rows}
+    per_round: dict[str, list[float]] = {row["name"]: [] for row in rows}
+    loads: dict[str, list[float | None]] = {row["name"]: [] for row in rows}
     for _ in range(args.rounds):
         for row in rows:
-            per_round[row["name"]].append(
-                bench_onnx(row["path"], row["vocab"], config, SessionSettings(**row["session"])).p50_ms
-            )
+            result = bench_onnx(row["path"], row["vocab"], config, SessionSettings(**row["session"]))
+            per_round[row["name"]].append(result.p50_ms)
+            loads[row["name"]].append(result.other_load)
     for row in rows:
         row["latency_rounds"] = per_round[row["name"]]
-        row["latency_ms"] = statistics.median(per_round[row["name"]])
+        row["other_load"] = loads[row["name"]]
+        row["latency_ms"] = min(per_round[row["name"]])
 
 
 def verdict(small: list[dict], large: list[dict], margin: float = 0.5) -> dict:
@@ -331,12 +339,15 @@ def report(args: argparse.Namespace) -> dict:
     time_artifacts(rows, args)
     v = verdict([r for r in rows if r["family"] == "small"], [r for r in rows if r["family"] == "large"])
     result = {
+        "machine": host().to_dict(),
+        "versions": package_versions(),
+        "command": "python examples/train_large_then_compress.py " + " ".join(sys.argv[1:]),
         "budget_minutes": args.budget_minutes,
         "families": families,
         "artifacts": rows,
         "verdict": v,
         "timing": dataclasses.asdict(BenchConfig(batch=1, seq_len=args.seq_len, threads=2, warmup=20, runs=args.runs))
-        | {"rounds": args.rounds},
+        | {"rounds": args.rounds, "statistic": "fastest round"},
     }
     (args.out / "proof.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (args.out / "proof.md").write_text(table(rows) + "\n" + sentence(v) + "\n")

@@ -134,6 +134,14 @@ def test_train_large_then_compress_runs(tiny_models, data_files, tmp_path):
     assert proof["verdict"]["outcome"] in ("shown", "not shown", "no artifact fast enough")
     assert all(len(r["latency_rounds"]) == 2 for r in proof["artifacts"])
     assert (tmp_path / "proof" / "proof.png").read_bytes()[:4] == b"\x89PNG" and "chart:" in result.stdout
+    assert all(r["latency_ms"] == min(r["latency_rounds"]) for r in proof["artifacts"])  # the fastest round
+    # RESULTS.md's section is rendered from this record by benchmarks/proof_sst2.py, with the example's verdict.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import proof_sst2
+
+    section = proof_sst2.markdown(proof)
+    assert proof_sst2.proof.sentence(proof["verdict"]) in section and proof["machine"]["model"] in section
+    assert "| large | " in section and "hidden 16" in section and "teacher cache" in section
 
 
 def _proof_module():
