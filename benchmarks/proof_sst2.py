@@ -74,7 +74,7 @@ def family_rows(record: dict) -> list[str]:
 
 def markdown(record: dict) -> str:
     v, timing = record["verdict"], record["timing"]
-    commands = [record["families"][name].get("command", "?") for name in proof.FAMILIES] + [record["command"]]
+    base = record["command"].replace(" --time", "")
     loads = [x for row in record["artifacts"] for x in row.get("other_load", []) if x is not None]
     lines = [
         f"## Train large, then compress: SST-2, T = {record['budget_minutes']:g} minutes per family "
@@ -83,7 +83,8 @@ def markdown(record: dict) -> str:
         f"Machine: {machine(record)}; each family ran alone on the CPU. Versions: "
         + ", ".join(f"{k} {v}" for k, v in record["versions"].items())
         + ".",
-        "Commands, in order: " + "; ".join(f"`{c}`" for c in commands) + ".",
+        f"Commands, one after the other: `{base} --family small`, the same with `--family large`, then with "
+        "`--time` (times both families' artifacts and computes the verdict).",
         "Each family gets the same wall clock T: the small model fine-tunes for T; the large one fine-tunes for a "
         "share of T, is pruned to the small one's encoder MACs and distilled from its fine-tuned self (labels mixed "
         "in) until T is spent, pruning included. Checkpoints, early stops and int8 fallbacks chose on 2,000 sentences "

@@ -220,7 +220,6 @@ def run_family(name: str, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     family = (run_small if name == "small" else run_large)(args, train, validation)
     family["seconds"] = time.perf_counter() - started
-    family["command"] = "python examples/train_large_then_compress.py " + " ".join(sys.argv[1:])
     family["artifacts"] = int8_artifacts(family, name, args, train, validation, dev)
     family["models"] = {k: str(v) for k, v in family["models"].items()}
     (args.out / name / "family.json").write_text(json.dumps(family, indent=2, default=str) + "\n")
