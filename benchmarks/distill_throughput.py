@@ -150,7 +150,8 @@ def markdown(result: dict) -> str:
                 f"| after: teacher cached, hidden loss on layers {', '.join(map(str, cache['layers']))} | "
                 f"{rate['after']:.1f} | {rounds('after')} | **{result['speedup']:.2f}** |",
                 "",
-                f"The teacher's one pass (PyTorch fp32, length-sorted batches of 64) took {cache['seconds']:.1f} s for "
+                f"The teacher's one pass (PyTorch, {result['precision'].split(':')[-1].split(',')[0].strip()}, "
+                f"length-sorted batches of 64) took {cache['seconds']:.1f} s for "
                 f"{result['texts']} texts ({cache['teacher_examples_per_second']:.0f} texts/s) and holds "
                 f"{cache['megabytes']:.0f} MB. With that pass charged to training, the end-to-end rate is {once:.1f} "
                 f"examples/s ({once / rate['before']:.2f}x before) when each text is seen once, {thrice:.1f} "
