@@ -72,10 +72,14 @@ class Encoded:
             batch["labels"] = torch.from_numpy(self.labels[indices])
         return batch
 
+    def token_rows(self, indices: np.ndarray) -> np.ndarray:
+        """Flat token positions of examples `indices`, in that order."""
+        rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]
+        return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+
     def subset(self, indices: np.ndarray) -> Encoded:
         """The examples `indices`, in that order."""
-        rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]
-        flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        flat = self.token_rows(indices)
         offsets = np.concatenate([[0], np.cumsum(self.lengths[indices])])
         labels = self.labels[indices] if self.labels is not None else None
         return Encoded({k: v[flat] for k, v in self.ids.items()}, offsets, labels, self.pad_id)
@@ -192,7 +196,7 @@ def build_cache(
             with autocast:
                 task_out, states = spec.forward(teacher, batch)
             real = batch["attention_mask"].bool().cpu()
-            rows = _token_rows(kept, indices)
+            rows = kept.token_rows(indices)
             for k, value in enumerate(task_out):
                 value = value.float().cpu()
                 value = (value[real] if token_level else value).numpy()  # token level: (real tokens, ...)
@@ -204,19 +208,13 @@ def build_cache(
         done += len(chunk)
     if done < examples:  # the time bound ended the pass: keep the examples it reached
         reached = np.sort(order[:done])
-        rows = _token_rows(kept, reached)
+        rows = kept.token_rows(reached)
         outputs = [values[rows] if token_level else values[reached] for values in outputs]
         hidden = hidden[rows] if hidden is not None else None
         kept = kept.subset(reached)
     limit = "time" if done < examples else "memory" if len(kept) < len(encoded) else None
     seconds_taken = time.perf_counter() - started
     return TeacherCache(kept, tuple(outputs), hidden, tuple(layers), token_level, len(encoded), seconds_taken, limit)
-
-
-def _token_rows(encoded: Encoded, indices: np.ndarray) -> np.ndarray:
-    """Flat token positions of examples `indices`, in that order."""
-    offsets = encoded.offsets
-    return np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in indices])
 
 
 def _pad(rows: list[np.ndarray], lengths: np.ndarray, value: float) -> torch.Tensor:
