@@ -175,6 +175,10 @@ class QuantizeNote(Note):
     smoothing_alpha: float | None = field(default=None, metadata=_WHEN_SET)
     outlier_channels_in_float: int | None = field(default=None, metadata=_WHEN_SET)
     inputs_with_outliers: int | None = field(default=None, metadata=_WHEN_SET)
+    folded_nodes: int | None = field(default=None, metadata=_WHEN_SET)
+    """Static int8: nodes computed once from constants before calibration (ops.constant_folding), not on every run."""
+    folded_bytes: int | None = field(default=None, metadata=_WHEN_SET)
+    """The bytes of the values folding stored, less the initializers it made unused."""
 
 
 @dataclass(frozen=True, kw_only=True)

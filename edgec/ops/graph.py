@@ -21,6 +21,29 @@ def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return found
 
 
+def weightless(model: onnx.ModelProto, keep: int = 64) -> onnx.ModelProto:
+    """A copy of the model whose initializers of more than `keep` values are graph inputs of the same name, type and
+    shape instead: what shape inference reads, without the weights it would copy. Smaller initializers stay, since
+    shapes can depend on their values (a Reshape's target shape, a Slice's bounds)."""
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    large = [i for i in graph.initializer if int(np.prod(i.dims)) > keep and i.name not in inputs]
+    skipped = {i.name for i in large}
+    return helper.make_model(
+        helper.make_graph(
+            graph.node,
+            graph.name,
+            [*graph.input, *(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in large)],
+            graph.output,
+            [i for i in graph.initializer if i.name not in skipped],
+            value_info=graph.value_info,
+        ),
+        opset_imports=model.opset_import,
+        ir_version=model.ir_version,
+        functions=model.functions,
+    )
+
+
 def residual_adds_to_sum(model: onnx.ModelProto) -> int:
     """Rewrite `LayerNorm(Add(Add(bias, MatMul), residual))` as `LayerNorm(Sum(MatMul, bias, residual))`.
 
