@@ -4,7 +4,7 @@
     python benchmarks/tune_sessions.py --models minilm,mpnet      # then: RESULTS.md section and results-session-tuning.json
 
 Each knob's values are measured in interleaved rounds, each in a fresh process (batch 1, 128 tokens); a value replaces
-the current one only when its median p50 is at least 3% faster. The profile's [session] defaults are what this
+the current one only when its fastest round's p50 is at least 3% faster. The profile's [session] defaults are what this
 measures against.
 """
 
@@ -56,7 +56,7 @@ def main() -> None:
             for t in trials:
                 kept = getattr(chosen, t.knob) == t.value
                 lines.append(
-                    f"| {name} | {row} | {t.knob} | {t.value} | {t.median_ms:.2f} | "
+                    f"| {name} | {row} | {t.knob} | {t.value} | {t.fastest_ms:.2f} | "
                     f"{' / '.join(f'{ms:.2f}' for ms in t.p50_ms)} | {'chosen' if kept else ''} |"
                 )
     table = (
@@ -68,7 +68,7 @@ def main() -> None:
                 f"{args.rounds} interleaved rounds, each in a fresh process; knobs tuned in this order, each starting from the "
                 "winners before it (intra_op_threads 0 = every core counts as the core count).",
                 "",
-                "| model | row | setting | value | median p50 ms | p50 per round | |",
+                "| model | row | setting | value | fastest round's p50 ms | p50 per round | |",
                 "|---|---|---|---|---|---|---|",
                 *lines,
             ]
