@@ -52,13 +52,12 @@ def fuse(path: Path, *, gelu_approximation: bool) -> Any:
     """ONNX Runtime's transformers optimizer with edgec's choices (see optimize) on the model at `path`: its OnnxModel."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     # opt_level 0: Python fusions only; ONNX Runtime's own graph optimizations run at session load,
     # so the file stays portable across CPUs and runtime versions.
     # num_heads and hidden_size 0: ORT reads each layer's heads and head size from its Q Reshape, which pruning varies
     # by layer. Its log "Input hidden size (h) is not same as weight matrix dimension of q,k,v (w)" compares those
     # heads x head_dim with the stream's width, which differ after head or hidden pruning; it fuses all the same.
-    with _shape_inference_without_weights():
+    with _shape_inference_without_weights(), _without_fusion_warnings():
         return optimize_model(
             str(path),
             model_type=_FUSION_MODEL_TYPE,
@@ -82,6 +81,19 @@ def fusion_options(*, gelu_approximation: bool) -> Any:
     options.enable_embed_layer_norm = False
     options.enable_gelu_approximation = gelu_approximation
     return options
+
+
+@contextlib.contextmanager
+def _without_fusion_warnings() -> Iterator[None]:
+    """Inside, log records below ERROR are dropped. ORT's fusion modules log through loggers named after their bare
+    module names (onnxruntime.transformers puts its folder on sys.path), which no "onnxruntime" logger's level reaches,
+    and their warnings (the hidden-size one in fuse) describe edgec's pruned graphs wrongly."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 @contextlib.contextmanager
