@@ -13,6 +13,12 @@ The mask stays as the graph computes it once per run: (batch, 1, seq, seq), the 
 and the sliding window for local ones. The cos/sin caches are initializers, one pair per distinct set of inverse
 frequencies (ModernBERT's global and local layers use rope theta 160000 and 10000), read from the exported graph.
 Wqkv stays one weight MatMul, which static int8 quantizes.
+
+Measured on ModernBERT-base (random weights, 128 tokens, ORT 1.32, 2 threads on a shared 2-core AVX512-VNNI CPU, the
+profiles inflated by the other load alike): the attention core's kernel time fell from 91 to 58 ms in int8 and from
+67 to 38 ms in fp32, the whole graph's by 7% in both; MultiHeadAttention itself is most of what is left (it still
+computes the products and Softmax). Feeding it the export's own rotary ops instead of RotaryEmbedding (Q merged to
+(batch, seq, hidden), K and V in (batch, heads, seq, head_dim)) was slower than not fusing at all.
 """
 
 from __future__ import annotations
