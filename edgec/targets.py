@@ -155,6 +155,8 @@ class TargetProfile:
     design, so closeness to the reference is loose and the task metric's drop is the gate."""
     fuse_biased_attention: bool = True
     """With `fuse`: also fuse attention that adds a position bias (MPNet) into MultiHeadAttention."""
+    fuse_rotary_attention: bool = True
+    """With `fuse`: also fuse rotary attention (ModernBERT) into RotaryEmbedding and MultiHeadAttention."""
     instruction_sets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """Changes to [quantization] and [session] for one host instruction set (edgec.hardware: avx2, avx512-vnni,
     amx ...), each measured there; a build applies the set it compiles for (for_instruction_set)."""

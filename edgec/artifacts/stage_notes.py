@@ -156,6 +156,8 @@ class OptimizeNote(Note):
     fused_ops: dict[str, int]
     residual_sums: int
     biased_attention: int
+    rotary_attention: int = 0
+    """ModernBERT attention cores fused by ops.rotary_attention (also counted in fused_ops' MultiHeadAttention)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,52 +18,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgec.ops.graph import consumers, producers, remove_dead_nodes
+from edgec.ops.graph import Lookups, attribute, remove_dead_nodes
 
 _PADDING_MASK = "edgec_key_padding_mask"
-
-
-class _Graph:
-    """Lookups over one graph: who makes and who reads a tensor, and the value of constants."""
-
-    def __init__(self, model: onnx.ModelProto):
-        self.model = model
-        self.made, self.used = producers(model), consumers(model)
-        self.constants = {i.name: i for i in model.graph.initializer}
-        self.inputs = {i.name for i in model.graph.input}
-
-    def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
-        node = self.made.get(name)
-        return node if node is not None and node.op_type == op_type else None
-
-    def only_reader(self, name: str) -> onnx.NodeProto | None:
-        readers = self.used.get(name, [])
-        return readers[0] if len(readers) == 1 else None
-
-    def value(self, name: str) -> np.ndarray | None:
-        """The value of an initializer or a Constant node's output; a Concat of constants is folded."""
-        if name in self.constants:
-            return numpy_helper.to_array(self.constants[name])
-        node = self.made.get(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value" else None
-        return None
-
-    def concat_item(self, name: str, index: int) -> int | None:
-        """Item `index` of a shape tensor built by Concat from 1-element pieces (as exporters write Reshape shapes)."""
-        whole = self.value(name)
-        if whole is not None:
-            return int(whole.reshape(-1)[index])
-        concat = self.op(name, "Concat")
-        if concat is None or index >= len(concat.input):
-            return None
-        piece = self.value(concat.input[index])
-        return int(piece.reshape(-1)[0]) if piece is not None and piece.size == 1 else None
-
-
-def _attribute(node: onnx.NodeProto, name: str, default=None):
-    found = next((a for a in node.attribute if a.name == name), None)
-    return helper.get_attribute_value(found) if found is not None else default
 
 
 def fuse_biased_attention(model: onnx.ModelProto) -> int:
@@ -75,7 +32,7 @@ def fuse_biased_attention(model: onnx.ModelProto) -> int:
     bias stays as the graph computes it, once per run, and is fed to every layer unexpanded over the batch:
     (1, heads, seq, seq), or its per-layer Gather of kept heads in a pruned model. Returns the count fused.
     """
-    graph = _Graph(model)
+    graph = Lookups(model)
     fused = [
         match
         for softmax in list(model.graph.node)
@@ -93,9 +50,9 @@ def fuse_biased_attention(model: onnx.ModelProto) -> int:
     return len(fused)
 
 
-def _match(graph: _Graph, softmax: onnx.NodeProto) -> dict | None:
+def _match(graph: Lookups, softmax: onnx.NodeProto) -> dict | None:
     """The parts of one attention core around `softmax`, or None where the pattern differs anywhere."""
-    if _attribute(softmax, "axis", -1) not in (-1, 3):
+    if attribute(softmax, "axis", -1) not in (-1, 3):
         return None
     terms = _sum_terms(graph, softmax.input[0])
     scores = [(t, s) for t in terms if (s := _scaled_product(graph, t)) is not None]
@@ -108,7 +65,7 @@ def _match(graph: _Graph, softmax: onnx.NodeProto) -> dict | None:
     if context is None or context.op_type != "MatMul" or context.input[0] != softmax.output[0]:
         return None
     merge = graph.only_reader(context.output[0])
-    if merge is None or merge.op_type != "Transpose" or list(_attribute(merge, "perm", [])) != [0, 2, 1, 3]:
+    if merge is None or merge.op_type != "Transpose" or list(attribute(merge, "perm", [])) != [0, 2, 1, 3]:
         return None
     # (batch, seq, heads, head_dim) -> (batch, seq, hidden); a raw export also reads the shape it reshapes to
     readers = graph.used.get(merge.output[0], [])
@@ -146,7 +103,7 @@ def _match(graph: _Graph, softmax: onnx.NodeProto) -> dict | None:
     }
 
 
-def _sum_terms(graph: _Graph, name: str) -> list[str]:
+def _sum_terms(graph: Lookups, name: str) -> list[str]:
     """The tensors a chain of single-use Adds sums up (the Adds feeding only this chain are expanded)."""
     add = graph.op(name, "Add")
     if add is None:
@@ -159,7 +116,7 @@ def _sum_terms(graph: _Graph, name: str) -> list[str]:
     return terms
 
 
-def _scaled_product(graph: _Graph, name: str) -> tuple[onnx.NodeProto, float] | None:
+def _scaled_product(graph: Lookups, name: str) -> tuple[onnx.NodeProto, float] | None:
     """(the Q·Kᵀ MatMul, its scale) for `MatMul(q, k)`, `Div(MatMul, c)` or `Mul(MatMul, c)`; both MatMul inputs activations."""
     scale, node = 1.0, graph.made.get(name)
     if node is not None and node.op_type in ("Div", "Mul"):
@@ -173,7 +130,7 @@ def _scaled_product(graph: _Graph, name: str) -> tuple[onnx.NodeProto, float] | 
     return node, scale
 
 
-def _padding_mask(graph: _Graph, name: str) -> tuple[str, float] | None:
+def _padding_mask(graph: Lookups, name: str) -> tuple[str, float] | None:
     """(graph input, fill value) for the extended padding mask `(1 - float(mask[:, None, None, :])) · c`."""
     mul = graph.op(name, "Mul")
     if mul is None:
@@ -191,10 +148,10 @@ def _padding_mask(graph: _Graph, name: str) -> tuple[str, float] | None:
     return None
 
 
-def _head_split(graph: _Graph, name: str, perm: list[int]) -> dict | None:
+def _head_split(graph: Lookups, name: str, perm: list[int]) -> dict | None:
     """For `Transpose(Reshape(x·W [+ b]), perm)`: the projection without its bias, the bias, and the head count."""
     transpose = graph.op(name, "Transpose")
-    if transpose is None or list(_attribute(transpose, "perm", [])) != perm:
+    if transpose is None or list(attribute(transpose, "perm", [])) != perm:
         return None
     reshape = graph.op(transpose.input[0], "Reshape")
     heads = graph.concat_item(reshape.input[1], 2) if reshape is not None else None
@@ -210,7 +167,7 @@ def _head_split(graph: _Graph, name: str, perm: list[int]) -> dict | None:
     return {"input": projection, "bias": bias, "heads": heads}
 
 
-def _unexpanded(graph: _Graph, name: str) -> tuple[str, tuple[onnx.NodeProto, str] | None] | None:
+def _unexpanded(graph: Lookups, name: str) -> tuple[str, tuple[onnx.NodeProto, str] | None] | None:
     """The position bias without its broadcast over the batch, for `Expand(Unsqueeze(bias, 0), ...)`: the
     (1, heads, seq, seq) tensor the op reads, and None; or, for a pruned layer's `Gather(that, kept_heads, axis=1)`,
     the Gather's output and (the Gather, the unexpanded tensor it is to read instead). None for a bias made any
@@ -220,12 +177,12 @@ def _unexpanded(graph: _Graph, name: str) -> tuple[str, tuple[onnx.NodeProto, st
     writes it once; MPNet's hidden pruning keeps the same bias columns in every layer), and each layer's match must
     still find the Expand behind it."""
     gather = graph.op(name, "Gather")
-    target = gather.input[0] if gather is not None and _attribute(gather, "axis", 0) == 1 else name
+    target = gather.input[0] if gather is not None and attribute(gather, "axis", 0) == 1 else name
     expand = graph.op(target, "Expand")
     unsqueeze = graph.op(expand.input[0], "Unsqueeze") if expand is not None else None
     if unsqueeze is None:
         return None
-    axes = graph.value(unsqueeze.input[1]) if len(unsqueeze.input) > 1 else np.array(_attribute(unsqueeze, "axes", []))
+    axes = graph.value(unsqueeze.input[1]) if len(unsqueeze.input) > 1 else np.array(attribute(unsqueeze, "axes", []))
     if axes is None or [int(a) for a in axes.reshape(-1)] != [0]:
         return None
     if gather is None:

@@ -21,6 +21,49 @@ def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return found
 
 
+class Lookups:
+    """Lookups over one graph: who makes and who reads a tensor, and the value of constants."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.made, self.used = producers(model), consumers(model)
+        self.constants = {i.name: i for i in model.graph.initializer}
+        self.inputs = {i.name for i in model.graph.input}
+
+    def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        node = self.made.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def only_reader(self, name: str) -> onnx.NodeProto | None:
+        readers = self.used.get(name, [])
+        return readers[0] if len(readers) == 1 else None
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or a Constant node's output; a Concat of constants is folded."""
+        if name in self.constants:
+            return numpy_helper.to_array(self.constants[name])
+        node = self.made.get(name)
+        if node is not None and node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value" else None
+        return None
+
+    def concat_item(self, name: str, index: int) -> int | None:
+        """Item `index` of a shape tensor built by Concat from 1-element pieces (as exporters write Reshape shapes)."""
+        whole = self.value(name)
+        if whole is not None:
+            return int(whole.reshape(-1)[index])
+        concat = self.op(name, "Concat")
+        if concat is None or index >= len(concat.input):
+            return None
+        piece = self.value(concat.input[index])
+        return int(piece.reshape(-1)[0]) if piece is not None and piece.size == 1 else None
+
+
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    found = next((a for a in node.attribute if a.name == name), None)
+    return helper.get_attribute_value(found) if found is not None else default
+
+
 def weightless(model: onnx.ModelProto, keep: int = 64) -> onnx.ModelProto:
     """A copy of the model whose initializers of more than `keep` values are graph inputs of the same name, type and
     shape instead: what shape inference reads, without the weights it would copy. Smaller initializers stay, since
