@@ -65,7 +65,16 @@ def test_distill_config_takes_its_training_settings_from_train_config_alone():
     """DistillConfig is the training loop's TrainConfig plus distillation's own settings: it declares none of the
     loop's settings again, takes every one of them (accumulation and the schedule too) and validates them there."""
     assert issubclass(DistillConfig, TrainConfig)
-    own = {"hidden_weight", "temperature", "hidden_layers", "label_weight", "teacher_cache", "cache_mb", "cache_share"}
+    own = {
+        "hidden_weight",
+        "temperature",
+        "hidden_layers",
+        "label_weight",
+        "teacher_cache",
+        "cache_mb",
+        "cache_share",
+        "train_word_embeddings",
+    }
     assert set(DistillConfig.__annotations__) == own, "a training setting declared again in DistillConfig"
     shared = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     assert {f.name: f.default for f in dataclasses.fields(DistillConfig) if f.name not in own} == shared

@@ -74,6 +74,7 @@ def train(
     seed: int,
     dropout: bool,
     description: str = "training",
+    frozen: frozenset[str] = frozenset(),
 ) -> TrainResult:
     """Train a copy of `model` on `loader`'s batches to minimise `loss`; return the copy with its best weights.
 
@@ -82,7 +83,9 @@ def train(
     `config.minutes`, or after `config.patience` evaluations without improvement, whichever comes first.
     `dropout` trains in train mode (fine-tuning); without it the model stays in eval mode (distillation
     fits a fixed teacher function, where dropout noise would only slow the fit). A progress bar named
-    `description` shows the steps, the loss and the latest score (in a terminal; edgec.progress).
+    `description` shows the steps, the loss and the latest score (in a terminal; edgec.progress). Parameters
+    named in `frozen` (as `model.named_parameters()` names them) keep their values: they get no gradient and no
+    optimizer state; the returned model trains them again if trained further.
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -91,7 +94,9 @@ def train(
     accelerator = _accelerator(precision, config.accumulation)
     keeper = _Keeper(copy.deepcopy(model).float().eval(), evaluate, accelerator)
     trained = copy.deepcopy(model).float().train(dropout)
-    optimizer = torch.optim.AdamW(_param_groups(trained, config.weight_decay), lr=config.learning_rate)
+    for name, parameter in trained.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    optimizer = _optimizer(trained, config)
     scheduler = schedule(optimizer, config, accelerator.num_processes, started)
     trained, optimizer, loader, scheduler = accelerator.prepare(trained, optimizer, loader, scheduler)
     run = _Run(accelerator, trained, optimizer, scheduler, loss, config)
@@ -332,6 +337,18 @@ def _agreed(accelerator: Accelerator, value):
     if accelerator.num_processes == 1:
         return value
     return broadcast_object_list([value], from_process=0)[0]
+
+
+def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over `model`'s trainable parameters, fused where torch has the kernel (CPU and CUDA).
+
+    On a CPU, torch's default AdamW is its per-tensor loop: for every parameter about eight passes and two fresh
+    temporaries of its size per step. The fused kernel makes one pass with the same arithmetic; on mpnet at
+    --prune 0.85 (37 M parameters) the optimizer step went from 928 to 102 ms, more than a forward pass.
+    """
+    groups = _param_groups(model, config.weight_decay)
+    fused = {p.device.type for group in groups for p in group["params"]} <= {"cpu", "cuda"}
+    return torch.optim.AdamW(groups, lr=config.learning_rate, fused=True if fused else None)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

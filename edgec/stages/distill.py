@@ -153,10 +153,27 @@ def run(
     loader = shuffled_loader(list(range(len(examples))), collate, training.batch_size, seed, examples.lengths.tolist())
     loss = student_loss(prepared, student)
     home = next(prepared.teacher.parameters()).device
+    frozen = frozenset() if config.train_word_embeddings else word_embeddings(student)
     try:
-        return train(student, loss, loader, training, evaluate, seed=seed, dropout=False, description="distillation")
+        return train(
+            student,
+            loss,
+            loader,
+            training,
+            evaluate,
+            seed=seed,
+            dropout=False,
+            description="distillation",
+            frozen=frozen,
+        )
     finally:
         prepared.teacher.to(home)  # the teacher is the build's reference; later stages expect it where it was
+
+
+def word_embeddings(model: torch.nn.Module) -> frozenset[str]:
+    """The name of `model`'s word embedding table among its parameters (none for a model without one)."""
+    table = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return frozenset(name for name, p in model.named_parameters() if table is not None and p is table.weight)
 
 
 def student_loss(prepared: Distillation, student: torch.nn.Module):
