@@ -94,9 +94,8 @@ def test_distill_recovers_embeddings(sources):
     evaluate = metric(source, "cosine_mean")
     result = run(source, student, evaluate=evaluate)
     start = result.history[0][1]
-    assert start < 0.97 and result.best_score > 0.995  # cosine to the teacher: 0.95 -> 0.996 in practice
-    # 0.21 in practice with the word embeddings kept as they came (the default), 0.12 with them trained too
-    assert batch_loss(source, result.model) < 0.3 * batch_loss(source, student)
+    assert start < 0.97 and result.best_score > 0.995  # cosine to the teacher: 0.95 -> 0.998 in practice
+    assert batch_loss(source, result.model) < 0.2 * batch_loss(source, student)
     assert evaluate(result.model) == pytest.approx(result.best_score, abs=1e-9)
     assert [step for step, _ in result.history] == [0, 10, 20]
     assert result.model is not student and same_weights(weights(student), before)  # the input is untouched
@@ -106,8 +105,8 @@ def test_distill_recovers_embeddings(sources):
 
 @pytest.mark.parametrize("trained", [False, True])
 def test_word_embeddings_stay_as_they_came_unless_trained(sources, trained):
-    """By default the table keeps the student's values while the layers train; trained, the rows of the batches'
-    tokens move. Either way the returned model has every parameter trainable again."""
+    """Not trained, the table keeps the student's values while the layers train; trained (the default), the rows of
+    the batches' tokens move. Either way the returned model has every parameter trainable again."""
     source = sources["feature-extraction"]
     student = damaged(source.model)
     config = dataclasses.replace(FAST, steps=4, eval_every=4, train_word_embeddings=trained)
