@@ -34,10 +34,26 @@ def test_coordinate_descent_finds_the_fast_settings_and_measures_interleaved():
         chosen.graph_optimization_level == "all" and chosen.cpu_mem_arena and chosen.mem_pattern
     )  # no gain: unchanged
     values = knob_values(4)
-    assert len(calls) == 2 * sum(len(v) for v in values.values())
+    moved = 2  # threads and execution order, each confirmed head to head in 2 more rounds of 2 values
+    assert len(calls) == 2 * sum(len(v) for v in values.values()) + moved * 2 * 2
     first_knob = [c.intra_op_threads for c in calls[:8]]
     assert first_knob == [1, 2, 3, 4, 1, 2, 3, 4], "rounds interleave the values"
     assert {t.knob for t in trials} == set(values)
+
+
+def test_a_move_must_survive_a_head_to_head():
+    # The current value's first rounds land in the VM's slow mode (2x); the head-to-head rounds show it is faster.
+    spinning_calls = iter(range(1000))
+
+    def measure(settings: SessionSettings) -> float:
+        if not settings.allow_spinning:
+            return 15.0
+        return 20.0 if next(spinning_calls) < 4 else 10.0  # 2 calls while threads are tuned, 2 in spinning's rounds
+
+    chosen, trials = tune_session(measure, SessionSettings(intra_op_threads=1), cores=1, rounds=2)
+    assert chosen.allow_spinning, "15 ms beat the slow rounds' 20, not the current value's own 10"
+    spinning = {t.value: t.p50_ms for t in trials if t.knob == "allow_spinning"}
+    assert spinning == {True: [20.0, 20.0, 10.0, 10.0], False: [15.0, 15.0, 15.0, 15.0]}
 
 
 def test_threads_zero_means_every_core():
