@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgec.ops.graph import Lookups, attribute, remove_dead_nodes
+from edgec.ops.graph import Lookups, attention_cores, attribute, finish_fusion
 
 _PADDING_MASK = "edgec_key_padding_mask"
 
@@ -32,21 +32,13 @@ def fuse_biased_attention(model: onnx.ModelProto) -> int:
     bias stays as the graph computes it, once per run, and is fed to every layer unexpanded over the batch:
     (1, heads, seq, seq), or its per-layer Gather of kept heads in a pruned model. Returns the count fused.
     """
-    graph = Lookups(model)
-    fused = [
-        match
-        for softmax in list(model.graph.node)
-        if softmax.op_type == "Softmax"
-        if (match := _match(graph, softmax)) is not None
-    ]
+    fused = attention_cores(model, _match)
     if not fused:
         return 0
     _add_padding_mask(model, fused[0]["mask_input"])
     for index, match in enumerate(fused):
         _replace(model, match, index)
-    remove_dead_nodes(model)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    finish_fusion(model)
     return len(fused)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -165,6 +166,25 @@ def bypass_activation_dequantize(model: onnx.ModelProto) -> None:
                     if name == dq.output[0]:
                         node.input[i] = quantize.input[0]
     remove_dead_nodes(model, op_types=("DequantizeLinear", "QuantizeLinear"))
+
+
+def attention_cores(model: onnx.ModelProto, match: Callable[[Lookups, onnx.NodeProto], dict | None]) -> list[dict]:
+    """`match(lookups, softmax)` for every Softmax of `model`, where it matched: the attention cores a fusion will
+    replace, all found (on lookups taken once) before any is replaced."""
+    lookups = Lookups(model)
+    return [
+        found
+        for softmax in list(model.graph.node)
+        if softmax.op_type == "Softmax"
+        if (found := match(lookups, softmax)) is not None
+    ]
+
+
+def finish_fusion(model: onnx.ModelProto) -> None:
+    """After a fusion replaced cores with com.microsoft ops: drop what only the old cores read, declare the domain."""
+    remove_dead_nodes(model)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
 def remove_dead_nodes(model: onnx.ModelProto, op_types: tuple[str, ...] | None = None) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgec.ops.graph import Lookups, attribute, remove_dead_nodes
+from edgec.ops.graph import Lookups, attention_cores, attribute, finish_fusion
 
 _PREFIX = "edgec_rotary"
 
@@ -41,20 +41,12 @@ def fuse_rotary_attention(model: onnx.ModelProto, max_positions: int) -> int:
     0..seq-1 of a Range; `max_positions` rows of cos/sin are tabled, the model's own limit (the op reads past
     nothing: longer inputs fail). Returns the count fused; a graph with no such core is left unchanged.
     """
-    graph = Lookups(model)
-    fused = [
-        match
-        for softmax in list(model.graph.node)
-        if softmax.op_type == "Softmax"
-        if (match := _match(graph, softmax)) is not None
-    ]
+    fused = attention_cores(model, _match)
     caches: dict[bytes, tuple[str, str]] = {}
     for index, match in enumerate(fused):
         _replace(model, match, index, _caches(model, caches, match["rotary"], max_positions))
     if fused:
-        remove_dead_nodes(model)
-        if not any(o.domain == "com.microsoft" for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        finish_fusion(model)
     return len(fused)
 
 
