@@ -17,6 +17,7 @@ the per-round p50s), PyTorch fp32 beside edgec's two builds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -49,11 +50,15 @@ PRECISIONS = ("fp32", "int8")  # words, as the JSON keys them
 PAYS_AT = 0.2
 
 
-def build_row(model_dir: Path, folder: Path, precision: str) -> dict:
-    """One edgec build (ort-x86, parity measured but not gated): its model file, size and optimizer fusions."""
+def build_row(model_dir: Path, folder: Path, precision: str, own_fusions: bool = True) -> dict:
+    """One edgec build (ort-x86, parity measured but not gated): its model file, size, optimizer fusions and the
+    attention cores edgec's own rewrites fused. `own_fusions` off: those rewrites skipped (the profile's keys)."""
+    target = load_target("ort-x86")
+    if not own_fusions:
+        target = dataclasses.replace(target, fuse_biased_attention=False, fuse_rotary_attention=False)
     artifact = edgec.build(
         model_dir,
-        load_target("ort-x86"),
+        target,
         recipe=edgec.Recipe(quant=edgec.QuantConfig(precision=Precision.parse(precision)), parity=MEASURE_ONLY),
         out=folder / "artifact",
         force=True,
@@ -63,6 +68,9 @@ def build_row(model_dir: Path, folder: Path, precision: str) -> dict:
         "path": str(artifact.model_path),
         "size_mb": artifact.model_path.stat().st_size / 1e6,
         "optimizer_fused": dict(optimize.fused_ops) if optimize else {},
+        "edgec_fused": (
+            optimize.biased_attention + optimize.rotary_attention + optimize.disentangled_attention if optimize else 0
+        ),
     }
 
 
@@ -72,6 +80,12 @@ def measure(name: str, root: Path, args: argparse.Namespace, lengths: list[int])
     builds = {
         p: _cached(root / name / f"edgec-{p}", args.rebuild, lambda f, p=p: build_row(model_dir, f, p))
         for p in PRECISIONS
+    }
+    # Where edgec's own attention rewrite fused the model, the same builds without it, timed beside it.
+    unfused = {
+        p: _cached(root / name / f"edgec-{p}-unfused", args.rebuild, lambda f, p=p: build_row(model_dir, f, p, False))
+        for p in PRECISIONS
+        if builds[p].get("edgec_fused")
     }
     artifacts = {p: load_artifact(Path(b["path"]).parent) for p, b in builds.items()}
     vocab = len(artifacts["fp32"].tokenizer())
@@ -87,7 +101,11 @@ def measure(name: str, root: Path, args: argparse.Namespace, lengths: list[int])
         }
         for p in PRECISIONS
     }
-    rows = {PYTORCH: {"path": None}, **{f"edgec {p}": {"path": b["path"]} for p, b in builds.items()}}
+    rows = {
+        PYTORCH: {"path": None},
+        **{f"edgec {p}": {"path": b["path"]} for p, b in builds.items()},
+        **{f"edgec {p} unfused": {"path": b["path"]} for p, b in unfused.items()},
+    }
     rounds, _ = time_rows(rows, model_dir, vocab, lengths, args.rounds, args.runs)
     latency = per_row(rounds, min)  # the fastest round, as run.py reports
     return {
@@ -162,6 +180,23 @@ def latency_table(record: dict) -> list[str]:
         ratio = ", ".join(f"{ms['edgec int8'][str(n)] / ms['edgec fp32'][str(n)]:.2f}" for n in lengths)
         lines.append(f"| {model['name']} | " + " | ".join(cells) + f" | {ratio} |")
     return lines
+
+
+def fusion_gain_table(record: dict) -> list[str]:
+    """Latency with and without edgec's own attention rewrite, for the models it fused (same run, same rounds)."""
+    lines = [
+        "| model | precision | tokens | edgec's attention fusion off, ms | on, ms | on / off |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model in record["models"].values():
+        ms = model["latency_ms"]
+        for p in PRECISIONS:
+            if f"edgec {p} unfused" not in ms:
+                continue
+            for n in record["lengths"]:
+                off, on = ms[f"edgec {p} unfused"][str(n)], ms[f"edgec {p}"][str(n)]
+                lines.append(f"| {model['name']} | {p} | {n} | {off:.2f} | {on:.2f} | {on / off:.2f} |")
+    return lines if len(lines) > 2 else []
 
 
 def verdict_length(record: dict) -> int:
@@ -240,6 +275,18 @@ def markdown(record: dict) -> str:
         "",
         *latency_table(record),
         "",
+        *(
+            [
+                "Where edgec's own rewrite fuses the attention (`ops/rotary_attention.py` for ModernBERT, "
+                "`ops/disentangled_attention.py` for DeBERTa), the same build without it (the profile's "
+                "`fuse_rotary_attention` and `fuse_biased_attention` off), timed in the same rounds:",
+                "",
+                *gains,
+                "",
+            ]
+            if (gains := fusion_gain_table(record))
+            else []
+        ),
         f"What an attention fusion could save (computed from the profiles; the rule: write one only where the core "
         f"is at least {PAYS_AT:.0%} of the kernel time):",
         "",

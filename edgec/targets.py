@@ -154,7 +154,7 @@ class TargetProfile:
     """Thresholds that replace the precision's where a build prunes: pruning changes the function by
     design, so closeness to the reference is loose and the task metric's drop is the gate."""
     fuse_biased_attention: bool = True
-    """With `fuse`: also fuse attention that adds a position bias (MPNet) into MultiHeadAttention."""
+    """With `fuse`: also fuse attention that adds a position bias (MPNet's, DeBERTa's c2p + p2c) into MultiHeadAttention."""
     fuse_rotary_attention: bool = True
     """With `fuse`: also fuse rotary attention (ModernBERT) into RotaryEmbedding and MultiHeadAttention."""
     instruction_sets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)

@@ -158,6 +158,8 @@ class OptimizeNote(Note):
     biased_attention: int
     rotary_attention: int = 0
     """ModernBERT attention cores fused by ops.rotary_attention (also counted in fused_ops' MultiHeadAttention)."""
+    disentangled_attention: int = 0
+    """DeBERTa-v2/v3 attention cores fused by ops.disentangled_attention (also counted in fused_ops' MultiHeadAttention)."""
 
 
 @dataclass(frozen=True, kw_only=True)

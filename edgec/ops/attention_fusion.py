@@ -18,9 +18,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgec.ops.graph import Lookups, attention_cores, attribute, finish_fusion
-
-_PADDING_MASK = "edgec_key_padding_mask"
+from edgec.ops.graph import (
+    PADDING_MASK,
+    Lookups,
+    add_padding_mask,
+    attention_cores,
+    attribute,
+    finish_fusion,
+    sum_terms,
+)
 
 
 def fuse_biased_attention(model: onnx.ModelProto) -> int:
@@ -35,7 +41,7 @@ def fuse_biased_attention(model: onnx.ModelProto) -> int:
     fused = attention_cores(model, _match)
     if not fused:
         return 0
-    _add_padding_mask(model, fused[0]["mask_input"])
+    add_padding_mask(model, fused[0]["mask_input"])
     for index, match in enumerate(fused):
         _replace(model, match, index)
     finish_fusion(model)
@@ -46,7 +52,7 @@ def _match(graph: Lookups, softmax: onnx.NodeProto) -> dict | None:
     """The parts of one attention core around `softmax`, or None where the pattern differs anywhere."""
     if attribute(softmax, "axis", -1) not in (-1, 3):
         return None
-    terms = _sum_terms(graph, softmax.input[0])
+    terms = sum_terms(graph, softmax.input[0])
     scores = [(t, s) for t in terms if (s := _scaled_product(graph, t)) is not None]
     masks = [(t, m) for t in terms if (m := _padding_mask(graph, t)) is not None]
     if len(scores) != 1 or len(masks) != 1 or len(terms) > 3:
@@ -93,19 +99,6 @@ def _match(graph: Lookups, softmax: onnx.NodeProto) -> dict | None:
         "reshape": reshape,
         "name": softmax.name,
     }
-
-
-def _sum_terms(graph: Lookups, name: str) -> list[str]:
-    """The tensors a chain of single-use Adds sums up (the Adds feeding only this chain are expanded)."""
-    add = graph.op(name, "Add")
-    if add is None:
-        return [name]
-    terms = []
-    for operand in add.input:
-        inner = graph.op(operand, "Add")
-        single_use = inner is not None and len(graph.used.get(operand, [])) == 1
-        terms += _sum_terms(graph, operand) if single_use else [operand]
-    return terms
 
 
 def _scaled_product(graph: Lookups, name: str) -> tuple[onnx.NodeProto, float] | None:
@@ -182,12 +175,6 @@ def _unexpanded(graph: Lookups, name: str) -> tuple[str, tuple[onnx.NodeProto, s
     return name, (gather, expand.input[0])
 
 
-def _add_padding_mask(model: onnx.ModelProto, mask_input: str) -> None:
-    model.graph.node.insert(
-        0, helper.make_node("Cast", [mask_input], [_PADDING_MASK], name=_PADDING_MASK, to=onnx.TensorProto.INT32)
-    )
-
-
 def _replace(model: onnx.ModelProto, match: dict, index: int) -> None:
     """Insert the MultiHeadAttention node in place of the Softmax; the old core becomes dead and is removed."""
     parts = [match[k] for k in ("query", "key", "value")]
@@ -198,7 +185,7 @@ def _replace(model: onnx.ModelProto, match: dict, index: int) -> None:
         model.graph.initializer.append(numpy_helper.from_array(bias, bias_name))
     node = helper.make_node(
         "MultiHeadAttention",
-        [*(p["input"] for p in parts), bias_name, _PADDING_MASK, match["bias"]],
+        [*(p["input"] for p in parts), bias_name, PADDING_MASK, match["bias"]],
         [match["output"]],
         name=f"edgec_attention_{index}",
         domain="com.microsoft",

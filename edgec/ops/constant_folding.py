@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgec.ops.graph import reads
+
 # A folded value is stored in the model file and held in memory while folding. DeBERTa's largest projected position
 # table (v2-xxlarge: 512 positions x 1536 wide) is 3 MiB; a value past 16 MiB is a broadcast or a table built from a
 # few constants (ConstantOfShape, Expand, Tile, Range), which would bloat the file for work that is cheap at run time.
@@ -81,13 +83,13 @@ def fold_constants(model: onnx.ModelProto, max_bytes: int = MAX_FOLDED_BYTES) ->
     opsets = {o.domain or "": o.version for o in model.opset_import if o.domain in ("", "ai.onnx")}
     overridable = {i.name for i in graph.input}
     initializers = {i.name: i for i in graph.initializer if i.name not in overridable}
-    uses = Counter(name for node in graph.node for name in _reads(node))
+    uses = Counter(name for node in graph.node for name in reads(node))
     outputs = {o.name for o in graph.output}
     values: dict[str, np.ndarray] = {}  # computed values a node may still read
     computed: dict[int, onnx.NodeProto] = {}  # by position in the graph
     read_outside: set[str] = set()  # computed values that a node left in the graph reads
     for index, node in enumerate(graph.node):
-        inputs = [n for n in _reads(node) if n]
+        inputs = [n for n in reads(node) if n]
         results = None
         if foldable(node) and all(n in values or n in initializers for n in inputs):
             feeds = {n: values[n] if n in values else numpy_helper.to_array(initializers[n]) for n in inputs}
@@ -115,15 +117,6 @@ def fold_constants(model: onnx.ModelProto, max_bytes: int = MAX_FOLDED_BYTES) ->
         nodes=len(computed) - len(kept),
         bytes_added=sum(values[name].nbytes for name in folded) - dropped,
     )
-
-
-def _reads(node: onnx.NodeProto) -> list[str]:
-    """The node's inputs and every name its subgraphs (If, Loop, Scan) read, which may come from the outer graph."""
-    names = list(node.input)
-    for attribute in node.attribute:
-        for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-            names += [name for inner in subgraph.node for name in _reads(inner)]
-    return names
 
 
 def _inferred_bytes(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opsets: dict[str, int]) -> int | None:
@@ -160,7 +153,7 @@ def _inferred_bytes(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opsets: 
 
 def _drop_unread_initializers(graph: onnx.GraphProto) -> int:
     """Remove initializers no node, graph output or input reads; returns their bytes."""
-    read = {name for node in graph.node for name in _reads(node)} | {o.name for o in graph.output}
+    read = {name for node in graph.node for name in reads(node)} | {o.name for o in graph.output}
     read |= {i.name for i in graph.input}
     unread = [index for index, i in enumerate(graph.initializer) if i.name not in read]
     dropped = 0

@@ -9,6 +9,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+# MultiHeadAttention's key_padding_mask: (batch, seq) int32, 1 = a real token; made once per graph by add_padding_mask.
+PADDING_MASK = "edgec_key_padding_mask"
+
 
 def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {output: node for node in model.graph.node for output in node.output}
@@ -180,6 +183,26 @@ def attention_cores(model: onnx.ModelProto, match: Callable[[Lookups, onnx.NodeP
     ]
 
 
+def sum_terms(graph: Lookups, name: str) -> list[str]:
+    """The tensors a chain of single-use Adds sums up (the Adds feeding only this chain are expanded)."""
+    add = graph.op(name, "Add")
+    if add is None:
+        return [name]
+    terms: list[str] = []
+    for operand in add.input:
+        inner = graph.op(operand, "Add")
+        single_use = inner is not None and len(graph.used.get(operand, [])) == 1
+        terms += sum_terms(graph, operand) if single_use else [operand]
+    return terms
+
+
+def add_padding_mask(model: onnx.ModelProto, mask_input: str) -> None:
+    """Insert, first in the graph, the int32 cast of the padding mask that MultiHeadAttention's key_padding_mask reads."""
+    model.graph.node.insert(
+        0, helper.make_node("Cast", [mask_input], [PADDING_MASK], name=PADDING_MASK, to=onnx.TensorProto.INT32)
+    )
+
+
 def finish_fusion(model: onnx.ModelProto) -> None:
     """After a fusion replaced cores with com.microsoft ops: drop what only the old cores read, declare the domain."""
     remove_dead_nodes(model)
@@ -187,14 +210,24 @@ def finish_fusion(model: onnx.ModelProto) -> None:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
+def reads(node: onnx.NodeProto) -> list[str]:
+    """The node's inputs and every name its subgraphs (If, Loop, Scan) read, which may come from the outer graph."""
+    names = list(node.input)
+    for attribute in node.attribute:
+        for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            names += [name for inner in subgraph.node for name in reads(inner)]
+    return names
+
+
 def remove_dead_nodes(model: onnx.ModelProto, op_types: tuple[str, ...] | None = None) -> int:
     """Remove nodes (of `op_types`, or any) whose outputs nothing reads, until none is left; returns how many.
 
-    A producer becomes dead only once its last reader is gone, hence the loop.
+    A producer becomes dead only once its last reader is gone, hence the loop. A name read inside a subgraph (If, Loop)
+    counts as read: DeBERTa's export has Ifs whose branches read outer values.
     """
     removed = 0
     while True:
-        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        used = {i for n in model.graph.node for i in reads(n)} | {o.name for o in model.graph.output}
         dead = [
             n
             for n in model.graph.node

@@ -11,13 +11,15 @@ from typing import Any, cast
 
 from edgec.artifacts.stage_notes import OptimizeNote
 from edgec.ops.attention_fusion import fuse_biased_attention
+from edgec.ops.disentangled_attention import fuse_disentangled_attention
 from edgec.ops.graph import residual_adds_to_sum, weightless
 from edgec.ops.rotary_attention import fuse_rotary_attention
 from edgec.pipeline import Context
 
 # The transformers optimizer's BERT fusions also match these encoders' graphs (MPNet's relative
 # position bias blocks its attention fusion; edgec's own rewrite, ops.attention_fusion, fuses that; ModernBERT's rotary
-# attention matches none of them: ops.rotary_attention fuses it).
+# attention and DeBERTa's disentangled attention match none of them: ops.rotary_attention and
+# ops.disentangled_attention fuse those).
 _FUSION_MODEL_TYPE = "bert"
 
 
@@ -27,8 +29,9 @@ def optimize(ctx: Context) -> Context:
     Choices, each measured on all-MiniLM-L6-v2 with ORT 1.32 on a 2-core AVX512-VNNI CPU:
     - MultiHeadAttention rather than Attention: Q, K and V stay separate MatMuls, which static int8
       quantizes (the packed Attention op keeps its QKV projection in float). Attention that adds a
-      position bias (MPNet) is fused by edgec's own rewrite, the bias fed as the op's attention_bias; ModernBERT's
-      rotary attention by another, with RotaryEmbedding before it (its Wqkv stays one quantizable MatMul).
+      position bias (MPNet) is fused by edgec's own rewrite, the bias fed as the op's attention_bias, and so is
+      DeBERTa's disentangled attention (its c2p + p2c terms as the bias); ModernBERT's rotary attention by another,
+      with RotaryEmbedding before it (its Wqkv stays one quantizable MatMul).
     - no SkipLayerNormalization, and residual joins as Sum (ops.graph.residual_adds_to_sum): ORT's CPU
       SkipLayerNormalization kernel was ~6x slower than Sum + LayerNormalization.
     - tanh-approximated Gelu (FastGelu, ~25% cheaper) only for int8 precisions, where its error is far
@@ -41,15 +44,22 @@ def optimize(ctx: Context) -> Context:
     counts = optimized.get_fused_operator_statistics()
     model = optimized.model
     biased = fuse_biased_attention(model) if ctx.target.fuse_biased_attention else 0
+    disentangled = fuse_disentangled_attention(model) if ctx.target.fuse_biased_attention else 0
     rotary = fuse_rotary_attention(model, _max_positions(ctx)) if ctx.target.fuse_rotary_attention else 0
-    counts["MultiHeadAttention"] = counts.get("MultiHeadAttention", 0) + biased + rotary
+    counts["MultiHeadAttention"] = counts.get("MultiHeadAttention", 0) + biased + disentangled + rotary
     counts["RotaryEmbedding"] = counts.get("RotaryEmbedding", 0) + 2 * rotary
     fused = {op: n for op, n in sorted(counts.items()) if n}
     sums = residual_adds_to_sum(model)
     model.producer_name, model.producer_version = "edgec", ""
     path = out_dir / "model.onnx"
     optimized.save_model_to_file(str(path))  # also declares the com.microsoft opset the fused ops need
-    note = OptimizeNote(fused_ops=fused, residual_sums=sums, biased_attention=biased, rotary_attention=rotary)
+    note = OptimizeNote(
+        fused_ops=fused,
+        residual_sums=sums,
+        biased_attention=biased,
+        rotary_attention=rotary,
+        disentangled_attention=disentangled,
+    )
     return ctx.with_note("optimize", note, onnx_path=path)
 
 

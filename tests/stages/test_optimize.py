@@ -148,3 +148,33 @@ def test_modernbert_attention_stays_unfused_where_the_profile_says_so(tiny_model
     optimized = optimize(export(context))
     assert optimized.notes.optimize.rotary_attention == 0
     assert "Softmax" in {n.op_type for n in onnx.load(str(optimized.onnx_path)).graph.node}
+
+
+def test_deberta_attention_is_fused_by_the_stage_and_counted(tiny_models, tmp_path):
+    """Heads pruned differently per layer; a batch padded on the right, one text past the 16 position buckets."""
+    source = load_source(tiny_models("deberta-v2"))
+    surgery.keep_heads(source.model, 0, [0, 2, 3])
+    surgery.keep_heads(source.model, 1, [1])
+    exported = export(_context(source, tmp_path), token_states=True)
+    optimized = optimize(exported)
+    ops = [n.op_type for n in onnx.load(str(optimized.onnx_path)).graph.node]
+    assert ops.count("MultiHeadAttention") == 2 and "Softmax" not in ops, "one fused attention per layer"
+    note = optimized.notes.optimize
+    assert note.disentangled_attention == 2 and note.fused_ops["MultiHeadAttention"] == 2
+    encoded = source.tokenizer([" ".join(SENTENCES[:6]), *SENTENCES[6:9]], padding=True, return_tensors="np")
+    feeds = {k: v.astype(np.int64) for k, v in encoded.items()}
+    before, after = _run(exported.onnx_path, feeds), _run(optimized.onnx_path, feeds)
+    real = feeds["attention_mask"].astype(bool)
+    np.testing.assert_allclose(
+        after["last_hidden_state"][real], before["last_hidden_state"][real], rtol=1e-4, atol=1e-4
+    )
+    np.testing.assert_allclose(after["sentence_embedding"], before["sentence_embedding"], rtol=1e-4, atol=1e-4)
+
+
+def test_deberta_attention_stays_unfused_where_the_profile_says_so(tiny_models, tmp_path):
+    source = load_source(tiny_models("deberta-v2"))
+    context = _context(source, tmp_path)
+    context = dataclasses.replace(context, target=dataclasses.replace(context.target, fuse_biased_attention=False))
+    optimized = optimize(export(context))
+    assert optimized.notes.optimize.disentangled_attention == 0
+    assert "Softmax" in {n.op_type for n in onnx.load(str(optimized.onnx_path)).graph.node}
