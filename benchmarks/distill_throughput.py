@@ -2,17 +2,24 @@
 cache alone and against today's defaults, same student, batch, length and texts, rounds interleaved in one run.
 
     python benchmarks/distill_throughput.py               # measures, writes results-distill-throughput.json
-    python benchmarks/distill_throughput.py --render      # RESULTS.md section from the committed JSON
+    python benchmarks/distill_throughput.py --accuracy    # word embeddings trained vs frozen: STS-B dev Spearman
+    python benchmarks/distill_throughput.py --render      # both RESULTS.md sections from the committed JSON
 
 Three rows, each through edgec's one training loop (same student, batches, texts and loss code):
 "before" is edgec's distillation before issue 14: the teacher's forward pass inside every step, the hidden-state loss
 on all 12 layers, the word embeddings trained, and torch's default AdamW (its per-tensor loop on a CPU).
 "cached" is issue 14's first change alone: the teacher's targets cached, hidden loss on 4 layers, the rest as before.
-"after" is the default DistillConfig with edgec's loop as it is now (fused AdamW, word embeddings trained); "frozen"
-is that with the word embeddings frozen (train_word_embeddings off).
+"after" is that with edgec's loop as it is now (fused AdamW), the word embeddings still trained; "frozen" is that with
+the word embeddings frozen (train_word_embeddings off), the default DistillConfig since --accuracy measured what it
+costs.
 Examples per second count steady-state optimizer steps (from the second step on): the time between consecutive
 loss calls covers loading, forward, backward and the optimizer step. The teacher's one pass over the texts (the
 cache) is timed on its own and reported with the end-to-end rate.
+
+--accuracy asks what freezing the word embeddings costs: the same student distilled for --accuracy-steps steps on
+the same STS-B train sentences with the table trained and frozen, once per seed (the seed orders the batches; both
+arms of a seed see the same ones), and each result's STS-B dev Spearman. The loop keeps its last weights (its
+evaluation only counts calls, so nothing is chosen on dev), and dev is measured once per finished run.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import statistics
 import sys
@@ -37,6 +45,7 @@ from run import STS, machine, write_section  # noqa: E402
 from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.compression.training import resolve_precision  # noqa: E402
 from edgec.data import Dataset, Example, read_sts_benchmark  # noqa: E402
+from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.recipe import DistillConfig, PruneConfig  # noqa: E402
 from edgec.source import (  # noqa: E402
     load_source,
@@ -47,6 +56,8 @@ from edgec.stages.prune import prune_source  # noqa: E402
 
 RESULTS = HERE / "results-distill-throughput.json"
 SECTION = "distill-throughput"
+ACCURACY = HERE / "results-distill-accuracy.json"
+ACCURACY_SECTION = "distill-accuracy"
 
 
 def sentences(count: int) -> Dataset:
@@ -111,7 +122,7 @@ def measure(args: argparse.Namespace) -> dict:
     configs = {
         "before": DistillConfig(**common, teacher_cache=False, hidden_layers=12, train_word_embeddings=True),
         "cached": DistillConfig(**common, train_word_embeddings=True),
-        "after": DistillConfig(**common),
+        "after": DistillConfig(**common, train_word_embeddings=True),
         "frozen": DistillConfig(**common, train_word_embeddings=False),
     }
     legacy = {"before", "cached"}  # built with torch's default AdamW, as edgec's loop did before issue 14
@@ -152,6 +163,49 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
+def dev_spearman(source, model, max_length: int) -> float:
+    """STS-B dev Spearman (x100) of `model`'s sentence embeddings (the source's pooling)."""
+    dev = read_sts_benchmark(STS / "sts-dev.csv")
+    return reference_outputs(dataclasses.replace(source, model=model), dev, max_length).reference_metric["spearman"]
+
+
+def accuracy(args: argparse.Namespace) -> dict:
+    """Word embeddings trained against frozen: STS-B dev Spearman after --accuracy-steps steps, one run per seed."""
+    source = load_source(models.mpnet())
+    student = pruned_student(source, args.prune)
+    data = sentences(args.texts)
+    steps = args.accuracy_steps
+    config = DistillConfig(
+        batch_size=args.batch, max_length=args.max_length, precision="auto", steps=steps, eval_every=steps
+    )
+    prepared = distill.prepare(source.model, source, data, config, 0)
+    arms = {"trained": True, "frozen": False}
+    spearman: dict[str, list[float]] = {name: [] for name in arms}
+    seconds: dict[str, list[float]] = {name: [] for name in arms}
+    calls = itertools.count()  # a score that rises with every call: each run keeps its last weights
+    for seed in range(args.seeds):
+        for name in list(arms) if seed % 2 == 0 else list(reversed(arms)):
+            run = dataclasses.replace(prepared, config=dataclasses.replace(config, train_word_embeddings=arms[name]))
+            result = distill.run(run, student, lambda model: next(calls), seed=seed, minutes=None)
+            assert result.best_step == steps, "the last weights must be the ones measured"
+            spearman[name].append(dev_spearman(source, result.model, args.max_length))
+            seconds[name].append(result.seconds)
+            print(f"seed {seed}: {name} dev Spearman {spearman[name][-1]:.2f} ({result.seconds:.0f} s)", flush=True)
+    return {
+        "machine": machine(),
+        "versions": package_versions(),
+        "precision": resolve_precision("auto")[1],
+        "command": "python benchmarks/distill_throughput.py " + " ".join(sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items() if k != "note"},
+        "note": args.note,
+        "texts": len(data),
+        "teacher": dev_spearman(source, source.model, args.max_length),
+        "pruned": dev_spearman(source, student, args.max_length),
+        "spearman": spearman,
+        "seconds": seconds,
+    }
+
+
 def end_to_end(result: dict, epochs: int) -> float:
     """Examples per second of "after" with the teacher's one pass charged to it, over `epochs` passes of the texts:
     1 / (1 / training rate + 1 / (epochs x teacher rate))."""
@@ -181,10 +235,11 @@ def markdown(result: dict) -> str:
                 f"AdamW's per-tensor loop | {rate['before']:.1f} | {rounds('before')} | 1.00 |",
                 f"| cached: teacher cached, hidden loss on layers {', '.join(map(str, cache['layers']))}, the rest as "
                 f"before | {rate['cached']:.1f} | {rounds('cached')} | {result['speedup_cached']:.2f} |",
-                f"| after: cached, fused AdamW (the defaults) | {rate['after']:.1f} | {rounds('after')} | "
-                f"**{result['speedup']:.2f}** |",
-                f"| frozen: after, with the word embeddings kept as pruning left them (`train_word_embeddings` off) | "
-                f"{rate['frozen']:.1f} | {rounds('frozen')} | {result['speedup_frozen']:.2f} |",
+                f"| after: cached, fused AdamW, word embeddings trained | {rate['after']:.1f} | {rounds('after')} | "
+                f"{result['speedup']:.2f} |",
+                f"| frozen: after, with the word embeddings kept as pruning left them (`train_word_embeddings` off, "
+                f"the default since the accuracy check below) | {rate['frozen']:.1f} | {rounds('frozen')} | "
+                f"**{result['speedup_frozen']:.2f}** |",
                 "",
                 f"The teacher's one pass (PyTorch, {result['precision'].split(':')[-1].split(',')[0].strip()}, "
                 f"length-sorted batches of 64) took {cache['seconds']:.1f} s for "
@@ -192,6 +247,40 @@ def markdown(result: dict) -> str:
                 f"{cache['megabytes']:.0f} MB. With that pass charged to training, the end-to-end rate is {once:.1f} "
                 f"examples/s ({once / rate['before']:.2f}x before) when each text is seen once, {thrice:.1f} "
                 f"({thrice / rate['before']:.2f}x) over three passes.",
+            ]
+        )
+        + "\n"
+    )
+
+
+def accuracy_markdown(result: dict) -> str:
+    s, values = result["settings"], result["spearman"]
+    differences = [f - t for t, f in zip(values["trained"], values["frozen"])]
+    spread = statistics.stdev(values["trained"]) if len(values["trained"]) > 1 else float("nan")
+    row = lambda name: (  # noqa: E731
+        f"| {name} | {statistics.mean(values[name]):.2f} | {', '.join(f'{v:.2f}' for v in values[name])} |"
+    )
+    return (
+        "\n".join(
+            [
+                f"## Distillation with the word embeddings frozen: what it costs on STS-B (mpnet at --prune {s['prune']})",
+                "",
+                f"Machine: {result['machine']}. Training precision: {result['precision']}.",
+                f"Command: `{result['command']}`. The pruned student distilled for {s['accuracy_steps']} steps of batch "
+                f"{s['batch']} on {result['texts']} STS-B train sentences (DistillConfig's defaults otherwise), once "
+                f"per seed ({s['seeds']} seeds: the seed orders the batches, the same for both arms), the last weights "
+                "kept (nothing chosen on dev); STS-B dev Spearman x100 of each finished run.",
+                *([result["note"]] if result.get("note") else []),
+                "",
+                "| word embeddings | dev Spearman (mean) | per seed |",
+                "|---|---|---|",
+                row("trained"),
+                row("frozen"),
+                "",
+                f"Frozen minus trained, seed by seed: {', '.join(f'{d:+.2f}' for d in differences)} (mean "
+                f"{statistics.mean(differences):+.2f}); the trained arm's spread across seeds (standard deviation) is "
+                f"{spread:.2f}. For scale: the unpruned teacher scores {result['teacher']:.2f} and the pruned student "
+                f"before distillation {result['pruned']:.2f}.",
             ]
         )
         + "\n"
@@ -206,15 +295,21 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--accuracy", action="store_true", help="Measure trained vs frozen word embeddings.")
+    parser.add_argument("--accuracy-steps", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--note", default="", help="A sentence on how the run went, kept with its figures.")
-    parser.add_argument("--render", action="store_true", help="Write the RESULTS.md section from the committed JSON.")
+    parser.add_argument("--render", action="store_true", help="Write the RESULTS.md sections from the committed JSON.")
     args = parser.parse_args()
-    if not args.render:
-        result = measure(args)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    result = json.loads(RESULTS.read_text())
-    write_section(HERE / "RESULTS.md", SECTION, markdown(result), "benchmarks/distill_throughput.py")
-    print(markdown(result))
+    if args.accuracy:
+        ACCURACY.write_text(json.dumps(accuracy(args), indent=2) + "\n")
+    elif not args.render:
+        RESULTS.write_text(json.dumps(measure(args), indent=2) + "\n")
+    for path, section, render in ((RESULTS, SECTION, markdown), (ACCURACY, ACCURACY_SECTION, accuracy_markdown)):
+        if path.exists():
+            text = render(json.loads(path.read_text()))
+            write_section(HERE / "RESULTS.md", section, text, "benchmarks/distill_throughput.py")
+            print(text)
 
 
 if __name__ == "__main__":

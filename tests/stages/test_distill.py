@@ -95,7 +95,9 @@ def test_distill_recovers_embeddings(sources):
     result = run(source, student, evaluate=evaluate)
     start = result.history[0][1]
     assert start < 0.97 and result.best_score > 0.995  # cosine to the teacher: 0.95 -> 0.998 in practice
-    assert batch_loss(source, result.model) < 0.2 * batch_loss(source, student)
+    # The loss falls to ~0.21 of the start with the word embeddings frozen (the default), ~0.12 with them trained:
+    # in 20 steps this tiny random model fits slower with only its layers moving.
+    assert batch_loss(source, result.model) < 0.25 * batch_loss(source, student)
     assert evaluate(result.model) == pytest.approx(result.best_score, abs=1e-9)
     assert [step for step, _ in result.history] == [0, 10, 20]
     assert result.model is not student and same_weights(weights(student), before)  # the input is untouched
@@ -105,7 +107,7 @@ def test_distill_recovers_embeddings(sources):
 
 @pytest.mark.parametrize("trained", [False, True])
 def test_word_embeddings_stay_as_they_came_unless_trained(sources, trained):
-    """Not trained, the table keeps the student's values while the layers train; trained (the default), the rows of
+    """Not trained (the default), the table keeps the student's values while the layers train; trained, the rows of
     the batches' tokens move. Either way the returned model has every parameter trainable again."""
     source = sources["feature-extraction"]
     student = damaged(source.model)
@@ -127,7 +129,8 @@ def test_distill_recovers_classifier_logits(sources):
     kl = metric(source, "kl")
     result = run(source, student, evaluate=lambda m: -kl(m))
     assert -result.best_score < 0.1 * kl(student)
-    assert batch_loss(source, result.model) < 0.2 * batch_loss(source, student)
+    # ~0.25 of the start with the word embeddings frozen (the default): this tiny model fits slower without them.
+    assert batch_loss(source, result.model) < 0.3 * batch_loss(source, student)
     assert kl(result.model) == pytest.approx(-result.best_score, rel=1e-6)
 
 
