@@ -53,6 +53,8 @@ from edgec.ops.graph import (
 _MASK_OPS = ("Not", "Cast", "Mul", "Unsqueeze", "Squeeze")
 # The ops between a distance tensor (a Clip of the bucketed relative positions) and the GatherElements that reads it.
 _INDEX_OPS = ("Expand", "Squeeze", "Unsqueeze", "Reshape")
+# Constants up to this many values are told apart by value in a signature, larger ones by name.
+_BY_VALUE = 64
 
 
 def fuse_disentangled_attention(model: onnx.ModelProto) -> int:
@@ -340,21 +342,25 @@ def _window_index(node, constant, distances: str, tokens: str) -> tuple[str, str
 
 
 def _signature(graph: Lookups, name: str, memo: dict[str, str]) -> str:
-    """A digest of how `name` is computed (ops, attributes, constants by value, graph inputs by name): two tensors with
-    the same digest hold the same values, so what is computed from one serves for the other."""
-    if name in memo:
-        return memo[name]
-    name = _self_attention_branch(graph, name)
-    value, made = graph.value(name), graph.made.get(name)
-    if value is not None:
-        text = f"value {value.dtype} {value.shape} {value.tobytes().hex()}"
-    elif made is None:
-        text = f"input {name}"
-    else:
-        attributes = sorted((a.name, repr(helper.get_attribute_value(a))) for a in made.attribute)
-        inputs = [_signature(graph, i, memo) if i else "" for i in made.input]
-        text = f"{made.op_type} {made.domain} {list(made.output).index(name)} {attributes} {inputs}"
-    memo[name] = hashlib.sha256(text.encode()).hexdigest()
+    """A digest of how `name` is computed (ops, attributes, small constants by value, large ones and graph inputs by
+    name): two tensors with the same digest hold the same values, so what is computed from one serves for the other.
+
+    Small constants go by value because the export writes each layer's own Constant nodes for the same numbers (the
+    bucket count, the clip bounds). Large ones go by name: the walk reaches the weights through the Shape ops the
+    distances are built from (DeBERTa-v3-base's 128100 x 768 word table among them), and reading them is not needed
+    to tell that one initializer equals itself."""
+    if name not in memo:
+        source = _self_attention_branch(graph, name)
+        value, made = graph.value(source), graph.made.get(source)
+        if value is not None and value.size <= _BY_VALUE:
+            text = f"value {value.dtype} {value.shape} {value.tobytes().hex()}"
+        elif made is None or made.op_type == "Constant":
+            text = f"named {source}"
+        else:
+            attributes = sorted((a.name, repr(helper.get_attribute_value(a))) for a in made.attribute)
+            inputs = [_signature(graph, i, memo) if i else "" for i in made.input]
+            text = f"{made.op_type} {made.domain} {list(made.output).index(source)} {attributes} {inputs}"
+        memo[name] = hashlib.sha256(text.encode()).hexdigest()
     return memo[name]
 
 
