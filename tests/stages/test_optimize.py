@@ -119,19 +119,14 @@ def test_fusions_infer_shapes_on_a_weightless_copy_and_fuse_the_same(tiny_models
         assert fused.get_fused_operator_statistics()["MultiHeadAttention"] == 2
 
 
-def test_modernbert_attention_is_fused_by_the_stage_and_counted(tiny_models, tmp_path):
-    """Heads pruned differently per layer; inputs longer than the local layer's 4-token window, padded."""
-    source = load_source(tiny_models("modernbert"))
-    surgery.keep_heads(source.model, 0, [0, 2, 3])
-    surgery.keep_heads(source.model, 1, [1])
+def _fused_by_the_stage(source, tmp_path, texts: list[str]):
+    """Export with token states and optimize; the fused graph computes what the export does on every real token and
+    in the pooled embedding. Returns the optimize note."""
     exported = export(_context(source, tmp_path), token_states=True)
     optimized = optimize(exported)
     ops = [n.op_type for n in onnx.load(str(optimized.onnx_path)).graph.node]
     assert ops.count("MultiHeadAttention") == 2 and "Softmax" not in ops, "one fused attention per layer"
-    note = optimized.notes.optimize
-    assert note.rotary_attention == 2 and note.fused_ops["MultiHeadAttention"] == 2
-    assert note.fused_ops["RotaryEmbedding"] == 4
-    encoded = source.tokenizer([" ".join(SENTENCES[:3]), *SENTENCES[3:6]], padding=True, return_tensors="np")
+    encoded = source.tokenizer(texts, padding=True, return_tensors="np")
     feeds = {k: v.astype(np.int64) for k, v in encoded.items()}
     before, after = _run(exported.onnx_path, feeds), _run(optimized.onnx_path, feeds)
     real = feeds["attention_mask"].astype(bool)
@@ -139,15 +134,17 @@ def test_modernbert_attention_is_fused_by_the_stage_and_counted(tiny_models, tmp
         after["last_hidden_state"][real], before["last_hidden_state"][real], rtol=1e-4, atol=1e-4
     )
     np.testing.assert_allclose(after["sentence_embedding"], before["sentence_embedding"], rtol=1e-4, atol=1e-4)
+    return optimized.notes.optimize
 
 
-def test_modernbert_attention_stays_unfused_where_the_profile_says_so(tiny_models, tmp_path):
+def test_modernbert_attention_is_fused_by_the_stage_and_counted(tiny_models, tmp_path):
+    """Heads pruned differently per layer; inputs longer than the local layer's 4-token window, padded."""
     source = load_source(tiny_models("modernbert"))
-    context = _context(source, tmp_path)
-    context = dataclasses.replace(context, target=dataclasses.replace(context.target, fuse_rotary_attention=False))
-    optimized = optimize(export(context))
-    assert optimized.notes.optimize.rotary_attention == 0
-    assert "Softmax" in {n.op_type for n in onnx.load(str(optimized.onnx_path)).graph.node}
+    surgery.keep_heads(source.model, 0, [0, 2, 3])
+    surgery.keep_heads(source.model, 1, [1])
+    note = _fused_by_the_stage(source, tmp_path, [" ".join(SENTENCES[:3]), *SENTENCES[3:6]])
+    assert note.rotary_attention == 2 and note.fused_ops["MultiHeadAttention"] == 2
+    assert note.fused_ops["RotaryEmbedding"] == 4
 
 
 def test_deberta_attention_is_fused_by_the_stage_and_counted(tiny_models, tmp_path):
@@ -155,26 +152,21 @@ def test_deberta_attention_is_fused_by_the_stage_and_counted(tiny_models, tmp_pa
     source = load_source(tiny_models("deberta-v2"))
     surgery.keep_heads(source.model, 0, [0, 2, 3])
     surgery.keep_heads(source.model, 1, [1])
-    exported = export(_context(source, tmp_path), token_states=True)
-    optimized = optimize(exported)
-    ops = [n.op_type for n in onnx.load(str(optimized.onnx_path)).graph.node]
-    assert ops.count("MultiHeadAttention") == 2 and "Softmax" not in ops, "one fused attention per layer"
-    note = optimized.notes.optimize
+    note = _fused_by_the_stage(source, tmp_path, [" ".join(SENTENCES[:6]), *SENTENCES[6:9]])
     assert note.disentangled_attention == 2 and note.fused_ops["MultiHeadAttention"] == 2
-    encoded = source.tokenizer([" ".join(SENTENCES[:6]), *SENTENCES[6:9]], padding=True, return_tensors="np")
-    feeds = {k: v.astype(np.int64) for k, v in encoded.items()}
-    before, after = _run(exported.onnx_path, feeds), _run(optimized.onnx_path, feeds)
-    real = feeds["attention_mask"].astype(bool)
-    np.testing.assert_allclose(
-        after["last_hidden_state"][real], before["last_hidden_state"][real], rtol=1e-4, atol=1e-4
-    )
-    np.testing.assert_allclose(after["sentence_embedding"], before["sentence_embedding"], rtol=1e-4, atol=1e-4)
 
 
-def test_deberta_attention_stays_unfused_where_the_profile_says_so(tiny_models, tmp_path):
-    source = load_source(tiny_models("deberta-v2"))
+@pytest.mark.parametrize(
+    ("model_type", "profile_key", "note_field"),
+    [
+        ("modernbert", "fuse_rotary_attention", "rotary_attention"),
+        ("deberta-v2", "fuse_biased_attention", "disentangled_attention"),
+    ],
+)
+def test_attention_stays_unfused_where_the_profile_says_so(tiny_models, tmp_path, model_type, profile_key, note_field):
+    source = load_source(tiny_models(model_type))
     context = _context(source, tmp_path)
-    context = dataclasses.replace(context, target=dataclasses.replace(context.target, fuse_biased_attention=False))
+    context = dataclasses.replace(context, target=dataclasses.replace(context.target, **{profile_key: False}))
     optimized = optimize(export(context))
-    assert optimized.notes.optimize.disentangled_attention == 0
+    assert getattr(optimized.notes.optimize, note_field) == 0
     assert "Softmax" in {n.op_type for n in onnx.load(str(optimized.onnx_path)).graph.node}
