@@ -140,12 +140,7 @@ def measure(args: argparse.Namespace) -> dict:
             print(f"round {r}: {name} {per_round[name][-1]:.1f} examples/s", flush=True)
     rate = {name: statistics.median(values) for name, values in per_round.items()}
     return {
-        "machine": machine(),
-        "versions": package_versions(),
-        "precision": resolve_precision("auto")[1],
-        "command": "python benchmarks/distill_throughput.py " + " ".join(sys.argv[1:]),
-        "settings": {k: v for k, v in vars(args).items() if k != "note"},
-        "note": args.note,
+        **run_header(args),
         "texts": len(data),
         "mean_tokens": float(cache.encoded.lengths.mean()),
         "student_params": sum(p.numel() for p in student.parameters()),
@@ -160,6 +155,18 @@ def measure(args: argparse.Namespace) -> dict:
             "layers": list(cache.layers),
             "teacher_examples_per_second": len(data) / cache.seconds,
         },
+    }
+
+
+def run_header(args: argparse.Namespace) -> dict:
+    """What every results record of this script starts with: where, with what, and how it ran."""
+    return {
+        "machine": machine(),
+        "versions": package_versions(),
+        "precision": resolve_precision("auto")[1],
+        "command": "python benchmarks/distill_throughput.py " + " ".join(sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items() if k != "note"},
+        "note": args.note,
     }
 
 
@@ -192,12 +199,7 @@ def accuracy(args: argparse.Namespace) -> dict:
             seconds[name].append(result.seconds)
             print(f"seed {seed}: {name} dev Spearman {spearman[name][-1]:.2f} ({result.seconds:.0f} s)", flush=True)
     return {
-        "machine": machine(),
-        "versions": package_versions(),
-        "precision": resolve_precision("auto")[1],
-        "command": "python benchmarks/distill_throughput.py " + " ".join(sys.argv[1:]),
-        "settings": {k: v for k, v in vars(args).items() if k != "note"},
-        "note": args.note,
+        **run_header(args),
         "texts": len(data),
         "teacher": dev_spearman(source, source.model, args.max_length),
         "pruned": dev_spearman(source, student, args.max_length),
