@@ -23,7 +23,7 @@ from edgec.data import Dataset
 from edgec.errors import ConfigError, ParityError
 from edgec.inputs import start_context
 from edgec.parity.ledger import ParityRow
-from edgec.pipeline import run_stages
+from edgec.pipeline import collections_skip_older_objects, run_stages
 from edgec.plan import front_end_stages, resolve_recipe, resolve_target, selects, stages_for
 from edgec.precision import Precision
 from edgec.processes import check_single_process, main_process_output
@@ -85,7 +85,11 @@ def build(
     if recipe.distill is not None and train is None:
         raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
     started = time.perf_counter()
-    with staged_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
+    with (
+        collections_skip_older_objects(),
+        staged_output(out, force=force) as staging,
+        tempfile.TemporaryDirectory(prefix="edgec-") as work,
+    ):
         stages = stages_for(recipe, profile, staging)
         thresholds = profile.thresholds(
             cast(Precision, recipe.quant.precision), recipe.parity, pruned=recipe.prune is not None
@@ -140,7 +144,11 @@ def compress(
     if recipe.distill is not None and train is None:
         raise ConfigError("distillation needs training text; pass --distill FILE (unlabelled text is enough)")
     # issue 18: under torchrun every process prunes and distills (the collectives need them all); rank 0 saves.
-    with main_process_output(out, force=force) as staging, tempfile.TemporaryDirectory(prefix="edgec-") as work:
+    with (
+        collections_skip_older_objects(),
+        main_process_output(out, force=force) as staging,
+        tempfile.TemporaryDirectory(prefix="edgec-") as work,
+    ):
         stages = front_end_stages(recipe)
         profile = load_target("ort")
         thresholds = profile.thresholds(Precision.FP32, recipe.parity, pruned=True)

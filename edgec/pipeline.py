@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -153,3 +154,22 @@ def release_freed_memory() -> None:
     gc.collect()
     if _malloc_trim is not None:
         _malloc_trim(0)
+
+
+@contextlib.contextmanager
+def collections_skip_older_objects() -> Iterator[None]:
+    """While a build runs, let garbage collection walk only the objects the build made (gc.freeze).
+
+    A full collection walks every tracked object in the process: over half a million once torch, transformers and
+    ONNX Runtime are imported, about 0.25 s a walk, which was two thirds of a tiny model's build (six walks). What a
+    stage leaves behind is younger than the build, so leaving older objects out loses nothing; they are unfrozen
+    after. A process that froze objects itself (a pre-forking server), or a build inside a build, is left as it is.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

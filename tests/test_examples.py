@@ -88,6 +88,9 @@ def test_clinc150_classifier_rejects_bad_data(tmp_path):
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
 
 
+# Two fine-tunes, a compression and timed rounds in a subprocess (~35 s): `make test-deep`. The verdict's logic is
+# checked in `make test` by the test_proof_verdict_* tests below.
+@pytest.mark.deep
 def test_train_large_then_compress_runs(tiny_models, data_files, tmp_path):
     """The proof's whole path on two tiny models: both families under one budget, both int8, timed, a verdict."""
     command = [

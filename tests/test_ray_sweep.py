@@ -17,9 +17,9 @@ from edgec.running.bench import BenchConfig
 from edgec.sweep import CellJob, build_cell, sweep
 
 ray = pytest.importorskip("ray", reason="pip install 'edgec[ray]'")
-# The 4-cell sweep on a local Ray instance is in `make test` (~1 min); the other Ray checks start more sweeps and
-# run in `make test-deep`, keeping `make test` within its 15 minutes on 2 cores.
-pytestmark = pytest.mark.slow
+# Every check here starts a local Ray instance and sweeps twice (~1 min or more on 2 cores), so all run in
+# `make test-deep`; `make test` keeps the serial sweep (tests/test_sweep.py), which Ray's rows are compared with here.
+pytestmark = pytest.mark.deep
 BENCH = BenchConfig(seq_len=16, threads=1, warmup=1, runs=5)
 GRID = {"fractions": [0.0, 0.5], "precisions": ["fp32", "int8"]}
 
@@ -115,7 +115,6 @@ def _flaky(job: CellJob, out: Path) -> dict:
     return build_cell(job, out)
 
 
-@pytest.mark.deep
 def test_a_failed_task_is_retried_once_then_reported_and_the_rest_finish(tiny_models, data_files, tmp_path):
     ray.cloudpickle.register_pickle_by_value(__import__(__name__))  # the workers cannot import this test module
     model = tmp_path / "model"
@@ -140,7 +139,6 @@ def test_a_failed_task_is_retried_once_then_reported_and_the_rest_finish(tiny_mo
     assert timed_on.startswith("Ray node")
 
 
-@pytest.mark.deep  # two searches (8 builds) and a Ray instance: ~2.5 min, too long for `make test`
 def test_the_budgeted_search_on_ray_keeps_the_serial_candidates(tiny_models, data_files, tmp_path):
     pairs = edgec.read_dataset(data_files["pairs"])
     common = dict(
@@ -159,7 +157,6 @@ def test_the_budgeted_search_on_ray_keeps_the_serial_candidates(tiny_models, dat
     assert (tmp_path / "ray" / "edgec.json").is_file()
 
 
-@pytest.mark.deep
 def test_sweep_command_takes_ray(tiny_models, data_files, tmp_path):
     result = invoke(
         "sweep",

@@ -95,6 +95,9 @@ def test_minilm_artifact_in_sentence_transformers_equals_edgec_run(minilm_int8, 
     np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), np.linalg.norm(mine, axis=1), rtol=1e-4)
 
 
+# A second full MiniLM build (~30 s): `make test-deep`. `make test` keeps the ORT int8 build's STS-B parity above and
+# the Q/DQ graph's structure on tiny models (tests/backends/test_tensorrt_backend.py).
+@pytest.mark.deep
 def test_minilm_tensorrt_int8_simulated_parity(minilm, sts_sample, tmp_path):
     """The Q/DQ ONNX TensorRT would build from keeps STS-B within the trt-int8 target (drop <= 0.5) on ORT CPU."""
     out = tmp_path / "minilm-trt"

@@ -71,6 +71,7 @@ def test_edgec_run_and_parity_take_the_pte(int8_pte, data_files):
     assert profiled.exit_code == 2 and "ExecuTorch program takes neither" in profiled.output, profiled.output
 
 
+@pytest.mark.deep  # another lowering (~30 s); `make test` lowers int8 alone
 def test_pruned_models_lower_too(tiny_models, data_files, tmp_path):
     calib, pairs = edgec.read_dataset(data_files["calib"]), edgec.read_dataset(data_files["pairs"])
     pruned = edgec.build(
@@ -89,7 +90,7 @@ def test_pruned_models_lower_too(tiny_models, data_files, tmp_path):
     assert pruned.manifest.stages.emit.delegated_partitions >= 1 and pruned.manifest.parity.passed
 
 
-@pytest.mark.deep  # another lowering (~45 s); `make test` lowers int8 and pruned int8
+@pytest.mark.deep  # another lowering (~45 s); `make test` lowers int8 alone
 def test_fp32_lowers_too(tiny_models, data_files, tmp_path):
     calib, pairs = edgec.read_dataset(data_files["calib"]), edgec.read_dataset(data_files["pairs"])
     fp32 = edgec.build(
