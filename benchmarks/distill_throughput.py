@@ -208,6 +208,20 @@ def accuracy(args: argparse.Namespace) -> dict:
     }
 
 
+def with_earlier_runs(result: dict, earlier: dict | None) -> dict:
+    """The new result, carrying the rates of every run it replaces: a rerun adds a run, it cannot hide one."""
+    if earlier is None:
+        return result
+    kept = ("command", "examples_per_second", "median", "speedup_frozen")
+    return {**result, "earlier": [*earlier.get("earlier", []), {k: earlier[k] for k in kept}]}
+
+
+def frozen_over_before(run: dict) -> list[float]:
+    """The default (frozen) rate over the before rate, round by round (the two ran side by side in each round)."""
+    rates = run["examples_per_second"]
+    return [f / b for f, b in zip(rates["frozen"], rates["before"])]
+
+
 def end_to_end(result: dict, epochs: int) -> float:
     """Examples per second of "frozen" (what edgec runs by default) with the teacher's one pass charged to it, over
     `epochs` passes of the texts: 1 / (1 / training rate + 1 / (epochs x teacher rate))."""
@@ -249,10 +263,28 @@ def markdown(result: dict) -> str:
                 f"{cache['megabytes']:.0f} MB. With that pass charged to the default (frozen) run, the end-to-end rate is "
                 f"{once:.1f} examples/s ({once / rate['before']:.2f}x before) when each text is seen once, "
                 f"{thrice:.1f} ({thrice / rate['before']:.2f}x) over three passes.",
+                *runs_compared(result),
             ]
         )
         + "\n"
     )
+
+
+def runs_compared(result: dict) -> list[str]:
+    """The frozen / before ratio per round in this run and in every earlier run, and all rounds pooled."""
+    runs = [*result.get("earlier", []), result]
+    if len(runs) == 1:
+        return []
+    ratios = lambda run: ", ".join(f"{r:.2f}" for r in frozen_over_before(run))  # noqa: E731
+    pooled = [r for run in runs for r in frozen_over_before(run)]
+    return [
+        "",
+        "Frozen over before, round by round, in every run of this benchmark (a rerun keeps the runs it replaces):",
+        "",
+        *(f"- `{run['command']}`: {ratios(run)} (ratio of the medians {run['speedup_frozen']:.2f})" for run in runs),
+        "",
+        f"All {len(pooled)} rounds pooled: median {statistics.median(pooled):.2f}x.",
+    ]
 
 
 def accuracy_markdown(result: dict) -> str:
@@ -306,7 +338,8 @@ def main() -> None:
     if args.accuracy:
         ACCURACY.write_text(json.dumps(accuracy(args), indent=2) + "\n")
     elif not args.render:
-        RESULTS.write_text(json.dumps(measure(args), indent=2) + "\n")
+        earlier = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+        RESULTS.write_text(json.dumps(with_earlier_runs(measure(args), earlier), indent=2) + "\n")
     for path, section, render in ((RESULTS, SECTION, markdown), (ACCURACY, ACCURACY_SECTION, accuracy_markdown)):
         if path.exists():
             text = render(json.loads(path.read_text()))
