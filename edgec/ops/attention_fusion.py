@@ -59,18 +59,16 @@ def _match(graph: Lookups, softmax: onnx.NodeProto) -> dict | None:
         return None
     (score_term, (product, scale)), (mask_term, (mask_input, filter_value)) = scores[0], masks[0]
     biases = [t for t in terms if t not in (score_term, mask_term)]
-    context = graph.only_reader(softmax.output[0])
-    if context is None or context.op_type != "MatMul" or context.input[0] != softmax.output[0]:
+    context = graph.only_reader(softmax.output[0], "MatMul")
+    if context is None or context.input[0] != softmax.output[0]:
         return None
-    merge = graph.only_reader(context.output[0])
-    if merge is None or merge.op_type != "Transpose" or list(attribute(merge, "perm", [])) != [0, 2, 1, 3]:
+    merge = graph.only_reader(context.output[0], "Transpose")
+    if merge is None or list(attribute(merge, "perm", [])) != [0, 2, 1, 3]:
         return None
     # (batch, seq, heads, head_dim) -> (batch, seq, hidden); a raw export also reads the shape it reshapes to
-    readers = graph.used.get(merge.output[0], [])
-    reshapes = [n for n in readers if n.op_type == "Reshape"]
-    if len(reshapes) != 1 or any(n.op_type not in ("Reshape", "Shape") for n in readers):
+    reshape = graph.only_reader(merge.output[0], "Reshape", besides=("Shape",))
+    if reshape is None:
         return None
-    reshape = reshapes[0]
     query, key, value = (
         _head_split(graph, name, perm)
         for name, perm in (

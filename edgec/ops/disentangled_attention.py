@@ -53,6 +53,8 @@ from edgec.ops.graph import (
 _MASK_OPS = ("Not", "Cast", "Mul", "Unsqueeze", "Squeeze")
 # The ops between a distance tensor (a Clip of the bucketed relative positions) and the GatherElements that reads it.
 _INDEX_OPS = ("Expand", "Squeeze", "Unsqueeze", "Reshape")
+# The export reads the shape of most tensors; a match follows the data, not those Shape readers.
+_SHAPE_OPS = ("Shape",)
 # Constants up to this many values are told apart by value in a signature, larger ones by name.
 _BY_VALUE = 64
 
@@ -245,22 +247,18 @@ def _context(graph: Lookups, softmax: onnx.NodeProto) -> dict | None:
     """After the softmax: `Reshape` to (batch·heads, seq, seq), `MatMul` with the value heads, `Reshape` back to
     (batch, heads, seq, head_dim), `Transpose([0, 2, 1, 3])`, `Reshape` to (batch, seq, hidden): the value heads and
     the last Reshape's output, which MultiHeadAttention writes instead."""
-    probabilities = _reader(graph, softmax.output[0], "Reshape")
-    matmul = _reader(graph, probabilities.output[0], "MatMul") if probabilities is not None else None
+    probabilities = graph.only_reader(softmax.output[0], "Reshape", besides=_SHAPE_OPS)
+    matmul = (
+        graph.only_reader(probabilities.output[0], "MatMul", besides=_SHAPE_OPS) if probabilities is not None else None
+    )
     if probabilities is None or matmul is None or matmul.input[0] != probabilities.output[0]:
         return None
-    per_head = _reader(graph, matmul.output[0], "Reshape")
-    merge = _reader(graph, per_head.output[0], "Transpose") if per_head is not None else None
+    per_head = graph.only_reader(matmul.output[0], "Reshape", besides=_SHAPE_OPS)
+    merge = graph.only_reader(per_head.output[0], "Transpose", besides=_SHAPE_OPS) if per_head is not None else None
     if merge is None or list(attribute(merge, "perm", [])) != [0, 2, 1, 3]:
         return None
-    output = _reader(graph, merge.output[0], "Reshape")
+    output = graph.only_reader(merge.output[0], "Reshape", besides=_SHAPE_OPS)
     return None if output is None else {"value_heads": matmul.input[1], "output": output}
-
-
-def _reader(graph: Lookups, name: str, op_type: str) -> onnx.NodeProto | None:
-    """The one reader of `name` other than Shape ops (the export reads shapes of most tensors), if it is `op_type`."""
-    readers = [n for n in graph.used.get(name, []) if n.op_type != "Shape"]
-    return readers[0] if len(readers) == 1 and readers[0].op_type == op_type else None
 
 
 @dataclass

@@ -38,9 +38,15 @@ class Lookups:
         node = self.made.get(name)
         return node if node is not None and node.op_type == op_type else None
 
-    def only_reader(self, name: str) -> onnx.NodeProto | None:
-        readers = self.used.get(name, [])
-        return readers[0] if len(readers) == 1 else None
+    def only_reader(
+        self, name: str, op_type: str | None = None, *, besides: tuple[str, ...] = ()
+    ) -> onnx.NodeProto | None:
+        """The one node that reads `name`, readers of the op types in `besides` aside, if it is an `op_type` (any
+        op where None)."""
+        readers = [n for n in self.used.get(name, []) if n.op_type not in besides]
+        if len(readers) != 1 or (op_type is not None and readers[0].op_type != op_type):
+            return None
+        return readers[0]
 
     def value(self, name: str) -> np.ndarray | None:
         """The value of an initializer or a Constant node's output; a Concat of constants is folded."""

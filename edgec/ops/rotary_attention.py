@@ -60,19 +60,15 @@ def _match(graph: Lookups, softmax: onnx.NodeProto) -> dict | None:
         return None
     (index, (query, key, factors)) = found[0]
     mask = add.input[1 - index]  # the other term: the padding mask, or padding and the sliding window
-    context = graph.only_reader(softmax.output[0])
-    if context is None or context.op_type != "MatMul" or context.input[0] != softmax.output[0]:
+    context = graph.only_reader(softmax.output[0], "MatMul")
+    if context is None or context.input[0] != softmax.output[0]:
         return None
-    merge = graph.only_reader(context.output[0])
-    if merge is None or merge.op_type != "Transpose" or list(attribute(merge, "perm", [])) != [0, 2, 1, 3]:
+    merge = graph.only_reader(context.output[0], "Transpose")
+    if merge is None or list(attribute(merge, "perm", [])) != [0, 2, 1, 3]:
         return None
-    readers = graph.used.get(merge.output[0], [])  # (batch, seq, heads, head_dim) -> (batch, seq, heads·head_dim)
-    reshapes = [n for n in readers if n.op_type == "Reshape"]
-    if (
-        len(reshapes) != 1
-        or any(n.op_type not in ("Reshape", "Shape") for n in readers)
-        or not _from_inputs(graph, mask)
-    ):
+    # (batch, seq, heads, head_dim) -> (batch, seq, heads·head_dim); the export also reads the shape it reshapes to
+    reshape = graph.only_reader(merge.output[0], "Reshape", besides=("Shape",))
+    if reshape is None or not _from_inputs(graph, mask):
         return None
     rotated = [_rotation(graph, query), _rotation(graph, key)]
     if rotated[0] is None or rotated[1] is None or not np.array_equal(rotated[0]["table"], rotated[1]["table"]):
@@ -81,7 +77,7 @@ def _match(graph: Lookups, softmax: onnx.NodeProto) -> dict | None:
     if split is None or rotated[0]["table"].size - 2 != split["head_dim"] // 2:
         return None
     scale = math.prod(f if f is not None else (1.0 / split["head_dim"]) ** 0.25 for f in factors)
-    return {**split, "rotary": rotated[0], "scale": scale, "mask": mask, "reshape": reshapes[0], "name": softmax.name}
+    return {**split, "rotary": rotated[0], "scale": scale, "mask": mask, "reshape": reshape, "name": softmax.name}
 
 
 def _product(graph: Lookups, name: str) -> tuple[str, str, list[float | None]] | None:
