@@ -83,10 +83,12 @@ class Calibration:
     seconds: float
 
 
-def calibrate(case: prune_data.Case, source: Source, data: dict[str, Dataset], count: int) -> Calibration:
+def calibrate(
+    case: prune_data.Case, source: Source, data: dict[str, Dataset], count: int, clip: float | None
+) -> Calibration:
     batches, labels = calibration_batches(source, prune_data.calibration(case, data, count), MAX_LENGTH)
     started = time.perf_counter()
-    fisher = fisher_information(source, batches, labels, 0, blocks=True)
+    fisher = fisher_information(source, batches, labels, 0, blocks=True, clip=clip)
     return Calibration(count, batches, labels, fisher, time.perf_counter() - started)
 
 
@@ -103,6 +105,8 @@ def prune_row(source: Source, calibration: Calibration, config, scorer: Scorer) 
         "units": list(config.units),
         "rearrange": config.rearrange,
         "tuning": summary.tuning,
+        "importance_clip": config.importance_clip,
+        "importance_capped": summary.importance_capped,
         "macs_kept": round(summary.macs_after / summary.macs_before, 4),
         "layers_removed": summary.layers_removed,
         "heads_after": summary.heads_after,

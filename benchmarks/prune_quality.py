@@ -133,8 +133,15 @@ def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str,
             ("+ larger calibration", large, PruneConfig(fraction=fraction)),
             ("+ layers", large, PruneConfig(fraction=fraction, units=("heads", "ffn", "layers"))),
         ]
-    if study == "calibration":
-        return [(f"{n} texts", n, PruneConfig(fraction=fraction)) for n in sizes]
+    if study == "calibration":  # each size with each text's share of the Fisher capped (the default) and not
+        return [
+            row
+            for n in sizes
+            for row in (
+                (f"{n} texts", n, PruneConfig(fraction=fraction)),
+                (f"{n} texts, no cap", n, PruneConfig(fraction=fraction, importance_clip=None)),
+            )
+        ]
     return [("default", PruneConfig.__dataclass_fields__["calib_samples"].default, PruneConfig(fraction=fraction))]
 
 
@@ -147,10 +154,11 @@ def run_study(case: prune_data.Case, study: str, fractions: list[float], sizes: 
     calibrations = {}
     for fraction in fractions:
         for variant, count, config in study_rows(study, fraction, sizes):
-            if count not in calibrations:
+            key = (count, config.importance_clip)
+            if key not in calibrations:
                 calibrations.clear()  # one importance pass in memory at a time
-                calibrations[count] = calibrate(case, source, data, count)
-            row, result = prune_row(source, calibrations[count], config, scorer)
+                calibrations[key] = calibrate(case, source, data, count, config.importance_clip)
+            row, result = prune_row(source, calibrations[key], config, scorer)
             row = {"case": case.name, "study": study, "variant": variant, "unpruned": unpruned, **row}
             print(
                 json.dumps(

@@ -132,6 +132,9 @@ class PruneConfig:
     """Refine which units each layer keeps with its block of the Fisher information, not only its diagonal."""
     calib_samples: int = 256
     """Calibration texts importance and mask tuning use, drawn deterministically from the calibration set."""
+    importance_clip: float | None = 0.99
+    """Cap on each calibration text's share of the Fisher information: its squared gradient norm counts at most this
+    quantile of all texts' (stages.prune_fisher says why); None: no cap."""
     tuning: TuningConfig = field(default_factory=TuningConfig)
     neuron_multiple: int = 1
     """Round each layer's kept FFN neurons to a multiple of this (int8 GEMM kernels work in blocks); 1: no rounding."""
@@ -166,6 +169,10 @@ class PruneConfig:
             f"prune units must be some of {', '.join(PRUNE_UNITS)}, got {', '.join(self.units) or 'none'}",
         )
         _require(self.calib_samples >= 1, f"prune calib_samples must be at least 1, got {self.calib_samples}")
+        _require(
+            self.importance_clip is None or 0.0 < self.importance_clip <= 1.0,
+            f"prune importance_clip must be a quantile in (0, 1] or None, got {self.importance_clip}",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -102,6 +102,8 @@ class PruneNote(Note):
     tuning: dict[str, Any] | None = None
     """The mask tuning's settings (recipe.TuningConfig as a dict); None without rescaling."""
     estimated_loss: dict[str, float] = field(default_factory=dict)
+    importance_capped: int | None = field(default=None, metadata=_WHEN_SET)
+    """Calibration texts whose share of the Fisher information was capped (recipe.PruneConfig.importance_clip)."""
     least_squares: list[dict[str, Any]] = field(default_factory=list)
     """The mask tuning's fit per layer, as prune_tuning reports it."""
     seconds: dict[str, float] = field(default_factory=dict)

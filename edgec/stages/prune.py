@@ -80,14 +80,17 @@ def prune_model(
 ) -> PruneResult:
     """Importance, plan, removal, mask tuning; the summary feeds the report.
 
-    `fisher`: an importance pass over the same batches made earlier (with blocks if config.rearrange), reused.
+    `fisher`: an importance pass over the same batches made earlier (with blocks if config.rearrange, capped at
+    config.importance_clip), reused.
     """
     teacher, timings = source.model, {}
     lengths = [int(n) for b in batches for n in b.feeds["attention_mask"].sum(axis=1)]
     costs = unit_costs(lengths, surgery.hidden_size(teacher), surgery.head_dim(teacher), surgery.ffn_matrices(teacher))
     width = prune_hidden.planned_width(teacher, config, 1 - config.fraction)
     started = time.perf_counter()
-    fisher = fisher or fisher_information(source, batches, labels, seed, blocks=config.rearrange)
+    fisher = fisher or fisher_information(
+        source, batches, labels, seed, blocks=config.rearrange, clip=config.importance_clip
+    )
     timings["importance"] = time.perf_counter() - started
     narrowing = (
         None
@@ -103,6 +106,7 @@ def prune_model(
     student = copy.deepcopy(teacher)
     surgery.apply_plan(student, plan)
     estimated = {"searched": round(searched, 6), "rearranged": round(_loss(plan, fisher), 6)}
+    capped = fisher.capped
     started = time.perf_counter()
     tune = config.rescale and config.fraction > 0
     target = (
@@ -131,7 +135,11 @@ def prune_model(
         timings["hidden"] = time.perf_counter() - started
     summary = _summary(teacher, student, plan, costs, config, lengths)
     summary = dataclasses.replace(
-        summary, estimated_loss=estimated, least_squares=fits, seconds={k: round(v, 2) for k, v in timings.items()}
+        summary,
+        estimated_loss=estimated,
+        importance_capped=capped,
+        least_squares=fits,
+        seconds={k: round(v, 2) for k, v in timings.items()},
     )
     return PruneResult(student.eval(), summary)
 
