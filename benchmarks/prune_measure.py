@@ -17,7 +17,7 @@ from edgec.parity.ledger import parity_score
 from edgec.parity.runtime import measure_module
 from edgec.running.inference import encode_batches
 from edgec.source import Source
-from edgec.stages.prune import PruneResult, calibration_batches, prune_model
+from edgec.stages.prune import PruneResult, calibration_batches, prune_in_steps
 from edgec.stages.prune_fisher import Fisher, fisher_information
 from edgec.sweep import MEASURE_ONLY
 
@@ -95,7 +95,7 @@ def calibrate(
 def prune_row(source: Source, calibration: Calibration, config, scorer: Scorer) -> tuple[dict, PruneResult]:
     """Prune with `config` on the calibration (its importance pass reused) and score the result."""
     started = time.perf_counter()
-    result = prune_model(source, calibration.batches, calibration.labels, config, seed=0, fisher=calibration.fisher)
+    result = prune_in_steps(source, calibration.batches, calibration.labels, config, seed=0, fisher=calibration.fisher)
     seconds = time.perf_counter() - started + calibration.seconds
     summary = result.summary
     fits = summary.least_squares
@@ -106,6 +106,7 @@ def prune_row(source: Source, calibration: Calibration, config, scorer: Scorer) 
         "rearrange": config.rearrange,
         "tuning": summary.tuning,
         "importance_clip": config.importance_clip,
+        "steps": config.steps,
         "importance_capped": summary.importance_capped,
         "macs_kept": round(summary.macs_after / summary.macs_before, 4),
         "layers_removed": summary.layers_removed,

@@ -2,6 +2,9 @@
 
     python benchmarks/prune_quality.py finetune --case minilm-sst2     # edgec finetune, cached, timed
     python benchmarks/prune_quality.py prune --case minilm-sst2 --save # fractions x ablation rows, fp32
+    python benchmarks/prune_quality.py prune --case minilm-sst2 --study calibration  # 256/1,024/2,048 texts, capped or not
+    python benchmarks/prune_quality.py prune --case minilm-sst2 --study cap --sizes 1024  # the Fisher cap's quantile
+    python benchmarks/prune_quality.py prune --case minilm-sst2 --study steps --sizes 1024  # pruning in 1, 2, 4 steps
     python benchmarks/prune_quality.py int8 --case minilm-sst2 --fractions 0,0.4   # int8 of the saved folders (0: unpruned)
     python benchmarks/prune_quality.py render                          # RESULTS.md sections from the JSON
 
@@ -67,6 +70,9 @@ TUNING_STEPS = (
     ("default, post-norm error", TuningConfig(space="post-norm")),
 )
 
+CAPS = (None, 0.9, 0.99, 0.999)
+DEFAULT = PruneConfig(fraction=0.5)  # its calibration, cap and steps are the defaults the studies vary
+
 
 def load_results() -> dict:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"finetune": {}, "rows": []}
@@ -124,14 +130,29 @@ def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str,
     if study == "tuning":
         rows = [("no tuning", sizes[0], PruneConfig(fraction=fraction, rescale=False))]
         return rows + [(name, sizes[0], PruneConfig(fraction=fraction, tuning=tuning)) for name, tuning in TUNING_STEPS]
-    if study == "ablation":
+    if study == "ablation":  # each part added in turn; `sizes`: the small calibration, then the default's
         small, large = sizes[0], sizes[-1]
+        base = PruneConfig(fraction=fraction, importance_clip=None, steps=1)
+        capped = dataclasses.replace(base, importance_clip=DEFAULT.importance_clip)
+        stepped = dataclasses.replace(capped, steps=max(2, DEFAULT.steps))
         return [
-            ("importance + search", small, PruneConfig(fraction=fraction, rearrange=False, rescale=False)),
-            ("+ rearrangement", small, PruneConfig(fraction=fraction, rescale=False)),
-            ("+ mask tuning", small, PruneConfig(fraction=fraction)),
-            ("+ larger calibration", large, PruneConfig(fraction=fraction)),
-            ("+ layers", large, PruneConfig(fraction=fraction, units=("heads", "ffn", "layers"))),
+            ("importance + search", small, dataclasses.replace(base, rearrange=False, rescale=False)),
+            ("+ rearrangement", small, dataclasses.replace(base, rescale=False)),
+            ("+ mask tuning", small, base),
+            ("+ Fisher cap", small, capped),
+            ("+ larger calibration", large, capped),
+            (f"+ {stepped.steps} pruning steps", large, stepped),
+            ("+ layers", large, dataclasses.replace(stepped, units=("heads", "ffn", "layers"))),
+        ]
+    if study == "steps":  # one-shot pruning in 1, 2 and 4 steps, each re-scoring what the last left
+        return [
+            (f"{k} step{'s' if k > 1 else ''}", sizes[0], PruneConfig(fraction=fraction, steps=k)) for k in (1, 2, 4)
+        ]
+    if study == "cap":  # the quantile each text's squared gradient norm is capped at (None: no cap)
+        return [
+            (f"cap {'none' if q is None else f'{q:g}'}", n, PruneConfig(fraction=fraction, importance_clip=q))
+            for n in sizes
+            for q in CAPS
         ]
     if study == "calibration":  # each size with each text's share of the Fisher capped (the default) and not
         return [
@@ -142,7 +163,7 @@ def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str,
                 (f"{n} texts, no cap", n, PruneConfig(fraction=fraction, importance_clip=None)),
             )
         ]
-    return [("default", PruneConfig.__dataclass_fields__["calib_samples"].default, PruneConfig(fraction=fraction))]
+    return [("default", DEFAULT.calib_samples, PruneConfig(fraction=fraction))]
 
 
 def run_study(case: prune_data.Case, study: str, fractions: list[float], sizes: list[int], save: bool) -> None:
@@ -305,7 +326,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("finetune", "prune", "int8", "memory", "render"))
     parser.add_argument("--case", choices=sorted(prune_data.CASES))
-    parser.add_argument("--study", choices=("tuning", "ablation", "calibration", "table"), default="table")
+    parser.add_argument(
+        "--study", choices=("tuning", "ablation", "calibration", "cap", "steps", "table"), default="table"
+    )
     parser.add_argument("--fractions", default="0.3,0.4,0.5,0.6")
     parser.add_argument("--sizes", default="256,1024,2048", help="calibration texts (ablation: the first and the last)")
     parser.add_argument(

@@ -8,7 +8,10 @@ METRIC = {"sequence-classification": "accuracy %", "feature-extraction": "Spearm
 STUDY_TITLES = {
     "tuning": "Mask tuning: what each change to the least squares does (calibration 256, rearranged plan)",
     "ablation": "Ablation: each part of the method, added in turn",
-    "calibration": "Calibration size: task metric and pruning time",
+    "calibration": "Calibration size: task metric and pruning time, each text's share of the Fisher capped (the default) "
+    "and not",
+    "steps": "Pruning in steps: each step re-scores and re-tunes what the step before left (no retraining)",
+    "cap": "The cap on each calibration text's share of the Fisher: the quantile of the texts' squared gradient norms",
     "table": "Pruning at the default settings",
 }
 
@@ -20,6 +23,12 @@ def _rows(results: dict, study: str, case: str | None = None) -> list[dict]:
 def _drop(row: dict, role: str) -> str:
     """The change from the unpruned model on the same split (negative: a loss)."""
     return f"{row[role] - row['unpruned'][role]:+.2f}"
+
+
+def _cap(row: dict) -> str:
+    """The quantile each text's share of the Fisher was capped at; rows measured before the cap existed had none."""
+    clip = row.get("importance_clip")
+    return "none" if clip is None else f"{clip:g} ({row['importance_capped']})"
 
 
 def finetune_table(results: dict) -> list[str]:
@@ -42,9 +51,9 @@ def study_table(results: dict, study: str) -> list[str]:
     """One table per study: every case and fraction, with the validation split beside the reported one."""
     rows = _rows(results, study)
     lines = [
-        "| case | prune | variant | calib texts | validation | drop | reported split | drop | output error | fit error before -> after | "
-        "fits applied | MACs kept | layers removed | prune s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | prune | variant | calib texts | Fisher cap (texts capped) | steps | validation | drop | reported split | drop | "
+        "output error | fit error before -> after | fits applied | MACs kept | layers removed | prune s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         fits = (
@@ -53,7 +62,8 @@ def study_table(results: dict, study: str) -> list[str]:
             else ""
         )
         lines.append(
-            f"| {r['case']} | {r['fraction']:g} | {r['variant']} | {r['calibration']} | {r['validation']:.2f} | {_drop(r, 'validation')} | "
+            f"| {r['case']} | {r['fraction']:g} | {r['variant']} | {r['calibration']} | {_cap(r)} | {r.get('steps', 1)} | {r['validation']:.2f} | "
+            f"{_drop(r, 'validation')} | "
             f"{r['report']:.2f} | {_drop(r, 'report')} | {r['output_error']:.4f} | {fits} | {r['fits_applied']}/{r['fits']} | "
             f"{r['macs_kept']:.3f} | {','.join(map(str, r['layers_removed'])) or '-'} | {r['prune_seconds']:.0f} |"
         )

@@ -136,6 +136,9 @@ class PruneConfig:
     """Cap on each calibration text's share of the Fisher information: its squared gradient norm counts at most this
     quantile of all texts' (stages.prune_fisher says why); None: no cap."""
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    steps: int = 1
+    """Pruning steps toward the fraction, each re-scoring the units on the model the step before left (importance,
+    plan, removal and mask tuning each time; no retraining); kept MACs fall geometrically (stages.prune)."""
     neuron_multiple: int = 1
     """Round each layer's kept FFN neurons to a multiple of this (int8 GEMM kernels work in blocks); 1: no rounding."""
     schedule: str = "one-shot"
@@ -155,6 +158,9 @@ class PruneConfig:
             f"unknown prune schedule {self.schedule!r}; use one of {', '.join(PRUNE_SCHEDULES)}",
         )
         _require(self.iterations >= 1, f"prune iterations must be at least 1, got {self.iterations}")
+        _require(
+            isinstance(self.steps, int) and self.steps >= 1, f"prune steps must be an integer >= 1, got {self.steps!r}"
+        )
         _require(
             self.hidden_size is None or "hidden" in self.units,
             "a hidden size is kept only when hidden channels may go; add hidden to --prune-units",

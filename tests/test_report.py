@@ -148,3 +148,11 @@ def _chart_file(alt: str) -> str:
         "int8 sensitivity per node": "sensitivity.png",
         "kept per layer": "pruning.png",
     }[alt]
+
+
+def test_pruning_section_says_how_many_calibration_texts_were_capped(full_artifact):
+    """The importance pass's cap (recipe.PruneConfig.importance_clip) is visible where pruning is reported."""
+    note = edgec.load_artifact(full_artifact).manifest.stages.prune
+    assert note.importance_capped is not None and 0 < note.importance_capped < note.calibration_texts
+    line = f"{note.calibration_texts} calibration texts, {note.importance_capped} with their share capped"
+    assert line in (full_artifact / "report.md").read_text()

@@ -228,6 +228,11 @@ def pruning_rows(summary: PruneNote) -> list[tuple[str, str]]:
             if summary.hidden_after != summary.hidden_before
             else []
         ),
+        *(
+            [("importance", f"{summary.calibration_texts} calibration texts, {capped} with their share capped")]
+            if (capped := summary.importance_capped) is not None
+            else []
+        ),
         ("pruning time", ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items())),
     ]
 

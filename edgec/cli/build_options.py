@@ -162,9 +162,12 @@ class BuildOptions:
 
     def data(self) -> tuple[Dataset | None, Dataset | None, Dataset | None]:
         """Calibration, eval and distillation data. Samples are drawn while reading (one streaming pass), so
-        calibration and eval files may exceed memory."""
+        calibration and eval files may exceed memory. The calibration sample serves quantization and pruning,
+        each of which draws its own count from it (inputs.start_context), so it holds the larger count."""
+        prune = self.pruning.config()
+        calib_samples = max(self.quantization.calib_samples, prune.calib_samples if prune else 0)
         return (
-            self.columns.read(self.calib, sample=self.quantization.calib_samples),
+            self.columns.read(self.calib, sample=calib_samples),
             self.columns.read(self.eval_data, sample=self.eval_samples),
             self.columns.read(self.distillation.distill),
         )

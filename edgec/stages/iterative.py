@@ -11,16 +11,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from edgec.artifacts.stage_notes import PruneStep
 from edgec.pipeline import Context, Stage
 from edgec.recipe import Recipe
 from edgec.stages.distill import distill_share
-from edgec.stages.prune import prune_source
-
-
-def kept_shares(fraction: float, iterations: int) -> list[float]:
-    """The share of the original MACs kept after each step: geometric, ending at 1 - fraction."""
-    return [(1.0 - fraction) ** (k / iterations) for k in range(1, iterations + 1)]
+from edgec.stages.prune import merged_note, prune_source, step_fraction
 
 
 def iterative_stages(recipe: Recipe) -> list[Stage]:
@@ -38,9 +32,7 @@ def prune_step(ctx: Context, step: int) -> Context:
     current, distilled model); the note keeps the original's figures and one row per step."""
     config = ctx.recipe.prune
     previous = ctx.notes.prune
-    target = kept_shares(config.fraction, config.iterations)[step - 1]
-    # The share of the current model's MACs to remove so that `target` of the original's is left.
-    fraction = 1.0 - target if previous is None else max(0.0, 1.0 - target * previous.macs_before / previous.macs_after)
+    fraction = step_fraction(config.fraction, config.iterations, step, previous)
     result = prune_source(
         ctx.source,
         ctx.prune_calib or ctx.calib,
@@ -48,18 +40,6 @@ def prune_step(ctx: Context, step: int) -> Context:
         max_length=ctx.recipe.max_length,
         seed=ctx.recipe.seed,
     )
-    summary = result.summary
-    row = PruneStep(step=step, fraction=round(fraction, 4), macs_after=summary.macs_after, seconds=summary.seconds)
-    steps = [*((previous.steps or []) if previous else []), row]
-    if previous:  # layers are numbered as in the original model (layer origins), so the removals add up
-        summary = dataclasses.replace(
-            summary,
-            macs_before=previous.macs_before,
-            params_before=previous.params_before,
-            heads_before=previous.heads_before,
-            ffn_before=previous.ffn_before,
-            hidden_before=previous.hidden_before,
-            layers_removed=sorted({*previous.layers_removed, *summary.layers_removed}),
-        )
-    summary = dataclasses.replace(summary, fraction=config.fraction, schedule="iterative", steps=steps)
+    summary = merged_note(previous, result.summary, step, fraction)
+    summary = dataclasses.replace(summary, fraction=config.fraction, schedule="iterative")
     return ctx.with_note("prune", summary, source=dataclasses.replace(ctx.source, model=result.model))

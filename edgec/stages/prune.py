@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from edgec.artifacts.stage_notes import PruneNote
+from edgec.artifacts.stage_notes import PruneNote, PruneStep
 from edgec.compression import surgery
 from edgec.data import Dataset
 from edgec.errors import ConfigError
@@ -59,7 +59,69 @@ def prune_source(source: Source, calib: Dataset, config: PruneConfig, *, max_len
     """Prune a copy of source.model on `config.calib_samples` texts of `calib`; labels (classifiers) make the
     importance use the task loss."""
     batches, labels = calibration_batches(source, calib.sample(config.calib_samples, seed), max_length)
-    return prune_model(source, batches, labels, config, seed=seed)
+    return prune_in_steps(source, batches, labels, config, seed=seed)
+
+
+def prune_in_steps(
+    source: Source,
+    batches: list[Batch],
+    labels: np.ndarray | None,
+    config: PruneConfig,
+    *,
+    seed: int,
+    fisher: Fisher | None = None,
+) -> PruneResult:
+    """Prune to config.fraction in config.steps steps, each a whole prune_model (importance, plan, removal, mask
+    tuning) on the model the step before left; kept MACs fall geometrically. The first step's units would be
+    scored by one Fisher pass on the whole model; later steps score what is left after the first removals and
+    fits, so units that lost their partners are seen for what they are (as in K-prune, arXiv 2308.03449, which
+    prunes iteratively too). `fisher`: the first step's importance pass, made earlier."""
+    result, note = None, None
+    for step in range(1, config.steps + 1):
+        fraction = step_fraction(config.fraction, config.steps, step, note)
+        current = source if result is None else dataclasses.replace(source, model=result.model)
+        step_config = dataclasses.replace(config, fraction=fraction)
+        result = prune_model(current, batches, labels, step_config, seed=seed, fisher=fisher if step == 1 else None)
+        note = merged_note(note, result.summary, step, fraction)
+    assert result is not None and note is not None  # config.steps >= 1
+    if config.steps == 1:
+        return result
+    return PruneResult(result.model, dataclasses.replace(note, fraction=config.fraction))
+
+
+def kept_shares(fraction: float, steps: int) -> list[float]:
+    """The share of the original MACs kept after each step: geometric, ending at 1 - fraction."""
+    return [(1.0 - fraction) ** (k / steps) for k in range(1, steps + 1)]
+
+
+def step_fraction(fraction: float, steps: int, step: int, previous: PruneNote | None) -> float:
+    """The share of the current model's MACs step `step` (from 1) removes, so that kept_shares' share of the
+    original's is left; `previous`: the merged note of the steps before (None at the first)."""
+    target = kept_shares(fraction, steps)[step - 1]
+    return 1.0 - target if previous is None else max(0.0, 1.0 - target * previous.macs_before / previous.macs_after)
+
+
+def merged_note(previous: PruneNote | None, summary: PruneNote, step: int, fraction: float) -> PruneNote:
+    """One step's note folded into the steps' before it: the original model's 'before' figures, every removed
+    layer (numbered as in the original: layer origins), the time of all steps, and one row per step."""
+    row = PruneStep(step=step, fraction=round(fraction, 4), macs_after=summary.macs_after, seconds=summary.seconds)
+    if previous is None:
+        return dataclasses.replace(summary, steps=[row])
+    seconds = {
+        k: round(previous.seconds.get(k, 0.0) + summary.seconds.get(k, 0.0), 2)
+        for k in {*previous.seconds, *summary.seconds}
+    }
+    return dataclasses.replace(
+        summary,
+        macs_before=previous.macs_before,
+        params_before=previous.params_before,
+        heads_before=previous.heads_before,
+        ffn_before=previous.ffn_before,
+        hidden_before=previous.hidden_before,
+        layers_removed=sorted({*previous.layers_removed, *summary.layers_removed}),
+        seconds=seconds,
+        steps=[*(previous.steps or []), row],
+    )
 
 
 def calibration_batches(source: Source, calib: Dataset, max_length: int) -> tuple[list[Batch], np.ndarray | None]:

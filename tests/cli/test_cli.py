@@ -8,6 +8,8 @@ import pytest
 from conftest import invoke
 from onnx import numpy_helper
 
+import edgec
+
 
 @pytest.fixture(scope="module")
 def built(tiny_models, data_files, tmp_path_factory):
@@ -228,3 +230,16 @@ def test_other_commands_bad_input(tmp_path, built):
     _assert_one_line_error(invoke("parity", built, "--data", tmp_path / "none.jsonl"), "does not exist")
     _assert_one_line_error(invoke("bench", built, "--baseline", "tensorflow"), "unknown --baseline")
     _assert_one_line_error(invoke("run", built, "a", "--pair", "b", "--pair", "c"), "--pair")
+
+
+def test_build_prunes_on_its_own_calibration_count_not_quantizations(tiny_models, tmp_path):
+    """Pruning draws PruneConfig.calib_samples texts (1,024) from --calib, more than quantization's 256: the CLI
+    must not cut the file to quantization's count before pruning sees it."""
+    words = ["river", "stone", "light", "quiet", "music", "garden", "winter", "paper", "window", "morning"]
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib.txt"
+    calib.write_text("".join(" ".join(rng.choice(words, size=6)) + "\n" for _ in range(300)))
+    out = tmp_path / "out"
+    result = invoke("build", tiny_models("bert"), "--prune", "0.3", "--calib", calib, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert edgec.load_artifact(out).manifest.stages.prune.calibration_texts == 300

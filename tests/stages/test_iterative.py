@@ -10,7 +10,7 @@ from edgec.data import Dataset, Example
 from edgec.errors import ConfigError
 from edgec.recipe import DistillConfig, PruneConfig, Recipe
 from edgec.stages import distill as distill_module
-from edgec.stages import iterative
+from edgec.stages import iterative, prune
 
 DATA = Dataset(tuple(Example(t) for t in SENTENCES), "sentences")
 STEP_SECONDS, PRUNE_SECONDS = 1.0, 5.0
@@ -63,8 +63,8 @@ def compressed(model, schedule: str, tmp_path, minutes: float = 1.0) -> dict:
 
 
 def test_kept_shares_fall_geometrically_to_the_target():
-    assert iterative.kept_shares(0.875, 3) == pytest.approx([0.5, 0.25, 0.125])
-    assert iterative.kept_shares(0.5, 1) == pytest.approx([0.5])
+    assert prune.kept_shares(0.875, 3) == pytest.approx([0.5, 0.25, 0.125])
+    assert prune.kept_shares(0.5, 1) == pytest.approx([0.5])
 
 
 def test_iterative_schedule_respects_its_time_budget(tiny_models, tmp_path, clock):

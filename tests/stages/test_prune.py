@@ -47,6 +47,28 @@ def test_budget_is_met_and_shapes_are_consistent(tiny_models, model_type, fracti
     assert torch.isfinite(_embed(source, model)).all()
 
 
+@pytest.mark.parametrize("model_type", ["bert", "mpnet"])
+def test_pruning_in_steps_meets_the_budget_and_records_each_step(tiny_models, model_type):
+    """Two steps: the first keeps √(1 - fraction) of the MACs, the second the rest of the way; the note keeps the
+    unpruned model's 'before' figures and a row per step."""
+    source = load_source(tiny_models(model_type))
+    one = prune_source(source, CALIB, PruneConfig(fraction=0.6), max_length=64, seed=0).summary
+    result = prune_source(source, CALIB, PruneConfig(fraction=0.6, steps=2), max_length=64, seed=0)
+    summary = result.summary
+    assert 0.6 <= 1 - summary.macs_after / summary.macs_before <= 0.63
+    assert (summary.macs_before, summary.heads_before, summary.ffn_before, summary.fraction) == (
+        one.macs_before,
+        one.heads_before,
+        one.ffn_before,
+        0.6,
+    )
+    first, second = summary.steps
+    assert first.fraction == pytest.approx(1 - 0.4**0.5, abs=1e-4) and first.macs_after > second.macs_after
+    assert second.macs_after == summary.macs_after and one.steps is None
+    assert summary.heads_after == surgery.head_counts(result.model)
+    assert torch.isfinite(_embed(source, result.model)).all()
+
+
 def test_zero_budget_is_the_identity(tiny_models):
     source = load_source(tiny_models("bert"))
     result = prune_source(source, CALIB, PruneConfig(fraction=0.0), max_length=64, seed=0)
