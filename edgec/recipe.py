@@ -130,15 +130,18 @@ class PruneConfig:
     """Mask tuning: re-fit the kept units' scales per layer by least squares (see TuningConfig)."""
     rearrange: bool = True
     """Refine which units each layer keeps with its block of the Fisher information, not only its diagonal."""
-    calib_samples: int = 256
-    """Calibration texts importance and mask tuning use, drawn deterministically from the calibration set."""
+    calib_samples: int = 1024
+    """Calibration texts importance and mask tuning use, drawn deterministically from the calibration set (1,024:
+    chosen on validation over 256 and 2,048 for fine-tuned MiniLM on SST-2 and CLINC150 and mpnet on STS-B;
+    benchmarks/RESULTS.md)."""
     importance_clip: float | None = 0.99
     """Cap on each calibration text's share of the Fisher information: its squared gradient norm counts at most this
     quantile of all texts' (stages.prune_fisher says why); None: no cap."""
     tuning: TuningConfig = field(default_factory=TuningConfig)
-    steps: int = 1
+    steps: int = 2
     """Pruning steps toward the fraction, each re-scoring the units on the model the step before left (importance,
-    plan, removal and mask tuning each time; no retraining); kept MACs fall geometrically (stages.prune)."""
+    plan, removal and mask tuning each time; no retraining); kept MACs fall geometrically (stages.prune). 2: chosen
+    on validation over 1 and 4 (benchmarks/RESULTS.md), at twice one step's time."""
     neuron_multiple: int = 1
     """Round each layer's kept FFN neurons to a multiple of this (int8 GEMM kernels work in blocks); 1: no rounding."""
     schedule: str = "one-shot"

@@ -52,7 +52,7 @@ def test_pruning_in_steps_meets_the_budget_and_records_each_step(tiny_models, mo
     """Two steps: the first keeps √(1 - fraction) of the MACs, the second the rest of the way; the note keeps the
     unpruned model's 'before' figures and a row per step."""
     source = load_source(tiny_models(model_type))
-    one = prune_source(source, CALIB, PruneConfig(fraction=0.6), max_length=64, seed=0).summary
+    one = prune_source(source, CALIB, PruneConfig(fraction=0.6, steps=1), max_length=64, seed=0).summary
     result = prune_source(source, CALIB, PruneConfig(fraction=0.6, steps=2), max_length=64, seed=0)
     summary = result.summary
     assert 0.6 <= 1 - summary.macs_after / summary.macs_before <= 0.63
