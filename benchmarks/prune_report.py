@@ -25,6 +25,18 @@ def _drop(row: dict, role: str) -> str:
     return f"{row[role] - row['unpruned'][role]:+.2f}"
 
 
+def _variant(results: dict, row: dict) -> str:
+    """The row's variant, marked where it pruned an earlier fine-tune of its case than the one cached now (the
+    fine-tuning table's): a case fine-tuned again keeps the rows measured on the model before."""
+    run = results["finetune"].get(row["case"])
+    earlier = run is not None and abs(row["unpruned"]["validation"] - run["record"]["best_score"]) > 1e-9
+    return (
+        f"{row['variant']} (earlier fine-tune: {row['unpruned']['validation']:.2f} validation)"
+        if earlier
+        else row["variant"]
+    )
+
+
 def _cap(row: dict) -> str:
     """The quantile each text's share of the Fisher was capped at; rows measured before the cap existed had none."""
     clip = row.get("importance_clip")
@@ -62,7 +74,7 @@ def study_table(results: dict, study: str) -> list[str]:
             else ""
         )
         lines.append(
-            f"| {r['case']} | {r['fraction']:g} | {r['variant']} | {r['calibration']} | {_cap(r)} | {r.get('steps', 1)} | {r['validation']:.2f} | "
+            f"| {r['case']} | {r['fraction']:g} | {_variant(results, r)} | {r['calibration']} | {_cap(r)} | {r.get('steps', 1)} | {r['validation']:.2f} | "
             f"{_drop(r, 'validation')} | "
             f"{r['report']:.2f} | {_drop(r, 'report')} | {r['output_error']:.4f} | {fits} | {r['fits_applied']}/{r['fits']} | "
             f"{r['macs_kept']:.3f} | {','.join(map(str, r['layers_removed'])) or '-'} | {r['prune_seconds']:.0f} |"
@@ -72,12 +84,13 @@ def study_table(results: dict, study: str) -> list[str]:
 
 def int8_table(results: dict) -> list[str]:
     lines = [
-        "| case | prune | reported split, int8 | unpruned fp32 | drop | validation, int8 | build s |",
-        "|---|---|---|---|---|---|---|",
+        "| case | prune | variant | reported split, int8 | unpruned fp32 | drop | validation, int8 | build s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in _rows(results, "int8"):
         lines.append(
-            f"| {r['case']} | {r['fraction']:g} | {r['report']:.2f} | {r['unpruned']['report']:.2f} | {_drop(r, 'report')} | "
+            f"| {r['case']} | {r['fraction']:g} | {_variant(results, r)} | {r['report']:.2f} | {r['unpruned']['report']:.2f} | "
+            f"{_drop(r, 'report')} | "
             f"{r['validation']:.2f} | {r['build_seconds']:.0f} |"
         )
     return lines

@@ -69,7 +69,8 @@ def full_artifact(tiny_models, data_files, tmp_path_factory):
     model.save_pretrained(folder)
     data = edgec.read_dataset(data_files["pairs"])
     recipe = Recipe(
-        prune=PruneConfig(fraction=0.3),
+        # One step: after the default two, this model's int8 passes the quantize row and the report shows no FAIL.
+        prune=PruneConfig(fraction=0.3, steps=1),
         quant=QuantConfig(precision="int8"),
         # int8 embedding tables alone leave ~1e-5 of cosine: 0.99998 is reachable once the fallback keeps MatMuls in float.
         parity=ParityThresholds(min_cosine=0.99998, max_drop=5),
