@@ -72,10 +72,10 @@ def prune_in_steps(
     fisher: Fisher | None = None,
 ) -> PruneResult:
     """Prune to config.fraction in config.steps steps, each a whole prune_model (importance, plan, removal, mask
-    tuning) on the model the step before left; kept MACs fall geometrically. The first step's units would be
-    scored by one Fisher pass on the whole model; later steps score what is left after the first removals and
-    fits, so units that lost their partners are seen for what they are (as in K-prune, arXiv 2308.03449, which
-    prunes iteratively too). `fisher`: the first step's importance pass, made earlier."""
+    tuning) on the model the step before left; kept MACs fall geometrically. One Fisher pass scores each unit
+    with every other unit in place; later steps re-score what is left after the first removals and fits, so a unit
+    whose partners went is scored for what it does without them (K-prune, arXiv 2308.03449, prunes iteratively
+    too). `fisher`: the first step's importance pass, made earlier."""
     result, note = None, None
     for step in range(1, config.steps + 1):
         fraction = step_fraction(config.fraction, config.steps, step, note)
