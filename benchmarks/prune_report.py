@@ -50,7 +50,14 @@ def finetune_table(results: dict) -> list[str]:
     ]
     for name, run in results["finetune"].items():
         record = run["record"]
-        reported = next((r["unpruned"]["report"] for r in results["rows"] if r["case"] == name), None)
+        reported = next(
+            (
+                r["unpruned"]["report"]
+                for r in results["rows"]
+                if r["case"] == name and abs(r["unpruned"]["validation"] - record["best_score"]) <= 1e-9
+            ),
+            None,
+        )  # from a row of this fine-tune, not an earlier one
         lines.append(
             f"| {name} | {record['train_examples']} | {record['steps']} | {record['stopped']} | {record['start_score']:.2f} | "
             f"{record['best_score']:.2f} ({record['best_step']}) | {run['wall_seconds'] / 60:.1f} min | "
