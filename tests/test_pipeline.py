@@ -52,5 +52,8 @@ def test_a_freeze_made_by_someone_else_or_an_outer_build_is_left_alone(no_freeze
     gc.freeze()
     frozen = gc.get_freeze_count()
     with collections_skip_older_objects():
-        pass
-    assert gc.get_freeze_count() == frozen, "the inner build neither froze more nor unfroze the caller's objects"
+        younger = _Node()
+        assert any(o is younger for o in gc.get_objects()), "the inner build froze nothing more"
+    # Frozen objects can still be freed by reference counting (other threads too), so the count may fall a little;
+    # unfreezing would drop it to 0, and freezing more would raise it.
+    assert 0 < gc.get_freeze_count() <= frozen, "the inner build neither froze more nor unfroze the caller's objects"
