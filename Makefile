@@ -32,10 +32,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Slow checks: minutes-long checks on the real MiniLM, Ray and torchrun (marker `deep`; skipped where the model or ../shared/data is
-# absent), then the property tests with ten times the examples (EDGEC_DEEP=1).
+# absent), then the property tests with ten times the examples and pruning's peak memory at 2,048 texts (EDGEC_DEEP=1).
 test-deep: $(STAMP)
 	$(PY) -m pytest -q -m deep
-	EDGEC_DEEP=1 $(PY) -m pytest -q tests/test_properties.py
+	EDGEC_DEEP=1 $(PY) -m pytest -q tests/test_properties.py tests/stages/test_prune_memory.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -39,7 +39,7 @@ def deep_model(tmp_path_factory):
     from transformers import BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("deep")
-    tokenizer = _tokenizer(folder)
+    tokenizer = _tokenizer(folder, "bert")
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(tokenizer),
