@@ -66,7 +66,7 @@ def fisher_information(
         layers=torch.zeros(len(layers), dtype=torch.float64),
     )
     texts = sum(len(batch.indices) for batch in batches)
-    largest = _Largest(math.ceil((1 - clip) * texts) + 1 if clip is not None else 0)
+    largest = _Largest(math.ceil((1 - clip) * texts) + 1) if clip is not None else None
     norms: list[torch.Tensor] = []
     module, generator = source.reference_module(), torch.Generator().manual_seed(seed)
     masks: dict[tuple[str, int], torch.Tensor] = {}
@@ -84,14 +84,15 @@ def fisher_information(
             keys = list(masks)
             grads = dict(zip(keys, torch.autograd.grad(loss, [masks[k] for k in keys])))
             sums.add(grads)
-            norm = torch.stack([grad.double().pow(2).reshape(size, -1).sum(dim=1) for grad in grads.values()]).sum(0)
-            norms.append(norm)
-            largest.offer(norm, grads)
+            if largest is not None:
+                norm = torch.stack([g.double().pow(2).reshape(size, -1).sum(dim=1) for g in grads.values()]).sum(0)
+                norms.append(norm)
+                largest.offer(norm, grads)
     finally:
         for handle in handles:
             handle.remove()
     capped = 0
-    if clip is not None:
+    if largest is not None and clip is not None:
         cap = float(np.quantile(torch.cat(norms).numpy(), clip))
         for text_norm, text_grads in largest.items:
             if text_norm > cap:  # replace the text's g gᵀ by (cap / norm)·g gᵀ
@@ -134,7 +135,7 @@ class _Largest:
     def offer(self, norms: torch.Tensor, grads: dict[tuple[str, int], torch.Tensor]) -> None:
         for row, norm in enumerate(norms.tolist()):
             self._offered += 1
-            if len(self._heap) == self.count and (not self.count or norm <= self._heap[0][0]):
+            if len(self._heap) == self.count and norm <= self._heap[0][0]:
                 continue
             kept = {key: grad[row : row + 1].clone() for key, grad in grads.items()}
             entry = (norm, self._offered, kept)  # the counter breaks ties, so dicts are never compared
