@@ -22,6 +22,7 @@ from edgec.stages.prune_fisher import Fisher, fisher_information
 from edgec.sweep import MEASURE_ONLY
 
 MAX_LENGTH = 128
+ROLES = ("validation", "report")
 
 
 @dataclass
@@ -51,16 +52,25 @@ class Scorer:
         """Task metric on both splits, and the relative squared error of the last hidden states the task reads
         (classifiers: the first token; embeddings: every real token), on 512 validation texts."""
         pruned = dataclasses.replace(self.source, model=model)
-        scores = {
-            role: parity_score(measure_module(pruned, role, getattr(self, role), MEASURE_ONLY).metrics)
-            for role in ("validation", "report")
-        }
+        scores = split_scores(
+            {role: measure_module(pruned, role, getattr(self, role), MEASURE_ONLY).metrics for role in ROLES},
+            len(self.report.dataset.examples),
+        )
         error = sum(
             float(((_last_hidden(self.source, model, b) - ref) ** 2).sum())
             for b, ref in zip(self.hidden_batches, self.reference_hidden)
         )
         scores["output_error"] = round(error / sum(float((ref**2).sum()) for ref in self.reference_hidden), 5)
         return scores
+
+
+def split_scores(metrics: dict[str, dict[str, float]], report_examples: int) -> dict:
+    """A row's task metric on each split; for classifiers also the share of reported predictions that are the
+    unpruned model's, from which prune_report bounds the drop's noise (prune_report.drop_interval)."""
+    scores: dict = {role: parity_score(metrics[role]) for role in ROLES}
+    if "agreement" in metrics["report"]:
+        scores |= {"report_agreement": metrics["report"]["agreement"], "report_examples": report_examples}
+    return scores
 
 
 @torch.no_grad()

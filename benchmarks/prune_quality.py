@@ -34,12 +34,11 @@ sys.path.insert(0, str(HERE))
 import models  # noqa: E402
 import prune_data  # noqa: E402
 import prune_report  # noqa: E402
-from prune_measure import Scorer, calibrate, prune_row  # noqa: E402
+from prune_measure import ROLES, Scorer, calibrate, prune_row, split_scores  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
 from edgec.artifacts.artifact import package_versions  # noqa: E402
-from edgec.parity.ledger import parity_score  # noqa: E402
 from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.recipe import PruneConfig, TuningConfig  # noqa: E402
 from edgec.source import (  # noqa: E402
@@ -226,14 +225,15 @@ def int8_rows(case: prune_data.Case, fractions: list[float]) -> None:
                 eval=data["validation"].sample(500, 0),
                 out=Path(tmp) / "a",
             )
-            scores = {
-                role: parity_score(
-                    measure_model(
+            scores = split_scores(
+                {
+                    role: measure_model(
                         artifact.model_path, role, case.task, getattr(scorer, role), MEASURE_ONLY, SessionSettings()
                     ).metrics
-                )
-                for role in ("validation", "report")
-            }
+                    for role in ROLES
+                },
+                len(scorer.report.dataset.examples),
+            )
         row = {
             "case": case.name,
             "study": "int8",
