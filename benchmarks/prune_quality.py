@@ -5,6 +5,7 @@
     python benchmarks/prune_quality.py prune --case minilm-sst2 --study calibration  # 256/1,024/2,048 texts, capped or not
     python benchmarks/prune_quality.py prune --case minilm-sst2 --study cap --sizes 1024  # the Fisher cap's quantile
     python benchmarks/prune_quality.py prune --case minilm-sst2 --study steps --sizes 1024  # pruning in 1, 2, 4 steps
+    python benchmarks/prune_quality.py prune --case minilm-sst2 --study fit --sizes 1024  # unit scales or whole weights
     python benchmarks/prune_quality.py int8 --case minilm-sst2 --fractions 0,0.4   # int8 of the saved folders (0: unpruned)
     python benchmarks/prune_quality.py render                          # RESULTS.md sections from the JSON
 
@@ -70,6 +71,7 @@ TUNING_STEPS = (
 )
 
 CAPS = (None, 0.9, 0.99, 0.999)
+WEIGHT_DAMPINGS = (1e-3, 1e-2, 1e-1)
 DEFAULT = PruneConfig(fraction=0.5)  # its calibration, cap and steps are the defaults the studies vary
 
 
@@ -152,6 +154,15 @@ def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str,
             (f"cap {'none' if q is None else f'{q:g}'}", n, PruneConfig(fraction=fraction, importance_clip=q))
             for n in sizes
             for q in CAPS
+        ]
+    if study == "fit":  # what mask tuning fits: a scale per kept unit, or each sub-layer's whole output projection
+        return [("scales", sizes[0], PruneConfig(fraction=fraction))] + [
+            (
+                f"weights, damping {damping:g}",
+                sizes[0],
+                PruneConfig(fraction=fraction, tuning=TuningConfig(fit="weights", weight_damping=damping)),
+            )
+            for damping in WEIGHT_DAMPINGS
         ]
     if study == "calibration":  # each size with each text's share of the Fisher capped (the default) and not
         return [
@@ -327,7 +338,7 @@ def main() -> None:
     parser.add_argument("action", choices=("finetune", "prune", "int8", "memory", "render"))
     parser.add_argument("--case", choices=sorted(prune_data.CASES))
     parser.add_argument(
-        "--study", choices=("tuning", "ablation", "calibration", "cap", "steps", "table"), default="table"
+        "--study", choices=("tuning", "ablation", "calibration", "cap", "steps", "fit", "table"), default="table"
     )
     parser.add_argument("--fractions", default="0.3,0.4,0.5,0.6")
     parser.add_argument("--sizes", default="256,1024,2048", help="calibration texts (ablation: the first and the last)")

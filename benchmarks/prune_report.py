@@ -11,6 +11,8 @@ STUDY_TITLES = {
     "calibration": "Calibration size: task metric and pruning time, each text's share of the Fisher capped (the default) "
     "and not",
     "steps": "Pruning in steps: each step re-scores and re-tunes what the step before left (no retraining)",
+    "fit": "What mask tuning fits: a scale per kept unit (Kwon), or each sub-layer's whole output projection (K-prune), "
+    "at three ridges towards the current weight",
     "cap": "The cap on each calibration text's share of the Fisher: the quantile of the texts' squared gradient norms",
     "table": "Pruning at the default settings",
 }

@@ -17,6 +17,7 @@ PRUNE_SCHEDULES = ("one-shot", "iterative")
 TUNING_TARGETS = ("schedule", "unpruned")
 TUNING_RIDGES = ("to-one", "relative")
 TUNING_SPACES = ("pre-norm", "post-norm")
+TUNING_FITS = ("scales", "weights")
 SCHEDULES = ("linear", "cosine")
 TRAIN_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -100,14 +101,28 @@ class TuningConfig:
     """Where the error is measured: "pre-norm", the residual sum a LayerNorm receives, or "post-norm", that sum
     centred, divided by each token's standard deviation and scaled by the LayerNorm's weight (its first-order
     effect on the LayerNorm's output)."""
+    fit: str = "scales"
+    """What is fitted: "scales", one multiplier per kept unit (Kwon's mask tuning; `ridge` applies), or "weights",
+    the whole output projection of each sub-layer (K-prune's weight tuning; `weight_damping` applies)."""
+    weight_damping: float = 0.01
+    """fit "weights": the ridge towards the current weight, as a share of the inputs' Gram's mean diagonal."""
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
             ("target", self.target, TUNING_TARGETS),
             ("ridge", self.ridge, TUNING_RIDGES),
             ("space", self.space, TUNING_SPACES),
+            ("fit", self.fit, TUNING_FITS),
         ):
             _require(value in allowed, f"mask tuning {name} must be one of {', '.join(allowed)}, got {value!r}")
+        _require(
+            not (self.fit == "weights" and self.space == "post-norm"),
+            "mask tuning refits weights in pre-norm space only; set space='pre-norm' or fit='scales'",
+        )
+        _require(
+            isinstance(self.weight_damping, (int, float)) and self.weight_damping > 0,
+            f"mask tuning weight_damping must be a positive number, got {self.weight_damping!r}",
+        )
         # A bias shift is one vector for every token, which the post-norm map scales per token: not a free shift there.
         _require(
             not (self.fit_bias and self.space == "post-norm"),

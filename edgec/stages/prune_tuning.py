@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from edgec.compression import surgery
-from edgec.ops.least_squares import NormalEquations
+from edgec.ops.least_squares import NormalEquations, Solution
+from edgec.ops.weight_least_squares import WeightEquations, WeightSolution
 from edgec.progress import bar
 from edgec.recipe import TuningConfig
 from edgec.running.inference import Batch
@@ -142,30 +143,45 @@ def _tune_layer(
             surgery.head_dim(student),
         )
         next_target = outputs or next_target
-        solution = equations.solve(ridge=config.ridge, fit_bias=config.fit_bias)
+        solution, unchanged, fitted = _solve(equations, count, config)
         fits.append(
             {
                 "layer": index,
                 "part": sub.kind,
                 "units": count,
                 "applied": solution.ok,
-                "error_before": _relative(equations, torch.ones(count, dtype=torch.float64)),
-                "error_after": _relative(equations, solution.scales, solution.shift),
+                "error_before": _relative(equations, unchanged),
+                "error_after": _relative(equations, fitted, solution.shift),
             }
         )
         if not solution.ok:
             if config.stop_on_failure:
                 return target_in, True
             continue
-        scales = solution.scales.float()
-        surgery.scale_units(
-            student, position, scales if sub.kind == "heads" else None, scales if sub.kind == "ffn" else None
-        )
+        if isinstance(solution, WeightSolution):
+            projection = surgery.get(layer, sub.out).weight
+            projection.copy_(solution.weight.to(projection.dtype))
+        else:
+            scales = solution.scales.float()
+            surgery.scale_units(
+                student, position, scales if sub.kind == "heads" else None, scales if sub.kind == "ffn" else None
+            )
         if solution.shift is not None:
             surgery.output_bias(layer, sub.out if count else sub.constant).add_(solution.shift.to(bias.dtype))
     if next_target is None:  # the FFN was not fitted: advance the target on its own
         next_target = [_run(target_layer, x, _layer_call(target, f)[1])["output"] for x, f in zip(target_in, feeds)]
     return next_target, False
+
+
+def _solve(
+    equations: NormalEquations | WeightEquations, count: int, config: TuningConfig
+) -> tuple[Solution | WeightSolution, torch.Tensor, torch.Tensor]:
+    """(the solution, what leaving the sub-layer as it is means, what the solution fits): unit scales or a weight."""
+    if isinstance(equations, WeightEquations):
+        solution = equations.solve(damping=config.weight_damping, fit_bias=config.fit_bias)
+        return solution, equations.weight, solution.weight
+    scaled = equations.solve(ridge=config.ridge, fit_bias=config.fit_bias)
+    return scaled, torch.ones(count, dtype=torch.float64), scaled.scales
 
 
 def _equations(
@@ -181,12 +197,17 @@ def _equations(
     config: TuningConfig,
     first_token: bool,
     head_dim: int,
-) -> tuple[NormalEquations, list[torch.Tensor] | None]:
+) -> tuple[NormalEquations | WeightEquations, list[torch.Tensor] | None]:
     """One sub-layer's normal equations over all batches; for an FFN also the target layer's outputs (the next inputs)."""
-    equations = NormalEquations.empty(count, bias.shape[0])
+    refit = config.fit == "weights" and count > 0  # with no unit left, only the bias can be fitted
+    equations: NormalEquations | WeightEquations = (
+        WeightEquations.empty(surgery.get(layer, sub.out).weight)
+        if refit
+        else NormalEquations.empty(count, bias.shape[0])
+    )
     # Post-norm space needs the LayerNorm the sum feeds; a pre-LN FFN's sum feeds none (the residual stream): pre-norm.
     norm = surgery.get(layer, sub.norm) if config.space == "post-norm" and sub.norm else None
-    weight = _weight(layer, sub, norm) if count else None
+    weight = _weight(layer, sub, norm) if count and not refit else None
     outputs = [] if sub.kind == "ffn" else None
     for x_student, x_target, f in zip(student_in, target_in, feeds):
         call = _layer_call(target, f)[1]
@@ -216,7 +237,7 @@ def _weight(layer: nn.Module, sub: _SubLayer, norm: nn.LayerNorm | None) -> tupl
 
 
 def _add(
-    equations: NormalEquations,
+    equations: NormalEquations | WeightEquations,
     kind: str,
     count: int,
     head_dim: int,
@@ -233,9 +254,13 @@ def _add(
     scale = _post_norm(target_sum[tokens], norm) if norm is not None else None
     if scale is not None:
         target = scale(target)
+    if isinstance(equations, WeightEquations):  # pre-norm only (TuningConfig): what the projection reads and writes
+        equations.add(mine["units"][tokens], target)
+        return
     if not count:
         equations.add_target_only(target)
         return
+    assert weight is not None  # scales of kept units: the projection's weight (and Gram) came with them
     matrix, gram = weight
     units = mine["units"][tokens]
     if kind == "heads":
@@ -318,5 +343,8 @@ def _run(
     return captured
 
 
-def _relative(equations: NormalEquations, scales: torch.Tensor, shift: torch.Tensor | None = None) -> float:
-    return round(max(equations.error(scales, shift), 0.0) / max(equations.target_sq, 1e-30), 6)
+def _relative(
+    equations: NormalEquations | WeightEquations, fitted: torch.Tensor, shift: torch.Tensor | None = None
+) -> float:
+    """The error of unit scales or of a weight (`fitted`), relative to the target's squared norm."""
+    return round(max(equations.error(fitted, shift), 0.0) / max(equations.target_sq, 1e-30), 6)

@@ -11,6 +11,7 @@ from edgec.ops.importance import mask_heads, mask_neurons, sensitivity_loss
 from edgec.ops.least_squares import NormalEquations
 from edgec.ops.macs import encoder_macs, unit_costs
 from edgec.ops.mask_selection import search_masks
+from edgec.ops.weight_least_squares import WeightEquations
 
 
 def test_unit_costs_count_projections_and_attention_products():
@@ -175,3 +176,38 @@ def test_sensitivity_loss_gives_per_example_gradients():
         "sequence-classification", (logits,), torch.ones(3, 2), torch.tensor([0, 1, 2]), torch.Generator()
     )
     assert torch.isclose(loss, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2]), reduction="sum"))
+
+
+def test_weight_refit_recovers_a_known_projection_and_bias_and_its_error_is_the_true_residual():
+    torch.manual_seed(2)
+    inputs, true_weight, bias = torch.randn(400, 6), torch.randn(4, 6), torch.randn(4)
+    target = inputs @ true_weight.T + bias
+    current = true_weight + torch.randn(4, 6)  # what pruning left: the right inputs, the wrong weight
+    equations = WeightEquations.empty(current)
+    for chunk in range(4):  # summed batch by batch, as the tuning pass adds them
+        equations.add(inputs[chunk * 100 : (chunk + 1) * 100], target[chunk * 100 : (chunk + 1) * 100])
+    solution = equations.solve(damping=1e-8, fit_bias=True)
+    assert solution.ok
+    assert torch.allclose(solution.weight.float(), true_weight, atol=1e-3)
+    assert torch.allclose(solution.shift.float(), bias, atol=1e-3)
+    for weight, shift in ((current.double(), None), (solution.weight, solution.shift)):
+        explicit = inputs.double() @ weight.T + (0 if shift is None else shift) - target.double()
+        # batches are multiplied in fp32 (summed in fp64): exact to ~1e-7 of the target's squared norm
+        assert equations.error(weight, shift) == pytest.approx(
+            float((explicit**2).sum()), abs=1e-6 * equations.target_sq
+        )
+    assert equations.solve(damping=1e-8).shift is None  # without fit_bias the bias stays
+
+
+def test_weight_refit_ridge_keeps_the_current_weight_where_the_tokens_say_nothing():
+    # Input 1 is never active: no token says what its column should be, so it stays as it was.
+    inputs = torch.zeros(50, 2)
+    inputs[:, 0] = torch.linspace(-1, 1, 50)
+    current = torch.tensor([[1.0, 7.0], [0.5, -3.0]])
+    equations = WeightEquations.empty(current)
+    equations.add(inputs, inputs[:, :1] @ torch.tensor([[2.0, -1.0]]))
+    weight = equations.solve(damping=1e-3).weight
+    assert torch.allclose(weight[:, 1].float(), current[:, 1]) and torch.allclose(
+        weight[:, 0].float(), torch.tensor([2.0, -1.0]), atol=1e-2
+    )
+    assert equations.solve(damping=1e6).weight.float().sub(current).abs().max() < 1e-3  # a huge ridge: no change

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 import edgec
 from edgec.compression import surgery
 from edgec.data import Dataset, Example, read_dataset
-from edgec.recipe import ParityThresholds, PruneConfig, QuantConfig, Recipe
+from edgec.recipe import ParityThresholds, PruneConfig, QuantConfig, Recipe, TuningConfig
 from edgec.source import load_source
 from edgec.stages.prune import prune_source
 
@@ -83,6 +83,20 @@ def test_least_squares_lowers_the_layer_reconstruction_error(tiny_models, model_
     fits = prune_source(source, CALIB, PruneConfig(fraction=0.5), max_length=64, seed=0).summary.least_squares
     assert fits and all(f["error_after"] <= f["error_before"] for f in fits)
     assert any(f["error_after"] < 0.99 * f["error_before"] for f in fits)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "mpnet", "modernbert"])
+def test_weight_refit_lowers_the_error_it_targets_and_brings_the_model_closer(tiny_models, model_type):
+    source = load_source(tiny_models(model_type))
+    reference = _embed(source, source.model)
+    refit = PruneConfig(fraction=0.5, tuning=TuningConfig(fit="weights"))
+    result = prune_source(source, CALIB, refit, max_length=64, seed=0)
+    fits = result.summary.least_squares
+    assert fits and all(f["error_after"] <= f["error_before"] for f in fits)
+    assert any(f["error_after"] < 0.9 * f["error_before"] for f in fits)
+    plain = prune_source(source, CALIB, PruneConfig(fraction=0.5, rescale=False), max_length=64, seed=0).model
+    cosine = lambda model: torch.nn.functional.cosine_similarity(_embed(source, model), reference).mean()  # noqa: E731
+    assert cosine(result.model) > cosine(plain)
 
 
 def test_rescaling_brings_the_pruned_model_closer(tiny_models):
