@@ -1,8 +1,9 @@
 """The prune stage's mask tuning: per-layer least squares over streamed layer inputs (Kwon et al. 2022, §4.3).
 
-Layer by layer, attention then FFN, the kept units of each sub-layer are rescaled so that its residual sum (what
-the following LayerNorm receives) matches the target model's, computed from the pruned model's *own* input: a
-fit also corrects what earlier layers left. The target is the unpruned model, or (TuningConfig.target
+Layer by layer, attention then FFN, the kept units of each sub-layer are rescaled (TuningConfig.fit "scales") or
+its output projection is refitted whole ("weights", ops.weight_least_squares) so that its residual sum (what the
+following LayerNorm receives) matches the target model's, computed from the pruned model's *own* input: a fit
+also corrects what earlier layers left. The target is the unpruned model, or (TuningConfig.target
 "schedule") the model pruned to the square root of the kept share, a nearer point of Kwon's schedule.
 
 The inputs of the current layer, of the pruned model and of the target, are kept for all texts and advanced one
