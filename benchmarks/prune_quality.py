@@ -176,8 +176,11 @@ def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str,
     return [("default", DEFAULT.calib_samples, PruneConfig(fraction=fraction))]
 
 
-def run_study(case: prune_data.Case, study: str, fractions: list[float], sizes: list[int], save: bool) -> None:
-    """Measure one study of one case; its rows replace earlier ones of the same case, study, fraction and variant."""
+def run_study(
+    case: prune_data.Case, study: str, fractions: list[float], sizes: list[int], save: bool, variants: str | None = None
+) -> None:
+    """Measure one study of one case (`variants`: only the rows whose variant names contain it); its rows replace
+    earlier ones of the same case, study, fraction and variant."""
     source = load_source(finetuned(case))
     data = prune_data.splits(case)
     scorer = Scorer.of(source, data)
@@ -185,6 +188,8 @@ def run_study(case: prune_data.Case, study: str, fractions: list[float], sizes: 
     calibrations = {}
     for fraction in fractions:
         for variant, count, config in study_rows(study, fraction, sizes):
+            if variants is not None and variants not in variant:
+                continue
             key = (count, config.importance_clip)
             if key not in calibrations:
                 calibrations.clear()  # one importance pass in memory at a time
@@ -342,6 +347,7 @@ def main() -> None:
     )
     parser.add_argument("--fractions", default="0.3,0.4,0.5,0.6")
     parser.add_argument("--sizes", default="256,1024,2048", help="calibration texts (ablation: the first and the last)")
+    parser.add_argument("--variants", help="only the study's rows whose variant names contain this text")
     parser.add_argument(
         "--save", action="store_true", help="keep the pruned folders (benchmarks/work/pruned/) for int8 builds"
     )
@@ -366,6 +372,7 @@ def main() -> None:
             [float(f) for f in args.fractions.split(",")],
             [int(n) for n in args.sizes.split(",")],
             args.save,
+            args.variants,
         )
     elif args.action == "int8":
         int8_rows(case, [float(f) for f in args.fractions.split(",")])
