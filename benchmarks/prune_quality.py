@@ -179,7 +179,7 @@ def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str,
 def run_study(
     case: prune_data.Case, study: str, fractions: list[float], sizes: list[int], save: bool, variants: str | None = None
 ) -> None:
-    """Measure one study of one case (`variants`: only the rows whose variant names contain it); its rows replace
+    """Measure one study of one case (`variants`: only the rows whose variant names contain one of its comma-separated parts); its rows replace
     earlier ones of the same case, study, fraction and variant."""
     source = load_source(finetuned(case))
     data = prune_data.splits(case)
@@ -188,7 +188,7 @@ def run_study(
     calibrations = {}
     for fraction in fractions:
         for variant, count, config in study_rows(study, fraction, sizes):
-            if variants is not None and variants not in variant:
+            if variants is not None and not any(part in variant for part in variants.split(",")):
                 continue
             key = (count, config.importance_clip)
             if key not in calibrations:
@@ -347,7 +347,9 @@ def main() -> None:
     )
     parser.add_argument("--fractions", default="0.3,0.4,0.5,0.6")
     parser.add_argument("--sizes", default="256,1024,2048", help="calibration texts (ablation: the first and the last)")
-    parser.add_argument("--variants", help="only the study's rows whose variant names contain this text")
+    parser.add_argument(
+        "--variants", help="only the study's rows whose variant names contain one of these comma-separated texts"
+    )
     parser.add_argument(
         "--save", action="store_true", help="keep the pruned folders (benchmarks/work/pruned/) for int8 builds"
     )
