@@ -57,6 +57,7 @@ BEFORE = TuningConfig(
 KWON = TuningConfig(
     target="schedule", ridge="to-one", fit_bias=False, stop_on_failure=True, cls_only=True, space="pre-norm"
 )
+SCALES = TuningConfig(fit="scales")  # unit scales, as every row of the tuning study measured them
 # Kwon et al.'s four differences from edgec's former least squares, added one at a time; then the default (chosen on
 # validation from those rows) and the post-norm objective as alternatives to it.
 TUNING_STEPS = (
@@ -66,8 +67,8 @@ TUNING_STEPS = (
     ("- bias fit", dataclasses.replace(BEFORE, target="schedule", ridge="to-one", fit_bias=False)),
     ("+ stop at the first failed layer", dataclasses.replace(KWON, cls_only=False)),
     ("+ CLS token only in the last FFN (= Kwon)", KWON),
-    ("default: Kwon's, relative ridge, failed layers skipped, not stopping", TuningConfig()),
-    ("default, post-norm error", TuningConfig(space="post-norm")),
+    ("default: Kwon's, relative ridge, failed layers skipped, not stopping", SCALES),
+    ("default, post-norm error", dataclasses.replace(SCALES, space="post-norm")),
 )
 
 CAPS = (None, 0.9, 0.99, 0.999)
@@ -133,9 +134,10 @@ def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str,
         return rows + [(name, sizes[0], PruneConfig(fraction=fraction, tuning=tuning)) for name, tuning in TUNING_STEPS]
     if study == "ablation":  # each part added in turn; `sizes`: the small calibration, then the default's
         small, large = sizes[0], sizes[-1]
-        base = PruneConfig(fraction=fraction, importance_clip=None, steps=1)
+        base = PruneConfig(fraction=fraction, importance_clip=None, steps=1, tuning=SCALES)
         capped = dataclasses.replace(base, importance_clip=DEFAULT.importance_clip)
         stepped = dataclasses.replace(capped, steps=max(2, DEFAULT.steps))
+        refit = dataclasses.replace(stepped, tuning=dataclasses.replace(SCALES, fit="weights"))
         return [
             ("importance + search", small, dataclasses.replace(base, rearrange=False, rescale=False)),
             ("+ rearrangement", small, dataclasses.replace(base, rescale=False)),
@@ -143,7 +145,8 @@ def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str,
             ("+ Fisher cap", small, capped),
             ("+ larger calibration", large, capped),
             (f"+ {stepped.steps} pruning steps", large, stepped),
-            ("+ layers", large, dataclasses.replace(stepped, units=("heads", "ffn", "layers"))),
+            ("+ weight refit instead of unit scales", large, refit),
+            ("+ layers", large, dataclasses.replace(refit, units=("heads", "ffn", "layers"))),
         ]
     if study == "steps":  # one-shot pruning in 1, 2 and 4 steps, each re-scoring what the last left
         return [
@@ -156,11 +159,13 @@ def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str,
             for q in CAPS
         ]
     if study == "fit":  # what mask tuning fits: a scale per kept unit, or each sub-layer's whole output projection
-        return [("scales", sizes[0], PruneConfig(fraction=fraction))] + [
+        return [("scales", sizes[0], PruneConfig(fraction=fraction, tuning=SCALES))] + [
             (
                 f"weights, damping {damping:g}",
                 sizes[0],
-                PruneConfig(fraction=fraction, tuning=TuningConfig(fit="weights", weight_damping=damping)),
+                PruneConfig(
+                    fraction=fraction, tuning=dataclasses.replace(SCALES, fit="weights", weight_damping=damping)
+                ),
             )
             for damping in WEIGHT_DAMPINGS
         ]
