@@ -101,9 +101,11 @@ class TuningConfig:
     """Where the error is measured: "pre-norm", the residual sum a LayerNorm receives, or "post-norm", that sum
     centred, divided by each token's standard deviation and scaled by the LayerNorm's weight (its first-order
     effect on the LayerNorm's output)."""
-    fit: str = "scales"
-    """What is fitted: "scales", one multiplier per kept unit (Kwon's mask tuning; `ridge` applies), or "weights",
-    the whole output projection of each sub-layer (K-prune's weight tuning; `weight_damping` applies)."""
+    fit: str = "weights"
+    """What is fitted: "weights", the whole output projection of each sub-layer (K-prune's weight tuning;
+    `weight_damping` applies), or "scales", one multiplier per kept unit (Kwon's mask tuning; `ridge` applies).
+    Weights won on validation averaged over the benchmark's four cases (CLINC150 clearly, the others within noise)
+    and halved the pruned encoder's output error in every case measured."""
     weight_damping: float = 0.1
     """fit "weights": the ridge towards the current weight, as a share of the inputs' Gram's mean diagonal (0.1 won
     on validation over 0.001 and 0.01 in the benchmark's fit study)."""

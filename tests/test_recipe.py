@@ -20,7 +20,9 @@ def test_recipe_round_trips_through_dict():
         quant=QuantConfig(precision="int8", calibration="entropy"),
         parity=ParityThresholds(max_drop=0.5),
         prune=PruneConfig(
-            fraction=0.4, units=("heads", "layers"), tuning=TuningConfig(target="unpruned", space="post-norm")
+            fraction=0.4,
+            units=("heads", "layers"),
+            tuning=TuningConfig(target="unpruned", space="post-norm", fit="scales"),
         ),
     )
     assert Recipe.from_dict(recipe.to_dict()) == recipe
@@ -42,7 +44,10 @@ def test_recipe_round_trips_through_dict():
         lambda: TuningConfig(target="teacher"),
         lambda: TuningConfig(ridge="lsmr"),
         lambda: TuningConfig(space="logits"),
-        lambda: TuningConfig(space="post-norm", fit_bias=True),
+        lambda: TuningConfig(space="post-norm", fit="scales", fit_bias=True),
+        lambda: TuningConfig(space="post-norm"),  # weights are refitted in pre-norm space only
+        lambda: TuningConfig(fit="gradients"),
+        lambda: TuningConfig(weight_damping=0.0),
     ],
 )
 def test_invalid_configs_raise_config_error(make):
