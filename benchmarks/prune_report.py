@@ -61,6 +61,12 @@ def _cap(row: dict) -> str:
     return "none" if clip is None else f"{clip:g} ({row['importance_capped']})"
 
 
+def _fit(row: dict) -> str:
+    """What mask tuning fitted; rows measured before weight refits existed fitted unit scales."""
+    tuning = row.get("tuning")
+    return "none" if tuning is None else tuning.get("fit", "scales")
+
+
 def finetune_table(results: dict) -> list[str]:
     lines = [
         "| case | train examples | steps | stopped by | validation at start | best validation (step) | wall time | unpruned on the reported split |",
@@ -88,9 +94,9 @@ def study_table(results: dict, study: str) -> list[str]:
     """One table per study: every case and fraction, with the validation split beside the reported one."""
     rows = _rows(results, study)
     lines = [
-        "| case | prune | variant | calib texts | Fisher cap (texts capped) | steps | validation | drop | reported split | drop (±95%) | "
-        "output error | fit error before -> after | fits applied | MACs kept | layers removed | prune s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | prune | variant | calib texts | Fisher cap (texts capped) | steps | tuning fits | validation | drop | reported split | "
+        "drop (±95%) | output error | fit error before -> after | fits applied | MACs kept | layers removed | prune s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         fits = (
@@ -99,7 +105,7 @@ def study_table(results: dict, study: str) -> list[str]:
             else ""
         )
         lines.append(
-            f"| {r['case']} | {r['fraction']:g} | {_variant(results, r)} | {r['calibration']} | {_cap(r)} | {r.get('steps', 1)} | {r['validation']:.2f} | "
+            f"| {r['case']} | {r['fraction']:g} | {_variant(results, r)} | {r['calibration']} | {_cap(r)} | {r.get('steps', 1)} | {_fit(r)} | {r['validation']:.2f} | "
             f"{_drop(r, 'validation')} | "
             f"{r['report']:.2f} | {_drop(r, 'report')} | {r['output_error']:.4f} | {fits} | {r['fits_applied']}/{r['fits']} | "
             f"{r['macs_kept']:.3f} | {','.join(map(str, r['layers_removed'])) or '-'} | {r['prune_seconds']:.0f} |"
