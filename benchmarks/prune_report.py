@@ -43,11 +43,16 @@ def drop_interval(change: float, agreement: float | None, examples: int | None) 
     return 196.0 * max((1.0 - agreement) - mean**2, 0.0) ** 0.5 / examples**0.5
 
 
+def _of_finetune(row: dict, run: dict) -> bool:
+    """Whether a row pruned this fine-tuning run's model (its unpruned validation score is the run's best)."""
+    return abs(row["unpruned"]["validation"] - run["record"]["best_score"]) <= 1e-9
+
+
 def _variant(results: dict, row: dict) -> str:
     """The row's variant, marked where it pruned an earlier fine-tune of its case than the one cached now (the
     fine-tuning table's): a case fine-tuned again keeps the rows measured on the model before."""
     run = results["finetune"].get(row["case"])
-    earlier = run is not None and abs(row["unpruned"]["validation"] - run["record"]["best_score"]) > 1e-9
+    earlier = run is not None and not _of_finetune(row, run)
     return (
         f"{row['variant']} (earlier fine-tune: {row['unpruned']['validation']:.2f} validation)"
         if earlier
@@ -75,11 +80,7 @@ def finetune_table(results: dict) -> list[str]:
     for name, run in results["finetune"].items():
         record = run["record"]
         reported = next(
-            (
-                r["unpruned"]["report"]
-                for r in results["rows"]
-                if r["case"] == name and abs(r["unpruned"]["validation"] - record["best_score"]) <= 1e-9
-            ),
+            (r["unpruned"]["report"] for r in results["rows"] if r["case"] == name and _of_finetune(r, run)),
             None,
         )  # from a row of this fine-tune, not an earlier one
         lines.append(
