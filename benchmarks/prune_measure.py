@@ -94,9 +94,10 @@ class Calibration:
 
 
 def calibrate(
-    case: prune_data.Case, source: Source, data: dict[str, Dataset], count: int, clip: float | None
+    case: prune_data.Case, source: Source, data: dict[str, Dataset], count: int, clip: float | None, draw: int = 0
 ) -> Calibration:
-    batches, labels = calibration_batches(source, prune_data.calibration(case, data, count), MAX_LENGTH)
+    """`count` calibration texts of draw `draw` (prune_data.calibration's seed), batched, with their importance pass."""
+    batches, labels = calibration_batches(source, prune_data.calibration(case, data, count, seed=draw), MAX_LENGTH)
     started = time.perf_counter()
     fisher = fisher_information(source, batches, labels, 0, blocks=True, clip=clip)
     return Calibration(count, batches, labels, fisher, time.perf_counter() - started)

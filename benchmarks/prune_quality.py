@@ -6,6 +6,7 @@
     python benchmarks/prune_quality.py prune --case minilm-sst2 --study cap --sizes 1024  # the Fisher cap's quantile
     python benchmarks/prune_quality.py prune --case minilm-sst2 --study steps --sizes 1024  # pruning in 1, 2, 4 steps
     python benchmarks/prune_quality.py prune --case minilm-sst2 --study fit --sizes 1024  # unit scales or whole weights
+    python benchmarks/prune_quality.py prune --case minilm-sst2 --study draws --fractions 0.4  # 5 calibration draws
     python benchmarks/prune_quality.py int8 --case minilm-sst2 --fractions 0,0.4   # int8 of the saved folders (0: unpruned)
     python benchmarks/prune_quality.py render                          # RESULTS.md sections from the JSON
 
@@ -74,6 +75,7 @@ TUNING_STEPS = (
 CAPS = (None, 0.9, 0.99, 0.999)
 WEIGHT_DAMPINGS = (1e-3, 1e-2, 1e-1)
 DEFAULT = PruneConfig(fraction=0.5)  # its calibration, cap and steps are the defaults the studies vary
+DRAWS = 5  # calibration draws of the draws study: how much one draw's luck moves a row at the defaults
 
 
 def load_results() -> dict:
@@ -127,8 +129,14 @@ def finetuned(case: prune_data.Case) -> Path:
     return folder
 
 
-def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str, int, PruneConfig]]:
-    """(variant, calibration texts, config) of every row a study measures at one fraction."""
+def study_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str, int, PruneConfig, int]]:
+    """(variant, calibration texts, config, calibration draw) of every row a study measures at one fraction."""
+    if study == "draws":  # the defaults on different draws of the calibration texts (draw 0: every other study's)
+        return [(f"draw {seed}", DEFAULT.calib_samples, PruneConfig(fraction=fraction), seed) for seed in range(DRAWS)]
+    return [(variant, count, config, 0) for variant, count, config in _one_draw_rows(study, fraction, sizes)]
+
+
+def _one_draw_rows(study: str, fraction: float, sizes: list[int]) -> list[tuple[str, int, PruneConfig]]:
     if study == "tuning":
         rows = [("no tuning", sizes[0], PruneConfig(fraction=fraction, rescale=False))]
         return rows + [(name, sizes[0], PruneConfig(fraction=fraction, tuning=tuning)) for name, tuning in TUNING_STEPS]
@@ -192,13 +200,13 @@ def run_study(
     unpruned = scorer.unpruned()
     calibrations = {}
     for fraction in fractions:
-        for variant, count, config in study_rows(study, fraction, sizes):
+        for variant, count, config, draw in study_rows(study, fraction, sizes):
             if variants is not None and not any(part in variant for part in variants.split(",")):
                 continue
-            key = (count, config.importance_clip)
+            key = (count, config.importance_clip, draw)
             if key not in calibrations:
                 calibrations.clear()  # one importance pass in memory at a time
-                calibrations[key] = calibrate(case, source, data, count, config.importance_clip)
+                calibrations[key] = calibrate(case, source, data, count, config.importance_clip, draw)
             row, result = prune_row(source, calibrations[key], config, scorer)
             row = {"case": case.name, "study": study, "variant": variant, "unpruned": unpruned, **row}
             print(
@@ -348,7 +356,9 @@ def main() -> None:
     parser.add_argument("action", choices=("finetune", "prune", "int8", "memory", "render"))
     parser.add_argument("--case", choices=sorted(prune_data.CASES))
     parser.add_argument(
-        "--study", choices=("tuning", "ablation", "calibration", "cap", "steps", "fit", "table"), default="table"
+        "--study",
+        choices=("tuning", "ablation", "calibration", "cap", "steps", "fit", "draws", "table"),
+        default="table",
     )
     parser.add_argument("--fractions", default="0.3,0.4,0.5,0.6")
     parser.add_argument("--sizes", default="256,1024,2048", help="calibration texts (ablation: the first and the last)")

@@ -14,6 +14,7 @@ STUDY_TITLES = {
     "fit": "What mask tuning fits: a scale per kept unit (Kwon), or each sub-layer's whole output projection (K-prune), "
     "at three ridges towards the current weight",
     "cap": "The cap on each calibration text's share of the Fisher: the quantile of the texts' squared gradient norms",
+    "draws": "Calibration draws: the defaults on five different draws of the calibration texts",
     "table": "Pruning at the default settings",
 }
 
@@ -128,6 +129,31 @@ def int8_table(results: dict) -> list[str]:
     return lines
 
 
+def draws_summary(results: dict) -> list[str]:
+    """Per case and fraction, the drop averaged over the calibration draws, with its spread: what one draw's luck
+    moves, which a single row cannot show."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for row in _rows(results, "draws"):
+        groups.setdefault((row["case"], row["fraction"]), []).append(row)
+    lines = [
+        "| case | prune | draws | validation drop, mean (min / max) | reported drop, mean (min / max) | reported drop's standard deviation across draws |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (case, fraction), rows in sorted(groups.items()):
+        cells = []
+        for role in ("validation", "report"):
+            drops = [r[role] - r["unpruned"][role] for r in rows]
+            cells.append(f"{_mean(drops):+.2f} ({min(drops):+.2f} / {max(drops):+.2f})")
+        report = [r["report"] - r["unpruned"]["report"] for r in rows]
+        spread = (sum((d - _mean(report)) ** 2 for d in report) / max(len(report) - 1, 1)) ** 0.5
+        lines.append(f"| {case} | {fraction:g} | {len(rows)} | {cells[0]} | {cells[1]} | {spread:.2f} |")
+    return lines + [""]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def memory_table(results: dict) -> list[str]:
     lines = [
         "| case | prune | calibration texts | peak RSS GiB | wall (whole command) | importance s | search s | tuning s |",
@@ -174,6 +200,7 @@ def markdown(results: dict, versions: dict) -> str:
                 "",
                 *study_table(results, study),
                 "",
+                *(draws_summary(results) if study == "draws" else []),
             ]
     if _rows(results, "int8"):
         lines += [

@@ -41,3 +41,22 @@ def test_a_reported_drop_shows_its_interval_only_where_predictions_were_compared
     row |= {"report_agreement": 0.98, "report_examples": 872}
     assert prune_report._drop(row, "report") == "-0.69 ±0.94"
     assert prune_report._drop(row | {"unpruned": {"validation": 94.65}}, "validation") == "-0.15"
+
+
+def test_the_draws_summary_averages_each_case_and_fraction_over_its_draws():
+    def row(draw: int, validation: float, report: float) -> dict:
+        unpruned = {"validation": 94.65, "report": 89.91}
+        return {
+            "case": "minilm-sst2",
+            "study": "draws",
+            "fraction": 0.4,
+            "variant": f"draw {draw}",
+            "validation": validation,
+            "report": report,
+            "unpruned": unpruned,
+        }
+
+    results = {"rows": [row(0, 94.70, 89.11), row(1, 94.65, 89.45), row(2, 94.45, 89.91)]}
+    line = prune_report.draws_summary(results)[2]
+    # validation drops +0.05, 0.00, -0.20; reported -0.80, -0.46, 0.00: mean -0.42, sample standard deviation 0.40
+    assert line == "| minilm-sst2 | 0.4 | 3 | -0.05 (-0.20 / +0.05) | -0.42 (-0.80 / +0.00) | 0.40 |"
