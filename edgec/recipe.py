@@ -144,6 +144,10 @@ class PruneConfig:
     hidden_size: int | None = None
     """With `hidden` among the units: the width to keep (a multiple of the head size); None picks it from the kept
     share of MACs (edgec.ops.width.default_width)."""
+    max_layers: int | None = None
+    """With `layers` among the units: keep at most this many encoder layers, the least important going first (the
+    search may remove more). It sets the shape at a budget: few wide layers or many narrow ones. None: the search
+    alone decides."""
     rescale: bool = True
     """Mask tuning: re-fit the kept units' scales per layer by least squares (see TuningConfig)."""
     rearrange: bool = True
@@ -185,6 +189,14 @@ class PruneConfig:
         _require(
             self.hidden_size is None or "hidden" in self.units,
             "a hidden size is kept only when hidden channels may go; add hidden to --prune-units",
+        )
+        _require(
+            self.max_layers is None or (isinstance(self.max_layers, int) and self.max_layers >= 1),
+            f"the most layers to keep must be an integer >= 1, got {self.max_layers!r}",
+        )
+        _require(
+            self.max_layers is None or "layers" in self.units,
+            "a layer count is kept only when whole layers may go; add layers to --prune-units",
         )
         _require(
             isinstance(self.fraction, (int, float)) and 0.0 <= self.fraction < 1.0,

@@ -41,6 +41,8 @@ def test_recipe_round_trips_through_dict():
         lambda: Recipe(opset=11),
         lambda: PruneConfig(fraction=0.5, calib_samples=0),
         lambda: PruneConfig(fraction=0.5, units=("neurons",)),
+        lambda: PruneConfig(fraction=0.5, max_layers=6),  # layers are not among the units
+        lambda: PruneConfig(fraction=0.5, units=("heads", "layers"), max_layers=0),
         lambda: TuningConfig(target="teacher"),
         lambda: TuningConfig(ridge="lsmr"),
         lambda: TuningConfig(space="logits"),

@@ -72,6 +72,10 @@ class Pruning:
     prune_hidden_size: Annotated[
         int | None, typer.Option(help="With hidden in --prune-units: the width to keep (default: from the kept share).")
     ] = None
+    prune_max_layers: Annotated[
+        int | None,
+        typer.Option(help="With layers in --prune-units: keep at most this many layers (default: the search decides)."),
+    ] = None
     prune_rescale: Annotated[
         bool,
         typer.Option(help="Least-squares rescaling of the kept units, layer by layer."),
@@ -102,6 +106,7 @@ class Pruning:
             fraction=self.prune,
             units=units,
             hidden_size=self.prune_hidden_size,
+            max_layers=self.prune_max_layers,
             rescale=self.prune_rescale,
             schedule=self.schedule,
             **samples,

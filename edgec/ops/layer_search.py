@@ -37,18 +37,21 @@ def search_plan(
     *,
     prune_heads: bool = True,
     prune_neurons: bool = True,
+    max_layers: int | None = None,
 ) -> Plan:
     """The plan of least estimated loss within `budget` (MACs summed over the texts, as the costs).
 
     Without layer scores every layer stays and the heads and neurons come from `search_masks`. With them, for
     every k the k layers of least score go (layers cost the same MACs before pruning, so among k-layer removals
     the cheapest in loss is the natural candidate) and `search_masks` fills the budget from the layers that stay;
-    the k of least total estimated loss wins, fewer layers removed on ties. At least one layer stays.
+    the k of least total estimated loss wins, fewer layers removed on ties. At least one layer stays, and at most
+    `max_layers` (with layer scores): k starts at the count over it.
     """
     count = len(head_scores)
     order = np.argsort(layer_scores, kind="stable") if layer_scores is not None else np.array([], dtype=int)
+    fewest_removed = 0 if layer_scores is None or max_layers is None else max(count - max_layers, 0)
     best, best_loss, first_error = None, np.inf, None
-    for removed_count in range(count if layer_scores is not None else 1):
+    for removed_count in range(fewest_removed, count if layer_scores is not None else 1):
         keep = np.ones(count, dtype=bool)
         keep[order[:removed_count]] = False
         try:

@@ -239,6 +239,7 @@ def plan_pruning(
         kept_share * total,
         prune_heads="heads" in config.units,
         prune_neurons="ffn" in config.units,
+        max_layers=config.max_layers,
     )
     heads = plan.heads if allowed is None else expand(plan.heads, allowed, list(map(len, head_scores)))
     plan = Plan(heads, round_neurons(neuron_scores, plan.neurons, config.neuron_multiple), plan.layers)

@@ -72,6 +72,23 @@ def test_layers_that_matter_stay_and_the_plan_equals_the_unit_search():
     assert all((a == b).all() for a, b in zip(plan.heads + plan.neurons, expected[0] + expected[1]))
 
 
+def test_a_layer_cap_removes_the_least_important_layers_first_and_the_units_fill_the_budget():
+    heads, neurons = _scores()
+    costs = unit_costs([10], hidden=8, head_dim=2)
+    total = 16 * costs.head + 64 * costs.neuron
+    layer_scores = np.full(4, 1e6)  # every layer matters more than any unit: uncapped, all four stay
+    layer_scores[[2, 0]] = [1e5, 2e5]
+    assert search_plan(heads, neurons, layer_scores, costs, 0.6 * total).layers.all()
+    plan = search_plan(heads, neurons, layer_scores, costs, 0.6 * total, max_layers=2)
+    assert plan.layers.tolist() == [False, True, False, True]  # the two least important went
+    used = sum(h.sum() for h in plan.heads) * costs.head + sum(n.sum() for n in plan.neurons) * costs.neuron
+    assert used <= 0.6 * total
+    # the two layers kept hold half the units, so the budget leaves room for more than half of them: they stay whole
+    assert all(plan.heads[i].all() and plan.neurons[i].all() for i in (1, 3))
+    # a cap at or above the layer count changes nothing
+    assert search_plan(heads, neurons, layer_scores, costs, 0.6 * total, max_layers=4).layers.all()
+
+
 def test_layers_alone_can_meet_a_budget_the_units_cannot():
     heads, neurons = _scores()
     costs = unit_costs([10], hidden=8, head_dim=2)

@@ -87,6 +87,24 @@ def test_hidden_with_layers_in_the_kwon_flow(tiny_models, tmp_path):
     assert_saved_folder_computes_the_same(source, model, summary, tmp_path)
 
 
+@pytest.mark.parametrize("model_type", ["bert", "mpnet"])
+def test_a_layer_cap_sets_a_wide_shallow_shape_within_the_budget(tiny_models, model_type, tmp_path):
+    """max_layers: a budget the search meets with both layers kept (a mild one) ends with one layer at a wider
+    width, whose units the budget then leaves whole; the folder reloads the same function."""
+    source = load_source(tiny_models(model_type))
+    units = ("heads", "ffn", "layers", "hidden")
+    uncapped = prune_source(
+        source, CALIB, PruneConfig(fraction=0.3, units=units, hidden_size=24), max_length=64, seed=0
+    )
+    assert len(uncapped.summary.layers_kept) == 2
+    config = PruneConfig(fraction=0.3, units=units, hidden_size=24, max_layers=1)
+    result = prune_source(source, CALIB, config, max_length=64, seed=0)
+    model, summary = result.model, result.summary
+    assert len(summary.layers_kept) == len(surgery.encoder_layers(model)) == 1 and len(summary.layers_removed) == 1
+    assert summary.hidden_after == 24 and summary.macs_after <= 0.7 * summary.macs_before * 1.0001
+    assert_saved_folder_computes_the_same(source, model, summary, tmp_path)
+
+
 def test_hidden_size_needs_the_hidden_unit():
     with pytest.raises(ConfigError, match="add hidden to --prune-units"):
         PruneConfig(fraction=0.5, hidden_size=16)
