@@ -1,0 +1,243 @@
+"""Which shape should a large model be pruned to, at a small model's cost: many narrow layers or few wide ones?
+
+    python benchmarks/prune_shapes.py run --distill-minutes 10   # prune + distill each shape, int8, score, time
+    python benchmarks/prune_shapes.py render                      # its RESULTS.md section from the JSON
+
+mpnet fine-tuned on SST-2 and MiniLM fine-tuned on SST-2 (prune_quality.py's cached folders) are the large and the
+small model. Every shape removes the same share of mpnet's encoder MACs, the share that leaves MiniLM's (at the
+calibration texts' lengths), then distils from the fine-tuned mpnet (labels mixed in) for the same minutes, the
+teacher's one pass included. Distillation keeps its best checkpoint on the validation split (2,000 texts held out of
+SST-2 train); SST-2 dev selected nothing. Each pruned model and MiniLM are built as static int8 and timed in one run,
+rounds interleaved, batch 1, 64 tokens (SST-2 sentences are short), 2 threads, the fastest round's p50 reported.
+The shape to prefer is the one of best validation accuracy among those at most as slow as MiniLM's int8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import models  # noqa: E402
+import prune_data  # noqa: E402
+import prune_quality  # noqa: E402
+from run import machine, write_section  # noqa: E402
+
+import edgec  # noqa: E402
+from edgec.api import compress  # noqa: E402
+from edgec.artifacts.artifact import package_versions  # noqa: E402
+from edgec.compression.surgery import ffn_widths, head_counts, head_dim, hidden_size  # noqa: E402
+from edgec.ops.macs import encoder_macs, unit_costs  # noqa: E402
+from edgec.parity.evalset import reference_outputs  # noqa: E402
+from edgec.parity.runtime import measure_model  # noqa: E402
+from edgec.recipe import DistillConfig, PruneConfig, QuantConfig, Recipe  # noqa: E402
+from edgec.running.bench import BenchConfig, bench_onnx  # noqa: E402
+from edgec.source import load_source  # noqa: E402
+from edgec.sweep import MEASURE_ONLY  # noqa: E402
+from edgec.targets import SessionSettings  # noqa: E402
+
+RESULTS = HERE / "results-prune-shapes.json"
+WORK = models.WORK / "prune-shapes"
+MAX_LENGTH = 64
+# (name, units, hidden size, most layers kept): the same budget met narrow and deep, or wide and shallow.
+SHAPES = (
+    ("12 layers, hidden 256 (narrow-deep)", ("heads", "ffn", "hidden"), 256, None),
+    ("at most 6 layers, hidden 384 (MiniLM's width and depth)", ("heads", "ffn", "layers", "hidden"), 384, 6),
+    ("at most 4 layers, hidden 512 (wide-shallow)", ("heads", "ffn", "layers", "hidden"), 512, 4),
+)
+
+
+def encoder_cost(model, lengths: list[int]) -> float:
+    """Encoder MACs per text at the given token counts."""
+    return encoder_macs(head_counts(model), ffn_widths(model), unit_costs(lengths, hidden_size(model), head_dim(model)))
+
+
+def shape(folder: Path, teacher_macs: float, lengths: list[int]) -> dict:
+    """What a model folder holds: layers, width, heads, FFN widths, parameters, and its MACs against mpnet's."""
+    model = load_source(folder).model
+    widths = ffn_widths(model)
+    return {
+        "layers": len(widths),
+        "hidden": hidden_size(model),
+        "heads": sum(head_counts(model)),
+        "ffn": [min(widths), max(widths)],
+        "macs_kept": round(encoder_cost(model, lengths) / teacher_macs, 4),
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+    }
+
+
+def int8_build(folder: Path, data: dict, out: Path) -> dict:
+    """A static int8 build of `folder` (its fallback chosen on validation), with validation and dev accuracy."""
+    recipe = Recipe(quant=QuantConfig(precision="int8"), parity=MEASURE_ONLY, max_length=MAX_LENGTH)
+    artifact = edgec.build(
+        folder, "ort", recipe=recipe, calib=data["train"].sample(256, 0), eval=data["validation"], out=out, force=True
+    )
+    source = load_source(folder)
+    scores = {}
+    for role in ("validation", "report"):
+        reference = reference_outputs(source, data[role], MAX_LENGTH)
+        measured = measure_model(artifact.model_path, role, source.task, reference, MEASURE_ONLY, SessionSettings())
+        scores[role] = {"fp32": reference.reference_metric["accuracy"], "int8": measured.metrics["accuracy"]}
+    return {
+        "path": str(artifact.model_path),
+        "vocab": len(source.tokenizer),
+        "session": dataclasses.asdict(artifact.session),
+        "size_mb": round(artifact.model_path.stat().st_size / 1e6, 1),
+        "scores": scores,
+    }
+
+
+def run(distill_minutes: float, rounds: int, runs: int) -> None:
+    large_case, small_case = prune_data.CASES["mpnet-sst2"], prune_data.CASES["minilm-sst2"]
+    large, small = prune_quality.finetuned(large_case), prune_quality.finetuned(small_case)
+    data = prune_data.splits(large_case)
+    calib = prune_data.calibration(large_case, data, PruneConfig(fraction=0.5).calib_samples)
+    teacher = load_source(large)
+    lengths = [len(ids) for ids in teacher.tokenizer(calib.texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
+    teacher_macs = encoder_cost(teacher.model, lengths)
+    fraction = round(1 - encoder_cost(load_source(small).model, lengths) / teacher_macs, 4)
+    rows = [
+        {
+            "shape": "MiniLM fine-tuned (the small model)",
+            "model": "minilm",
+            **shape(small, teacher_macs, lengths),
+            **int8_build(small, data, WORK / "minilm-int8"),
+        }
+    ]
+    for name, units, width, max_layers in SHAPES:
+        recipe = Recipe(
+            prune=PruneConfig(fraction=fraction, units=units, hidden_size=width, max_layers=max_layers),
+            distill=DistillConfig(
+                steps=1_000_000, minutes=distill_minutes, max_length=MAX_LENGTH, eval_every=150, patience=1000
+            ),
+            max_length=MAX_LENGTH,
+        )
+        folder = WORK / f"hidden{width}-layers{max_layers or 'all'}"
+        started = time.perf_counter()
+        summary = compress(
+            large, recipe, calib=calib, eval=data["validation"], train=data["train"], out=folder, force=True
+        )
+        seconds = time.perf_counter() - started
+        pruned = next(row for row in summary.ledger if row.stage == "prune")
+        rows.append(
+            {
+                "shape": name,
+                "model": "mpnet",
+                **shape(folder, teacher_macs, lengths),
+                "layers_kept": summary.prune.layers_kept,
+                "prune_seconds": round(sum(summary.prune.seconds.values()), 1),
+                "pruned_validation": pruned.metrics.get("accuracy"),
+                "distill": {
+                    k: getattr(summary.distill, k) for k in ("steps", "best_step", "best_score", "examples_per_second")
+                },
+                "compress_seconds": round(seconds, 1),
+                **int8_build(folder, data, WORK / f"{folder.name}-int8"),
+            }
+        )
+    time_rows(rows, rounds, runs)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "versions": package_versions(),
+                "command": f"python benchmarks/prune_shapes.py run --distill-minutes {distill_minutes:g} --rounds {rounds} --runs {runs}",
+                "distill_minutes": distill_minutes,
+                "fraction": fraction,
+                "rows": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+
+
+def time_rows(rows: list[dict], rounds: int, runs: int) -> None:
+    """Each row's int8 latency: the p50 of each round, rounds interleaved, the fastest round kept."""
+    config = BenchConfig(batch=1, seq_len=MAX_LENGTH, threads=2, warmup=20, runs=runs)
+    for row in rows:
+        row["latency_rounds"] = []
+    for _ in range(rounds):
+        for row in rows:
+            result = bench_onnx(row["path"], row["vocab"], config, SessionSettings(**row["session"]))
+            row["latency_rounds"].append(round(result.p50_ms, 3))
+    for row in rows:
+        row["latency_ms"] = min(row["latency_rounds"])
+
+
+def preferred(rows: list[dict]) -> dict | None:
+    """The pruned shape of best validation accuracy (int8) among those at most as slow as the small model's int8."""
+    small = next(r for r in rows if r["model"] == "minilm")
+    fast = [r for r in rows if r["model"] != "minilm" and r["latency_ms"] <= small["latency_ms"]]
+    return max(fast, key=lambda r: r["scores"]["validation"]["int8"], default=None)
+
+
+def markdown(results: dict) -> str:
+    rows = results["rows"]
+    small = next(r for r in rows if r["model"] == "minilm")
+    lines = [
+        "## Pruning shape at a small model's cost: mpnet fine-tuned on SST-2, pruned to MiniLM's MACs and distilled",
+        "",
+        f"Machine: {results['machine']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in results["versions"].items())
+        + ".",
+        f"Command: `{results['command']}`. " + __doc__.split("\n\n", 2)[2].strip().replace("\n", " "),
+        "",
+        "| shape | layers | hidden | heads | FFN per layer | MACs of mpnet's | params M | before distillation (validation, gate share) | distillation: steps, best on its selection share (step) | int8 validation % | int8 dev % | latency ms | vs MiniLM int8 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        scores, d = r["scores"], r.get("distill")
+        cells = [
+            str(r["layers"]),
+            str(r["hidden"]),
+            str(r["heads"]),
+            f"{r['ffn'][0]}-{r['ffn'][1]}",
+            f"{r['macs_kept']:.3f}",
+            f"{r['params_m']:.1f}",
+            f"{r['pruned_validation']:.2f}" if r.get("pruned_validation") is not None else "",
+            f"{d['steps']}, {d['best_score']:.2f} ({d['best_step']})" if d else "",
+        ]
+        lines.append(
+            f"| {r['shape']} | "
+            + " | ".join(cells)
+            + f" | {scores['validation']['int8']:.2f} | {scores['report']['int8']:.2f} | {r['latency_ms']:.2f}"
+            + f" | {r['latency_ms'] / small['latency_ms']:.2f} |"
+        )
+    best = preferred(rows)
+    lines += [
+        "",
+        "Latency per round (ms): "
+        + "; ".join(f"{r['shape']}: {', '.join(f'{x:.2f}' for x in r['latency_rounds'])}" for r in rows)
+        + ".",
+        "",
+        f"**Preferred shape (computed): {best['shape']}**, {best['scores']['validation']['int8']:.2f} int8 validation "
+        f"at {best['latency_ms']:.2f} ms against MiniLM's {small['scores']['validation']['int8']:.2f} at "
+        f"{small['latency_ms']:.2f} ms."
+        if best
+        else f"**No pruned shape is as fast as MiniLM's int8 ({small['latency_ms']:.2f} ms).**",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("run", "render"))
+    parser.add_argument("--distill-minutes", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args()
+    if args.action == "run":
+        run(args.distill_minutes, args.rounds, args.runs)
+    write_section(
+        HERE / "RESULTS.md", "prune-shapes", markdown(json.loads(RESULTS.read_text())), "benchmarks/prune_shapes.py"
+    )
+
+
+if __name__ == "__main__":
+    main()
