@@ -288,10 +288,10 @@ def memory_row(case: prune_data.Case, count: int, fraction: float) -> None:
             for e in texts.examples
         )
     )
-    eval_data = data["validation"].sample(200, 0)
+    eval_data = data["validation"].sample(200, 0)  # written as an --eval file: the data fields, not the line read
     (folder / "eval200.jsonl").write_text(
         "".join(
-            json.dumps({k: v for k, v in dataclasses.asdict(e).items() if v is not None}) + "\n"
+            json.dumps({k: v for k, v in dataclasses.asdict(e).items() if v is not None and k != "line"}) + "\n"
             for e in eval_data.examples
         )
     )

@@ -9,7 +9,9 @@ calibration texts' lengths), then distils from the fine-tuned mpnet (labels mixe
 teacher's one pass included. Distillation keeps its best checkpoint on the validation split (2,000 texts held out of
 SST-2 train); SST-2 dev selected nothing. Each pruned model and MiniLM are built as static int8 and timed in one run,
 rounds interleaved, batch 1, 64 tokens (SST-2 sentences are short), 2 threads, the fastest round's p50 reported.
-The shape to prefer is the one of best validation accuracy among those at most as slow as MiniLM's int8.
+The shape to prefer is the one of best validation accuracy among those at most as slow as MiniLM's int8. The
+iterative row's budget (the distillation minutes) also covers its second and third prunes, as `--schedule iterative`
+does.
 """
 
 from __future__ import annotations
@@ -45,11 +47,24 @@ from edgec.targets import SessionSettings  # noqa: E402
 RESULTS = HERE / "results-prune-shapes.json"
 WORK = models.WORK / "prune-shapes"
 MAX_LENGTH = 64
-# (name, units, hidden size, most layers kept): the same budget met narrow and deep, or wide and shallow.
+# (name, units, hidden size, most layers kept, schedule): the same budget met narrow and deep, or wide and shallow;
+# and one shape pruned in steps with distillation between them (the iterative schedule) on the same minutes.
 SHAPES = (
-    ("12 layers, hidden 256 (narrow-deep)", ("heads", "ffn", "hidden"), 256, None),
-    ("at most 6 layers, hidden 384 (MiniLM's width and depth)", ("heads", "ffn", "layers", "hidden"), 384, 6),
-    ("at most 4 layers, hidden 512 (wide-shallow)", ("heads", "ffn", "layers", "hidden"), 512, 4),
+    ("12 layers, hidden 256 (narrow-deep)", ("heads", "ffn", "hidden"), 256, None, "one-shot"),
+    (
+        "at most 6 layers, hidden 384 (MiniLM's width and depth)",
+        ("heads", "ffn", "layers", "hidden"),
+        384,
+        6,
+        "one-shot",
+    ),
+    (
+        "at most 6 layers, hidden 384, iterative (3 prunes, distilling after each)",
+        ("heads", "ffn", "layers", "hidden"),
+        384,
+        6,
+        "iterative",
+    ),
 )
 
 
@@ -110,21 +125,23 @@ def run(distill_minutes: float, rounds: int, runs: int) -> None:
             **int8_build(small, data, WORK / "minilm-int8"),
         }
     ]
-    for name, units, width, max_layers in SHAPES:
+    for name, units, width, max_layers, schedule in SHAPES:
         recipe = Recipe(
-            prune=PruneConfig(fraction=fraction, units=units, hidden_size=width, max_layers=max_layers),
+            prune=PruneConfig(
+                fraction=fraction, units=units, hidden_size=width, max_layers=max_layers, schedule=schedule
+            ),
             distill=DistillConfig(
                 steps=1_000_000, minutes=distill_minutes, max_length=MAX_LENGTH, eval_every=150, patience=1000
             ),
             max_length=MAX_LENGTH,
         )
-        folder = WORK / f"hidden{width}-layers{max_layers or 'all'}"
+        folder = WORK / f"hidden{width}-layers{max_layers or 'all'}-{schedule}"
         started = time.perf_counter()
         summary = compress(
             large, recipe, calib=calib, eval=data["validation"], train=data["train"], out=folder, force=True
         )
         seconds = time.perf_counter() - started
-        pruned = next(row for row in summary.ledger if row.stage == "prune")
+        pruned = next(row for row in summary.ledger if row.stage == "prune")  # the first prune
         rows.append(
             {
                 "shape": name,
@@ -134,7 +151,9 @@ def run(distill_minutes: float, rounds: int, runs: int) -> None:
                 "prune_seconds": round(sum(summary.prune.seconds.values()), 1),
                 "pruned_validation": pruned.metrics.get("accuracy"),
                 "distill": {
-                    k: getattr(summary.distill, k) for k in ("steps", "best_step", "best_score", "examples_per_second")
+                    **{k: getattr(summary.distill, k) for k in ("best_step", "best_score", "examples_per_second")},
+                    # the iterative schedule's note is its last run, with every run in `runs`
+                    "steps": sum(run.steps for run in summary.distill.runs or [summary.distill]),
                 },
                 "compress_seconds": round(seconds, 1),
                 **int8_build(folder, data, WORK / f"{folder.name}-int8"),
