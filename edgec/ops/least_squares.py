@@ -16,6 +16,34 @@ import torch
 
 
 @dataclass
+class TargetSums:
+    """What both least squares (unit scales here, whole weights in ops.weight_least_squares) keep of the target: its
+    sums over the calibration tokens, from which the error of any fit and of any bias shift follows."""
+
+    total: torch.Tensor  # (hidden,): Σ_t t_t
+    squares: float = 0.0  # Σ_t ‖t_t‖²
+    tokens: int = 0
+
+    @classmethod
+    def empty(cls, hidden: int) -> TargetSums:
+        return cls(torch.zeros(hidden, dtype=torch.float64))
+
+    def add(self, t: torch.Tensor) -> None:
+        """t (tokens, hidden) in fp32; the sums are fp64."""
+        self.total += t.sum(dim=0).double()
+        self.squares += float((t.double() ** 2).sum())
+        self.tokens += t.shape[0]
+
+    def mean(self) -> torch.Tensor:
+        return self.total / self.tokens
+
+    def shift_error(self, shift: torch.Tensor, output_sum: torch.Tensor) -> float:
+        """What adding `shift` to every token's output adds to Σ_t ‖o_t − t_t‖², given Σ_t o_t (`output_sum`)."""
+        b = shift.double()
+        return float(self.tokens * (b @ b) + 2 * b @ output_sum - 2 * b @ self.total)
+
+
+@dataclass
 class NormalEquations:
     """Running sums of one least-squares problem over calibration batches.
 
@@ -26,14 +54,12 @@ class NormalEquations:
     gram: torch.Tensor  # (units, units): Σ_t u_tj·u_tk
     rhs: torch.Tensor  # (units,): Σ_t u_tj·t_t
     unit_sums: torch.Tensor  # (units, hidden): Σ_t u_tj
-    target_sum: torch.Tensor  # (hidden,): Σ_t t_t
-    target_sq: float = 0.0
-    tokens: int = 0
+    target: TargetSums
 
     @classmethod
     def empty(cls, units: int, hidden: int) -> NormalEquations:
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
-        return cls(zeros(units, units), zeros(units), zeros(units, hidden), zeros(hidden))
+        return cls(zeros(units, units), zeros(units), zeros(units, hidden), TargetSums.empty(hidden))
 
     def add_heads(self, contributions: torch.Tensor, target: torch.Tensor) -> None:
         """contributions (tokens, heads, hidden): each head's output; target (tokens, hidden)."""
@@ -41,7 +67,7 @@ class NormalEquations:
         self.gram += torch.einsum("thd,tkd->hk", u, u).double()
         self.rhs += torch.einsum("thd,td->h", u, t).double()
         self.unit_sums += u.sum(dim=0).double()
-        self._add_target(t)
+        self.target.add(t)
 
     def add_neurons(
         self,
@@ -61,25 +87,19 @@ class NormalEquations:
         self.gram += ((a.T @ a) * w_gram).double()
         self.rhs += (a * (t @ w)).sum(dim=0).double()
         self.unit_sums += (a.sum(dim=0)[:, None] * w.T).double()
-        self._add_target(t)
+        self.target.add(t)
 
     def add_target_only(self, target: torch.Tensor) -> None:
         """A sub-layer with no units left: only its bias can be fitted."""
-        self._add_target(target.float())
-
-    def _add_target(self, t: torch.Tensor) -> None:
-        self.target_sum += t.sum(dim=0).double()
-        self.target_sq += float((t.double() ** 2).sum())
-        self.tokens += t.shape[0]
+        self.target.add(target.float())
 
     def error(self, scales: torch.Tensor, bias_shift: torch.Tensor | None = None) -> float:
         """‖Σ_j m_j u_j + Δb − t‖² summed over tokens."""
         m = scales.double()
-        value = m @ self.gram @ m - 2 * m @ self.rhs + self.target_sq
+        value = float(m @ self.gram @ m - 2 * m @ self.rhs) + self.target.squares
         if bias_shift is not None:
-            b = bias_shift.double()
-            value += self.tokens * (b @ b) + 2 * b @ (self.unit_sums.T @ m) - 2 * b @ self.target_sum
-        return float(value)
+            value += self.target.shift_error(bias_shift, self.unit_sums.T @ m)
+        return value
 
     def solve(self, *, ridge: str = "to-one", fit_bias: bool = False, max_scale: float = 10.0) -> Solution:
         """Scales (and, with `fit_bias`, a bias shift) that lower the error, pulled towards 1.
@@ -92,13 +112,14 @@ class NormalEquations:
         within ±max_scale and not worse than no change.
         """
         units = self.rhs.shape[0]
-        ones, no_shift = torch.ones(units, dtype=torch.float64), torch.zeros_like(self.target_sum)
-        if self.tokens == 0:
+        ones, no_shift = torch.ones(units, dtype=torch.float64), torch.zeros_like(self.target.total)
+        tokens = self.target.tokens
+        if tokens == 0:
             return Solution(ones, None, True)
         gram, rhs = self.gram, self.rhs
         if fit_bias:
-            mean_target = self.target_sum / self.tokens
-            gram = gram - self.unit_sums @ self.unit_sums.T / self.tokens
+            mean_target = self.target.mean()
+            gram = gram - self.unit_sums @ self.unit_sums.T / tokens
             rhs = rhs - self.unit_sums @ mean_target
         scales = ones
         if units and ridge == "to-one":
@@ -108,7 +129,7 @@ class NormalEquations:
         elif units:
             damping = 1e-3 * float(gram.diagonal().mean().clamp(min=1e-12))
             scales = torch.linalg.solve(gram + damping * torch.eye(units, dtype=torch.float64), rhs + damping * ones)
-        shift = mean_target - self.unit_sums.T @ scales / self.tokens if fit_bias else None
+        shift = mean_target - self.unit_sums.T @ scales / tokens if fit_bias else None
         finite = bool(torch.isfinite(scales).all()) and (units == 0 or float(scales.abs().max()) <= max_scale)
         return Solution(scales, shift, finite and self.error(scales, shift) <= self.error(ones, no_shift))
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from edgec.ops.least_squares import TargetSums
+
 
 @dataclass
 class WeightEquations:
@@ -28,15 +30,19 @@ class WeightEquations:
     gram: torch.Tensor  # (inputs, inputs): Σ_t a_t a_tᵀ
     cross: torch.Tensor  # (inputs, hidden): Σ_t a_t y_tᵀ
     input_sums: torch.Tensor  # (inputs,): Σ_t a_t
-    target_sum: torch.Tensor  # (hidden,): Σ_t y_t
-    target_sq: float = 0.0
-    tokens: int = 0
+    target: TargetSums
 
     @classmethod
     def empty(cls, weight: torch.Tensor) -> WeightEquations:
         hidden, inputs = weight.shape
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
-        return cls(weight.detach().double(), zeros(inputs, inputs), zeros(inputs, hidden), zeros(inputs), zeros(hidden))
+        return cls(
+            weight.detach().double(),
+            zeros(inputs, inputs),
+            zeros(inputs, hidden),
+            zeros(inputs),
+            TargetSums.empty(hidden),
+        )
 
     def add(self, inputs: torch.Tensor, target: torch.Tensor) -> None:
         """inputs (tokens, inputs): what the projection reads; target (tokens, hidden): what it should write (without
@@ -45,36 +51,33 @@ class WeightEquations:
         self.gram += (a.T @ a).double()
         self.cross += (a.T @ y).double()
         self.input_sums += a.sum(dim=0).double()
-        self.target_sum += y.sum(dim=0).double()
-        self.target_sq += float((y.double() ** 2).sum())
-        self.tokens += y.shape[0]
+        self.target.add(y)
 
     def error(self, weight: torch.Tensor, bias_shift: torch.Tensor | None = None) -> float:
         """Σ_t ‖W a_t + Δb − y_t‖²."""
         w = weight.double()
-        value = float(((w @ self.gram) * w).sum() - 2 * (w * self.cross.T).sum()) + self.target_sq
+        value = float(((w @ self.gram) * w).sum() - 2 * (w * self.cross.T).sum()) + self.target.squares
         if bias_shift is not None:
-            b = bias_shift.double()
-            value += float(self.tokens * (b @ b) + 2 * b @ (w @ self.input_sums) - 2 * b @ self.target_sum)
+            value += self.target.shift_error(bias_shift, w @ self.input_sums)
         return value
 
     def solve(self, *, damping: float, fit_bias: bool = False) -> WeightSolution:
         """W' (and, with `fit_bias`, a bias shift: the mean of what W' misses) with λ = `damping` × AᵀA's mean
         diagonal; `ok` when finite and no worse than the weight as it is."""
-        if self.tokens == 0:
+        tokens = self.target.tokens
+        if tokens == 0:
             return WeightSolution(self.weight, None, True)
         gram, cross = self.gram, self.cross
-        mean_target = self.target_sum / self.tokens
+        mean_target, mean_input = self.target.mean(), self.input_sums / tokens
         if fit_bias:  # centred: the shift absorbs each output's mean
-            mean_input = self.input_sums / self.tokens
-            gram = gram - self.tokens * torch.outer(mean_input, mean_input)
-            cross = cross - self.tokens * torch.outer(mean_input, mean_target)
+            gram = gram - tokens * torch.outer(mean_input, mean_input)
+            cross = cross - tokens * torch.outer(mean_input, mean_target)
         ridge = damping * float(gram.diagonal().mean().clamp(min=1e-12))
         eye = torch.eye(gram.shape[0], dtype=torch.float64)
         weight = torch.linalg.solve(gram + ridge * eye, cross + ridge * self.weight.T).T
-        shift = mean_target - weight @ (self.input_sums / self.tokens) if fit_bias else None
+        shift = mean_target - weight @ mean_input if fit_bias else None
         finite = bool(torch.isfinite(weight).all()) and (shift is None or bool(torch.isfinite(shift).all()))
-        no_shift = torch.zeros_like(self.target_sum)
+        no_shift = torch.zeros_like(self.target.total)
         return WeightSolution(weight, shift, finite and self.error(weight, shift) <= self.error(self.weight, no_shift))
 
 

@@ -348,4 +348,4 @@ def _relative(
     equations: NormalEquations | WeightEquations, fitted: torch.Tensor, shift: torch.Tensor | None = None
 ) -> float:
     """The error of unit scales or of a weight (`fitted`), relative to the target's squared norm."""
-    return round(max(equations.error(fitted, shift), 0.0) / max(equations.target_sq, 1e-30), 6)
+    return round(max(equations.error(fitted, shift), 0.0) / max(equations.target.squares, 1e-30), 6)

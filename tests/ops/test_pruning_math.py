@@ -194,7 +194,7 @@ def test_weight_refit_recovers_a_known_projection_and_bias_and_its_error_is_the_
         explicit = inputs.double() @ weight.T + (0 if shift is None else shift) - target.double()
         # batches are multiplied in fp32 (summed in fp64): exact to ~1e-7 of the target's squared norm
         assert equations.error(weight, shift) == pytest.approx(
-            float((explicit**2).sum()), abs=1e-6 * equations.target_sq
+            float((explicit**2).sum()), abs=1e-6 * equations.target.squares
         )
     assert equations.solve(damping=1e-8).shift is None  # without fit_bias the bias stays
 
