@@ -143,7 +143,8 @@ def draws_summary(results: dict) -> list[str]:
         cells = []
         for role in ("validation", "report"):
             drops = [r[role] - r["unpruned"][role] for r in rows]
-            cells.append(f"{_mean(drops):+.2f} ({min(drops):+.2f} / {max(drops):+.2f})")
+            mean = round(_mean(drops), 2) + 0.0  # + 0.0: a mean that rounds to zero prints +0.00, not -0.00
+            cells.append(f"{mean:+.2f} ({min(drops):+.2f} / {max(drops):+.2f})")
         report = [r["report"] - r["unpruned"]["report"] for r in rows]
         spread = (sum((d - _mean(report)) ** 2 for d in report) / max(len(report) - 1, 1)) ** 0.5
         lines.append(f"| {case} | {fraction:g} | {len(rows)} | {cells[0]} | {cells[1]} | {spread:.2f} |")
