@@ -67,6 +67,12 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--prune-units", default="heads,ffn,hidden")
     parser.add_argument("--hidden-size", type=int, default=None)
+    parser.add_argument(
+        "--max-layers",
+        type=int,
+        default=None,
+        help="With layers in --prune-units: the most layers the large one keeps.",
+    )
     parser.add_argument("--schedule", default="one-shot", choices=("one-shot", "iterative"))
     parser.add_argument("--steps", type=int, default=1_000_000, help="Step budget (the clock ends training first).")
     parser.add_argument("--eval-every", type=int, default=150)
@@ -150,7 +156,11 @@ def run_large(args: argparse.Namespace, train: Dataset, validation: Dataset) -> 
     units = tuple(args.prune_units.split(","))
     recipe = Recipe(
         prune=PruneConfig(
-            fraction=round(fraction, 4), units=units, hidden_size=args.hidden_size, schedule=args.schedule
+            fraction=round(fraction, 4),
+            units=units,
+            hidden_size=args.hidden_size,
+            max_layers=args.max_layers,
+            schedule=args.schedule,
         ),
         distill=DistillConfig(
             steps=args.steps,
