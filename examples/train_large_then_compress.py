@@ -2,7 +2,8 @@
 
 Each family gets the same wall-clock budget T (Li et al., ICML 2020, "Train Large, Then Compress"):
 - small: `edgec finetune` for T;
-- large: `edgec finetune` for a share of T, then pruned to the small model's cost and distilled from its fine-tuned
+- large: `edgec finetune` for a share of T, then pruned to the small model's cost (by default to its width and
+  depth too) and distilled from its fine-tuned
   self (labels mixed in) until T is spent, pruning included.
 Both families' int8 builds (not counted in T) are timed in the same run, rounds interleaved, fastest round
 reported. Checkpoints, early stops
@@ -65,13 +66,18 @@ def arguments() -> argparse.Namespace:
         default=None,
         help="Share of the large model's encoder MACs to remove (default: down to the small model's).",
     )
-    parser.add_argument("--prune-units", default="heads,ffn,hidden")
-    parser.add_argument("--hidden-size", type=int, default=None)
+    # The default shape is the small model's width and depth: at its MACs, mpnet pruned to MiniLM's 384 x 6 layers
+    # scored 2.3 validation points more than 12 narrow layers (hidden 256) and ran in 0.72x their time
+    # (benchmarks/prune_shapes.py, RESULTS.md).
+    parser.add_argument("--prune-units", default="heads,ffn,layers,hidden")
+    parser.add_argument(
+        "--hidden-size", type=int, default=None, help="Width the large one keeps (default: the small model's)."
+    )
     parser.add_argument(
         "--max-layers",
         type=int,
         default=None,
-        help="With layers in --prune-units: the most layers the large one keeps.",
+        help="With layers in --prune-units: the most layers the large one keeps (default: the small model's).",
     )
     parser.add_argument("--schedule", default="one-shot", choices=("one-shot", "iterative"))
     parser.add_argument("--steps", type=int, default=1_000_000, help="Step budget (the clock ends training first).")
@@ -99,6 +105,17 @@ def encoder_cost(model_dir: Path | str, lengths: list[int]) -> float:
 def token_lengths(model_dir: Path | str, data: Dataset, max_length: int) -> list[int]:
     tokenizer = load_source(model_dir).tokenizer
     return [len(ids) for ids in tokenizer(data.texts, truncation=True, max_length=max_length)["input_ids"]]
+
+
+def large_shape(
+    small_dir: Path | str, units: tuple[str, ...], hidden: int | None, layers: int | None
+) -> tuple[int | None, int | None]:
+    """The width and the most layers the large model keeps: those given, else the small model's where the units let
+    them go (hidden, layers), else None (the search decides)."""
+    small = load_source(small_dir).model
+    width = hidden or (hidden_size(small) if "hidden" in units else None)
+    depth = layers or (len(ffn_widths(small)) if "layers" in units else None)
+    return width, depth
 
 
 def run_small(args: argparse.Namespace, train: Dataset, validation: Dataset) -> dict:
@@ -154,12 +171,13 @@ def run_large(args: argparse.Namespace, train: Dataset, validation: Dataset) -> 
         else 1 - encoder_cost(args.small, lengths) / encoder_cost(args.large, lengths)
     )
     units = tuple(args.prune_units.split(","))
+    width, depth = large_shape(args.small, units, args.hidden_size, args.max_layers)
     recipe = Recipe(
         prune=PruneConfig(
             fraction=round(fraction, 4),
             units=units,
-            hidden_size=args.hidden_size,
-            max_layers=args.max_layers,
+            hidden_size=width,
+            max_layers=depth,
             schedule=args.schedule,
         ),
         distill=DistillConfig(

@@ -163,6 +163,14 @@ def _row(family, name, value, latency):
 SMALL = [_row("small", "small int8", 88.0, 4.0), _row("small", "small pruned int8", 85.0, 3.0)]
 
 
+def test_the_large_model_takes_the_small_ones_width_and_depth_unless_told(tiny_models):
+    proof = _proof_module()
+    small = tiny_models("bert")  # hidden 32, 2 layers
+    assert proof.large_shape(small, ("heads", "ffn", "layers", "hidden"), None, None) == (32, 2)
+    assert proof.large_shape(small, ("heads", "ffn", "layers", "hidden"), 16, 1) == (16, 1)
+    assert proof.large_shape(small, ("heads", "ffn"), None, None) == (None, None)
+
+
 def test_proof_verdict_claim_shown():
     """The small family's most accurate artifact sets the latency; the best large artifact at least as fast wins."""
     large = [
