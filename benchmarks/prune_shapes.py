@@ -25,21 +25,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "examples"))
 
 import models  # noqa: E402
 import prune_data  # noqa: E402
 import prune_quality  # noqa: E402
+import train_large_then_compress as proof  # noqa: E402
 from run import machine, write_section  # noqa: E402
 
 import edgec  # noqa: E402
 from edgec.api import compress  # noqa: E402
 from edgec.artifacts.artifact import package_versions  # noqa: E402
-from edgec.compression.surgery import ffn_widths, head_counts, head_dim, hidden_size  # noqa: E402
-from edgec.ops.macs import encoder_macs, unit_costs  # noqa: E402
+from edgec.compression.surgery import encoder_layers, ffn_widths, head_counts, hidden_size  # noqa: E402
 from edgec.parity.evalset import reference_outputs  # noqa: E402
 from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.recipe import DistillConfig, PruneConfig, QuantConfig, Recipe  # noqa: E402
-from edgec.running.bench import BenchConfig, bench_onnx  # noqa: E402
 from edgec.source import load_source  # noqa: E402
 from edgec.sweep import MEASURE_ONLY  # noqa: E402
 from edgec.targets import SessionSettings  # noqa: E402
@@ -68,21 +68,16 @@ SHAPES = (
 )
 
 
-def encoder_cost(model, lengths: list[int]) -> float:
-    """Encoder MACs per text at the given token counts."""
-    return encoder_macs(head_counts(model), ffn_widths(model), unit_costs(lengths, hidden_size(model), head_dim(model)))
-
-
 def shape(folder: Path, teacher_macs: float, lengths: list[int]) -> dict:
     """What a model folder holds: layers, width, heads, FFN widths, parameters, and its MACs against mpnet's."""
     model = load_source(folder).model
     widths = ffn_widths(model)
     return {
-        "layers": len(widths),
+        "layers": len(encoder_layers(model)),
         "hidden": hidden_size(model),
         "heads": sum(head_counts(model)),
         "ffn": [min(widths), max(widths)],
-        "macs_kept": round(encoder_cost(model, lengths) / teacher_macs, 4),
+        "macs_kept": round(proof.encoder_cost(folder, lengths) / teacher_macs, 4),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
     }
 
@@ -115,8 +110,8 @@ def run(distill_minutes: float, rounds: int, runs: int) -> None:
     calib = prune_data.calibration(large_case, data, PruneConfig(fraction=0.5).calib_samples)
     teacher = load_source(large)
     lengths = [len(ids) for ids in teacher.tokenizer(calib.texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
-    teacher_macs = encoder_cost(teacher.model, lengths)
-    fraction = round(1 - encoder_cost(load_source(small).model, lengths) / teacher_macs, 4)
+    teacher_macs = proof.encoder_cost(large, lengths)
+    fraction = round(1 - proof.encoder_cost(small, lengths) / teacher_macs, 4)
     rows = [
         {
             "shape": "MiniLM fine-tuned (the small model)",
@@ -159,7 +154,7 @@ def run(distill_minutes: float, rounds: int, runs: int) -> None:
                 **int8_build(folder, data, WORK / f"{folder.name}-int8"),
             }
         )
-    time_rows(rows, rounds, runs)
+    proof.time_artifacts(rows, MAX_LENGTH, runs, rounds)
     RESULTS.write_text(
         json.dumps(
             {
@@ -174,19 +169,6 @@ def run(distill_minutes: float, rounds: int, runs: int) -> None:
         )
         + "\n"
     )
-
-
-def time_rows(rows: list[dict], rounds: int, runs: int) -> None:
-    """Each row's int8 latency: the p50 of each round, rounds interleaved, the fastest round kept."""
-    config = BenchConfig(batch=1, seq_len=MAX_LENGTH, threads=2, warmup=20, runs=runs)
-    for row in rows:
-        row["latency_rounds"] = []
-    for _ in range(rounds):
-        for row in rows:
-            result = bench_onnx(row["path"], row["vocab"], config, SessionSettings(**row["session"]))
-            row["latency_rounds"].append(round(result.p50_ms, 3))
-    for row in rows:
-        row["latency_ms"] = min(row["latency_rounds"])
 
 
 def preferred(rows: list[dict]) -> dict | None:

@@ -32,7 +32,7 @@ import edgec
 from edgec.api import compress
 from edgec.artifacts.artifact import package_versions
 from edgec.compression.finetune import finetune
-from edgec.compression.surgery import ffn_widths, head_counts, head_dim, hidden_size
+from edgec.compression.surgery import encoder_layers, ffn_widths, head_counts, head_dim, hidden_size
 from edgec.data import Columns, Dataset
 from edgec.hardware import host
 from edgec.ops.macs import encoder_macs, unit_costs
@@ -114,7 +114,7 @@ def large_shape(
     them go (hidden, layers), else None (the search decides)."""
     small = load_source(small_dir).model
     width = hidden or (hidden_size(small) if "hidden" in units else None)
-    depth = layers or (len(ffn_widths(small)) if "layers" in units else None)
+    depth = layers or (len(encoder_layers(small)) if "layers" in units else None)
     return width, depth
 
 
@@ -253,22 +253,21 @@ def run_family(name: str, args: argparse.Namespace) -> None:
     (args.out / name / "family.json").write_text(json.dumps(family, indent=2, default=str) + "\n")
 
 
-def time_artifacts(rows: list[dict], args: argparse.Namespace) -> None:
-    """Latency of every artifact: each round's p50, rounds interleaved, and the fastest round reported. This VM has
-    run the same file at two speeds in consecutive processes (benchmarks/RESULTS.md, issue 13): the fastest round
-    is the machine undisturbed, the same statistic for every artifact; the rounds and what else ran are kept."""
-    config = BenchConfig(batch=1, seq_len=args.seq_len, threads=2, warmup=20, runs=args.runs)
-    per_round: dict[str, list[float]] = {row["name"]: [] for row in rows}
-    loads: dict[str, list[float | None]] = {row["name"]: [] for row in rows}
-    for _ in range(args.rounds):
+def time_artifacts(rows: list[dict], seq_len: int, runs: int, rounds: int) -> None:
+    """Latency of every artifact (a row's path, vocab and session): each round's p50, rounds interleaved, and the
+    fastest round reported. This VM has run the same file at two speeds in consecutive processes
+    (benchmarks/RESULTS.md, issue 13): the fastest round is the machine undisturbed, the same statistic for every
+    artifact; the rounds and what else ran are kept."""
+    config = BenchConfig(batch=1, seq_len=seq_len, threads=2, warmup=20, runs=runs)
+    for row in rows:
+        row["latency_rounds"], row["other_load"] = [], []
+    for _ in range(rounds):
         for row in rows:
             result = bench_onnx(row["path"], row["vocab"], config, SessionSettings(**row["session"]))
-            per_round[row["name"]].append(result.p50_ms)
-            loads[row["name"]].append(result.other_load)
+            row["latency_rounds"].append(result.p50_ms)
+            row["other_load"].append(result.other_load)
     for row in rows:
-        row["latency_rounds"] = per_round[row["name"]]
-        row["other_load"] = loads[row["name"]]
-        row["latency_ms"] = min(per_round[row["name"]])
+        row["latency_ms"] = min(row["latency_rounds"])
 
 
 def verdict(small: list[dict], large: list[dict], margin: float = 0.5) -> dict:
@@ -363,7 +362,7 @@ def plot(rows: list[dict], v: dict, path: Path) -> None:
 def report(args: argparse.Namespace) -> dict:
     families = {name: json.loads((args.out / name / "family.json").read_text()) for name in FAMILIES}
     rows = [row for name in FAMILIES for row in families[name]["artifacts"]]
-    time_artifacts(rows, args)
+    time_artifacts(rows, args.seq_len, args.runs, args.rounds)
     v = verdict([r for r in rows if r["family"] == "small"], [r for r in rows if r["family"] == "large"])
     result = {
         "machine": host().to_dict(),
