@@ -82,24 +82,72 @@ def shape(folder: Path, teacher_macs: float, lengths: list[int]) -> dict:
     }
 
 
-def int8_build(folder: Path, data: dict, out: Path) -> dict:
-    """A static int8 build of `folder` (its fallback chosen on validation), with validation and dev accuracy."""
-    recipe = Recipe(quant=QuantConfig(precision="int8"), parity=MEASURE_ONLY, max_length=MAX_LENGTH)
+def metric(data: dict) -> str:
+    """The task metric the parity ledger reports for this data: spearman on scored pairs, accuracy on labels."""
+    return "spearman" if data["validation"].has_scores else "accuracy"
+
+
+def int8_build(folder: Path, data: dict, out: Path, max_length: int = MAX_LENGTH) -> dict:
+    """A static int8 build of `folder` (calibrated on 256 train texts, its fallback chosen on validation), with its
+    validation and report scores, fp32 and int8."""
+    recipe = Recipe(quant=QuantConfig(precision="int8"), parity=MEASURE_ONLY, max_length=max_length)
     artifact = edgec.build(
         folder, "ort", recipe=recipe, calib=data["train"].sample(256, 0), eval=data["validation"], out=out, force=True
     )
     source = load_source(folder)
     scores = {}
     for role in ("validation", "report"):
-        reference = reference_outputs(source, data[role], MAX_LENGTH)
+        reference = reference_outputs(source, data[role], max_length)
         measured = measure_model(artifact.model_path, role, source.task, reference, MEASURE_ONLY, SessionSettings())
-        scores[role] = {"fp32": reference.reference_metric["accuracy"], "int8": measured.metrics["accuracy"]}
+        key = metric(data)
+        scores[role] = {"fp32": reference.reference_metric[key], "int8": measured.metrics[key]}
     return {
         "path": str(artifact.model_path),
         "vocab": len(source.tokenizer),
         "session": dataclasses.asdict(artifact.session),
         "size_mb": round(artifact.model_path.stat().st_size / 1e6, 1),
         "scores": scores,
+    }
+
+
+def compressed_row(
+    large: Path,
+    prune: PruneConfig,
+    distill_minutes: float,
+    calib,
+    data: dict,
+    folder: Path,
+    teacher_macs: float,
+    lengths: list[int],
+    max_length: int = MAX_LENGTH,
+) -> dict:
+    """`large` pruned by `prune` and distilled from itself on data["train"] for `distill_minutes` (the teacher's
+    pass, and an iterative schedule's later prunes, included), saved in `folder`, then built as int8: its shape,
+    its scores before distillation and after, and its distillation's steps and rate."""
+    recipe = Recipe(
+        prune=prune,
+        distill=DistillConfig(
+            steps=1_000_000, minutes=distill_minutes, max_length=max_length, eval_every=150, patience=1000
+        ),
+        max_length=max_length,
+    )
+    started = time.perf_counter()
+    summary = compress(large, recipe, calib=calib, eval=data["validation"], train=data["train"], out=folder, force=True)
+    seconds = time.perf_counter() - started
+    pruned = next(row for row in summary.ledger if row.stage == "prune")  # the first prune
+    return {
+        "model": "mpnet",
+        **shape(folder, teacher_macs, lengths),
+        "layers_kept": summary.prune.layers_kept,
+        "prune_seconds": round(sum(summary.prune.seconds.values()), 1),
+        "pruned_validation": pruned.metrics.get(metric(data)),
+        "distill": {
+            **{k: getattr(summary.distill, k) for k in ("best_step", "best_score", "examples_per_second")},
+            # the iterative schedule's note is its last run, with every run in `runs`
+            "steps": sum(run.steps for run in summary.distill.runs or [summary.distill]),
+        },
+        "compress_seconds": round(seconds, 1),
+        **int8_build(folder, data, folder.parent / f"{folder.name}-int8", max_length),
     }
 
 
@@ -121,39 +169,10 @@ def run(distill_minutes: float, rounds: int, runs: int) -> None:
         }
     ]
     for name, units, width, max_layers, schedule in SHAPES:
-        recipe = Recipe(
-            prune=PruneConfig(
-                fraction=fraction, units=units, hidden_size=width, max_layers=max_layers, schedule=schedule
-            ),
-            distill=DistillConfig(
-                steps=1_000_000, minutes=distill_minutes, max_length=MAX_LENGTH, eval_every=150, patience=1000
-            ),
-            max_length=MAX_LENGTH,
-        )
+        prune = PruneConfig(fraction=fraction, units=units, hidden_size=width, max_layers=max_layers, schedule=schedule)
         folder = WORK / f"hidden{width}-layers{max_layers or 'all'}-{schedule}"
-        started = time.perf_counter()
-        summary = compress(
-            large, recipe, calib=calib, eval=data["validation"], train=data["train"], out=folder, force=True
-        )
-        seconds = time.perf_counter() - started
-        pruned = next(row for row in summary.ledger if row.stage == "prune")  # the first prune
-        rows.append(
-            {
-                "shape": name,
-                "model": "mpnet",
-                **shape(folder, teacher_macs, lengths),
-                "layers_kept": summary.prune.layers_kept,
-                "prune_seconds": round(sum(summary.prune.seconds.values()), 1),
-                "pruned_validation": pruned.metrics.get("accuracy"),
-                "distill": {
-                    **{k: getattr(summary.distill, k) for k in ("best_step", "best_score", "examples_per_second")},
-                    # the iterative schedule's note is its last run, with every run in `runs`
-                    "steps": sum(run.steps for run in summary.distill.runs or [summary.distill]),
-                },
-                "compress_seconds": round(seconds, 1),
-                **int8_build(folder, data, WORK / f"{folder.name}-int8"),
-            }
-        )
+        row = compressed_row(large, prune, distill_minutes, calib, data, folder, teacher_macs, lengths)
+        rows.append({"shape": name, **row})
     proof.time_artifacts(rows, MAX_LENGTH, runs, rounds)
     RESULTS.write_text(
         json.dumps(

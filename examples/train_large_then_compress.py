@@ -272,9 +272,10 @@ def time_artifacts(rows: list[dict], seq_len: int, runs: int, rounds: int) -> No
 
 def verdict(small: list[dict], large: list[dict], margin: float = 0.5) -> dict:
     """At the latency of the small family's most accurate artifact, the large family's most accurate artifact that
-    is at least as fast. outcome: "shown" (more accurate), "not shown", or "no artifact fast enough"; target_met:
-    at least `margin` points more accurate."""
-    best_small = max(small, key=lambda r: r["value"])
+    is at least as fast, both chosen on validation and compared on dev ("value"), which nothing selected on.
+    outcome: "shown" (more accurate), "not shown", or "no artifact fast enough"; target_met: at least `margin`
+    points more accurate."""
+    best_small = max(small, key=lambda r: r["validation"])
     fast = [r for r in large if r["latency_ms"] <= best_small["latency_ms"]]
     result = {
         "small": best_small["name"],
@@ -291,7 +292,7 @@ def verdict(small: list[dict], large: list[dict], margin: float = 0.5) -> dict:
     }
     if not fast:
         return result
-    best = max(fast, key=lambda r: r["value"])
+    best = max(fast, key=lambda r: r["validation"])
     difference = best["value"] - best_small["value"]
     return {
         **result,

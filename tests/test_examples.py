@@ -156,8 +156,15 @@ def _proof_module():
     return module
 
 
-def _row(family, name, value, latency):
-    return {"family": family, "name": name, "value": value, "latency_ms": latency}
+def _row(family, name, value, latency, validation=None):
+    """An artifact row; validation (what the verdict chooses on) defaults to its dev accuracy (`value`)."""
+    return {
+        "family": family,
+        "name": name,
+        "value": value,
+        "latency_ms": latency,
+        "validation": value if validation is None else validation,
+    }
 
 
 SMALL = [_row("small", "small int8", 88.0, 4.0), _row("small", "small pruned int8", 85.0, 3.0)]
@@ -181,6 +188,15 @@ def test_proof_verdict_claim_shown():
     v = _proof_module().verdict(SMALL, large)
     assert (v["small"], v["latency_ms"], v["large"], v["outcome"]) == ("small int8", 4.0, "large 0.88", "shown")
     assert v["difference"] == pytest.approx(1.0) and v["target_met"]
+
+
+def test_proof_verdict_chooses_on_validation_never_on_dev():
+    """Of two artifacts fast enough, the one better on validation is compared, though the other scores more on dev."""
+    large = [_row("large", "large 0.88", 90.0, 3.9, validation=93.0), _row("large", "large 0.9", 91.0, 3.5, 92.0)]
+    small = [_row("small", "small int8", 88.0, 4.0, 95.0), _row("small", "small 0.5", 89.0, 3.0, 94.0)]
+    v = _proof_module().verdict(small, large)
+    assert (v["small"], v["large"], v["large_accuracy"]) == ("small int8", "large 0.88", 90.0)
+    assert v["difference"] == pytest.approx(2.0)
 
 
 def test_proof_verdict_claim_not_shown():
