@@ -34,6 +34,7 @@ from edgec.artifacts.artifact import package_versions
 from edgec.compression.finetune import finetune
 from edgec.compression.surgery import encoder_layers, ffn_widths, head_counts, head_dim, hidden_size
 from edgec.data import Columns, Dataset
+from edgec.errors import InputError
 from edgec.hardware import host
 from edgec.ops.macs import encoder_macs, unit_costs
 from edgec.parity.evalset import reference_outputs
@@ -360,8 +361,18 @@ def plot(rows: list[dict], v: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def finished_families(out: Path) -> dict[str, dict]:
+    """Each family's record in `out`; InputError naming the first family that has not run there."""
+    for name in FAMILIES:
+        if not (out / name / "family.json").is_file():
+            raise InputError(
+                f"{out} holds no finished {name} family ({name}/family.json): run it with --family {name} first"
+            )
+    return {name: json.loads((out / name / "family.json").read_text()) for name in FAMILIES}
+
+
 def report(args: argparse.Namespace) -> dict:
-    families = {name: json.loads((args.out / name / "family.json").read_text()) for name in FAMILIES}
+    families = finished_families(args.out)
     rows = [row for name in FAMILIES for row in families[name]["artifacts"]]
     time_artifacts(rows, args.seq_len, args.runs, args.rounds)
     v = verdict([r for r in rows if r["family"] == "small"], [r for r in rows if r["family"] == "large"])
@@ -389,7 +400,11 @@ def main() -> None:
         for name in [args.family] if args.family else FAMILIES:
             run_family(name, args)
     if args.time or args.family is None:
-        result = report(args)
+        try:
+            result = report(args)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
         print(table(result["artifacts"]))
         print(sentence(result["verdict"]))
         print(f"chart: {args.out / 'proof.png'}; numbers: {args.out / 'proof.json'}")

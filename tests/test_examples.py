@@ -147,6 +147,22 @@ def test_train_large_then_compress_runs(tiny_models, data_files, tmp_path):
     assert "| large | " in section and "hidden 16" in section and "teacher cache" in section
 
 
+def test_proof_timing_before_a_family_ran_fails_in_one_line(tmp_path):
+    """--time on a folder where no family has run: exit 2, one line naming the family and the fix, no proof.json."""
+    absent = str(tmp_path / "absent")
+    out = tmp_path / "proof"
+    command = [sys.executable, str(ROOT / "examples" / "train_large_then_compress.py"), "--time", "--out", str(out)]
+    for flag in ("--small", "--large", "--train", "--validation", "--dev"):
+        command += [flag, absent]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {out} holds no finished small family (small/family.json): run it with --family small first"
+    )
+    assert not (out / "proof.json").exists()
+
+
 def _proof_module():
     import importlib.util
 
