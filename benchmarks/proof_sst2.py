@@ -90,8 +90,8 @@ def markdown(record: dict) -> str:
             else f"Command (both families, then the timing and the verdict, in one run): `{record['command']}`."
         ),
         "Each family gets the same wall clock T: the small model fine-tunes for T; the large one fine-tunes for a "
-        "share of T, is pruned to the small one's encoder MACs (and by default its width and depth) and distilled from its fine-tuned self (labels mixed "
-        "in) until T is spent, pruning included. Checkpoints, early stops and int8 fallbacks chose on 2,000 sentences "
+        "share of T, is pruned to the small one's encoder MACs (and by default its width and depth) and distilled "
+        "from its fine-tuned self (labels mixed in) until T is spent, pruning included. Checkpoints, early stops and int8 fallbacks chose on 2,000 sentences "
         "held out of SST-2 train ('validation'); dev (872 sentences) selected nothing. int8: static, calibration 256 "
         f"train sentences. Latency: batch 1, {timing['seq_len']} tokens, {timing['threads']} threads, p50 of "
         f"{timing['runs']} runs per round, {timing['rounds']} interleaved rounds, the fastest round reported "

@@ -95,19 +95,24 @@ def int8_build(folder: Path, data: dict, out: Path, max_length: int = MAX_LENGTH
         folder, "ort", recipe=recipe, calib=data["train"].sample(256, 0), eval=data["validation"], out=out, force=True
     )
     source = load_source(folder)
-    scores = {}
-    for role in ("validation", "report"):
-        reference = reference_outputs(source, data[role], max_length)
-        measured = measure_model(artifact.model_path, role, source.task, reference, MEASURE_ONLY, SessionSettings())
-        key = metric(data)
-        scores[role] = {"fp32": reference.reference_metric[key], "int8": measured.metrics[key]}
     return {
         "path": str(artifact.model_path),
         "vocab": len(source.tokenizer),
         "session": dataclasses.asdict(artifact.session),
         "size_mb": round(artifact.model_path.stat().st_size / 1e6, 1),
-        "scores": scores,
+        "scores": int8_scores(artifact.model_path, source, data, max_length),
     }
+
+
+def int8_scores(model: Path, source, data: dict, max_length: int) -> dict:
+    """The validation and report scores of the int8 ONNX file `model` and of its fp32 `source`."""
+    key = metric(data)
+    scores = {}
+    for role in ("validation", "report"):
+        reference = reference_outputs(source, data[role], max_length)
+        measured = measure_model(model, role, source.task, reference, MEASURE_ONLY, SessionSettings())
+        scores[role] = {"fp32": reference.reference_metric[key], "int8": measured.metrics[key]}
+    return scores
 
 
 def compressed_row(

@@ -36,10 +36,8 @@ from run import machine, optimum_dynamic_int8, optimum_preset, write_section  # 
 from edgec.artifacts.artifact import package_versions  # noqa: E402
 from edgec.data import Columns, Dataset, Example, read_dataset  # noqa: E402
 from edgec.parity.evalset import reference_outputs  # noqa: E402
-from edgec.parity.runtime import measure_model  # noqa: E402
 from edgec.recipe import PruneConfig  # noqa: E402
 from edgec.source import load_source  # noqa: E402
-from edgec.sweep import MEASURE_ONLY  # noqa: E402
 from edgec.targets import SessionSettings  # noqa: E402
 
 RESULTS = HERE / "results-stsb-unlabelled.json"
@@ -67,18 +65,13 @@ def optimum_row(small: Path, data: dict[str, Dataset], out: Path) -> dict:
     """MiniLM's Optimum dynamic int8 build: the file Optimum writes is timed, the same with pooling appended scored."""
     source = load_source(small)
     raw, pooled = optimum_dynamic_int8(small, out, source)
-    scores = {}
-    for role in ("validation", "report"):
-        reference = reference_outputs(source, data[role], MAX_LENGTH)
-        measured = measure_model(pooled, role, source.task, reference, MEASURE_ONLY, SessionSettings())
-        scores[role] = {"fp32": reference.reference_metric["spearman"], "int8": measured.metrics["spearman"]}
     return {
         "path": str(raw),
         "vocab": len(source.tokenizer),
         "session": dataclasses.asdict(SessionSettings()),
         "size_mb": round(raw.stat().st_size / 1e6, 1),
         "preset": optimum_preset(),
-        "scores": scores,
+        "scores": prune_shapes.int8_scores(pooled, source, data, MAX_LENGTH),
     }
 
 
